@@ -1,0 +1,1 @@
+"""asyncio actors: a mailbox and one task each. Per-user writers and the leaderboard."""

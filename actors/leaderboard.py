@@ -1,0 +1,189 @@
+"""The leaderboard actor: the top K in memory, fed by score changes, broadcast per tick.
+
+It owns the :class:`~actors.topk.TopK` cache and the subscribers (WebSocket handlers).
+Changes inside one broadcast interval are coalesced: at most one broadcast per interval,
+and only when the visible top N really changed. Each message is encoded once per tick,
+never per subscriber, and handed to every subscriber without waiting on any of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from actors.base import Actor
+from actors.topk import Row, TopK
+from server.store.port import ScoreStore, StoreError
+from server.store.records import RankedScore
+
+log = logging.getLogger(__name__)
+
+
+class Subscriber(Protocol):
+    """Where broadcasts go (a WebSocket handler). ``send`` must not block or raise."""
+
+    def send(self, payload: str) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class ScoreChanged:
+    """A user's score changed in the store (sent by that user's actor after the write)."""
+
+    entry: RankedScore
+
+
+class _Publish:
+    """The broadcast interval elapsed: publish what changed."""
+
+
+_PUBLISH: Final = _Publish()
+LeaderboardMessage = ScoreChanged | _Publish
+
+
+def _encode(obj: object) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+def _as_json_rows(rows: tuple[Row, ...]) -> list[dict[str, object]]:
+    return [{"user_id": u, "username": name, "score": s} for u, name, s in rows]
+
+
+class LeaderboardActor(Actor[LeaderboardMessage]):
+    """Keeps the top N (plus headroom) and tells subscribers when it changes.
+
+    Args:
+        store: refills the cache when members fall out of it.
+        top_n: the rows shown.
+        broadcast_interval_s: the least time between two broadcasts; 0 broadcasts each
+            change as it is applied.
+        clock: a monotonic clock in seconds (the event loop's by default).
+    """
+
+    def __init__(
+        self,
+        store: ScoreStore,
+        top_n: int,
+        broadcast_interval_s: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__("leaderboard")
+        self._store = store
+        self.top_n = top_n
+        self._interval = broadcast_interval_s
+        self._clock = clock
+        self._topk = TopK(top_n + max(10, top_n))
+        self._subscribers: set[Subscriber] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._last_publish = float("-inf")
+        self.loaded = False
+        self.version = 0
+        self.broadcasts = 0
+        self._current: tuple[Row, ...] = ()
+        self._current_body: bytes | None = None
+        self._published: tuple[Row, ...] = ()
+        self._snapshot = self._encode_event("snapshot")
+
+    # --- read side (called from handlers, on the event loop) -----------------------------
+
+    @property
+    def top_scores_body(self) -> bytes:
+        """``{"top_scores": [...]}`` for ``GET /api/top-scores``, encoded once per change."""
+        if self._current_body is None:
+            self._current_body = _encode({"top_scores": _as_json_rows(self._current)}).encode()
+        return self._current_body
+
+    @property
+    def snapshot_message(self) -> str:
+        """``{"event": "snapshot", "version": V, "top_scores": [...]}`` of the last broadcast."""
+        return self._snapshot
+
+    @property
+    def subscribers(self) -> frozenset[Subscriber]:
+        return frozenset(self._subscribers)
+
+    def subscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.add(subscriber)
+
+    def unsubscribe(self, subscriber: Subscriber) -> None:
+        self._subscribers.discard(subscriber)
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Fill the cache from the store, before :meth:`start`.
+
+        Raises:
+            StoreError: the store could not be read.
+        """
+        self._topk.load(await self._store.top(self._topk.capacity))
+        self._current = self._published = self._topk.rows(self.top_n)
+        self._current_body = None
+        self._snapshot = self._encode_event("snapshot")
+        self.loaded = True
+
+    async def on_stop(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._publish()
+
+    # --- messages ----------------------------------------------------------------------
+
+    async def receive(self, message: LeaderboardMessage) -> None:
+        if isinstance(message, ScoreChanged):
+            changed = self._topk.apply(message.entry)
+            if self._topk.needs_refill(self.top_n):
+                changed = await self._refill() or changed
+            if changed:
+                self._on_change()
+        else:
+            self._publish()
+
+    async def _refill(self) -> bool:
+        try:
+            ranked = await self._store.top(self._topk.capacity)
+        except StoreError:
+            log.exception("leaderboard refill failed; the next change retries")
+            return False
+        self._topk.load(ranked)
+        return True
+
+    def _on_change(self) -> None:
+        rows = self._topk.rows(self.top_n)
+        if rows == self._current:
+            return
+        self._current = rows
+        self._current_body = None
+        if self._interval <= 0:
+            self._publish()
+        elif self._timer is None:
+            delay = max(0.0, self._last_publish + self._interval - self._clock())
+            self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if not self._stopping:
+            self.tell(_PUBLISH)
+
+    def _publish(self) -> None:
+        if self._current == self._published:
+            return
+        self._published = self._current
+        self._last_publish = self._clock()
+        self.version += 1
+        self.broadcasts += 1
+        self._snapshot = self._encode_event("snapshot")
+        payload = self._encode_event("update")
+        for subscriber in tuple(self._subscribers):
+            subscriber.send(payload)
+
+    def _encode_event(self, event: str) -> str:
+        return _encode(
+            {"event": event, "version": self.version, "top_scores": _as_json_rows(self._published)}
+        )

@@ -1,0 +1,114 @@
+"""The leaderboard's pure logic: the top-K cache and the rows it shows. No I/O.
+
+The cache holds a prefix of the true ranking: every user outside it ranks below every
+user inside it. ``complete`` says the cache holds every user there is. When a member
+falls below the last cached row, nobody knows whether an outsider now ranks above it, so
+it leaves the cache; when fewer than ``N`` rows remain and the cache is not complete, the
+owner must refill it from the store (:meth:`TopK.needs_refill`). K = N plus headroom, so
+members can fall out a few times before a refill.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+
+from server.store.records import RankedScore
+
+RankKey = tuple[int, int, str]
+Row = tuple[str, str, int]  # user_id, username, score: what clients see
+
+
+def rank_key(entry: RankedScore) -> RankKey:
+    """Sort key: higher score first, then whoever reached it first, then user id."""
+    return (-entry.score, entry.reached_ms, entry.user_id)
+
+
+class TopK:
+    """The best ``capacity`` users, kept in rank order.
+
+    Args:
+        capacity: K, the most users held (N plus headroom).
+    """
+
+    def __init__(self, capacity: int) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be at least 1")
+        self.capacity = capacity
+        self.complete = True
+        self._keys: list[RankKey] = []
+        self._entries: list[RankedScore] = []
+        self._by_user: dict[str, RankedScore] = {}
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def __contains__(self, user_id: object) -> bool:
+        return user_id in self._by_user
+
+    def load(self, ranked: Iterable[RankedScore]) -> None:
+        """Replace the contents with the store's best rows (``store.top(capacity)``).
+
+        Fewer rows than the capacity mean the store holds no other user: complete.
+        """
+        entries = sorted(ranked, key=rank_key)[: self.capacity + 1]
+        self.complete = len(entries) < self.capacity
+        self._entries = entries[: self.capacity]
+        self._keys = [rank_key(e) for e in self._entries]
+        self._by_user = {e.user_id: e for e in self._entries}
+
+    def apply(self, entry: RankedScore) -> bool:
+        """Apply one user's new state; return whether the cache changed.
+
+        An entry whose version ``v`` is not newer than the cached one is a duplicate or
+        stale event (e.g. seen both directly and from another feed) and is ignored.
+        """
+        old = self._by_user.get(entry.user_id)
+        if old is not None and entry.v <= old.v:
+            return False
+        key = rank_key(entry)
+        # Every outsider ranks below the current last row (before this change).
+        boundary = self._keys[-1] if self._keys else None
+        if old is not None:
+            self._remove(old)
+        admitted = self.complete or (boundary is not None and key <= boundary)
+        if admitted:
+            self._insert(entry, key)
+            if len(self._entries) > self.capacity:
+                self._remove(self._entries[-1])
+                self.complete = False
+        # Not admitted: an outsider stays out, or a member that fell below the boundary
+        # leaves (outsiders may now rank above it).
+        return admitted or old is not None
+
+    def remove(self, user_id: str) -> bool:
+        """Drop a user (e.g. deleted from the store); return whether it was cached."""
+        old = self._by_user.get(user_id)
+        if old is None:
+            return False
+        self._remove(old)
+        return True
+
+    def needs_refill(self, n: int) -> bool:
+        """Whether fewer than ``n`` rows are known to be the true top ``n``."""
+        return len(self._entries) < n and not self.complete
+
+    def top(self, n: int) -> list[RankedScore]:
+        """The best ``n`` cached users, in rank order."""
+        return self._entries[:n]
+
+    def rows(self, n: int) -> tuple[Row, ...]:
+        """The best ``n`` as the rows clients see."""
+        return tuple((e.user_id, e.username, e.score) for e in self._entries[:n])
+
+    def _insert(self, entry: RankedScore, key: RankKey) -> None:
+        index = bisect.bisect_left(self._keys, key)
+        self._keys.insert(index, key)
+        self._entries.insert(index, entry)
+        self._by_user[entry.user_id] = entry
+
+    def _remove(self, entry: RankedScore) -> None:
+        index = bisect.bisect_left(self._keys, rank_key(entry))
+        del self._keys[index]
+        del self._entries[index]
+        del self._by_user[entry.user_id]

@@ -1,0 +1,155 @@
+"""Per-user actors: one mailbox per user serializes that user's writes to the store.
+
+The :class:`UserRegistry` creates an actor on a user's first request and evicts it after
+it has been idle for a while, so memory follows the users active right now.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+
+from actors.base import Actor, ActorStopped
+from actors.leaderboard import LeaderboardActor, ScoreChanged
+from server.store.port import ScoreStore
+from server.store.records import Applied, Decision, IncrementCommand, RankedScore
+
+log = logging.getLogger(__name__)
+
+
+class UserActor(Actor[IncrementCommand]):
+    """Applies one user's increments in order and reports each change to the leaderboard."""
+
+    def __init__(
+        self,
+        user_id: str,
+        store: ScoreStore,
+        leaderboard: LeaderboardActor,
+        mailbox_size: int,
+        clock: Callable[[], float],
+    ) -> None:
+        super().__init__(f"user:{user_id}", mailbox_size)
+        self.user_id = user_id
+        self._store = store
+        self._leaderboard = leaderboard
+        self._clock = clock
+        self._busy = False
+        self.last_active = clock()
+
+    def idle_since(self, now: float) -> float:
+        """Seconds since the last message finished; 0 while busy or with mail queued."""
+        if self._busy or self.depth:
+            return 0.0
+        return now - self.last_active
+
+    async def receive(self, message: IncrementCommand) -> Decision:
+        self._busy = True
+        try:
+            decision = await self._store.apply_increment(message)
+        finally:
+            self._busy = False
+            self.last_active = self._clock()
+        if isinstance(decision, Applied):
+            r = decision.record
+            entry = RankedScore(r.user_id, r.username, r.score, r.reached_ms, r.v)
+            try:
+                self._leaderboard.tell(ScoreChanged(entry))
+            except ActorStopped:
+                log.warning("leaderboard stopped before a change of %s reached it", self.user_id)
+        return decision
+
+
+class UserRegistry:
+    """Creates user actors on demand, evicts idle ones, and stops them all on shutdown.
+
+    Args:
+        idle_s: an actor idle this long (empty mailbox, nothing in progress) is stopped.
+    """
+
+    def __init__(
+        self,
+        store: ScoreStore,
+        leaderboard: LeaderboardActor,
+        *,
+        mailbox_size: int,
+        idle_s: float,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._store = store
+        self._leaderboard = leaderboard
+        self._mailbox_size = mailbox_size
+        self._idle_s = idle_s
+        self._clock = clock
+        self._actors: dict[str, UserActor] = {}
+        self._sweeper: asyncio.Task[None] | None = None
+        self._evicting: set[asyncio.Task[None]] = set()
+        self._closed = False
+
+    def __len__(self) -> int:
+        return len(self._actors)
+
+    def mailbox_depth(self) -> int:
+        """Messages queued in all user mailboxes."""
+        return sum(actor.depth for actor in self._actors.values())
+
+    def actor_for(self, user_id: str) -> UserActor:
+        """The user's actor, started if it was not running.
+
+        Raises:
+            ActorStopped: the registry is shutting down.
+        """
+        actor = self._actors.get(user_id)
+        if actor is None:
+            if self._closed:
+                raise ActorStopped("the service is shutting down")
+            actor = UserActor(
+                user_id, self._store, self._leaderboard, self._mailbox_size, self._clock
+            )
+            actor.start()
+            self._actors[user_id] = actor
+        return actor
+
+    def start(self) -> None:
+        """Start the idle sweeper."""
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="user-sweeper")
+
+    def evict_idle(self) -> int:
+        """Stop every actor idle for ``idle_s``; return how many. Called by the sweeper."""
+        now = self._clock()
+        idle = [a for a in self._actors.values() if a.idle_since(now) >= self._idle_s]
+        for actor in idle:
+            # Out of the map first: no message can reach it once it is gone from there.
+            del self._actors[actor.user_id]
+            task = asyncio.get_running_loop().create_task(actor.stop())
+            self._evicting.add(task)
+            task.add_done_callback(self._evicting.discard)
+        return len(idle)
+
+    async def stop(self) -> None:
+        """Refuse new users, drain every mailbox into the store, and stop every actor."""
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._sweeper
+        actors = list(self._actors.values())
+        await asyncio.gather(*(a.stop() for a in actors), *self._evicting)
+        self._actors.clear()
+
+    async def kill_all(self) -> None:
+        """Cancel every actor now (after a shutdown timeout); queued asks fail."""
+        self._closed = True
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        actors = list(self._actors.values())
+        self._actors.clear()
+        await asyncio.gather(*(a.kill() for a in actors))
+
+    async def _sweep(self) -> None:
+        period = max(0.01, self._idle_s / 2)
+        while True:
+            await asyncio.sleep(period)
+            self.evict_idle()

@@ -1,0 +1,1 @@
+"""Tornado handlers: parse, authenticate, validate, hand a message to an actor, render."""

@@ -1,0 +1,148 @@
+"""``POST /api/update-score`` and ``GET /api/top-scores``."""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Final
+
+import tornado.web
+
+from actors.base import ActorStopped, MailboxFull
+from handlers.base import ApiHandler
+from server.errors import ApiError
+from server.store.port import StoreError
+from server.store.records import Applied, IncrementCommand, RateLimited, Replayed
+
+MAX_BODY_BYTES: Final = 4096
+MAX_IDEMPOTENCY_KEY_CHARS: Final = 128
+_BODY_FIELDS: Final = frozenset({"increment"})
+
+
+def parse_increment(body: bytes, max_increment: int) -> int:
+    """The increment asked for by an update body (empty body: ``{}``, increment 1).
+
+    Raises:
+        ApiError: 400 ``invalid_json`` or ``invalid_increment``.
+    """
+    if not body.strip():
+        return 1
+    try:
+        data: Any = json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, "invalid_json", "the body must be a JSON object")
+    unknown = sorted(set(data) - _BODY_FIELDS)
+    if unknown:
+        raise ApiError(400, "invalid_json", f"unknown field {unknown[0]!r} in the body")
+    increment = data.get("increment", 1)
+    # bool is an int in Python; a JSON true must not count as 1.
+    if type(increment) is not int or not 1 <= increment <= max_increment:
+        raise ApiError(
+            400,
+            "invalid_increment",
+            f"'increment' must be a whole number from 1 to {max_increment}",
+        )
+    return increment
+
+
+def parse_idempotency_key(value: str | None) -> str | None:
+    """Validate the optional ``Idempotency-Key`` header.
+
+    Raises:
+        ApiError: 400 ``invalid_idempotency_key``.
+    """
+    if value is None:
+        return None
+    if not value or len(value) > MAX_IDEMPOTENCY_KEY_CHARS or not value.isprintable():
+        raise ApiError(
+            400,
+            "invalid_idempotency_key",
+            f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} printable characters",
+        )
+    return value
+
+
+@tornado.web.stream_request_body
+class UpdateScoreHandler(ApiHandler):
+    """Adds to the caller's score, exactly once per idempotency key, within the rate limit.
+
+    The body is streamed so an oversized one is refused (413) without being buffered.
+    """
+
+    def prepare(self) -> None:
+        self._body = bytearray()
+        self._too_large = False
+        length = self.request.headers.get("Content-Length")
+        if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+            self._outcome("body_too_large")
+            raise _body_too_large()
+
+    def data_received(self, chunk: bytes) -> None:
+        if len(self._body) + len(chunk) > MAX_BODY_BYTES:
+            self._too_large = True
+        elif not self._too_large:
+            self._body += chunk
+
+    async def post(self) -> None:
+        try:
+            if self._too_large:
+                raise _body_too_large()
+            new_score = await self._update()
+        except ApiError as error:
+            self._outcome(error.code)
+            raise
+        self.set_header("Cache-Control", "no-store")
+        self.write_json({"status": "success", "new_score": new_score})
+
+    async def _update(self) -> int:
+        service = self.service
+        identity = service.verifier.verify_header(self.request.headers.get("Authorization"))
+        amount = parse_increment(bytes(self._body), service.settings.max_increment)
+        key = parse_idempotency_key(self.request.headers.get("Idempotency-Key"))
+        command = IncrementCommand(
+            user_id=identity.user_id,
+            username=identity.username,
+            amount=amount,
+            now_ms=service.clock_ms(),
+            idempotency_key=key,
+        )
+        try:
+            decision = await service.users.actor_for(identity.user_id).ask(command)
+        except MailboxFull:
+            raise ApiError(
+                503, "busy", "too many updates queued for this user", {"Retry-After": "1"}
+            ) from None
+        except ActorStopped:
+            raise ApiError(
+                503, "shutting_down", "the server is shutting down", {"Retry-After": "1"}
+            ) from None
+        except StoreError:
+            raise ApiError(500, "database_error", "the score store failed; retry later") from None
+        if isinstance(decision, RateLimited):
+            raise ApiError(
+                429,
+                "rate_limited",
+                f"at most {service.settings.rate_limit_per_minute} updates per minute",
+                {"Retry-After": str(decision.retry_after_s)},
+            )
+        self._outcome("applied" if isinstance(decision, Applied) else "replayed")
+        assert isinstance(decision, Applied | Replayed)
+        return decision.new_score
+
+    def _outcome(self, outcome: str) -> None:
+        self.service.metrics.updates.labels(outcome).inc()
+
+
+def _body_too_large() -> ApiError:
+    return ApiError(413, "body_too_large", f"the body must be at most {MAX_BODY_BYTES} bytes")
+
+
+class TopScoresHandler(ApiHandler):
+    """The current top N, from the leaderboard actor's memory (encoded once per change)."""
+
+    def get(self) -> None:
+        leaderboard = self.service.leaderboard
+        if not leaderboard.loaded:
+            raise ApiError(503, "not_ready", "the leaderboard is loading", {"Retry-After": "1"})
+        self.finish(leaderboard.top_scores_body)

@@ -1,0 +1,164 @@
+"""``python -m server``: serve, or ``python -m server token`` to mint a token."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import secrets
+import signal
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TextIO
+
+from server import logs
+from server.auth import mint_token
+from server.runner import run_server
+from server.settings import Settings, SettingsError, load_settings
+from server.store.port import StoreError
+
+log = logging.getLogger("server")
+
+DEMO_USER = "demo"
+DEMO_TOKEN_TTL_S = 24 * 3600
+
+
+def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = None) -> int:
+    """Run the command line; return the process exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    environ = os.environ if environ is None else environ
+    if argv[:1] == ["token"]:
+        return token_command(argv[1:], environ)
+    try:
+        settings = load_settings(argv, environ)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    logs.configure(settings.log_level)
+    jwt_key = settings.jwt_secret or settings.jwt_public_key
+    demo = jwt_key is None
+    if jwt_key is None:
+        jwt_key = secrets.token_urlsafe(48)
+    try:
+        return asyncio.run(serve(settings, jwt_key, demo=demo))
+    except StoreError as exc:
+        print(f"error: cannot start: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
+        return 1
+
+
+async def serve(settings: Settings, jwt_key: str, *, demo: bool = False) -> int:
+    """Serve until SIGTERM or SIGINT, then shut down gracefully. A second signal forces exit.
+
+    Returns:
+        0 after a clean shutdown, 1 when it passed the shutdown timeout.
+    """
+    stop = asyncio.Event()
+    async with run_server(settings, jwt_key) as running:
+        store = "mongodb" if settings.uses_mongodb else f"sqlite:{settings.sqlite_path}"
+        log.info("listening", extra={"host": settings.host, "port": running.port, "store": store})
+        if demo:
+            print_demo_banner(settings, jwt_key, running.port, sys.stderr)
+        with _signals_set(stop):
+            await stop.wait()
+            log.info("stopping")
+    return 0 if running.clean_exit else 1
+
+
+@contextmanager
+def _signals_set(stop: asyncio.Event) -> Iterator[None]:
+    """Set ``stop`` on SIGTERM/SIGINT; on a second one, exit at once. Restores on exit."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second signal: exiting without a graceful shutdown")
+            os._exit(1)
+        log.info("signal received", extra={"signal": signal.Signals(signum).name})
+        stop.set()
+
+    installed = []
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, on_signal, signum)
+        installed.append(signum)
+    try:
+        yield
+    finally:
+        for signum in installed:
+            loop.remove_signal_handler(signum)
+
+
+def print_demo_banner(settings: Settings, jwt_key: str, port: int, out: TextIO) -> None:
+    """Tell a developer how to call a server that signs with a random per-process key."""
+    token = mint_token(
+        jwt_key,
+        DEMO_USER,
+        name="Demo Player",
+        ttl_s=DEMO_TOKEN_TTL_S,
+        issuer=settings.jwt_issuer,
+        audience=settings.jwt_audience,
+    )
+    host = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    base = f"http://{host}:{port}"
+    out.write(
+        "\n"
+        f"Scoreboard is serving {base} on the embedded SQLite store ({settings.sqlite_path}).\n"
+        "No JWT key is configured, so this process signs tokens with a random key: tokens\n"
+        "stop working when it restarts. Set SCOREBOARD_JWT_SECRET for a stable key.\n\n"
+        f"Demo token for user '{DEMO_USER}' (valid 24 h):\n    {token}\n\n"
+        "Try:\n"
+        f"    curl -X POST {base}/api/update-score -H 'Authorization: Bearer {token}' "
+        "-H 'Content-Type: application/json' -d '{\"increment\": 1}'\n"
+        f"    curl {base}/api/top-scores\n\n"
+    )
+    out.flush()
+
+
+def token_command(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    """``python -m server token --sub ID [--name NAME] [--ttl SECONDS]``: print a token."""
+    parser = argparse.ArgumentParser(
+        prog="python -m server token",
+        description="Mint an HS256 token with SCOREBOARD_JWT_SECRET (and its issuer/audience).",
+    )
+    parser.add_argument("--sub", required=True, help="the user id")
+    parser.add_argument("--name", help="the display name")
+    parser.add_argument("--ttl", type=int, default=3600, help="seconds valid (default 3600)")
+    parser.add_argument("--secret", help="the key (default: SCOREBOARD_JWT_SECRET)")
+    args = parser.parse_args(list(argv))
+    env = dict(environ)
+    if args.secret:
+        env["SCOREBOARD_JWT_SECRET"] = args.secret
+    try:
+        settings = load_settings([], env)
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if not settings.jwt_secret:
+        print(
+            "error: SCOREBOARD_JWT_SECRET is not set: a server without it signs with a random "
+            "per-process key (it prints a demo token at start); set the secret on both sides",
+            file=sys.stderr,
+        )
+        return 2
+    if not args.sub or len(args.sub) > 128 or args.ttl <= 0:
+        print("error: --sub must be 1 to 128 characters and --ttl positive", file=sys.stderr)
+        return 2
+    print(
+        mint_token(
+            settings.jwt_secret,
+            args.sub,
+            name=args.name,
+            ttl_s=args.ttl,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+        )
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""The Tornado application: routes and handler settings for one :class:`Service`."""
+
+from __future__ import annotations
+
+import logging
+
+import tornado.web
+
+from handlers.base import NotFoundHandler
+from handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
+from handlers.scores import TopScoresHandler, UpdateScoreHandler
+from handlers.ws import ScoreboardSocket
+from server.service import Service
+
+# Client messages are ignored; bound them so nobody can make the server buffer much.
+WS_MAX_MESSAGE_BYTES = 4096
+
+
+def make_app(service: Service) -> tornado.web.Application:
+    """Build the application serving ``service``'s routes."""
+
+    def route(name: str) -> dict[str, object]:
+        return {"service": service, "route": name}
+
+    return tornado.web.Application(
+        [
+            (r"/api/update-score", UpdateScoreHandler, route("update_score")),
+            (r"/api/top-scores", TopScoresHandler, route("top_scores")),
+            (r"/ws/scoreboard", ScoreboardSocket, {"service": service}),
+            (r"/healthz", HealthHandler, route("healthz")),
+            (r"/readyz", ReadyHandler, route("readyz")),
+            (r"/metrics", MetricsHandler, route("metrics")),
+        ],
+        default_handler_class=NotFoundHandler,
+        default_handler_args=route("not_found"),
+        websocket_max_message_size=WS_MAX_MESSAGE_BYTES,
+        websocket_ping_interval=20,
+        websocket_ping_timeout=60,
+        log_function=_log_request,
+    )
+
+
+_access_log = logging.getLogger("scoreboard.access")
+
+
+def _log_request(handler: tornado.web.RequestHandler) -> None:
+    status = handler.get_status()
+    level = logging.DEBUG if status < 400 else logging.INFO if status < 500 else logging.WARNING
+    if _access_log.isEnabledFor(level):
+        request = handler.request
+        _access_log.log(
+            level,
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "duration_ms": round(request.request_time() * 1000, 3),
+                "remote_ip": request.remote_ip,
+            },
+        )

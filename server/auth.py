@@ -1,0 +1,145 @@
+"""JWT verification (who is calling) and minting (the ``token`` subcommand, the demo token)."""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from dataclasses import dataclass
+from typing import Any, Final
+
+import jwt
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+from server.errors import ApiError
+
+MAX_TOKEN_BYTES: Final = 8192
+MAX_USER_ID_CHARS: Final = 128
+MAX_USERNAME_CHARS: Final = 128
+_BEARER: Final = "bearer "
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """The caller, as vouched for by a valid token."""
+
+    user_id: str
+    username: str
+
+
+def _invalid(message: str) -> ApiError:
+    return ApiError(401, "invalid_token", message)
+
+
+def display_name(claims: dict[str, Any], user_id: str) -> str:
+    """The ``name`` claim, else ``preferred_username``, else the user id; control characters
+    removed and the length bounded, so a display name cannot break a scoreboard."""
+    for claim in ("name", "preferred_username"):
+        value = claims.get(claim)
+        if isinstance(value, str):
+            cleaned = "".join(
+                ch for ch in value if not unicodedata.category(ch).startswith("C")
+            ).strip()[:MAX_USERNAME_CHARS]
+            if cleaned:
+                return cleaned
+    return user_id
+
+
+class TokenVerifier:
+    """Checks bearer tokens against one key and an allow-list of algorithms.
+
+    Args:
+        key: the HS* secret, or a PEM public key for RS*/PS*/ES*/EdDSA. The settings
+            never pair a secret with an asymmetric algorithm or the reverse, so a token
+            signed with the public key as an HMAC secret is refused (no key confusion).
+        algorithms: the accepted ``alg`` values; ``none`` is never accepted.
+        issuer, audience: checked when given.
+        leeway_s: clock skew allowed on ``exp``, ``nbf`` and ``iat``.
+    """
+
+    def __init__(
+        self,
+        key: str,
+        algorithms: tuple[str, ...],
+        *,
+        issuer: str | None = None,
+        audience: str | None = None,
+        leeway_s: int = 30,
+    ) -> None:
+        self._key: Any = key
+        if key.lstrip().startswith("-----BEGIN"):
+            self._key = load_pem_public_key(key.encode())
+        self._algorithms = list(algorithms)
+        self._issuer = issuer
+        self._audience = audience
+        self._leeway = leeway_s
+        self._options: dict[str, Any] = {
+            "require": ["exp", "sub"],
+            "verify_aud": audience is not None,
+        }
+
+    def verify_header(self, header: str | None) -> Identity:
+        """Verify an ``Authorization`` header value.
+
+        Raises:
+            ApiError: 401 ``missing_token`` or ``invalid_token``.
+        """
+        if not header:
+            raise ApiError(
+                401, "missing_token", "an Authorization: Bearer <token> header is required"
+            )
+        if not header[: len(_BEARER)].lower() == _BEARER:
+            raise _invalid("the Authorization header must use the Bearer scheme")
+        return self.verify(header[len(_BEARER) :].strip())
+
+    def verify(self, token: str) -> Identity:
+        """Verify a bare token and return who it names.
+
+        Raises:
+            ApiError: 401 ``missing_token`` (empty) or ``invalid_token``.
+        """
+        if not token:
+            raise ApiError(401, "missing_token", "the bearer token is empty")
+        if len(token) > MAX_TOKEN_BYTES:
+            raise _invalid(f"the token is longer than {MAX_TOKEN_BYTES} bytes")
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                options=self._options,  # type: ignore[arg-type]
+                issuer=self._issuer,
+                audience=self._audience,
+                leeway=self._leeway,
+            )
+        except jwt.ExpiredSignatureError:
+            raise _invalid("the token has expired") from None
+        except jwt.InvalidTokenError as exc:
+            raise _invalid(f"the token is not valid: {exc}") from None
+        sub = claims.get("sub")
+        if not isinstance(sub, str) or not sub or len(sub) > MAX_USER_ID_CHARS:
+            raise _invalid(
+                f"'sub' must be a non-empty string of at most {MAX_USER_ID_CHARS} characters"
+            )
+        return Identity(user_id=sub, username=display_name(claims, sub))
+
+
+def mint_token(
+    secret: str,
+    sub: str,
+    *,
+    name: str | None = None,
+    ttl_s: int = 3600,
+    issuer: str | None = None,
+    audience: str | None = None,
+    now: float | None = None,
+) -> str:
+    """Sign an HS256 token for ``sub`` valid for ``ttl_s`` seconds (development and tests)."""
+    issued = int(time.time() if now is None else now)
+    claims: dict[str, Any] = {"sub": sub, "iat": issued, "exp": issued + ttl_s}
+    if name:
+        claims["name"] = name
+    if issuer:
+        claims["iss"] = issuer
+    if audience:
+        claims["aud"] = audience
+    return jwt.encode(claims, secret, algorithm="HS256")

@@ -1,0 +1,67 @@
+"""Prometheus metrics of one service instance, in a registry of its own.
+
+A registry per instance (not the global default) lets several instances run in one
+process, as the tests do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """The service's metrics. Gauges of live state read their value when scraped."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.updates = Counter(
+            "scoreboard_updates",
+            "Score update requests by outcome (the error code, or 'applied' / 'replayed').",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.request_seconds = Histogram(
+            "scoreboard_request_duration_seconds",
+            "HTTP request latency by route and method.",
+            ["route", "method"],
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.websockets = Gauge(
+            "scoreboard_websocket_connections",
+            "Open WebSocket connections.",
+            registry=self.registry,
+        )
+        self.user_actors = Gauge(
+            "scoreboard_user_actors", "Live per-user actors.", registry=self.registry
+        )
+        self.mailbox_depth = Gauge(
+            "scoreboard_mailbox_depth",
+            "Increments queued in all user mailboxes.",
+            registry=self.registry,
+        )
+        self.leaderboard_version = Gauge(
+            "scoreboard_leaderboard_version",
+            "Version of the last broadcast top N.",
+            registry=self.registry,
+        )
+
+    def track(
+        self,
+        *,
+        user_actors: Callable[[], float],
+        mailbox_depth: Callable[[], float],
+        leaderboard_version: Callable[[], float],
+    ) -> None:
+        """Bind the gauges of live state to the functions that read it."""
+        self.user_actors.set_function(user_actors)
+        self.mailbox_depth.set_function(mailbox_depth)
+        self.leaderboard_version.set_function(leaderboard_version)
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

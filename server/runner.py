@@ -1,0 +1,92 @@
+"""Serving: start the service and the HTTP server, and stop them in order.
+
+Shutdown order (as uvicorn does it): stop accepting connections, close WebSockets with
+1001, wait for in-flight requests, close the remaining connections, drain every actor
+mailbox into the store, close the store, all within the shutdown timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+
+import tornado.httpserver
+import tornado.netutil
+
+from server.app import make_app
+from server.service import Service, create_store
+from server.settings import Settings
+from server.store.port import ScoreStore
+
+log = logging.getLogger(__name__)
+
+GOING_AWAY = 1001
+MAX_REQUEST_BYTES = 64 * 1024  # anything larger is cut off before a handler sees it
+
+
+@dataclass(slots=True)
+class RunningServer:
+    """A server that accepts requests until the ``run_server`` block ends."""
+
+    service: Service
+    http: tornado.httpserver.HTTPServer
+    port: int
+    clean_exit: bool = True
+
+
+@asynccontextmanager
+async def run_server(
+    settings: Settings, jwt_key: str, *, store: ScoreStore | None = None
+) -> AsyncIterator[RunningServer]:
+    """Start the service and listen on ``settings.host:settings.port`` (0: a free port).
+
+    Leaving the block shuts down gracefully; ``RunningServer.clean_exit`` then says whether
+    it finished within the shutdown timeout.
+
+    Raises:
+        StoreError: the store could not be opened or read at start.
+        OSError: the address could not be bound.
+    """
+    service = Service(settings, store if store is not None else create_store(settings), jwt_key)
+    try:
+        await service.start()
+    except BaseException:
+        await service.stop()
+        raise
+    http = tornado.httpserver.HTTPServer(
+        make_app(service), max_body_size=MAX_REQUEST_BYTES, idle_connection_timeout=75
+    )
+    sockets = tornado.netutil.bind_sockets(settings.port, settings.host, family=socket.AF_INET)
+    http.add_sockets(sockets)
+    running = RunningServer(service, http, sockets[0].getsockname()[1])
+    try:
+        yield running
+    finally:
+        running.clean_exit = await shutdown(running, settings.shutdown_timeout_s)
+
+
+async def shutdown(running: RunningServer, timeout_s: float) -> bool:
+    """Stop ``running`` gracefully; return whether everything finished within ``timeout_s``."""
+    service, http = running.service, running.http
+    http.stop()
+    for subscriber in service.leaderboard.subscribers:
+        close = getattr(subscriber, "close", None)
+        if close is not None:
+            close(GOING_AWAY, "server shutting down")
+    try:
+        async with asyncio.timeout(timeout_s):
+            await service.requests_done()
+            await http.close_all_connections()
+            await service.stop()
+    except TimeoutError:
+        log.error("shutdown timed out; stopping what is left", extra={"timeout_s": timeout_s})
+        await service.users.kill_all()
+        await service.leaderboard.kill()
+        await service.store.close()
+        return False
+    log.info("shutdown complete")
+    return True

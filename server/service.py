@@ -1,0 +1,135 @@
+"""The running service: store, actors, token verifier and metrics, wired together.
+
+:class:`Service` is what handlers receive (through route kwargs); it owns the lifecycle
+of everything below the HTTP layer: :meth:`start` opens the store and loads the
+leaderboard, :meth:`stop` drains every mailbox into the store, then closes it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+
+from pymongo import AsyncMongoClient
+
+from actors.leaderboard import LeaderboardActor
+from actors.user import UserRegistry
+from server.auth import TokenVerifier
+from server.metrics import Metrics
+from server.settings import Settings
+from server.store.increments import IncrementPolicy
+from server.store.mongodb import MongoStore
+from server.store.port import ScoreStore
+from server.store.sqlite import SqliteStore
+
+log = logging.getLogger(__name__)
+
+
+def wall_clock_ms() -> int:
+    """Milliseconds since the Unix epoch: the time passed into every increment."""
+    return time.time_ns() // 1_000_000
+
+
+def create_store(settings: Settings) -> ScoreStore:
+    """The store the settings ask for: MongoDB when a URI is set, else embedded SQLite."""
+    policy = IncrementPolicy(rate_limit_per_minute=settings.rate_limit_per_minute)
+    if settings.mongodb_uri is not None:
+        client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
+            settings.mongodb_uri, w="majority", tz_aware=True, appname="scoreboard"
+        )
+        return MongoStore(client[settings.mongodb_db], policy, client=client)
+    return SqliteStore(settings.sqlite_path, policy, synchronous=settings.sqlite_synchronous)
+
+
+class Service:
+    """Everything a handler needs. Build it, ``await start()``, serve, ``await stop()``.
+
+    Args:
+        settings: the validated settings.
+        store: the store port; :meth:`start` opens it and :meth:`stop` closes it.
+        jwt_key: the secret or public key tokens are checked with.
+        clock_ms: wall-clock time in milliseconds, passed into every increment.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: ScoreStore,
+        jwt_key: str,
+        *,
+        clock_ms: Callable[[], int] = wall_clock_ms,
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.clock_ms = clock_ms
+        self.metrics = Metrics()
+        self.verifier = TokenVerifier(
+            jwt_key,
+            settings.jwt_algorithms,
+            issuer=settings.jwt_issuer,
+            audience=settings.jwt_audience,
+            leeway_s=settings.jwt_leeway_s,
+        )
+        self.leaderboard = LeaderboardActor(
+            store, settings.top_n, settings.broadcast_interval_ms / 1000
+        )
+        self.users = UserRegistry(
+            store,
+            self.leaderboard,
+            mailbox_size=settings.mailbox_size,
+            idle_s=settings.user_idle_s,
+        )
+        self.metrics.track(
+            user_actors=lambda: len(self.users),
+            mailbox_depth=self.users.mailbox_depth,
+            leaderboard_version=lambda: self.leaderboard.version,
+        )
+        self.draining = False
+        self._started = False
+        self._in_flight = 0
+        self._no_requests = asyncio.Event()
+        self._no_requests.set()
+
+    def request_started(self) -> None:
+        """Count an HTTP request in flight (handlers call this in ``prepare``)."""
+        self._in_flight += 1
+        self._no_requests.clear()
+
+    def request_finished(self) -> None:
+        """Count an HTTP request as answered (handlers call this in ``on_finish``)."""
+        self._in_flight -= 1
+        if self._in_flight == 0:
+            self._no_requests.set()
+
+    async def requests_done(self) -> None:
+        """Return once no HTTP request is in flight."""
+        await self._no_requests.wait()
+
+    async def start(self) -> None:
+        """Open the store, load the top K, start the actors.
+
+        Raises:
+            StoreError: the store could not be opened or read.
+        """
+        await self.store.open()
+        self._started = True
+        await self.leaderboard.load()
+        self.leaderboard.start()
+        self.users.start()
+
+    async def ready(self) -> bool:
+        """Whether the store answers and the leaderboard is loaded (``/readyz``)."""
+        return not self.draining and self.leaderboard.loaded and await self.store.ping()
+
+    async def stop(self) -> None:
+        """Drain every user mailbox into the store, stop the leaderboard, close the store.
+
+        Idempotent. Call after the HTTP side stopped taking requests.
+        """
+        self.draining = True
+        await self.users.stop()
+        await self.leaderboard.stop()
+        if self._started:
+            await self.store.close()

@@ -1,0 +1,338 @@
+"""Settings: every one an environment variable ``SCOREBOARD_*`` and a command-line flag.
+
+Parsing is pure (argv and environ in, :class:`Settings` out) so it is tested as data.
+A flag wins over its environment variable, which wins over the default. An invalid value
+raises :class:`SettingsError` naming the setting; the entry point prints it on one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.serialization import load_pem_public_key
+
+ENV_PREFIX = "SCOREBOARD_"
+_ASYMMETRIC_PREFIXES = ("RS", "PS", "ES", "Ed")
+SUPPORTED_ALGORITHMS = frozenset(
+    {
+        "HS256",
+        "HS384",
+        "HS512",
+        "RS256",
+        "RS384",
+        "RS512",
+        "PS256",
+        "PS384",
+        "PS512",
+        "ES256",
+        "ES384",
+        "ES512",
+        "EdDSA",
+    }
+)
+
+
+class SettingsError(ValueError):
+    """An invalid setting. ``str()`` is one line that names it."""
+
+    def __init__(self, env: str, message: str) -> None:
+        super().__init__(f"invalid setting {env}: {message}")
+        self.env = env
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """The validated configuration of one server process. See ``python -m server --help``."""
+
+    host: str = "0.0.0.0"
+    port: int = 8000
+    mongodb_uri: str | None = None
+    mongodb_db: str = "scoreboard"
+    sqlite_path: str = "scoreboard.db"
+    sqlite_synchronous: str = "FULL"
+    jwt_secret: str | None = None
+    jwt_public_key: str | None = None
+    jwt_algorithms: tuple[str, ...] = ()
+    jwt_issuer: str | None = None
+    jwt_audience: str | None = None
+    jwt_leeway_s: int = 30
+    rate_limit_per_minute: int = 10
+    max_increment: int = 100
+    top_n: int = 10
+    broadcast_interval_ms: int = 100
+    shutdown_timeout_s: float = 20.0
+    mailbox_size: int = 100
+    user_idle_s: float = 60.0
+    log_level: str = "INFO"
+
+    @property
+    def uses_mongodb(self) -> bool:
+        return self.mongodb_uri is not None
+
+
+# --- value parsers: str -> value, ValueError with a human message on bad input ---------
+
+
+def _int_range(low: int, high: int) -> Callable[[str], int]:
+    def parse(raw: str) -> int:
+        try:
+            value = int(raw.strip())
+        except ValueError:
+            raise ValueError(f"must be a whole number from {low} to {high}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be a whole number from {low} to {high}")
+        return value
+
+    return parse
+
+
+def _float_range(low: float, high: float) -> Callable[[str], float]:
+    def parse(raw: str) -> float:
+        try:
+            value = float(raw.strip())
+        except ValueError:
+            raise ValueError(f"must be a number from {low:g} to {high:g}") from None
+        if not low <= value <= high:
+            raise ValueError(f"must be a number from {low:g} to {high:g}")
+        return value
+
+    return parse
+
+
+def _choice(*choices: str) -> Callable[[str], str]:
+    def parse(raw: str) -> str:
+        value = raw.strip().upper()
+        if value not in choices:
+            raise ValueError(f"must be one of {', '.join(choices)}")
+        return value
+
+    return parse
+
+
+def _text(raw: str) -> str:
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw.strip()
+
+
+def _optional_text(raw: str) -> str | None:
+    return raw.strip() or None
+
+
+def _secret(raw: str) -> str | None:
+    if not raw:
+        return None
+    if len(raw.encode()) < 32:
+        raise ValueError("must be at least 32 bytes (an HS256 key shorter than the hash is weak)")
+    return raw
+
+
+def _public_key(raw: str) -> str | None:
+    """Accept the PEM text itself, or a path to a PEM file."""
+    raw = raw.strip()
+    if not raw:
+        return None
+    if not raw.startswith("-----BEGIN"):
+        path = Path(raw)
+        try:
+            raw = path.read_text()
+        except OSError as exc:
+            raise ValueError(f"is neither PEM text nor a readable file ({exc.strerror})") from None
+    if "PUBLIC KEY-----" not in raw:
+        raise ValueError("must be a PEM public key (-----BEGIN PUBLIC KEY-----)")
+    return raw
+
+
+def _algorithms(raw: str) -> tuple[str, ...]:
+    names = tuple(a.strip() for a in raw.split(",") if a.strip())
+    unknown = [a for a in names if a not in SUPPORTED_ALGORITHMS]
+    if unknown:
+        raise ValueError(f"unknown algorithm {unknown[0]!r} (allowed: HS*, RS*, PS*, ES*, EdDSA)")
+    return names
+
+
+def _log_level(raw: str) -> str:
+    return _choice("DEBUG", "INFO", "WARNING", "ERROR")(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class Option:
+    """One setting: its field in :class:`Settings`, its parser and its help text."""
+
+    field: str
+    parse: Callable[[str], Any]
+    help: str
+
+    @property
+    def env(self) -> str:
+        return ENV_PREFIX + self.field.upper()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.field.replace("_", "-")
+
+
+OPTIONS: tuple[Option, ...] = (
+    Option("host", _text, "address to listen on"),
+    Option("port", _int_range(0, 65535), "port to listen on (0: any free port)"),
+    Option("mongodb_uri", _optional_text, "MongoDB URI; unset: the embedded SQLite store"),
+    Option("mongodb_db", _text, "MongoDB database name"),
+    Option("sqlite_path", _text, "SQLite file of the embedded store (':memory:' allowed)"),
+    Option(
+        "sqlite_synchronous",
+        _choice("FULL", "NORMAL"),
+        "SQLite durability: FULL survives power loss, NORMAL only a process crash",
+    ),
+    Option(
+        "jwt_secret",
+        _secret,
+        "HS256 key (32+ bytes); unset with no public key and no "
+        "MongoDB: a random per-process key and a printed demo token",
+    ),
+    Option("jwt_public_key", _public_key, "PEM public key (text or file path) for RS256/ES256"),
+    Option(
+        "jwt_algorithms",
+        _algorithms,
+        "comma-separated allow-list; default follows the key (HS256, or RS256/ES256)",
+    ),
+    Option("jwt_issuer", _optional_text, "required 'iss' claim, checked when set"),
+    Option("jwt_audience", _optional_text, "required 'aud' claim, checked when set"),
+    Option("jwt_leeway_s", _int_range(0, 300), "clock skew allowed on exp/nbf/iat, seconds"),
+    Option(
+        "rate_limit_per_minute",
+        _int_range(0, 1000),
+        "accepted updates per user per sliding minute (0: off)",
+    ),
+    Option("max_increment", _int_range(1, 1_000_000_000), "largest increment accepted"),
+    Option("top_n", _int_range(1, 1000), "rows in the top scores"),
+    Option(
+        "broadcast_interval_ms",
+        _int_range(0, 60_000),
+        "least time between two live broadcasts (0: each change at once)",
+    ),
+    Option("shutdown_timeout_s", _float_range(0.1, 3600), "time allowed for a graceful stop"),
+    Option(
+        "mailbox_size",
+        _int_range(1, 100_000),
+        "queued increments per user before answering 503 busy",
+    ),
+    Option("user_idle_s", _float_range(0.01, 86_400), "idle time before a user actor is evicted"),
+    Option("log_level", _log_level, "DEBUG, INFO, WARNING or ERROR"),
+)
+_BY_FIELD = {o.field: o for o in OPTIONS}
+
+
+def _default_text(option: Option) -> str:
+    value = getattr(Settings(), option.field)
+    if value is None:
+        return "unset"
+    if isinstance(value, tuple):
+        return ",".join(value) or "from key"
+    return str(value)
+
+
+def build_parser(prog: str = "python -m server") -> argparse.ArgumentParser:
+    """The ``python -m server`` parser; ``--help`` lists every setting and its default."""
+    parser = argparse.ArgumentParser(
+        prog=prog,
+        description="Live scoreboard service. Every flag is also an environment variable.",
+        epilog="Subcommand: 'python -m server token --sub ID [--name NAME] [--ttl SECONDS]' "
+        "mints a token with SCOREBOARD_JWT_SECRET.",
+    )
+    for option in OPTIONS:
+        parser.add_argument(
+            option.flag,
+            dest=option.field,
+            metavar=option.field.split("_")[-1].upper(),
+            default=None,
+            help=f"{option.help} [env {option.env}; default {_default_text(option)}]",
+        )
+    return parser
+
+
+def load_settings(argv: Sequence[str] = (), environ: Mapping[str, str] | None = None) -> Settings:
+    """Build :class:`Settings` from flags (``argv``, without the program name) and ``environ``.
+
+    Raises:
+        SettingsError: a value is invalid or the combination is inconsistent.
+        SystemExit: from argparse, for ``--help`` or an unknown flag.
+    """
+    environ = {} if environ is None else environ
+    args = build_parser().parse_args(list(argv))
+    values: dict[str, Any] = {}
+    for option in OPTIONS:
+        raw = getattr(args, option.field)
+        if raw is None:
+            raw = environ.get(option.env)
+        if raw is None:
+            continue
+        try:
+            values[option.field] = option.parse(raw)
+        except ValueError as exc:
+            message = f"{exc} (got {raw!r})" if _shown(option) else str(exc)
+            raise SettingsError(option.env, message) from None
+    settings = Settings(**{k: v for k, v in values.items() if v is not None})
+    return _checked(settings)
+
+
+def _shown(option: Option) -> bool:
+    """Secrets are never echoed back in an error message."""
+    return option.field not in {"jwt_secret", "jwt_public_key", "mongodb_uri"}
+
+
+def _checked(settings: Settings) -> Settings:
+    if settings.jwt_secret and settings.jwt_public_key:
+        raise SettingsError(
+            "SCOREBOARD_JWT_SECRET",
+            "set either a secret (HS256) or a public key (RS256/ES256), not both",
+        )
+    algorithms = settings.jwt_algorithms
+    if settings.jwt_public_key:
+        if not algorithms:
+            algorithms = (_default_asymmetric(settings.jwt_public_key),)
+        if any(not a.startswith(_ASYMMETRIC_PREFIXES) for a in algorithms):
+            raise SettingsError(
+                "SCOREBOARD_JWT_ALGORITHMS",
+                "only asymmetric algorithms (RS*, PS*, ES*, EdDSA) go with a public key",
+            )
+    else:
+        if not algorithms:
+            algorithms = ("HS256",)
+        if any(not a.startswith("HS") for a in algorithms):
+            raise SettingsError(
+                "SCOREBOARD_JWT_ALGORITHMS",
+                "asymmetric algorithms need SCOREBOARD_JWT_PUBLIC_KEY",
+            )
+    if settings.uses_mongodb and not (settings.jwt_secret or settings.jwt_public_key):
+        raise SettingsError(
+            "SCOREBOARD_JWT_SECRET",
+            "with SCOREBOARD_MONGODB_URI set, a JWT key is required (set SCOREBOARD_JWT_SECRET "
+            "or SCOREBOARD_JWT_PUBLIC_KEY): pods sharing a database must share a key, so a "
+            "random per-process key would make tokens work on one pod only",
+        )
+    return dataclasses.replace(settings, jwt_algorithms=algorithms)
+
+
+def _default_asymmetric(pem: str) -> str:
+    try:
+        key = load_pem_public_key(pem.encode())
+    except ValueError:
+        raise SettingsError("SCOREBOARD_JWT_PUBLIC_KEY", "not a valid PEM public key") from None
+    if isinstance(key, rsa.RSAPublicKey):
+        return "RS256"
+    if isinstance(key, ec.EllipticCurvePublicKey):
+        return "ES256"
+    raise SettingsError(
+        "SCOREBOARD_JWT_PUBLIC_KEY", "unsupported key type: give RSA or EC, or set the algorithms"
+    )
+
+
+def option(field: str) -> Option:
+    """Look up one setting's :class:`Option` by its field name."""
+    return _BY_FIELD[field]

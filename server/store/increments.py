@@ -1,0 +1,81 @@
+"""The pure rule that turns a user's stored state and an increment into a decision.
+
+Both store adapters run this same function inside one atomic operation (a SQLite
+transaction, or a compare-and-set on the MongoDB document's version), so the
+increment, the idempotency check and the rate limit are applied together or not at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from server.store.records import (
+    Applied,
+    Decision,
+    IncrementCommand,
+    RateLimited,
+    Replayed,
+    UserRecord,
+)
+
+RATE_WINDOW_MS = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class IncrementPolicy:
+    """Limits applied to every increment.
+
+    ``rate_limit_per_minute`` of 0 turns the rate limit off. ``idempotency_keys`` is how
+    many recent keys each user keeps.
+    """
+
+    rate_limit_per_minute: int = 10
+    idempotency_keys: int = 64
+
+
+def decide(record: UserRecord | None, cmd: IncrementCommand, policy: IncrementPolicy) -> Decision:
+    """Decide what an increment does to ``record`` (``None``: the user has no record yet).
+
+    The order matters: a retried idempotency key answers its first result even when the
+    user is now rate limited, because a retry is not a new update. The rate limit is a
+    sliding log of accepted update times, so no window of 60 seconds ever holds more than
+    the limit (no double burst at a window edge, as fixed windows allow).
+
+    Returns:
+        :class:`Applied` with the new record to store, :class:`Replayed` or
+        :class:`RateLimited`; the last two mean "store nothing".
+    """
+    if record is not None and cmd.idempotency_key is not None:
+        for key, score in record.recent_keys:
+            if key == cmd.idempotency_key:
+                return Replayed(new_score=score)
+
+    window_start = cmd.now_ms - RATE_WINDOW_MS
+    accepted: tuple[int, ...] = ()
+    if policy.rate_limit_per_minute > 0:
+        previous = record.accepted_ms if record is not None else ()
+        # Keep "> window_start": an update exactly 60 s old has left the window.
+        accepted = tuple(t for t in previous if t > window_start)
+        if len(accepted) >= policy.rate_limit_per_minute:
+            # The oldest update that must leave the window before one more fits.
+            blocker = accepted[len(accepted) - policy.rate_limit_per_minute]
+            wait_ms = blocker + RATE_WINDOW_MS - cmd.now_ms
+            return RateLimited(retry_after_s=max(1, -(-wait_ms // 1000)))
+        accepted = (*accepted, cmd.now_ms)
+
+    old_score = record.score if record is not None else 0
+    new_score = old_score + cmd.amount
+    keys = record.recent_keys if record is not None else ()
+    if cmd.idempotency_key is not None and policy.idempotency_keys > 0:
+        keys = (*keys, (cmd.idempotency_key, new_score))[-policy.idempotency_keys :]
+    return Applied(
+        UserRecord(
+            user_id=cmd.user_id,
+            username=cmd.username,
+            score=new_score,
+            v=(record.v if record is not None else 0) + 1,
+            reached_ms=cmd.now_ms,
+            recent_keys=keys,
+            accepted_ms=accepted,
+        )
+    )

@@ -1,0 +1,131 @@
+"""The MongoDB adapter, on PyMongo's native async API (``pymongo.AsyncMongoClient``).
+
+Each increment is one compare-and-set on the user's document: read it, run the pure
+:func:`server.store.increments.decide`, then write the new state only if the document's
+version ``v`` is still the one read (or insert it if it did not exist). Another pod that
+wrote in between makes the write match nothing, and the increment is decided again on
+the fresh document. Within a pod the user's actor already serializes writes, so a retry
+only happens when two pods take the same user at the same moment.
+
+The adapter keeps to the calls that PyMongo's async API and mongomock-motor (the test
+double) share: ``find_one``, ``insert_one``, ``update_one``, ``find().sort().limit()`` with
+``to_list``, ``create_index`` and the ``ping`` command.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from pymongo import ASCENDING, DESCENDING
+from pymongo.errors import DuplicateKeyError, PyMongoError
+
+from server.store.increments import IncrementPolicy, decide
+from server.store.port import StoreError
+from server.store.records import Applied, Decision, IncrementCommand, RankedScore, UserRecord
+
+COLLECTION: Final = "users_scores"
+_MAX_ATTEMPTS: Final = 16
+_RANK_SORT: Final = [("score", DESCENDING), ("reached_ms", ASCENDING), ("_id", ASCENDING)]
+_RANK_FIELDS: Final = {"username": 1, "score": 1, "reached_ms": 1, "v": 1}
+
+
+def _to_record(doc: dict[str, Any]) -> UserRecord:
+    return UserRecord(
+        user_id=doc["_id"],
+        username=doc["username"],
+        score=doc["score"],
+        v=doc["v"],
+        reached_ms=doc["reached_ms"],
+        recent_keys=tuple((k, s) for k, s in doc.get("recent_keys", ())),
+        accepted_ms=tuple(doc.get("accepted_ms", ())),
+    )
+
+
+def _to_fields(record: UserRecord) -> dict[str, Any]:
+    return {
+        "username": record.username,
+        "score": record.score,
+        "v": record.v,
+        "reached_ms": record.reached_ms,
+        "recent_keys": [list(pair) for pair in record.recent_keys],
+        "accepted_ms": list(record.accepted_ms),
+    }
+
+
+def _to_ranked(doc: dict[str, Any]) -> RankedScore:
+    return RankedScore(doc["_id"], doc["username"], doc["score"], doc["reached_ms"], doc["v"])
+
+
+class MongoStore:
+    """The MongoDB adapter of :class:`server.store.port.ScoreStore`.
+
+    Args:
+        database: an async database object (``AsyncMongoClient(...)[name]``, or
+            mongomock-motor's in tests). Writes use the client's write concern: the
+            factory creates the client with ``w="majority"``.
+        policy: the increment limits.
+        client: the client to close on :meth:`close`, when this store owns it.
+    """
+
+    def __init__(self, database: Any, policy: IncrementPolicy, *, client: Any = None) -> None:
+        self._db = database
+        self._users = database[COLLECTION]
+        self._policy = policy
+        self._client = client
+
+    async def open(self) -> None:
+        try:
+            await self._users.create_index(_RANK_SORT, name="rank")
+        except PyMongoError as exc:
+            raise StoreError(f"cannot prepare MongoDB collection: {exc}") from exc
+
+    async def close(self) -> None:
+        if self._client is not None:
+            client, self._client = self._client, None
+            await client.close()
+
+    async def ping(self) -> bool:
+        try:
+            await self._db.command("ping")
+        except PyMongoError:
+            return False
+        return True
+
+    async def apply_increment(self, cmd: IncrementCommand) -> Decision:
+        try:
+            for _ in range(_MAX_ATTEMPTS):
+                doc = await self._users.find_one({"_id": cmd.user_id})
+                current = _to_record(doc) if doc is not None else None
+                decision = decide(current, cmd, self._policy)
+                if not isinstance(decision, Applied):
+                    return decision
+                fields = _to_fields(decision.record)
+                if current is None:
+                    try:
+                        await self._users.insert_one({"_id": cmd.user_id, **fields})
+                    except DuplicateKeyError:
+                        continue  # another pod created the user first: decide again
+                    return decision
+                result = await self._users.update_one(
+                    {"_id": cmd.user_id, "v": current.v}, {"$set": fields}
+                )
+                if result.matched_count == 1:
+                    return decision
+        except PyMongoError as exc:
+            raise StoreError(f"MongoDB error: {exc}") from exc
+        raise StoreError(f"too much write contention on user {cmd.user_id!r}")
+
+    async def top(self, limit: int) -> list[RankedScore]:
+        try:
+            cursor = self._users.find({}, _RANK_FIELDS).sort(_RANK_SORT).limit(limit)
+            docs = await cursor.to_list(limit)
+        except PyMongoError as exc:
+            raise StoreError(f"MongoDB error: {exc}") from exc
+        return [_to_ranked(doc) for doc in docs]
+
+    async def get_score(self, user_id: str) -> RankedScore | None:
+        try:
+            doc = await self._users.find_one({"_id": user_id}, _RANK_FIELDS)
+        except PyMongoError as exc:
+            raise StoreError(f"MongoDB error: {exc}") from exc
+        return _to_ranked(doc) if doc is not None else None

@@ -1,0 +1,38 @@
+"""The store port: what the actors need from persistent storage, and nothing more."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from server.store.records import Decision, IncrementCommand, RankedScore
+
+
+class StoreError(Exception):
+    """The store failed (unreachable, I/O error, too much contention). Nothing was applied
+    unless the store says otherwise; the caller answers 500 ``database_error``."""
+
+
+class ScoreStore(Protocol):
+    """An async store of user scores. Adapters: SQLite (embedded), MongoDB."""
+
+    async def open(self) -> None:
+        """Connect and create the schema/indexes. Call once before anything else."""
+
+    async def close(self) -> None:
+        """Finish pending work and release connections. Idempotent."""
+
+    async def ping(self) -> bool:
+        """Return whether the store answers right now (readiness)."""
+
+    async def apply_increment(self, cmd: IncrementCommand) -> Decision:
+        """Apply ``cmd`` atomically (increment, idempotency, rate limit) and return the decision.
+
+        Raises:
+            StoreError: nothing is known to be applied.
+        """
+
+    async def top(self, limit: int) -> list[RankedScore]:
+        """Return the best ``limit`` users: score descending, then earliest reached, then id."""
+
+    async def get_score(self, user_id: str) -> RankedScore | None:
+        """Return one user's row, or ``None``."""

@@ -1,0 +1,275 @@
+"""The embedded store: stdlib ``sqlite3`` in WAL mode, driven by one writer thread.
+
+Every call becomes a job on a queue. The writer thread takes all jobs waiting at that
+moment and runs them inside one transaction (group commit), each in its own savepoint so
+one failing job cannot undo the others; then it resolves the callers' futures on the event
+loop. An increment is answered only after its transaction committed, so an answered
+increment survives ``kill -9`` of the process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import queue
+import sqlite3
+import threading
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
+
+from server.store.increments import IncrementPolicy, decide
+from server.store.port import StoreError
+from server.store.records import Applied, Decision, IncrementCommand, RankedScore, UserRecord
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Job = Callable[[sqlite3.Connection], Any]
+
+_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS users_scores (
+    user_id     TEXT PRIMARY KEY,
+    username    TEXT NOT NULL,
+    score       INTEGER NOT NULL,
+    v           INTEGER NOT NULL,
+    reached_ms  INTEGER NOT NULL,
+    recent_keys TEXT NOT NULL DEFAULT '[]',
+    accepted_ms TEXT NOT NULL DEFAULT '[]'
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS users_scores_rank
+    ON users_scores (score DESC, reached_ms ASC, user_id ASC);
+"""
+_SELECT_USER: Final = (
+    "SELECT user_id, username, score, v, reached_ms, recent_keys, accepted_ms "
+    "FROM users_scores WHERE user_id = ?"
+)
+_UPSERT_USER: Final = (
+    "INSERT INTO users_scores "
+    "(user_id, username, score, v, reached_ms, recent_keys, accepted_ms) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (user_id) DO UPDATE SET username = excluded.username, score = excluded.score, "
+    "v = excluded.v, reached_ms = excluded.reached_ms, recent_keys = excluded.recent_keys, "
+    "accepted_ms = excluded.accepted_ms"
+)
+_SELECT_TOP: Final = (
+    "SELECT user_id, username, score, reached_ms, v FROM users_scores "
+    "ORDER BY score DESC, reached_ms ASC, user_id ASC LIMIT ?"
+)
+_STOP: Final = object()
+
+
+class _Pending:
+    __slots__ = ("future", "job")
+
+    def __init__(self, job: Job, future: asyncio.Future[Any]) -> None:
+        self.job = job
+        self.future = future
+
+
+def _row_to_record(row: tuple[Any, ...]) -> UserRecord:
+    keys = tuple((str(k), int(s)) for k, s in json.loads(row[5]))
+    return UserRecord(
+        user_id=row[0],
+        username=row[1],
+        score=row[2],
+        v=row[3],
+        reached_ms=row[4],
+        recent_keys=keys,
+        accepted_ms=tuple(json.loads(row[6])),
+    )
+
+
+class SqliteStore:
+    """The embedded SQLite adapter of :class:`server.store.port.ScoreStore`.
+
+    Args:
+        path: a file path, or ``":memory:"`` (one process only, gone on exit).
+        policy: the increment limits (rate limit, idempotency keys kept).
+        synchronous: SQLite's ``synchronous`` pragma; ``FULL`` also survives power loss,
+            ``NORMAL`` survives a crash of the process (``kill -9``) but not of the machine.
+        max_batch: the most jobs committed in one transaction.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        policy: IncrementPolicy,
+        *,
+        synchronous: str = "FULL",
+        max_batch: int = 512,
+    ) -> None:
+        self._path = path
+        self._policy = policy
+        self._synchronous = synchronous
+        self._max_batch = max_batch
+        self._jobs: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    async def open(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        ready: asyncio.Future[None] = self._loop.create_future()
+        self._thread = threading.Thread(
+            target=self._run, args=(ready,), name="sqlite-writer", daemon=True
+        )
+        self._thread.start()
+        await ready
+
+    async def close(self) -> None:
+        if self._closed or self._thread is None:
+            self._closed = True
+            return
+        self._closed = True
+        self._jobs.put(_STOP)
+        # The thread finishes every job queued before the stop marker, then exits.
+        await asyncio.to_thread(self._thread.join)
+
+    async def ping(self) -> bool:
+        try:
+            await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
+        except StoreError:
+            return False
+        return True
+
+    async def apply_increment(self, cmd: IncrementCommand) -> Decision:
+        policy = self._policy
+
+        def job(conn: sqlite3.Connection) -> Decision:
+            row = conn.execute(_SELECT_USER, (cmd.user_id,)).fetchone()
+            decision = decide(_row_to_record(row) if row else None, cmd, policy)
+            if isinstance(decision, Applied):
+                r = decision.record
+                conn.execute(
+                    _UPSERT_USER,
+                    (
+                        r.user_id,
+                        r.username,
+                        r.score,
+                        r.v,
+                        r.reached_ms,
+                        json.dumps(r.recent_keys),
+                        json.dumps(r.accepted_ms),
+                    ),
+                )
+            return decision
+
+        return await self._call(job)
+
+    async def top(self, limit: int) -> list[RankedScore]:
+        def job(conn: sqlite3.Connection) -> list[RankedScore]:
+            return [RankedScore(*row) for row in conn.execute(_SELECT_TOP, (limit,))]
+
+        return await self._call(job)
+
+    async def get_score(self, user_id: str) -> RankedScore | None:
+        def job(conn: sqlite3.Connection) -> RankedScore | None:
+            row = conn.execute(_SELECT_USER, (user_id,)).fetchone()
+            if row is None:
+                return None
+            return RankedScore(row[0], row[1], row[2], row[4], row[3])
+
+        return await self._call(job)
+
+    async def _call(self, job: Callable[[sqlite3.Connection], T]) -> T:
+        if self._closed or self._loop is None:
+            raise StoreError("the SQLite store is closed")
+        future: asyncio.Future[T] = self._loop.create_future()
+        self._jobs.put(_Pending(job, future))
+        return await future
+
+    # --- the writer thread -------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA busy_timeout = 10000")
+        if self._path != ":memory:":
+            conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        conn.executescript(_SCHEMA)
+        return conn
+
+    def _run(self, ready: asyncio.Future[None]) -> None:
+        assert self._loop is not None
+        loop = self._loop
+        try:
+            conn = self._connect()
+        except sqlite3.Error as exc:
+            error = StoreError(f"cannot open SQLite store at {self._path!r}: {exc}")
+            loop.call_soon_threadsafe(_settle, ready, None, error)
+            self._fail_all(StoreError("the SQLite store failed to open"))
+            return
+        loop.call_soon_threadsafe(_settle, ready, None, None)
+        try:
+            stopping = False
+            while not stopping:
+                batch: list[_Pending] = []
+                item = self._jobs.get()
+                while True:
+                    if item is _STOP:
+                        stopping = True
+                        break
+                    assert isinstance(item, _Pending)
+                    batch.append(item)
+                    if len(batch) >= self._max_batch:
+                        break
+                    try:
+                        item = self._jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                if batch:
+                    results = self._run_batch(conn, batch)
+                    loop.call_soon_threadsafe(_settle_all, batch, results)
+        finally:
+            conn.close()
+            self._fail_all(StoreError("the SQLite store is closed"))
+
+    def _run_batch(
+        self, conn: sqlite3.Connection, batch: list[_Pending]
+    ) -> list[tuple[Any, BaseException | None]]:
+        results: list[tuple[Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for pending in batch:
+                conn.execute("SAVEPOINT job")
+                try:
+                    results.append((pending.job(conn), None))
+                    conn.execute("RELEASE job")
+                except Exception as exc:
+                    conn.execute("ROLLBACK TO job")
+                    conn.execute("RELEASE job")
+                    log.exception("sqlite job failed")
+                    results.append((None, StoreError(f"SQLite error: {exc}")))
+            conn.execute("COMMIT")
+        except sqlite3.Error as exc:
+            log.exception("sqlite transaction failed")
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            error = StoreError(f"SQLite transaction failed: {exc}")
+            return [(None, error)] * len(batch)
+        return results
+
+    def _fail_all(self, error: StoreError) -> None:
+        assert self._loop is not None
+        while True:
+            try:
+                item = self._jobs.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(item, _Pending):
+                self._loop.call_soon_threadsafe(_settle, item.future, None, error)
+
+
+def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+def _settle_all(batch: list[_Pending], results: list[tuple[Any, BaseException | None]]) -> None:
+    for pending, (result, error) in zip(batch, results, strict=True):
+        _settle(pending.future, result, error)
