@@ -15,7 +15,6 @@ from server.errors import ApiError
 MAX_TOKEN_BYTES: Final = 8192
 MAX_USER_ID_CHARS: Final = 128
 MAX_USERNAME_CHARS: Final = 128
-_BEARER: Final = "bearer "
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,9 +86,10 @@ class TokenVerifier:
             raise ApiError(
                 401, "missing_token", "an Authorization: Bearer <token> header is required"
             )
-        if not header[: len(_BEARER)].lower() == _BEARER:
+        scheme, _, credentials = header.strip().partition(" ")
+        if scheme.lower() != "bearer":
             raise _invalid("the Authorization header must use the Bearer scheme")
-        return self.verify(header[len(_BEARER) :].strip())
+        return self.verify(credentials.strip())
 
     def verify(self, token: str) -> Identity:
         """Verify a bare token and return who it names.

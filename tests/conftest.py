@@ -1,0 +1,140 @@
+"""Shared test helpers: tokens, settings, and a real server on an unused port."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
+from typing import Any
+
+import jwt
+import pytest
+import tornado.httpclient
+import tornado.websocket
+
+from server.runner import RunningServer, run_server
+from server.settings import Settings
+from server.store.port import ScoreStore
+
+SECRET = "test-secret-that-is-at-least-32-bytes-long!"
+
+# Every time-based wait in the tests is multiplied by this one factor (slow CI: raise it).
+TIME_SCALE = float(os.environ.get("SCOREBOARD_TEST_TIME_SCALE", "1"))
+
+
+def scaled(seconds: float) -> float:
+    """A timeout in seconds, scaled for the machine running the tests."""
+    return seconds * TIME_SCALE
+
+
+def make_token(
+    sub: Any = "player-1",
+    *,
+    name: str | None = None,
+    ttl_s: int = 600,
+    secret: str = SECRET,
+    algorithm: str = "HS256",
+    **claims: Any,
+) -> str:
+    """A token like an identity provider's; ``claims`` add or override (None removes)."""
+    now = int(time.time())
+    body: dict[str, Any] = {"sub": sub, "iat": now, "exp": now + ttl_s}
+    if name is not None:
+        body["name"] = name
+    body.update(claims)
+    body = {k: v for k, v in body.items() if v is not None}
+    return jwt.encode(body, secret, algorithm=algorithm)
+
+
+def settings_for(**overrides: Any) -> Settings:
+    """Settings for a test server: loopback, any free port, in-memory SQLite, no waiting."""
+    base = Settings(
+        host="127.0.0.1",
+        port=0,
+        sqlite_path=":memory:",
+        sqlite_synchronous="NORMAL",
+        jwt_secret=SECRET,
+        jwt_algorithms=("HS256",),
+        broadcast_interval_ms=0,
+        shutdown_timeout_s=scaled(10),
+    )
+    return replace(base, **overrides)
+
+
+@dataclass
+class Client:
+    """Talks to one running server over real HTTP and WebSocket connections."""
+
+    running: RunningServer
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.running.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.running.port}/ws/scoreboard"
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        body: bytes | str | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tornado.httpclient.HTTPResponse:
+        if body is None and method == "POST":
+            body = b""
+        client = tornado.httpclient.AsyncHTTPClient()
+        return await client.fetch(
+            self.base_url + path,
+            method=method,
+            body=body,
+            headers=headers,
+            raise_error=False,
+            request_timeout=scaled(10),
+        )
+
+    async def update(
+        self,
+        token: str | None,
+        body: Any = None,
+        *,
+        headers: dict[str, str] | None = None,
+    ) -> tornado.httpclient.HTTPResponse:
+        """POST /api/update-score; ``body`` is JSON-encoded unless it is bytes or str."""
+        all_headers = {"Content-Type": "application/json", **(headers or {})}
+        if token is not None:
+            all_headers["Authorization"] = f"Bearer {token}"
+        raw = body if isinstance(body, bytes | str) else json.dumps(body or {})
+        return await self.request("POST", "/api/update-score", raw, all_headers)
+
+    async def top(self) -> list[dict[str, Any]]:
+        response = await self.request("GET", "/api/top-scores")
+        assert response.code == 200, response.body
+        rows: list[dict[str, Any]] = json.loads(response.body)["top_scores"]
+        return rows
+
+    async def websocket(self, query: str = "") -> tornado.websocket.WebSocketClientConnection:
+        return await tornado.websocket.websocket_connect(self.ws_url + query)
+
+
+def body_of(response: tornado.httpclient.HTTPResponse) -> Any:
+    return json.loads(response.body)
+
+
+@asynccontextmanager
+async def serving(
+    settings: Settings | None = None, *, store: ScoreStore | None = None, **overrides: Any
+) -> AsyncIterator[Client]:
+    """Run a real server for the duration of the block and yield a :class:`Client`."""
+    settings = settings or settings_for(**overrides)
+    async with run_server(settings, settings.jwt_secret or SECRET, store=store) as running:
+        yield Client(running)
+
+
+@pytest.fixture
+def token() -> str:
+    return make_token("player-1", name="Player One")

@@ -1,0 +1,239 @@
+"""POST /api/update-score and GET /api/top-scores against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from tests.conftest import SECRET, body_of, make_token, scaled, serving
+
+pytestmark = pytest.mark.gen_test(timeout=scaled(30))
+
+
+async def eventually_top(client, expected, *, timeout_s: float = 2.0):  # type: ignore[no-untyped-def]
+    """Poll GET /api/top-scores until it equals ``expected`` (the leaderboard is async)."""
+    deadline = asyncio.get_running_loop().time() + scaled(timeout_s)
+    while True:
+        rows = await client.top()
+        if rows == expected or asyncio.get_running_loop().time() > deadline:
+            return rows
+        await asyncio.sleep(0.01)
+
+
+async def test_update_returns_new_score_and_top_scores_shows_it() -> None:
+    async with serving() as client:
+        alice = make_token("alice", name="Alice")
+        first = await client.update(alice, {"increment": 5})
+        assert first.code == 200
+        assert body_of(first) == {"status": "success", "new_score": 5}
+        second = await client.update(alice, b"")  # an empty body means +1
+        assert body_of(second) == {"status": "success", "new_score": 6}
+        rows = await eventually_top(client, [{"user_id": "alice", "username": "Alice", "score": 6}])
+        assert rows == [{"user_id": "alice", "username": "Alice", "score": 6}]
+
+
+async def test_username_follows_name_then_preferred_username_then_sub() -> None:
+    async with serving() as client:
+        await client.update(make_token("u1", name="Named"))
+        await client.update(make_token("u2", preferred_username="pref", name=None))
+        await client.update(make_token("u3"))
+        await client.update(make_token("u3"))
+        expected = [
+            {"user_id": "u3", "username": "u3", "score": 2},
+            {"user_id": "u1", "username": "Named", "score": 1},
+            {"user_id": "u2", "username": "pref", "score": 1},
+        ]
+        assert await eventually_top(client, expected) == expected
+        # Later updates keep the username current.
+        await client.update(make_token("u1", name="Renamed"))
+        expected[1:2] = []
+        expected.insert(0, {"user_id": "u1", "username": "Renamed", "score": 2})
+        expected[0], expected[1] = expected[1], expected[0]  # u3 reached 2 first
+        assert await eventually_top(client, expected) == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "code"),
+    [
+        (b"{", "invalid_json"),
+        (b"[1]", "invalid_json"),
+        (b'"x"', "invalid_json"),
+        (b'{"incremnt": 2}', "invalid_json"),
+        (b"\xff\xfe", "invalid_json"),
+        (b'{"increment": 0}', "invalid_increment"),
+        (b'{"increment": -3}', "invalid_increment"),
+        (b'{"increment": 1.5}', "invalid_increment"),
+        (b'{"increment": 2.0}', "invalid_increment"),
+        (b'{"increment": true}', "invalid_increment"),
+        (b'{"increment": "3"}', "invalid_increment"),
+        (b'{"increment": null}', "invalid_increment"),
+        (b'{"increment": 101}', "invalid_increment"),
+    ],
+)
+async def test_bad_bodies_get_400_with_a_stable_code(body: bytes, code: str) -> None:
+    async with serving() as client:
+        response = await client.update(make_token("bob"), body)
+        assert response.code == 400
+        assert body_of(response)["error"] == code
+        assert body_of(response)["message"]
+        assert await client.top() == []  # nothing applied
+
+
+async def test_largest_increment_is_accepted() -> None:
+    async with serving(max_increment=7) as client:
+        assert body_of(await client.update(make_token("bob"), {"increment": 7}))["new_score"] == 7
+        response = await client.update(make_token("bob"), {"increment": 8})
+        assert body_of(response)["error"] == "invalid_increment"
+
+
+@pytest.mark.parametrize(
+    ("header", "code"),
+    [
+        (None, "missing_token"),
+        ("", "missing_token"),
+        ("Bearer ", "missing_token"),
+        ("Basic dXNlcjpwYXNz", "invalid_token"),
+        ("Bearer not-a-jwt", "invalid_token"),
+        (
+            "Bearer " + make_token("x", secret="another-secret-that-is-32-bytes-long!!"),
+            "invalid_token",
+        ),
+        ("Bearer " + make_token("x", ttl_s=-120), "invalid_token"),
+    ],
+)
+async def test_bad_authorization_gets_401(header: str | None, code: str) -> None:
+    async with serving() as client:
+        headers = {} if header is None else {"Authorization": header}
+        response = await client.update(None, {"increment": 1}, headers=headers)
+        assert response.code == 401
+        assert body_of(response)["error"] == code
+
+
+async def test_body_over_4_kib_gets_413() -> None:
+    async with serving() as client:
+        token = make_token("big")
+        padded = b'{"increment": 1' + b" " * 4096 + b"}"
+        response = await client.update(token, padded)
+        assert response.code == 413
+        assert body_of(response)["error"] == "body_too_large"
+        exactly = b'{"increment": 2}'.ljust(4096)
+        assert body_of(await client.update(token, exactly))["new_score"] == 2
+
+
+async def test_eleventh_update_in_a_minute_gets_429_with_retry_after() -> None:
+    async with serving() as client:
+        token = make_token("spammer")
+        for expected in range(1, 11):
+            assert body_of(await client.update(token))["new_score"] == expected
+        response = await client.update(token)
+        assert response.code == 429
+        assert body_of(response)["error"] == "rate_limited"
+        assert 1 <= int(response.headers["Retry-After"]) <= 60
+        # Other users are not affected.
+        assert (await client.update(make_token("other"))).code == 200
+
+
+async def test_malformed_requests_do_not_count_against_the_rate_limit() -> None:
+    async with serving(rate_limit_per_minute=2) as client:
+        token = make_token("careful")
+        for _ in range(5):
+            assert (await client.update(token, {"increment": 0})).code == 400
+        assert (await client.update(token)).code == 200
+        assert (await client.update(token)).code == 200
+        assert (await client.update(token)).code == 429
+
+
+async def test_rate_limit_zero_turns_it_off() -> None:
+    async with serving(rate_limit_per_minute=0) as client:
+        token = make_token("free")
+        for expected in range(1, 31):
+            assert body_of(await client.update(token))["new_score"] == expected
+
+
+async def test_idempotent_retry_is_not_applied_twice() -> None:
+    async with serving() as client:
+        token = make_token("retrier")
+        key = {"Idempotency-Key": "action-42"}
+        first = await client.update(token, {"increment": 3}, headers=key)
+        again = await client.update(token, {"increment": 3}, headers=key)
+        assert body_of(first) == body_of(again) == {"status": "success", "new_score": 3}
+        other = await client.update(token, {"increment": 3}, headers={"Idempotency-Key": "b"})
+        assert body_of(other)["new_score"] == 6
+        # The first key still answers its own result.
+        assert body_of(await client.update(token, {"increment": 3}, headers=key))["new_score"] == 3
+
+
+async def test_idempotency_key_over_128_characters_is_refused() -> None:
+    async with serving() as client:
+        response = await client.update(
+            make_token("k"), {"increment": 1}, headers={"Idempotency-Key": "x" * 129}
+        )
+        assert response.code == 400
+        assert body_of(response)["error"] == "invalid_idempotency_key"
+
+
+async def test_ten_concurrent_increments_of_one_user_get_1_to_10() -> None:
+    async with serving() as client:
+        token = make_token("hot")
+        responses = await asyncio.gather(*(client.update(token) for _ in range(10)))
+        assert sorted(body_of(r)["new_score"] for r in responses) == list(range(1, 11))
+
+
+async def test_many_users_in_parallel() -> None:
+    async with serving(rate_limit_per_minute=0) as client:
+        tokens = [make_token(f"user-{i:02d}") for i in range(40)]
+        # User i sends i+1 increments of 1, all users at once.
+        requests = [client.update(t) for i, t in enumerate(tokens) for _ in range(i + 1)]
+        responses = await asyncio.gather(*requests)
+        assert all(r.code == 200 for r in responses)
+        top = await eventually_top(client, None, timeout_s=0.2)
+        assert [row["user_id"] for row in top] == [f"user-{i:02d}" for i in range(39, 29, -1)]
+        assert [row["score"] for row in top] == list(range(40, 30, -1))
+
+
+async def test_full_mailbox_answers_503_busy_and_applies_nothing_more() -> None:
+    async with serving(mailbox_size=1, rate_limit_per_minute=0) as client:
+        token = make_token("flood")
+        responses = await asyncio.gather(*(client.update(token) for _ in range(20)))
+        codes = [r.code for r in responses]
+        assert set(codes) <= {200, 503}
+        busy = [r for r in responses if r.code == 503]
+        assert busy, "a one-message mailbox must push back under 20 concurrent requests"
+        assert all(body_of(r)["error"] == "busy" and r.headers["Retry-After"] for r in busy)
+        applied = sorted(body_of(r)["new_score"] for r in responses if r.code == 200)
+        assert applied == list(range(1, len(applied) + 1))
+
+
+async def test_top_scores_has_at_most_top_n_rows_and_ties_go_to_the_first() -> None:
+    async with serving(top_n=3) as client:
+        for name in ["b", "a", "c", "d"]:
+            await client.update(make_token(name), {"increment": 5})
+        # All tied at 5: the first to reach it ranks first.
+        expected = [{"user_id": n, "username": n, "score": 5} for n in ["b", "a", "c"]]
+        assert await eventually_top(client, expected) == expected
+
+
+async def test_unknown_route_and_wrong_method_are_json_errors() -> None:
+    async with serving() as client:
+        missing = await client.request("GET", "/api/nope")
+        assert missing.code == 404 and body_of(missing)["error"] == "not_found"
+        wrong = await client.request("DELETE", "/api/top-scores")
+        assert wrong.code == 405 and body_of(wrong)["error"] == "method_not_allowed"
+        get_update = await client.request("GET", "/api/update-score")
+        assert get_update.code == 405
+
+
+async def test_scores_survive_a_restart_on_the_same_file(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = str(tmp_path / "scores.db")
+    async with serving(sqlite_path=path) as client:
+        await client.update(make_token("keeper"), {"increment": 9})
+    async with serving(sqlite_path=path) as client:
+        assert await client.top() == [{"user_id": "keeper", "username": "keeper", "score": 9}]
+        assert body_of(await client.update(make_token("keeper")))["new_score"] == 10
+
+
+def test_secret_is_long_enough_for_hs256() -> None:
+    assert len(SECRET.encode()) >= 32
+    assert json.loads('{"a": 1}') == {"a": 1}
