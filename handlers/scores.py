@@ -73,6 +73,12 @@ class UpdateScoreHandler(ApiHandler):
     def prepare(self) -> None:
         self._body = bytearray()
         self._too_large = False
+        if self.service.draining:
+            self.set_header("Connection", "close")
+            self._outcome("shutting_down")
+            raise ApiError(
+                503, "shutting_down", "the server is shutting down", {"Retry-After": "1"}
+            )
         length = self.request.headers.get("Content-Length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
             self._outcome("body_too_large")

@@ -73,6 +73,9 @@ async def shutdown(running: RunningServer, timeout_s: float) -> bool:
     """Stop ``running`` gracefully; return whether everything finished within ``timeout_s``."""
     service, http = running.service, running.http
     http.stop()
+    # From here on, updates arriving on kept-alive connections are refused (503), so an
+    # increment is applied only if its request was in flight before, and gets answered.
+    service.draining = True
     for subscriber in service.leaderboard.subscribers:
         close = getattr(subscriber, "close", None)
         if close is not None:

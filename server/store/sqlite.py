@@ -10,6 +10,7 @@ increment survives ``kill -9`` of the process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import queue
@@ -258,7 +259,8 @@ class SqliteStore:
             except queue.Empty:
                 return
             if isinstance(item, _Pending):
-                self._loop.call_soon_threadsafe(_settle, item.future, None, error)
+                with contextlib.suppress(RuntimeError):  # the event loop is already closed
+                    self._loop.call_soon_threadsafe(_settle, item.future, None, error)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
