@@ -94,7 +94,9 @@ class Actor(Generic[M]):
         if not self._stopping:
             self._stopping = True
             self._mailbox.put_nowait(_STOP)
-        await asyncio.shield(self._task)
+        # wait(), not shield(): it neither re-raises the task's cancellation (after kill)
+        # nor cancels the task when the caller is cancelled.
+        await asyncio.wait({self._task})
 
     async def kill(self) -> None:
         """Cancel the actor now; queued asks fail with :class:`ActorStopped`."""
@@ -102,6 +104,8 @@ class Actor(Generic[M]):
         if self._task is not None and not self._task.done():
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        # A task cancelled before it first ran never reached _run's finally.
+        self._fail_pending()
 
     async def receive(self, message: M) -> Any:
         """Handle one message; the return value answers an ``ask``."""

@@ -143,6 +143,7 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
             if changed:
                 self._on_change()
         else:
+            self._timer = None
             self._publish()
 
     async def _refill(self) -> bool:
@@ -167,7 +168,8 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
             self._timer = asyncio.get_running_loop().call_later(delay, self._on_timer)
 
     def _on_timer(self) -> None:
-        self._timer = None
+        # The timer stays "armed" until _PUBLISH is handled: changes queued ahead of it
+        # must not arm a second one, or two broadcasts would go out within one interval.
         if not self._stopping:
             self.tell(_PUBLISH)
 

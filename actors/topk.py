@@ -11,6 +11,7 @@ members can fall out a few times before a refill.
 from __future__ import annotations
 
 import bisect
+from collections import OrderedDict
 from collections.abc import Iterable
 
 from server.store.records import RankedScore
@@ -29,12 +30,16 @@ class TopK:
 
     Args:
         capacity: K, the most users held (N plus headroom).
+        remembered: how many users that left the cache keep their last version, so a
+            late, stale event cannot bring them back with an old score.
     """
 
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, remembered: int = 4096) -> None:
         if capacity < 1:
             raise ValueError("capacity must be at least 1")
         self.capacity = capacity
+        self._remembered = remembered
+        self._departed: OrderedDict[str, int] = OrderedDict()
         self.complete = True
         self._keys: list[RankKey] = []
         self._entries: list[RankedScore] = []
@@ -64,25 +69,31 @@ class TopK:
         stale event (e.g. seen both directly and from another feed) and is ignored.
         """
         old = self._by_user.get(entry.user_id)
-        if old is not None and entry.v <= old.v:
+        known_v = old.v if old is not None else self._departed.get(entry.user_id, 0)
+        if entry.v <= known_v:
             return False
         key = rank_key(entry)
         # Every outsider ranks below the current last row (before this change).
         boundary = self._keys[-1] if self._keys else None
         if old is not None:
             self._remove(old)
+        self._departed.pop(entry.user_id, None)
         admitted = self.complete or (boundary is not None and key <= boundary)
         if admitted:
             self._insert(entry, key)
             if len(self._entries) > self.capacity:
-                self._remove(self._entries[-1])
+                self._depart(self._entries[-1])
                 self.complete = False
-        # Not admitted: an outsider stays out, or a member that fell below the boundary
-        # leaves (outsiders may now rank above it).
+        else:
+            # An outsider stays out, or a member that fell below the boundary leaves
+            # (outsiders may now rank above it); either way its version is remembered.
+            self._depart(entry)
         return admitted or old is not None
 
     def remove(self, user_id: str) -> bool:
-        """Drop a user (e.g. deleted from the store); return whether it was cached."""
+        """Drop a user deleted from the store (its versions start over if it comes back);
+        return whether it was cached."""
+        self._departed.pop(user_id, None)
         old = self._by_user.get(user_id)
         if old is None:
             return False
@@ -106,6 +117,14 @@ class TopK:
         self._keys.insert(index, key)
         self._entries.insert(index, entry)
         self._by_user[entry.user_id] = entry
+
+    def _depart(self, entry: RankedScore) -> None:
+        """Drop ``entry`` from the cache but remember its version (bounded, oldest out)."""
+        if entry.user_id in self._by_user:
+            self._remove(entry)
+        self._departed[entry.user_id] = entry.v
+        if len(self._departed) > self._remembered:
+            self._departed.popitem(last=False)
 
     def _remove(self, entry: RankedScore) -> None:
         index = bisect.bisect_left(self._keys, rank_key(entry))

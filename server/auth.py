@@ -29,18 +29,21 @@ def _invalid(message: str) -> ApiError:
     return ApiError(401, "invalid_token", message)
 
 
+def _printable(text: str) -> str:
+    """``text`` without control, format (e.g. bidi overrides) or unassigned characters,
+    trimmed and bounded in length."""
+    kept = "".join(ch for ch in text if not unicodedata.category(ch).startswith("C"))
+    return kept.strip()[:MAX_USERNAME_CHARS]
+
+
 def display_name(claims: dict[str, Any], user_id: str) -> str:
     """The ``name`` claim, else ``preferred_username``, else the user id; control characters
     removed and the length bounded, so a display name cannot break a scoreboard."""
     for claim in ("name", "preferred_username"):
         value = claims.get(claim)
-        if isinstance(value, str):
-            cleaned = "".join(
-                ch for ch in value if not unicodedata.category(ch).startswith("C")
-            ).strip()[:MAX_USERNAME_CHARS]
-            if cleaned:
-                return cleaned
-    return user_id
+        if isinstance(value, str) and (cleaned := _printable(value)):
+            return cleaned
+    return _printable(user_id) or user_id
 
 
 class TokenVerifier:
@@ -99,7 +102,7 @@ class TokenVerifier:
         """
         if not token:
             raise ApiError(401, "missing_token", "the bearer token is empty")
-        if len(token) > MAX_TOKEN_BYTES:
+        if len(token.encode()) > MAX_TOKEN_BYTES:
             raise _invalid(f"the token is longer than {MAX_TOKEN_BYTES} bytes")
         try:
             claims: dict[str, Any] = jwt.decode(
@@ -116,7 +119,7 @@ class TokenVerifier:
         except jwt.InvalidTokenError as exc:
             raise _invalid(f"the token is not valid: {exc}") from None
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub or len(sub) > MAX_USER_ID_CHARS:
+        if not isinstance(sub, str) or not sub.strip() or len(sub) > MAX_USER_ID_CHARS:
             raise _invalid(
                 f"'sub' must be a non-empty string of at most {MAX_USER_ID_CHARS} characters"
             )

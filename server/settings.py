@@ -327,7 +327,13 @@ def _default_asymmetric(pem: str) -> str:
     if isinstance(key, rsa.RSAPublicKey):
         return "RS256"
     if isinstance(key, ec.EllipticCurvePublicKey):
-        return "ES256"
+        by_curve = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
+        if key.curve.name in by_curve:
+            return by_curve[key.curve.name]
+        raise SettingsError(
+            "SCOREBOARD_JWT_PUBLIC_KEY",
+            f"unsupported EC curve {key.curve.name}: use P-256, P-384 or P-521",
+        )
     raise SettingsError(
         "SCOREBOARD_JWT_PUBLIC_KEY", "unsupported key type: give RSA or EC, or set the algorithms"
     )

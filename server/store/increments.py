@@ -50,18 +50,23 @@ def decide(record: UserRecord | None, cmd: IncrementCommand, policy: IncrementPo
             if key == cmd.idempotency_key:
                 return Replayed(new_score=score)
 
-    window_start = cmd.now_ms - RATE_WINDOW_MS
     accepted: tuple[int, ...] = ()
     if policy.rate_limit_per_minute > 0:
         previous = record.accepted_ms if record is not None else ()
-        # Keep "> window_start": an update exactly 60 s old has left the window.
-        accepted = tuple(t for t in previous if t > window_start)
+        now_ms = cmd.now_ms
+        window_start = now_ms - RATE_WINDOW_MS
+        # Keep "> window_start": an update exactly 60 s old has left the window. Sorted,
+        # because clocks can step back (NTP, pods' clocks differ): a log in arrival order
+        # may then be out of time order. A stepped-back clock can let one extra update
+        # into a window; clamping times forward instead could lock a user out for as long
+        # as a fast clock was ahead.
+        accepted = tuple(sorted(t for t in previous if t > window_start))
         if len(accepted) >= policy.rate_limit_per_minute:
             # The oldest update that must leave the window before one more fits.
             blocker = accepted[len(accepted) - policy.rate_limit_per_minute]
-            wait_ms = blocker + RATE_WINDOW_MS - cmd.now_ms
+            wait_ms = blocker + RATE_WINDOW_MS - now_ms
             return RateLimited(retry_after_s=max(1, -(-wait_ms // 1000)))
-        accepted = (*accepted, cmd.now_ms)
+        accepted = (*accepted, now_ms)
 
     old_score = record.score if record is not None else 0
     new_score = old_score + cmd.amount

@@ -14,6 +14,8 @@ double) share: ``find_one``, ``insert_one``, ``update_one``, ``find().sort().lim
 
 from __future__ import annotations
 
+import asyncio
+import random
 from typing import Any, Final
 
 from pymongo import ASCENDING, DESCENDING
@@ -25,6 +27,8 @@ from server.store.records import Applied, Decision, IncrementCommand, RankedScor
 
 COLLECTION: Final = "users_scores"
 _MAX_ATTEMPTS: Final = 16
+_BACKOFF_S: Final = 0.002  # first retry waits up to this; doubles per attempt, jittered
+PING_TIMEOUT_S: Final = 2.0
 _RANK_SORT: Final = [("score", DESCENDING), ("reached_ms", ASCENDING), ("_id", ASCENDING)]
 _RANK_FIELDS: Final = {"username": 1, "score": 1, "reached_ms": 1, "v": 1}
 
@@ -72,6 +76,11 @@ class MongoStore:
         self._users = database[COLLECTION]
         self._policy = policy
         self._client = client
+        self._closed = False
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise StoreError("the MongoDB store is closed")
 
     async def open(self) -> None:
         try:
@@ -80,20 +89,31 @@ class MongoStore:
             raise StoreError(f"cannot prepare MongoDB collection: {exc}") from exc
 
     async def close(self) -> None:
+        self._closed = True
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()
 
     async def ping(self) -> bool:
+        if self._closed:
+            return False
         try:
-            await self._db.command("ping")
-        except PyMongoError:
+            # Bounded: /readyz must answer 503 quickly when MongoDB is down, not after the
+            # driver's 30 s server selection timeout.
+            async with asyncio.timeout(PING_TIMEOUT_S):
+                await self._db.command("ping")
+        except (PyMongoError, TimeoutError):
             return False
         return True
 
     async def apply_increment(self, cmd: IncrementCommand) -> Decision:
+        self._check_open()
         try:
-            for _ in range(_MAX_ATTEMPTS):
+            for attempt in range(_MAX_ATTEMPTS):
+                if attempt:
+                    # Lost a race with another pod: back off a little, with jitter, so two
+                    # pods hammering one user do not keep colliding in lockstep.
+                    await asyncio.sleep(random.uniform(0, _BACKOFF_S * 2 ** min(attempt, 6)))
                 doc = await self._users.find_one({"_id": cmd.user_id})
                 current = _to_record(doc) if doc is not None else None
                 decision = decide(current, cmd, self._policy)
@@ -116,6 +136,9 @@ class MongoStore:
         raise StoreError(f"too much write contention on user {cmd.user_id!r}")
 
     async def top(self, limit: int) -> list[RankedScore]:
+        self._check_open()
+        if limit <= 0:
+            return []  # limit(0) means "no limit" to MongoDB
         try:
             cursor = self._users.find({}, _RANK_FIELDS).sort(_RANK_SORT).limit(limit)
             docs = await cursor.to_list(limit)
@@ -124,6 +147,7 @@ class MongoStore:
         return [_to_ranked(doc) for doc in docs]
 
     async def get_score(self, user_id: str) -> RankedScore | None:
+        self._check_open()
         try:
             doc = await self._users.find_one({"_id": user_id}, _RANK_FIELDS)
         except PyMongoError as exc:

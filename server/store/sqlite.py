@@ -198,6 +198,7 @@ class SqliteStore:
             conn = self._connect()
         except sqlite3.Error as exc:
             error = StoreError(f"cannot open SQLite store at {self._path!r}: {exc}")
+            self._closed = True  # later calls fail at once instead of waiting on no thread
             loop.call_soon_threadsafe(_settle, ready, None, error)
             self._fail_all(StoreError("the SQLite store failed to open"))
             return

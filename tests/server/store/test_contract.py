@@ -1,0 +1,571 @@
+"""The store port's contract: one suite that every adapter must pass.
+
+Backends: SQLite on a file, SQLite ``:memory:``, :class:`MongoStore` over mongomock-motor,
+and :class:`MongoStore` over a real MongoDB when ``SCOREBOARD_TEST_MONGODB_URI`` is set.
+
+mongomock-motor's "async" calls never yield to the event loop, so concurrent increments
+could never interleave and the compare-and-set retry would go untested. The mongomock
+backend therefore wraps the collection so each call first yields, as real I/O does, and
+counts the write conflicts it sees, so the tests can check the retry really ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import threading
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pymongo
+import pytest
+from mongomock_motor import AsyncMongoMockClient
+from pymongo.errors import DuplicateKeyError
+
+from server.store.increments import IncrementPolicy
+from server.store.mongodb import MongoStore
+from server.store.port import ScoreStore, StoreError
+from server.store.records import (
+    Applied,
+    Decision,
+    IncrementCommand,
+    RankedScore,
+    RateLimited,
+    Replayed,
+)
+from server.store.sqlite import SqliteStore
+from tests.conftest import scaled
+
+pytestmark = pytest.mark.gen_test(timeout=scaled(20))
+
+MONGODB_URI = os.environ.get("SCOREBOARD_TEST_MONGODB_URI")
+NEEDS_MONGODB = [
+    pytest.mark.mongodb,
+    pytest.mark.skipif(
+        not MONGODB_URI,
+        reason="set SCOREBOARD_TEST_MONGODB_URI to a MongoDB replica set to run this backend",
+    ),
+]
+
+UNLIMITED = IncrementPolicy(rate_limit_per_minute=0, idempotency_keys=64)
+T0 = 1_700_000_000_000  # a fixed "now" in ms; tests pass time in through now_ms
+
+
+def cmd(
+    user: str = "alice",
+    amount: int = 1,
+    *,
+    now_ms: int = T0,
+    key: str | None = None,
+    username: str | None = None,
+) -> IncrementCommand:
+    return IncrementCommand(
+        user_id=user,
+        username=username if username is not None else user.title(),
+        amount=amount,
+        now_ms=now_ms,
+        idempotency_key=key,
+    )
+
+
+def applied(decision: Decision | BaseException) -> Applied:
+    assert isinstance(decision, Applied), decision
+    return decision
+
+
+# --- backends --------------------------------------------------------------------------
+
+
+@dataclass
+class MongoStats:
+    """What the interleaving wrapper saw: lost compare-and-sets and duplicate inserts."""
+
+    conflicts: int = 0
+    duplicate_keys: int = 0
+
+
+class _YieldingCollection:
+    """Wraps a mongomock-motor collection: every write/read the store uses yields first."""
+
+    def __init__(self, target: Any, stats: MongoStats) -> None:
+        self._target = target
+        self._stats = stats
+
+    def __getattr__(self, name: str) -> Any:
+        attr = getattr(self._target, name)
+        if name not in {"find_one", "insert_one", "update_one"}:
+            return attr
+
+        async def call(*args: Any, **kwargs: Any) -> Any:
+            await asyncio.sleep(0)  # let other tasks run, as a network round trip would
+            try:
+                result = await attr(*args, **kwargs)
+            except DuplicateKeyError:
+                self._stats.duplicate_keys += 1
+                raise
+            if name == "update_one" and result.matched_count == 0:
+                self._stats.conflicts += 1
+            return result
+
+        return call
+
+
+class _YieldingDatabase:
+    def __init__(self, target: Any, stats: MongoStats) -> None:
+        self._target = target
+        self._stats = stats
+
+    def __getitem__(self, name: str) -> _YieldingCollection:
+        return _YieldingCollection(self._target[name], self._stats)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._target, name)
+
+
+@dataclass
+class Backend:
+    """Builds stores of one kind; every store built by one Backend shares the same data
+    (except ``:memory:`` SQLite, which cannot be shared)."""
+
+    kind: str
+    tmp_path: Path
+    db_name: str = field(default_factory=lambda: f"scoreboard_test_{uuid.uuid4().hex}")
+    stats: MongoStats = field(default_factory=MongoStats)
+    _mock_db: Any = None
+
+    @property
+    def is_mongo(self) -> bool:
+        return self.kind in {"mongomock", "mongodb"}
+
+    def build(self, policy: IncrementPolicy = UNLIMITED) -> ScoreStore:
+        if self.kind == "sqlite-file":
+            return SqliteStore(str(self.tmp_path / "scores.db"), policy, synchronous="NORMAL")
+        if self.kind == "sqlite-memory":
+            return SqliteStore(":memory:", policy)
+        if self.kind == "mongomock":
+            if self._mock_db is None:
+                self._mock_db = AsyncMongoMockClient()[self.db_name]
+            return MongoStore(_YieldingDatabase(self._mock_db, self.stats), policy)
+        assert self.kind == "mongodb" and MONGODB_URI
+        client: pymongo.AsyncMongoClient[dict[str, Any]] = pymongo.AsyncMongoClient(
+            MONGODB_URI, w="majority", serverSelectionTimeoutMS=int(scaled(5) * 1000)
+        )
+        return MongoStore(client[self.db_name], policy, client=client)
+
+    @asynccontextmanager
+    async def opened(self, policy: IncrementPolicy = UNLIMITED) -> AsyncIterator[ScoreStore]:
+        store = self.build(policy)
+        try:
+            await store.open()
+            yield store
+        finally:
+            await store.close()
+
+    def drop(self) -> None:
+        if self.kind == "mongodb" and MONGODB_URI:
+            client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(MONGODB_URI)
+            with client:
+                client.drop_database(self.db_name)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite-file"),
+        pytest.param("sqlite-memory"),
+        pytest.param("mongomock"),
+        pytest.param("mongodb", marks=NEEDS_MONGODB),
+    ]
+)
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    b = Backend(request.param, tmp_path)
+    yield b
+    b.drop()
+
+
+@pytest.fixture(params=[pytest.param("mongomock"), pytest.param("mongodb", marks=NEEDS_MONGODB)])
+def mongo_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    b = Backend(request.param, tmp_path)
+    yield b
+    b.drop()
+
+
+@pytest.fixture(params=["sqlite-file", "sqlite-memory"])
+def sqlite_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    return Backend(request.param, tmp_path)
+
+
+async def apply_until_decided(store: ScoreStore, command: IncrementCommand) -> tuple[Decision, int]:
+    """Apply ``command``, retrying on :class:`StoreError` as a client would (same key).
+
+    Returns the decision and how many StoreErrors it took.
+    """
+    errors = 0
+    while True:
+        try:
+            return await store.apply_increment(command), errors
+        except StoreError:
+            errors += 1
+            assert errors < 500, "the store never accepted the increment"
+
+
+# --- lifecycle -------------------------------------------------------------------------
+
+
+async def test_open_ping_close_and_close_is_idempotent(backend: Backend) -> None:
+    store = backend.build()
+    try:
+        await store.open()
+        assert await store.ping() is True
+    finally:
+        await store.close()
+    await store.close()  # a second close is a no-op, not an error
+
+
+async def test_calls_after_close_raise_store_error(backend: Backend) -> None:
+    store = backend.build()
+    await store.open()
+    applied(await store.apply_increment(cmd("alice")))
+    await store.close()
+    with pytest.raises(StoreError):
+        await store.apply_increment(cmd("alice"))
+    with pytest.raises(StoreError):
+        await store.top(10)
+    with pytest.raises(StoreError):
+        await store.get_score("alice")
+    assert await store.ping() is False
+
+
+# --- increments ------------------------------------------------------------------------
+
+
+async def test_first_increment_creates_the_record_with_username(backend: Backend) -> None:
+    async with backend.opened() as store:
+        assert await store.get_score("alice") is None
+        first = applied(await store.apply_increment(cmd("alice", 3, username="Alice A.")))
+        assert first.new_score == 3
+        assert first.record.user_id == "alice"
+        assert first.record.username == "Alice A."
+        assert first.record.v == 1
+        assert first.record.reached_ms == T0
+        assert await store.get_score("alice") == RankedScore("alice", "Alice A.", 3, T0, 1)
+
+
+async def test_increments_add_up_and_the_version_grows_by_one_per_write(
+    backend: Backend,
+) -> None:
+    async with backend.opened() as store:
+        amounts = [1, 5, 2, 100, 7]
+        total = 0
+        for i, amount in enumerate(amounts, start=1):
+            total += amount
+            result = applied(await store.apply_increment(cmd("bob", amount, now_ms=T0 + i)))
+            assert result.new_score == total
+            assert result.record.v == i
+            assert result.record.reached_ms == T0 + i
+        # The latest username wins; other users are untouched.
+        applied(await store.apply_increment(cmd("bob", 1, now_ms=T0 + 9, username="Bobby")))
+        applied(await store.apply_increment(cmd("carol", 4, now_ms=T0 + 10)))
+        assert await store.get_score("bob") == RankedScore("bob", "Bobby", total + 1, T0 + 9, 6)
+        assert await store.get_score("carol") == RankedScore("carol", "Carol", 4, T0 + 10, 1)
+
+
+async def test_get_score_of_a_missing_user_is_none(backend: Backend) -> None:
+    async with backend.opened() as store:
+        assert await store.get_score("nobody") is None
+        applied(await store.apply_increment(cmd("somebody")))
+        assert await store.get_score("nobody") is None
+        assert await store.get_score("") is None
+
+
+# --- idempotency -----------------------------------------------------------------------
+
+
+async def test_a_seen_key_replays_the_first_score_and_stores_nothing(backend: Backend) -> None:
+    async with backend.opened() as store:
+        first = applied(await store.apply_increment(cmd("alice", 5, key="k1")))
+        assert first.new_score == 5
+        applied(await store.apply_increment(cmd("alice", 2, now_ms=T0 + 1, key="k2")))
+        before = await store.get_score("alice")
+        assert before == RankedScore("alice", "Alice", 7, T0 + 1, 2)
+
+        # Same key, even with another amount, time and username: the first answer, no write.
+        again = await store.apply_increment(
+            cmd("alice", 50, now_ms=T0 + 2, key="k1", username="Renamed")
+        )
+        assert again == Replayed(new_score=5)
+        assert await store.apply_increment(cmd("alice", 1, now_ms=T0 + 3, key="k2")) == Replayed(
+            new_score=7
+        )
+        assert await store.get_score("alice") == before
+
+        # Keys are per user: another user's "k1" is a new update.
+        assert applied(await store.apply_increment(cmd("bob", 3, key="k1"))).new_score == 3
+
+
+async def test_at_least_the_last_64_keys_are_remembered(backend: Backend) -> None:
+    async with backend.opened() as store:
+        for i in range(65):
+            result = applied(
+                await store.apply_increment(cmd("alice", 1, now_ms=T0 + i, key=f"k{i}"))
+            )
+            assert result.new_score == i + 1
+        after = await store.get_score("alice")
+        assert after is not None
+        assert after.score == 65
+        assert after.v == 65
+        for i in range(1, 65):  # the last 64 keys
+            decision = await store.apply_increment(cmd("alice", 1, now_ms=T0 + 100, key=f"k{i}"))
+            assert decision == Replayed(new_score=i + 1), i
+        assert await store.get_score("alice") == after
+
+
+async def test_a_replay_is_answered_even_when_rate_limited(backend: Backend) -> None:
+    policy = IncrementPolicy(rate_limit_per_minute=1, idempotency_keys=64)
+    async with backend.opened(policy) as store:
+        applied(await store.apply_increment(cmd("alice", 4, key="once")))
+        assert isinstance(await store.apply_increment(cmd("alice", 1, now_ms=T0 + 1)), RateLimited)
+        replay = await store.apply_increment(cmd("alice", 4, now_ms=T0 + 2, key="once"))
+        assert replay == Replayed(new_score=4)
+
+
+# --- rate limit ------------------------------------------------------------------------
+
+
+async def test_rate_limit_within_60_s_then_allowed_after_the_window(backend: Backend) -> None:
+    policy = IncrementPolicy(rate_limit_per_minute=3, idempotency_keys=64)
+    async with backend.opened(policy) as store:
+        for i, at in enumerate((0, 1_000, 2_000), start=1):
+            assert applied(await store.apply_increment(cmd("alice", now_ms=T0 + at))).new_score == i
+        limited = RankedScore("alice", "Alice", 3, T0 + 2_000, 3)
+
+        assert await store.apply_increment(cmd("alice", now_ms=T0 + 3_000)) == RateLimited(57)
+        # A rate-limited update stores nothing (and does not count as accepted).
+        assert await store.get_score("alice") == limited
+        assert await store.apply_increment(cmd("alice", now_ms=T0 + 59_999)) == RateLimited(1)
+        assert await store.get_score("alice") == limited
+        # Other users have their own window.
+        assert applied(await store.apply_increment(cmd("bob", now_ms=T0 + 3_000))).new_score == 1
+
+        # At +60 s the first update has left the window: exactly one more fits.
+        assert applied(await store.apply_increment(cmd("alice", now_ms=T0 + 60_000))).new_score == 4
+        assert await store.apply_increment(cmd("alice", now_ms=T0 + 60_500)) == RateLimited(1)
+        assert applied(await store.apply_increment(cmd("alice", now_ms=T0 + 61_000))).new_score == 5
+        assert await store.get_score("alice") == RankedScore("alice", "Alice", 5, T0 + 61_000, 5)
+
+
+# --- ranking ---------------------------------------------------------------------------
+
+
+async def test_top_orders_by_score_then_earliest_reached_then_user_id(backend: Backend) -> None:
+    async with backend.opened() as store:
+        assert await store.top(10) == []
+        # (user, amount, now_ms); inserted in a scrambled order on purpose.
+        for user, amount, at in [
+            ("erin", 1, 10),
+            ("carl", 5, 50),
+            ("anna", 5, 100),
+            ("dave", 7, 200),
+            ("bert", 5, 50),
+        ]:
+            applied(await store.apply_increment(cmd(user, amount, now_ms=T0 + at)))
+        expected = [
+            RankedScore("dave", "Dave", 7, T0 + 200, 1),
+            RankedScore("bert", "Bert", 5, T0 + 50, 1),
+            RankedScore("carl", "Carl", 5, T0 + 50, 1),
+            RankedScore("anna", "Anna", 5, T0 + 100, 1),
+            RankedScore("erin", "Erin", 1, T0 + 10, 1),
+        ]
+        assert await store.top(10) == expected
+        assert await store.top(5) == expected
+        assert await store.top(3) == expected[:3]
+        assert await store.top(1) == expected[:1]
+
+        # Reaching a score later ranks below whoever reached it first.
+        applied(await store.apply_increment(cmd("erin", 6, now_ms=T0 + 300)))
+        assert [r.user_id for r in await store.top(3)] == ["dave", "erin", "bert"]
+        applied(await store.apply_increment(cmd("anna", 2, now_ms=T0 + 400)))
+        assert [r.user_id for r in await store.top(3)] == ["dave", "erin", "anna"]
+
+
+# --- concurrency -----------------------------------------------------------------------
+
+
+async def test_concurrent_increments_for_one_user_lose_no_update(backend: Backend) -> None:
+    async with backend.opened() as store:
+        results = await asyncio.gather(
+            *(
+                apply_until_decided(store, cmd("hot", 1, now_ms=T0 + i, key=f"k{i}"))
+                for i in range(50)
+            )
+        )
+        decisions = [applied(d) for d, _ in results]  # StoreError means nothing applied
+        # Each write saw the one before it: scores and versions are exactly 1..50.
+        assert sorted(d.new_score for d in decisions) == list(range(1, 51))
+        assert sorted(d.record.v for d in decisions) == list(range(1, 51))
+        final = await store.get_score("hot")
+        assert final is not None
+        assert (final.score, final.v) == (50, 50)
+        errors = sum(e for _, e in results)
+        if not backend.is_mongo:
+            assert errors == 0  # SQLite serializes writes: never a contention error
+        if backend.kind == "mongomock":
+            assert backend.stats.conflicts > 0  # the compare-and-set retry really ran
+
+
+async def test_concurrent_increments_for_many_users_lose_no_update(backend: Backend) -> None:
+    async with backend.opened() as store:
+        users = [f"user{n:02d}" for n in range(10)]
+        commands = [
+            cmd(user, amount, now_ms=T0 + i, key=f"{user}-{i}")
+            for i, amount in enumerate((1, 2, 3, 4, 5))
+            for user in users
+        ]
+        results = await asyncio.gather(*(apply_until_decided(store, c) for c in commands))
+        assert all(isinstance(d, Applied) for d, _ in results)
+        if not backend.is_mongo:
+            assert sum(e for _, e in results) == 0
+        for user in users:
+            row = await store.get_score(user)
+            assert row is not None
+            assert (row.score, row.v) == (15, 5), user
+        assert len(await store.top(100)) == 10
+
+
+async def test_two_mongo_stores_on_one_database_lose_no_update(mongo_backend: Backend) -> None:
+    """Two pods, each serializing its own writes (as its user actor does), one hot user."""
+    async with mongo_backend.opened() as pod_a, mongo_backend.opened() as pod_b:
+
+        async def pod(store: ScoreStore, name: str) -> list[Decision]:
+            # A client retries a StoreError with the same key; the port says nothing applied.
+            answers = []
+            for i in range(30):
+                command = cmd("hot", 1, now_ms=T0 + i, key=f"{name}{i}")
+                answers.append((await apply_until_decided(store, command))[0])
+            return answers
+
+        a, b = await asyncio.gather(pod(pod_a, "a"), pod(pod_b, "b"))
+        decisions = [applied(d) for d in a + b]
+        assert sorted(d.new_score for d in decisions) == list(range(1, 61))
+        # Each pod's own answers grow, since its writes are serialized.
+        for answers in (a, b):
+            scores = [applied(d).new_score for d in answers]
+            assert scores == sorted(scores)
+        final = await pod_a.get_score("hot")
+        assert final is not None
+        assert (final.score, final.v) == (60, 60)
+        assert await pod_b.get_score("hot") == final
+        if mongo_backend.kind == "mongomock":
+            # Both pods created the user at once (one insert lost), then raced on `v`.
+            assert mongo_backend.stats.duplicate_keys >= 1
+            assert mongo_backend.stats.conflicts > 0
+
+
+async def test_two_mongo_stores_creating_one_user_at_once(mongo_backend: Backend) -> None:
+    async with mongo_backend.opened() as pod_a, mongo_backend.opened() as pod_b:
+        first, second = await asyncio.gather(
+            pod_a.apply_increment(cmd("new", 2, key="a")),
+            pod_b.apply_increment(cmd("new", 3, key="b")),
+        )
+        assert sorted([applied(first).new_score, applied(second).new_score]) == [2, 5]
+        assert sorted([applied(first).record.v, applied(second).record.v]) == [1, 2]
+        assert await pod_a.get_score("new") == RankedScore("new", "New", 5, T0, 2)
+        if mongo_backend.kind == "mongomock":
+            assert mongo_backend.stats.duplicate_keys == 1
+
+
+# --- SQLite only -----------------------------------------------------------------------
+
+
+async def test_sqlite_file_survives_close_and_reopen(tmp_path: Path) -> None:
+    backend = Backend("sqlite-file", tmp_path)
+    policy = IncrementPolicy(rate_limit_per_minute=2, idempotency_keys=64)
+    async with backend.opened(policy) as store:
+        applied(await store.apply_increment(cmd("alice", 5, key="k1")))
+        applied(await store.apply_increment(cmd("alice", 2, now_ms=T0 + 1, key="k2")))
+        applied(await store.apply_increment(cmd("bob", 9, now_ms=T0 + 2)))
+    async with backend.opened(policy) as store:
+        assert await store.top(10) == [
+            RankedScore("bob", "Bob", 9, T0 + 2, 1),
+            RankedScore("alice", "Alice", 7, T0 + 1, 2),
+        ]
+        # The idempotency keys and the rate-limit log came back too.
+        assert await store.apply_increment(cmd("alice", 1, now_ms=T0 + 5, key="k1")) == Replayed(5)
+        assert await store.apply_increment(cmd("alice", 1, now_ms=T0 + 5)) == RateLimited(60)
+        applied(await store.apply_increment(cmd("alice", 1, now_ms=T0 + 60_000)))
+    async with backend.opened(policy) as store:
+        assert await store.get_score("alice") == RankedScore("alice", "Alice", 8, T0 + 60_000, 3)
+
+
+async def test_sqlite_open_on_a_bad_path_raises_store_error(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "missing-dir" / "scores.db"), UNLIMITED)
+    with pytest.raises(StoreError):
+        await store.open()
+    await store.close()
+
+
+async def test_sqlite_calls_after_a_failed_open_raise_instead_of_hanging(tmp_path: Path) -> None:
+    store = SqliteStore(str(tmp_path / "missing-dir" / "scores.db"), UNLIMITED)
+    with pytest.raises(StoreError):
+        await store.open()
+    try:
+        with pytest.raises(StoreError):
+            await asyncio.wait_for(store.top(10), scaled(1))
+        assert await asyncio.wait_for(store.ping(), scaled(1)) is False
+    finally:
+        await store.close()
+
+
+async def test_sqlite_a_failing_job_does_not_undo_the_rest_of_its_batch(
+    sqlite_backend: Backend,
+) -> None:
+    """White-box: holds the writer thread (``_call``) so the next jobs form one batch."""
+    async with sqlite_backend.opened() as opened:
+        store = opened
+        assert isinstance(store, SqliteStore)
+        applied(await store.apply_increment(cmd("alice", 10)))
+
+        entered, release = threading.Event(), threading.Event()
+
+        def hold(_conn: sqlite3.Connection) -> None:
+            entered.set()
+            release.wait(scaled(10))
+
+        def write_then_fail(conn: sqlite3.Connection) -> None:
+            conn.execute("UPDATE users_scores SET score = 999 WHERE user_id = 'alice'")
+            raise RuntimeError("a job failing after it wrote")
+
+        too_big = 2**63  # the new score cannot be stored as a SQLite INTEGER: the job fails
+        held = asyncio.ensure_future(store._call(hold))
+        batch: list[asyncio.Future[Any]] = []
+        try:
+            assert await asyncio.to_thread(entered.wait, scaled(5))
+            batch = [
+                asyncio.ensure_future(store.apply_increment(cmd("alice", 1, now_ms=T0 + 1))),
+                asyncio.ensure_future(store.apply_increment(cmd("alice", too_big, now_ms=T0 + 2))),
+                asyncio.ensure_future(store._call(write_then_fail)),
+                asyncio.ensure_future(store.apply_increment(cmd("alice", 2, now_ms=T0 + 3))),
+                asyncio.ensure_future(store.apply_increment(cmd("bob", too_big, now_ms=T0 + 4))),
+                asyncio.ensure_future(store.apply_increment(cmd("carol", 3, now_ms=T0 + 5))),
+            ]
+            for _ in range(10):
+                await asyncio.sleep(0)
+            assert store._jobs.qsize() == len(batch)  # all queued behind the held job
+        finally:
+            release.set()
+            await held
+            results = await asyncio.gather(*batch, return_exceptions=True)
+
+        assert applied(results[0]).new_score == 11
+        assert isinstance(results[1], StoreError)
+        assert isinstance(results[2], StoreError)
+        assert applied(results[3]).new_score == 13  # the failed jobs' writes were undone
+        assert isinstance(results[4], StoreError)
+        assert applied(results[5]).new_score == 3
+        assert await store.get_score("alice") == RankedScore("alice", "Alice", 13, T0 + 3, 3)
+        assert await store.get_score("bob") is None
+        assert await store.get_score("carol") == RankedScore("carol", "Carol", 3, T0 + 5, 1)

@@ -1,0 +1,304 @@
+"""``decide()``: the pure rule behind every increment (score, version, idempotency, rate limit)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from server.store.increments import RATE_WINDOW_MS, IncrementPolicy, decide
+from server.store.records import (
+    Applied,
+    Decision,
+    IncrementCommand,
+    RateLimited,
+    Replayed,
+    UserRecord,
+)
+
+NO_LIMIT = IncrementPolicy(rate_limit_per_minute=0)
+
+
+def cmd(
+    amount: int = 1,
+    now_ms: int = 1_000_000,
+    key: str | None = None,
+    *,
+    user_id: str = "u1",
+    username: str = "User One",
+) -> IncrementCommand:
+    return IncrementCommand(user_id, username, amount, now_ms, key)
+
+
+def applied(decision: Decision) -> UserRecord:
+    assert isinstance(decision, Applied), decision
+    return decision.record
+
+
+def run(
+    commands: list[IncrementCommand],
+    policy: IncrementPolicy,
+    record: UserRecord | None = None,
+) -> tuple[UserRecord | None, list[Decision]]:
+    """Feed ``commands`` through ``decide`` as a store would: keep only what is applied."""
+    decisions = []
+    for command in commands:
+        decision = decide(record, command, policy)
+        if isinstance(decision, Applied):
+            record = decision.record
+        decisions.append(decision)
+    return record, decisions
+
+
+# --- score, version, reached_ms, username ---------------------------------------------------
+
+
+def test_new_user_gets_a_record_with_the_amount_as_score() -> None:
+    decision = decide(None, cmd(5, now_ms=1234), IncrementPolicy())
+    assert decision == Applied(
+        UserRecord(
+            user_id="u1",
+            username="User One",
+            score=5,
+            v=1,
+            reached_ms=1234,
+            recent_keys=(),
+            accepted_ms=(1234,),
+        )
+    )
+    assert isinstance(decision, Applied)
+    assert decision.new_score == 5
+
+
+def test_increment_adds_to_the_score_bumps_the_version_and_sets_reached_ms() -> None:
+    record = UserRecord("u1", "User One", score=40, v=7, reached_ms=10)
+    after = applied(decide(record, cmd(3, now_ms=5000), NO_LIMIT))
+    assert (after.score, after.v, after.reached_ms) == (43, 8, 5000)
+    again = applied(decide(after, cmd(2, now_ms=6000), NO_LIMIT))
+    assert (again.score, again.v, again.reached_ms) == (45, 9, 6000)
+
+
+def test_the_input_record_is_not_modified() -> None:
+    record = UserRecord("u1", "User One", score=1, v=1, reached_ms=0, accepted_ms=(0,))
+    before = replace(record)
+    decide(record, cmd(1, now_ms=10, key="k"), IncrementPolicy())
+    assert record == before
+
+
+def test_username_follows_the_latest_command() -> None:
+    record = applied(decide(None, cmd(1, now_ms=1, username="Old Name"), NO_LIMIT))
+    assert record.username == "Old Name"
+    renamed = applied(decide(record, cmd(1, now_ms=2, username="New Name"), NO_LIMIT))
+    assert renamed.username == "New Name"
+    assert renamed.score == 2
+
+
+# --- idempotency ----------------------------------------------------------------------------
+
+
+def test_a_replayed_key_answers_the_first_new_score_and_changes_nothing() -> None:
+    first = applied(decide(None, cmd(5, now_ms=1, key="k1"), NO_LIMIT))
+    assert first.recent_keys == (("k1", 5),)
+    second = applied(decide(first, cmd(2, now_ms=2, key="k2"), NO_LIMIT))
+    assert second.score == 7
+    # A retry of k1 (even with another amount) answers k1's result, not the current score.
+    assert decide(second, cmd(100, now_ms=3, key="k1"), NO_LIMIT) == Replayed(new_score=5)
+    assert decide(second, cmd(100, now_ms=3, key="k2"), NO_LIMIT) == Replayed(new_score=7)
+
+
+def test_commands_without_a_key_are_never_replays() -> None:
+    record, decisions = run([cmd(1, now_ms=t) for t in range(3)], NO_LIMIT)
+    assert all(isinstance(d, Applied) for d in decisions)
+    assert record is not None
+    assert record.score == 3
+    assert record.recent_keys == ()
+
+
+def test_a_replay_is_answered_even_when_the_user_is_now_rate_limited() -> None:
+    policy = IncrementPolicy(rate_limit_per_minute=2)
+    record, decisions = run([cmd(3, now_ms=0, key="a"), cmd(4, now_ms=1, key="b")], policy)
+    assert [type(d) for d in decisions] == [Applied, Applied]
+    # A new key is refused: the limit is reached...
+    assert isinstance(decide(record, cmd(1, now_ms=2, key="c"), policy), RateLimited)
+    # ...but a retry of an earlier update is not a new update.
+    assert decide(record, cmd(1, now_ms=2, key="a"), policy) == Replayed(new_score=3)
+    assert decide(record, cmd(1, now_ms=2, key="b"), policy) == Replayed(new_score=7)
+
+
+def test_a_rate_limited_key_is_not_remembered() -> None:
+    policy = IncrementPolicy(rate_limit_per_minute=1)
+    record = applied(decide(None, cmd(1, now_ms=0, key="a"), policy))
+    assert isinstance(decide(record, cmd(1, now_ms=1, key="b"), policy), RateLimited)
+    # "b" was refused, so once the window has passed it is applied (not replayed).
+    later = applied(decide(record, cmd(1, now_ms=RATE_WINDOW_MS + 1, key="b"), policy))
+    assert later.score == 2
+    assert later.recent_keys == (("a", 1), ("b", 2))
+
+
+def test_only_the_last_n_keys_are_kept_oldest_first() -> None:
+    policy = IncrementPolicy(rate_limit_per_minute=0, idempotency_keys=3)
+    record, _ = run([cmd(1, now_ms=i, key=f"k{i}") for i in range(5)], policy)
+    assert record is not None
+    assert record.recent_keys == (("k2", 3), ("k3", 4), ("k4", 5))
+    # k0 and k1 fell out: they are new updates again; k2..k4 still replay.
+    assert isinstance(decide(record, cmd(1, now_ms=9, key="k0"), policy), Applied)
+    assert isinstance(decide(record, cmd(1, now_ms=9, key="k1"), policy), Applied)
+    for i in (2, 3, 4):
+        assert decide(record, cmd(1, now_ms=9, key=f"k{i}"), policy) == Replayed(i + 1)
+
+
+def test_each_key_is_kept_with_the_score_it_produced() -> None:
+    policy = IncrementPolicy(rate_limit_per_minute=0, idempotency_keys=64)
+    amounts = [5, 1, 10, 3]
+    record, _ = run([cmd(a, now_ms=i, key=f"k{i}") for i, a in enumerate(amounts)], policy)
+    assert record is not None
+    assert record.recent_keys == (("k0", 5), ("k1", 6), ("k2", 16), ("k3", 19))
+    # An update without a key leaves the kept keys as they were.
+    plain = applied(decide(record, cmd(1, now_ms=9), policy))
+    assert plain.recent_keys == record.recent_keys
+
+
+def test_keys_bounded_at_the_default_of_64() -> None:
+    policy = IncrementPolicy(rate_limit_per_minute=0)
+    record, _ = run([cmd(1, now_ms=i, key=f"k{i}") for i in range(70)], policy)
+    assert record is not None
+    assert len(record.recent_keys) == 64
+    assert record.recent_keys[0] == ("k6", 7)
+    assert record.recent_keys[-1] == ("k69", 70)
+
+
+# --- sliding-log rate limit ----------------------------------------------------------------
+
+
+def test_exactly_the_limit_is_accepted_in_60_seconds_and_the_next_is_refused() -> None:
+    policy = IncrementPolicy(rate_limit_per_minute=10)
+    times = [i * 5_000 for i in range(10)]  # 0 .. 45 s
+    record, decisions = run([cmd(1, now_ms=t) for t in times], policy)
+    assert all(isinstance(d, Applied) for d in decisions)
+    assert record is not None
+    assert record.score == 10
+    assert record.accepted_ms == tuple(times)
+    refused = decide(record, cmd(1, now_ms=50_000), policy)
+    # The oldest update (at 0) leaves the window at 60 s: 10 s from now.
+    assert refused == RateLimited(retry_after_s=10)
+
+
+def test_retry_after_rounds_up_to_whole_seconds() -> None:
+    policy = IncrementPolicy(rate_limit_per_minute=1)
+    record = applied(decide(None, cmd(now_ms=0), policy))
+    assert decide(record, cmd(now_ms=30_500), policy) == RateLimited(retry_after_s=30)
+    assert decide(record, cmd(now_ms=30_499), policy) == RateLimited(retry_after_s=30)
+    assert decide(record, cmd(now_ms=30_000), policy) == RateLimited(retry_after_s=30)
+    assert decide(record, cmd(now_ms=29_999), policy) == RateLimited(retry_after_s=31)
+
+
+def test_retry_after_is_at_least_one_second() -> None:
+    policy = IncrementPolicy(rate_limit_per_minute=1)
+    record = applied(decide(None, cmd(now_ms=0), policy))
+    # 1 ms before the window frees a slot: still "retry after 1 s", never 0.
+    assert decide(record, cmd(now_ms=RATE_WINDOW_MS - 1), policy) == RateLimited(1)
+    assert decide(record, cmd(now_ms=RATE_WINDOW_MS - 999), policy) == RateLimited(1)
+    assert decide(record, cmd(now_ms=RATE_WINDOW_MS - 1000), policy) == RateLimited(1)
+    assert decide(record, cmd(now_ms=RATE_WINDOW_MS - 1001), policy) == RateLimited(2)
+
+
+def test_an_update_exactly_60_seconds_old_has_left_the_window() -> None:
+    policy = IncrementPolicy(rate_limit_per_minute=2)
+    record, _ = run([cmd(now_ms=0), cmd(now_ms=30_000)], policy)
+    assert isinstance(decide(record, cmd(now_ms=59_999), policy), RateLimited)
+    after = applied(decide(record, cmd(now_ms=60_000), policy))
+    # The update at 0 is out of the log; the one at 30 s is still in.
+    assert after.accepted_ms == (30_000, 60_000)
+    assert decide(after, cmd(now_ms=60_001), policy) == RateLimited(retry_after_s=30)
+
+
+def test_retry_after_waits_for_the_right_update_to_leave() -> None:
+    policy = IncrementPolicy(rate_limit_per_minute=3)
+    record, _ = run([cmd(now_ms=t) for t in (0, 20_000, 40_000)], policy)
+    assert decide(record, cmd(now_ms=45_000), policy) == RateLimited(15)  # waits for 0
+    record = applied(decide(record, cmd(now_ms=60_000), policy))
+    assert decide(record, cmd(now_ms=61_000), policy) == RateLimited(19)  # waits for 20 s
+
+
+def test_no_double_burst_at_a_fixed_window_edge() -> None:
+    # A fixed per-minute window would accept 3 at 59 s and 3 more at 60 s.
+    policy = IncrementPolicy(rate_limit_per_minute=3)
+    commands = [cmd(now_ms=59_000 + i) for i in range(3)] + [
+        cmd(now_ms=60_000 + i) for i in range(3)
+    ]
+    record, decisions = run(commands, policy)
+    assert [type(d) for d in decisions] == [Applied] * 3 + [RateLimited] * 3
+    assert record is not None
+    assert record.score == 3
+
+
+def test_a_lowered_limit_counts_the_updates_already_in_the_window() -> None:
+    record, _ = run([cmd(now_ms=t) for t in (0, 10_000, 20_000)], IncrementPolicy(5))
+    lowered = IncrementPolicy(rate_limit_per_minute=2)
+    # Three in the window: two must leave (0 and 10 s) before one more fits.
+    assert decide(record, cmd(now_ms=30_000), lowered) == RateLimited(retry_after_s=40)
+
+
+def test_limit_zero_turns_the_rate_limit_off() -> None:
+    record, decisions = run([cmd(now_ms=1000) for _ in range(500)], NO_LIMIT)
+    assert all(isinstance(d, Applied) for d in decisions)
+    assert record is not None
+    assert record.score == 500
+    assert record.accepted_ms == ()  # nothing to remember when there is no limit
+
+
+def test_the_accepted_log_holds_only_the_window() -> None:
+    policy = IncrementPolicy(rate_limit_per_minute=5)
+    record, _ = run([cmd(now_ms=t) for t in range(0, 600_000, 13_000)], policy)
+    assert record is not None
+    assert record.accepted_ms == (546_000, 559_000, 572_000, 585_000, 598_000)
+
+
+# --- properties ----------------------------------------------------------------------------
+
+gaps_ms = st.lists(
+    st.one_of(
+        st.integers(min_value=0, max_value=2_000),
+        st.integers(min_value=0, max_value=70_000),
+        st.sampled_from([0, 1, 999, 1_000, 59_999, 60_000, 60_001]),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(gaps=gaps_ms, limit=st.integers(min_value=1, max_value=6))
+def test_no_60_second_window_ever_holds_more_than_the_limit(gaps: list[int], limit: int) -> None:
+    """For any request times (a clock: never going back), accepted updates never exceed the
+    limit in any 60 s window, and an update is refused only when the limit is really reached.
+    A refusal's retry_after_s is >= 1 and exact to the second."""
+    policy = IncrementPolicy(rate_limit_per_minute=limit)
+    record: UserRecord | None = None
+    accepted: list[int] = []
+    now = 0
+    for gap in gaps:
+        now += gap
+        in_window = sum(1 for t in accepted if t > now - RATE_WINDOW_MS)
+        decision = decide(record, cmd(now_ms=now), policy)
+        if isinstance(decision, Applied):
+            assert in_window < limit
+            record = decision.record
+            accepted.append(now)
+            assert record.accepted_ms == tuple(t for t in accepted if t > now - RATE_WINDOW_MS)
+        else:
+            assert isinstance(decision, RateLimited)
+            assert in_window >= limit
+            retry = decision.retry_after_s
+            assert retry >= 1
+            # Retrying after retry_after_s is accepted; a second earlier is still refused.
+            assert isinstance(decide(record, cmd(now_ms=now + retry * 1000), policy), Applied)
+            if retry > 1:
+                earlier = decide(record, cmd(now_ms=now + (retry - 1) * 1000), policy)
+                assert isinstance(earlier, RateLimited)
+    assert record is not None
+    assert record.score == len(accepted)
+    for start in accepted:
+        # Any 60 s window [start, start + 60 s) holding updates can start at one of them.
+        assert sum(1 for t in accepted if start <= t < start + RATE_WINDOW_MS) <= limit

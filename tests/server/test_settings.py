@@ -1,0 +1,378 @@
+"""load_settings(argv, environ): defaults, precedence, validation and the key rules."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+
+from server.settings import (
+    OPTIONS,
+    Settings,
+    SettingsError,
+    build_parser,
+    load_settings,
+)
+from tests.conftest import SECRET
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+
+
+def public_pem(private_key: PrivateKey) -> str:
+    return (
+        private_key.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
+
+
+@pytest.fixture(scope="module")
+def rsa_key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+@pytest.fixture(scope="module")
+def rsa_pem(rsa_key: rsa.RSAPrivateKey) -> str:
+    return public_pem(rsa_key)
+
+
+@pytest.fixture(scope="module")
+def ec_pem() -> str:
+    return public_pem(ec.generate_private_key(ec.SECP256R1()))
+
+
+def refused(argv: list[str] | None = None, /, **env: str) -> SettingsError:
+    """The SettingsError that ``argv`` and ``SCOREBOARD_<NAME>=value`` settings raise."""
+    environ = {f"SCOREBOARD_{k.upper()}": v for k, v in env.items()}
+    with pytest.raises(SettingsError) as info:
+        load_settings(argv or [], environ)
+    return info.value
+
+
+def assert_one_line_naming(error: SettingsError, env: str) -> None:
+    message = str(error)
+    assert error.env == env
+    assert message.startswith(f"invalid setting {env}: ")
+    assert "\n" not in message
+    assert "\r" not in message
+
+
+# --- defaults and precedence ---------------------------------------------------------------
+
+
+def test_defaults() -> None:
+    settings = load_settings([], {})
+    assert settings == Settings(jwt_algorithms=("HS256",))
+    assert settings.host == "0.0.0.0"
+    assert settings.port == 8000
+    assert settings.rate_limit_per_minute == 10
+    assert settings.top_n == 10
+    assert settings.jwt_secret is None
+    assert not settings.uses_mongodb
+
+
+def test_unrelated_environment_variables_are_ignored() -> None:
+    assert load_settings([], {"PORT": "1", "SCOREBOARD": "x"}) == load_settings([], {})
+
+
+def test_environment_variables_set_values() -> None:
+    settings = load_settings(
+        [],
+        {
+            "SCOREBOARD_HOST": "127.0.0.1",
+            "SCOREBOARD_PORT": " 9001 ",
+            "SCOREBOARD_JWT_SECRET": SECRET,
+            "SCOREBOARD_RATE_LIMIT_PER_MINUTE": "0",
+            "SCOREBOARD_SQLITE_SYNCHRONOUS": "normal",
+            "SCOREBOARD_SHUTDOWN_TIMEOUT_S": "2.5",
+            "SCOREBOARD_LOG_LEVEL": "debug",
+            "SCOREBOARD_JWT_ISSUER": "https://issuer.example",
+        },
+    )
+    assert settings.host == "127.0.0.1"
+    assert settings.port == 9001
+    assert settings.jwt_secret == SECRET
+    assert settings.rate_limit_per_minute == 0
+    assert settings.sqlite_synchronous == "NORMAL"
+    assert settings.shutdown_timeout_s == 2.5
+    assert settings.log_level == "DEBUG"
+    assert settings.jwt_issuer == "https://issuer.example"
+
+
+def test_flags_set_values() -> None:
+    settings = load_settings(
+        ["--port", "0", "--top-n", "25", "--mongodb-uri", "mongodb://db", "--jwt-secret", SECRET],
+        {},
+    )
+    assert settings.port == 0
+    assert settings.top_n == 25
+    assert settings.mongodb_uri == "mongodb://db"
+    assert settings.uses_mongodb
+
+
+def test_a_flag_wins_over_its_environment_variable() -> None:
+    environ = {"SCOREBOARD_PORT": "1111", "SCOREBOARD_TOP_N": "7"}
+    settings = load_settings(["--port", "2222"], environ)
+    assert settings.port == 2222
+    assert settings.top_n == 7  # no flag: the environment variable applies
+
+
+def test_a_valid_flag_hides_an_invalid_environment_variable() -> None:
+    settings = load_settings(["--port", "2222"], {"SCOREBOARD_PORT": "not-a-port"})
+    assert settings.port == 2222
+
+
+def test_an_empty_optional_value_means_unset() -> None:
+    settings = load_settings([], {"SCOREBOARD_MONGODB_URI": "  ", "SCOREBOARD_JWT_SECRET": ""})
+    assert settings.mongodb_uri is None
+    assert settings.jwt_secret is None
+
+
+# --- invalid values ------------------------------------------------------------------------
+
+INVALID = [
+    ("host", "   "),
+    ("port", "http"),
+    ("port", "65536"),
+    ("port", "-1"),
+    ("port", "80\n81"),
+    ("mongodb_db", ""),
+    ("sqlite_path", " "),
+    ("sqlite_synchronous", "OFF"),
+    ("jwt_secret", "too-short"),
+    ("jwt_public_key", "/no/such/key.pem"),
+    ("jwt_algorithms", "none"),
+    ("jwt_algorithms", "HS256,HS1"),
+    ("jwt_leeway_s", "301"),
+    ("rate_limit_per_minute", "-1"),
+    ("rate_limit_per_minute", "1001"),
+    ("rate_limit_per_minute", "1.5"),
+    ("max_increment", "0"),
+    ("top_n", "0"),
+    ("top_n", "1001"),
+    ("broadcast_interval_ms", "60001"),
+    ("shutdown_timeout_s", "0"),
+    ("shutdown_timeout_s", "nan"),
+    ("shutdown_timeout_s", "soon"),
+    ("mailbox_size", "0"),
+    ("user_idle_s", "0"),
+    ("user_idle_s", "inf"),
+    ("log_level", "TRACE"),
+]
+# These accept any text (an empty one means unset).
+FREE_TEXT = {"mongodb_uri", "jwt_issuer", "jwt_audience"}
+
+
+def test_every_setting_with_rules_has_an_invalid_case() -> None:
+    assert {field for field, _ in INVALID} == {o.field for o in OPTIONS} - FREE_TEXT
+
+
+@pytest.mark.parametrize(("field", "raw"), INVALID)
+def test_an_invalid_environment_variable_is_named_on_one_line(field: str, raw: str) -> None:
+    env = f"SCOREBOARD_{field.upper()}"
+    assert_one_line_naming(refused(**{field: raw}), env)
+
+
+@pytest.mark.parametrize(("field", "raw"), INVALID)
+def test_an_invalid_flag_names_the_environment_variable_on_one_line(field: str, raw: str) -> None:
+    env = f"SCOREBOARD_{field.upper()}"
+    flag = "--" + field.replace("_", "-")
+    assert_one_line_naming(refused([flag, raw]), env)
+
+
+def test_an_invalid_value_is_shown_when_it_is_not_a_secret() -> None:
+    message = str(refused(port="http"))
+    assert "'http'" in message
+    assert "0 to 65535" in message
+
+
+def test_a_short_jwt_secret_is_refused_and_not_echoed() -> None:
+    secret = "hunter2-" + "x" * 23  # 31 bytes
+    error = refused(jwt_secret=secret)
+    assert_one_line_naming(error, "SCOREBOARD_JWT_SECRET")
+    assert "32 bytes" in str(error)
+    assert "hunter2" not in str(error)
+    # 32 bytes is enough; bytes, not characters, are counted.
+    assert load_settings([], {"SCOREBOARD_JWT_SECRET": "y" * 32}).jwt_secret == "y" * 32
+    assert_one_line_naming(refused(jwt_secret="é" * 15), "SCOREBOARD_JWT_SECRET")
+    assert load_settings([], {"SCOREBOARD_JWT_SECRET": "é" * 16}).jwt_secret == "é" * 16
+
+
+def test_a_private_key_given_as_the_public_key_is_refused_and_not_echoed(
+    rsa_key: rsa.RSAPrivateKey,
+) -> None:
+    private = rsa_key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    ).decode()
+    error = refused(jwt_public_key=private)
+    assert_one_line_naming(error, "SCOREBOARD_JWT_PUBLIC_KEY")
+    assert "PUBLIC KEY" in str(error)
+    body = private.splitlines()[1]
+    assert body[:20] not in str(error)
+    assert "PRIVATE" not in str(error)
+
+
+def test_a_malformed_public_key_is_refused() -> None:
+    garbage = "-----BEGIN PUBLIC KEY-----\nc2VjcmV0LW1hdGVyaWFs\n-----END PUBLIC KEY-----\n"
+    error = refused(jwt_public_key=garbage)
+    assert_one_line_naming(error, "SCOREBOARD_JWT_PUBLIC_KEY")
+    assert "c2VjcmV0" not in str(error)
+
+
+def test_a_mongodb_uri_with_a_password_is_never_echoed() -> None:
+    error = refused(mongodb_uri="mongodb://admin:s3cr3t-pw@db.example:27017/x")
+    assert "s3cr3t-pw" not in str(error)
+    assert "db.example" not in str(error)
+
+
+def test_secret_and_public_key_together_are_refused_without_echoing_either(rsa_pem: str) -> None:
+    error = refused(jwt_secret=SECRET, jwt_public_key=rsa_pem)
+    assert_one_line_naming(error, "SCOREBOARD_JWT_SECRET")
+    assert "not both" in str(error)
+    assert SECRET not in str(error)
+    assert rsa_pem.splitlines()[1][:20] not in str(error)
+
+
+def test_mongodb_without_a_jwt_key_is_refused_with_the_reason() -> None:
+    error = refused(mongodb_uri="mongodb://db.example")
+    assert_one_line_naming(error, "SCOREBOARD_JWT_SECRET")
+    message = str(error)
+    assert "SCOREBOARD_MONGODB_URI" in message
+    assert "SCOREBOARD_JWT_PUBLIC_KEY" in message
+    assert "share a key" in message  # why: a random key per process
+    assert "one pod" in message
+
+
+def test_mongodb_with_a_secret_or_a_public_key_is_accepted(rsa_pem: str) -> None:
+    with_secret = load_settings(
+        [], {"SCOREBOARD_MONGODB_URI": "mongodb://db", "SCOREBOARD_JWT_SECRET": SECRET}
+    )
+    assert with_secret.mongodb_uri == "mongodb://db"
+    with_key = load_settings(
+        [], {"SCOREBOARD_MONGODB_URI": "mongodb://db", "SCOREBOARD_JWT_PUBLIC_KEY": rsa_pem}
+    )
+    assert with_key.jwt_public_key == rsa_pem.strip()
+
+
+# --- algorithms ----------------------------------------------------------------------------
+
+
+def test_algorithms_default_to_hs256_with_a_secret_or_no_key() -> None:
+    assert load_settings([], {"SCOREBOARD_JWT_SECRET": SECRET}).jwt_algorithms == ("HS256",)
+    assert load_settings([], {}).jwt_algorithms == ("HS256",)
+
+
+def test_algorithms_default_to_rs256_for_an_rsa_public_key(rsa_pem: str) -> None:
+    settings = load_settings([], {"SCOREBOARD_JWT_PUBLIC_KEY": rsa_pem})
+    assert settings.jwt_algorithms == ("RS256",)
+    assert settings.jwt_secret is None
+
+
+def test_algorithms_default_to_es256_for_an_ec_public_key(ec_pem: str) -> None:
+    settings = load_settings([], {"SCOREBOARD_JWT_PUBLIC_KEY": ec_pem})
+    assert settings.jwt_algorithms == ("ES256",)
+
+
+@pytest.mark.parametrize(
+    ("curve", "expected"),
+    [(ec.SECP384R1(), "ES384"), (ec.SECP521R1(), "ES512")],
+    ids=["P-384", "P-521"],
+)
+def test_an_ec_key_on_another_curve_gets_its_own_algorithm_or_is_refused(
+    curve: ec.EllipticCurve, expected: str
+) -> None:
+    pem = public_pem(ec.generate_private_key(curve))
+    try:
+        settings = load_settings([], {"SCOREBOARD_JWT_PUBLIC_KEY": pem})
+    except SettingsError as error:  # refusing at start-up is an acceptable fix too
+        assert_one_line_naming(error, "SCOREBOARD_JWT_PUBLIC_KEY")
+        return
+    assert settings.jwt_algorithms == (expected,)
+
+
+def test_an_ed25519_key_needs_explicit_algorithms() -> None:
+    pem = public_pem(ed25519.Ed25519PrivateKey.generate())
+    error = refused(jwt_public_key=pem)
+    assert_one_line_naming(error, "SCOREBOARD_JWT_PUBLIC_KEY")
+    settings = load_settings(
+        [], {"SCOREBOARD_JWT_PUBLIC_KEY": pem, "SCOREBOARD_JWT_ALGORITHMS": "EdDSA"}
+    )
+    assert settings.jwt_algorithms == ("EdDSA",)
+
+
+def test_explicit_algorithms_are_kept_in_order(rsa_pem: str) -> None:
+    settings = load_settings(
+        ["--jwt-algorithms", " PS256 , RS256 "], {"SCOREBOARD_JWT_PUBLIC_KEY": rsa_pem}
+    )
+    assert settings.jwt_algorithms == ("PS256", "RS256")
+    hs = load_settings(
+        [], {"SCOREBOARD_JWT_SECRET": SECRET, "SCOREBOARD_JWT_ALGORITHMS": "HS512,HS256"}
+    )
+    assert hs.jwt_algorithms == ("HS512", "HS256")
+
+
+@pytest.mark.parametrize("algorithms", ["RS256", "ES256", "HS256,RS256", "EdDSA", "PS384"])
+def test_asymmetric_algorithms_without_a_public_key_are_refused(algorithms: str) -> None:
+    for env in ({"jwt_secret": SECRET}, {}):
+        error = refused(jwt_algorithms=algorithms, **env)
+        assert_one_line_naming(error, "SCOREBOARD_JWT_ALGORITHMS")
+        assert "SCOREBOARD_JWT_PUBLIC_KEY" in str(error)
+
+
+@pytest.mark.parametrize("algorithms", ["HS256", "RS256,HS256", "HS512"])
+def test_hs_algorithms_with_a_public_key_are_refused(rsa_pem: str, algorithms: str) -> None:
+    error = refused(jwt_public_key=rsa_pem, jwt_algorithms=algorithms)
+    assert_one_line_naming(error, "SCOREBOARD_JWT_ALGORITHMS")
+
+
+def test_none_is_never_an_algorithm() -> None:
+    for raw in ("none", "None", "HS256,none"):
+        assert_one_line_naming(
+            refused(jwt_secret=SECRET, jwt_algorithms=raw), "SCOREBOARD_JWT_ALGORITHMS"
+        )
+
+
+# --- public key from a file ----------------------------------------------------------------
+
+
+def test_the_public_key_can_be_a_file_path(tmp_path: Path, rsa_pem: str) -> None:
+    key_file = tmp_path / "jwt.pub.pem"
+    key_file.write_text(rsa_pem)
+    settings = load_settings([], {"SCOREBOARD_JWT_PUBLIC_KEY": f" {key_file} "})
+    assert settings.jwt_public_key == rsa_pem
+    assert settings.jwt_algorithms == ("RS256",)
+    by_flag = load_settings(["--jwt-public-key", str(key_file)], {})
+    assert by_flag.jwt_public_key == rsa_pem
+
+
+def test_a_public_key_file_that_is_not_a_key_is_refused(tmp_path: Path) -> None:
+    key_file = tmp_path / "not-a-key.pem"
+    key_file.write_text("password=swordfish\n")
+    error = refused(jwt_public_key=str(key_file))
+    assert_one_line_naming(error, "SCOREBOARD_JWT_PUBLIC_KEY")
+    assert "swordfish" not in str(error)
+    error = refused(jwt_public_key=str(tmp_path))  # a directory
+    assert_one_line_naming(error, "SCOREBOARD_JWT_PUBLIC_KEY")
+
+
+# --- help ----------------------------------------------------------------------------------
+
+
+def test_help_mentions_every_setting_env_name_and_flag(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("COLUMNS", "200")  # argparse wraps to the terminal width
+    text = build_parser().format_help()
+    for option in OPTIONS:
+        assert option.env in text, option.env
+        assert option.flag in text, option.flag
+    assert "[env SCOREBOARD_PORT; default 8000]" in text
+    assert "[env SCOREBOARD_JWT_SECRET; default unset]" in text
+
+
+def test_an_unknown_flag_exits(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        load_settings(["--no-such-flag"], {})
+    assert "--no-such-flag" in capsys.readouterr().err
