@@ -19,6 +19,11 @@ class ActorStopped(Exception):
     """The actor is stopping or stopped: the message was not (and will not be) processed."""
 
 
+class ActorCancelled(ActorStopped):
+    """The actor was cancelled while it handled this message: the outcome is unknown
+    (the work may have completed, e.g. a store write already queued)."""
+
+
 class MailboxFull(Exception):
     """The mailbox is at its bound: back-pressure; the message was not queued."""
 
@@ -139,7 +144,7 @@ class Actor(Generic[M]):
             result = await self.receive(envelope.message)
         except asyncio.CancelledError:
             if reply is not None and not reply.done():
-                reply.set_exception(ActorStopped(f"actor {self.name} was cancelled"))
+                reply.set_exception(ActorCancelled(f"actor {self.name} was cancelled mid-message"))
             raise
         except Exception as exc:
             if reply is None:

@@ -9,14 +9,23 @@ never per subscriber, and handed to every subscriber without waiting on any of t
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
+import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
 from actors.base import Actor
+from actors.stream import (
+    StreamHistory,
+    delta_message,
+    diff_rows,
+    encode,
+    rows_json,
+    snapshot_message,
+    update_message,
+)
 from actors.topk import Row, TopK
 from server.store.port import ScoreStore, StoreError
 from server.store.records import RankedScore
@@ -24,10 +33,21 @@ from server.store.records import RankedScore
 log = logging.getLogger(__name__)
 
 
-class Subscriber(Protocol):
-    """Where broadcasts go (a WebSocket handler). ``send`` must not block or raise."""
+@dataclass(frozen=True, slots=True)
+class Publication:
+    """One version of the live stream, its messages encoded once for every subscriber."""
 
-    def send(self, payload: str) -> None: ...
+    epoch: str
+    version: int
+    rows: tuple[Row, ...]
+    update: str  # seed format: the whole top N
+    delta: str  # delta format: changed rows and removed users
+
+
+class Subscriber(Protocol):
+    """Where publications go (the WebSocket fan-out). ``publish`` must not block or raise."""
+
+    def publish(self, publication: Publication) -> None: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,14 +65,6 @@ _PUBLISH: Final = _Publish()
 LeaderboardMessage = ScoreChanged | _Publish
 
 
-def _encode(obj: object) -> str:
-    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
-
-
-def _as_json_rows(rows: tuple[Row, ...]) -> list[dict[str, object]]:
-    return [{"user_id": u, "username": name, "score": s} for u, name, s in rows]
-
-
 class LeaderboardActor(Actor[LeaderboardMessage]):
     """Keeps the top N (plus headroom) and tells subscribers when it changes.
 
@@ -61,7 +73,8 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
         top_n: the rows shown.
         broadcast_interval_s: the least time between two broadcasts; 0 broadcasts each
             change as it is applied.
-        clock: a monotonic clock in seconds (the event loop's by default).
+        history_size: how many versions of deltas are kept for resuming clients.
+        clock: a monotonic clock in seconds.
     """
 
     def __init__(
@@ -70,6 +83,7 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
         top_n: int,
         broadcast_interval_s: float,
         *,
+        history_size: int = 256,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         super().__init__("leaderboard")
@@ -82,12 +96,15 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
         self._timer: asyncio.TimerHandle | None = None
         self._last_publish = float("-inf")
         self.loaded = False
+        # A new epoch per process: versions restart, and history from before is gone.
+        self.epoch = secrets.token_hex(4)
         self.version = 0
         self.broadcasts = 0
+        self.history = StreamHistory(history_size)
         self._current: tuple[Row, ...] = ()
         self._current_body: bytes | None = None
         self._published: tuple[Row, ...] = ()
-        self._snapshot = self._encode_event("snapshot")
+        self._snapshots: dict[str, str] = {}
 
     # --- read side (called from handlers, on the event loop) -----------------------------
 
@@ -95,13 +112,21 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
     def top_scores_body(self) -> bytes:
         """``{"top_scores": [...]}`` for ``GET /api/top-scores``, encoded once per change."""
         if self._current_body is None:
-            self._current_body = _encode({"top_scores": _as_json_rows(self._current)}).encode()
+            self._current_body = encode({"top_scores": rows_json(self._current)}).encode()
         return self._current_body
 
     @property
-    def snapshot_message(self) -> str:
-        """``{"event": "snapshot", "version": V, "top_scores": [...]}`` of the last broadcast."""
-        return self._snapshot
+    def published_rows(self) -> tuple[Row, ...]:
+        """The top N as of the last publication (``version``)."""
+        return self._published
+
+    def snapshot(self, reason: str) -> str:
+        """The snapshot message of the current version, encoded once per version and reason."""
+        message = self._snapshots.get(reason)
+        if message is None:
+            message = snapshot_message(self.epoch, self.version, self._published, reason)
+            self._snapshots[reason] = message
+        return message
 
     @property
     def subscribers(self) -> frozenset[Subscriber]:
@@ -124,7 +149,7 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
         self._topk.load(await self._store.top(self._topk.capacity))
         self._current = self._published = self._topk.rows(self.top_n)
         self._current_body = None
-        self._snapshot = self._encode_event("snapshot")
+        self._snapshots.clear()
         self.loaded = True
 
     async def on_stop(self) -> None:
@@ -176,16 +201,20 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
     def _publish(self) -> None:
         if self._current == self._published:
             return
-        self._published = self._current
+        previous, rows = self._published, self._current
+        self._published = rows
         self._last_publish = self._clock()
         self.version += 1
         self.broadcasts += 1
-        self._snapshot = self._encode_event("snapshot")
-        payload = self._encode_event("update")
-        for subscriber in tuple(self._subscribers):
-            subscriber.send(payload)
-
-    def _encode_event(self, event: str) -> str:
-        return _encode(
-            {"event": event, "version": self.version, "top_scores": _as_json_rows(self._published)}
+        self._snapshots.clear()
+        delta = delta_message(self.epoch, self.version, diff_rows(previous, rows))
+        self.history.append(self.version, delta)
+        publication = Publication(
+            epoch=self.epoch,
+            version=self.version,
+            rows=rows,
+            update=update_message(self.epoch, self.version, rows),
+            delta=delta,
         )
+        for subscriber in tuple(self._subscribers):
+            subscriber.publish(publication)

@@ -7,7 +7,6 @@ it has been idle for a while, so memory follows the users active right now.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable
@@ -131,10 +130,7 @@ class UserRegistry:
     async def stop(self) -> None:
         """Refuse new users, drain every mailbox into the store, and stop every actor."""
         self._closed = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
+        await self._stop_sweeper()
         actors = list(self._actors.values())
         await asyncio.gather(*(a.stop() for a in actors), *self._evicting)
         self._actors.clear()
@@ -142,11 +138,22 @@ class UserRegistry:
     async def kill_all(self) -> None:
         """Cancel every actor now (after a shutdown timeout); queued asks fail."""
         self._closed = True
-        if self._sweeper is not None:
-            self._sweeper.cancel()
+        await self._stop_sweeper()
         actors = list(self._actors.values())
         self._actors.clear()
         await asyncio.gather(*(a.kill() for a in actors))
+
+    async def _stop_sweeper(self) -> None:
+        sweeper, self._sweeper = self._sweeper, None
+        if sweeper is None:
+            return
+        sweeper.cancel()
+        try:
+            await sweeper
+        except asyncio.CancelledError:
+            pass
+        except Exception:
+            log.exception("the idle sweeper had failed")
 
     async def _sweep(self) -> None:
         period = max(0.01, self._idle_s / 2)

@@ -41,6 +41,12 @@ class ApiHandler(tornado.web.RequestHandler):
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("X-Content-Type-Options", "nosniff")
 
+    def on_connection_close(self) -> None:
+        # The client left mid-request; Tornado may then never call finish() (a streamed
+        # body cut short), so the request stops counting as in flight here too.
+        super().on_connection_close()
+        self.on_finish()
+
     def on_finish(self) -> None:
         if self._counted:
             self._counted = False
@@ -54,22 +60,54 @@ class ApiHandler(tornado.web.RequestHandler):
         self.finish(json.dumps(body, separators=(",", ":"), ensure_ascii=False))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        if isinstance(exc, ApiError):
-            for name, value in exc.headers.items():
-                self.set_header(name, value)
-            code, message = exc.code, exc.message
+        render_error(self, status_code, kwargs.get("exc_info"))
+
+    def prepare(self) -> None:
+        self.allow_origin()
+
+    def allow_origin(self) -> None:
+        """CORS: let an allowed browser origin read the answer."""
+        origin = self.request.headers.get("Origin")
+        if origin is not None and self.service.origins.allows(origin):
+            self.set_header(
+                "Access-Control-Allow-Origin", "*" if self.service.origins.any else origin
+            )
+            self.add_header("Vary", "Origin")
+
+    def options(self, *args: Any) -> None:
+        """CORS preflight, answered from ``SCOREBOARD_ALLOWED_ORIGINS``."""
+        origin = self.request.headers.get("Origin")
+        if origin is None or not self.service.origins.allows(origin):
+            raise ApiError(403, "origin_not_allowed", "this origin may not call the API")
+        self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+        self.set_header(
+            "Access-Control-Allow-Headers", "Authorization, Content-Type, Idempotency-Key"
+        )
+        self.set_header("Access-Control-Max-Age", "600")
+        self.set_status(204)
+        self.finish()
+
+
+def render_error(handler: tornado.web.RequestHandler, status_code: int, exc_info: Any) -> None:
+    """Finish ``handler`` with ``{"error": code, "message": text}`` for ``exc_info``."""
+    exc = exc_info[1] if exc_info else None
+    if isinstance(exc, ApiError):
+        for name, value in exc.headers.items():
+            handler.set_header(name, value)
+        code, message = exc.code, exc.message
+    else:
+        code = _STATUS_CODES.get(status_code, "error")
+        if isinstance(exc, tornado.web.HTTPError) and exc.log_message:
+            message = exc.log_message % exc.args if exc.args else exc.log_message
         else:
-            code = _STATUS_CODES.get(status_code, "error")
-            if isinstance(exc, tornado.web.HTTPError) and exc.log_message:
-                message = exc.log_message % exc.args if exc.args else exc.log_message
-            else:
-                message = HTTPStatus(status_code).phrase
-        self.finish(json.dumps({"error": code, "message": message}))
+            message = HTTPStatus(status_code).phrase
+    handler.set_header("Content-Type", "application/json; charset=utf-8")
+    handler.finish(json.dumps({"error": code, "message": message}))
 
 
 class NotFoundHandler(ApiHandler):
     """Every unknown path: a JSON 404."""
 
     def prepare(self) -> None:
+        super().prepare()
         raise ApiError(404, "not_found", f"no route for {self.request.path}")

@@ -7,7 +7,7 @@ from typing import Any, Final
 
 import tornado.web
 
-from actors.base import ActorStopped, MailboxFull
+from actors.base import ActorCancelled, ActorStopped, MailboxFull
 from handlers.base import ApiHandler
 from server.errors import ApiError
 from server.store.port import StoreError
@@ -71,6 +71,7 @@ class UpdateScoreHandler(ApiHandler):
     """
 
     def prepare(self) -> None:
+        super().prepare()
         self._body = bytearray()
         self._too_large = False
         if self.service.draining:
@@ -115,6 +116,13 @@ class UpdateScoreHandler(ApiHandler):
         )
         try:
             decision = await service.users.actor_for(identity.user_id).ask(command)
+        except ActorCancelled:
+            # Stopped mid-write by a shutdown timeout: it may or may not have been applied.
+            raise ApiError(
+                500,
+                "database_error",
+                "the update's outcome is unknown; retry with the same Idempotency-Key",
+            ) from None
         except MailboxFull:
             raise ApiError(
                 503, "busy", "too many updates queued for this user", {"Retry-After": "1"}

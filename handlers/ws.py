@@ -1,60 +1,77 @@
-"""``/ws/scoreboard``: a snapshot on connect, then every change of the top N."""
+"""``/ws/scoreboard``: a snapshot (or a resume) on connect, then every change of the top N.
+
+Query parameters: ``format=seed`` (default: the whole top N per change) or ``format=delta``
+(only what changed); ``since=EPOCH:VERSION`` to resume a delta stream; ``token=<JWT>``
+(required when ``SCOREBOARD_WS_REQUIRE_AUTH`` is on). See docs/protocol.md.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
+from typing import Any
 
 import tornado.websocket
+from tornado.iostream import IOStream
 
+from actors.stream import Since, parse_since
+from handlers.base import render_error
+from server.errors import ApiError
 from server.service import Service
 
-log = logging.getLogger(__name__)
-
-
-def _consume(future: asyncio.Future[None]) -> None:
-    # A write to a client that went away fails; the close handler cleans up.
-    if not future.cancelled():
-        future.exception()
+FORMATS = ("seed", "delta")
 
 
 class ScoreboardSocket(tornado.websocket.WebSocketHandler):
-    """One watcher of the scoreboard, subscribed to the leaderboard actor's broadcasts."""
+    """One watcher of the scoreboard; the service's fan-out writes to it."""
 
     service: Service
+    wants_delta: bool
+    out: IOStream | None
 
     def initialize(self, service: Service) -> None:
         self.service = service
-        self._subscribed = False
+        self.wants_delta = False
+        self.out = None
+        self._since: Since | None = None
+
+    def prepare(self) -> None:
+        service = self.service
+        fmt = self.get_query_argument("format", "seed")
+        if fmt not in FORMATS:
+            raise ApiError(400, "invalid_format", "format must be 'seed' or 'delta'")
+        self.wants_delta = fmt == "delta"
+        since = self.get_query_argument("since", None)
+        if since is not None:
+            try:
+                self._since = parse_since(since)
+            except ValueError as exc:
+                raise ApiError(400, "invalid_since", str(exc)) from None
+        token = self.get_query_argument("token", None)
+        if token is not None:
+            service.verifier.verify(token)  # a token given must be valid
+        elif service.settings.ws_require_auth:
+            raise ApiError(401, "missing_token", "this scoreboard needs ?token=<JWT>")
+        if service.draining:
+            raise ApiError(503, "shutting_down", "the server is shutting down")
 
     def check_origin(self, origin: str) -> bool:
-        # The scoreboard is public and read-only; browsers on any site may watch it.
-        return True
+        return self.service.origins.allows(origin)
 
-    def open(self) -> None:
-        leaderboard = self.service.leaderboard
-        self.send(leaderboard.snapshot_message)
-        leaderboard.subscribe(self)
-        self._subscribed = True
-        self.service.metrics.websockets.inc()
+    def open(self, *args: Any, **kwargs: Any) -> None:
+        assert self.ws_connection is not None
+        self.out = self.ws_connection.stream
+        self.service.fanout.join(self, self._since)
 
     def on_message(self, message: str | bytes) -> None:
         # The stream is one-way; client messages are ignored (their size is bounded).
         pass
 
-    def on_close(self) -> None:
-        if self._subscribed:
-            self._subscribed = False
-            self.service.leaderboard.unsubscribe(self)
-            self.service.metrics.websockets.dec()
+    def close(self, code: int | None = None, reason: str | None = None) -> None:
+        self.out = None  # no data frame may follow the close frame
+        super().close(code, reason)
 
-    def send(self, payload: str) -> None:
-        """Queue ``payload`` to this client without waiting for it to be written."""
-        connection = self.ws_connection
-        if connection is None or connection.is_closing():
-            return
-        try:
-            future = self.write_message(payload)
-        except tornado.websocket.WebSocketClosedError:
-            return
-        future.add_done_callback(_consume)
+    def on_close(self) -> None:
+        self.out = None
+        self.service.fanout.leave(self)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        render_error(self, status_code, kwargs.get("exc_info"))

@@ -58,12 +58,15 @@ async def serve(settings: Settings, jwt_key: str, *, demo: bool = False) -> int:
         0 after a clean shutdown, 1 when it passed the shutdown timeout.
     """
     stop = asyncio.Event()
-    async with run_server(settings, jwt_key) as running:
-        store = "mongodb" if settings.uses_mongodb else f"sqlite:{settings.sqlite_path}"
-        log.info("listening", extra={"host": settings.host, "port": running.port, "store": store})
-        if demo:
-            print_demo_banner(settings, jwt_key, running.port, sys.stderr)
-        with _signals_set(stop):
+    # The handlers stay installed through the shutdown, so a second signal can cut it short.
+    with _signals_set(stop):
+        async with run_server(settings, jwt_key) as running:
+            store = "mongodb" if settings.uses_mongodb else f"sqlite:{settings.sqlite_path}"
+            log.info(
+                "listening", extra={"host": settings.host, "port": running.port, "store": store}
+            )
+            if demo:
+                print_demo_banner(settings, jwt_key, running.port, sys.stderr)
             await stop.wait()
             log.info("stopping")
     return 0 if running.clean_exit else 1

@@ -34,8 +34,8 @@ def make_app(service: Service) -> tornado.web.Application:
         default_handler_class=NotFoundHandler,
         default_handler_args=route("not_found"),
         websocket_max_message_size=WS_MAX_MESSAGE_BYTES,
-        websocket_ping_interval=20,
-        websocket_ping_timeout=60,
+        websocket_ping_interval=service.settings.ws_ping_interval_s,
+        websocket_ping_timeout=service.settings.ws_ping_timeout_s,
         log_function=_log_request,
     )
 

@@ -46,6 +46,32 @@ class Metrics:
             "Open WebSocket connections.",
             registry=self.registry,
         )
+        self.ws_messages = Counter(
+            "scoreboard_ws_messages",
+            "Broadcast messages written to WebSocket clients.",
+            registry=self.registry,
+        )
+        self.ws_skipped = Counter(
+            "scoreboard_ws_skipped",
+            "Broadcast messages not written because the client's buffer was over the bound.",
+            registry=self.registry,
+        )
+        self.ws_resyncs = Counter(
+            "scoreboard_ws_resyncs",
+            "Snapshots sent to clients that had been skipped and drained.",
+            registry=self.registry,
+        )
+        self.ws_slow_closes = Counter(
+            "scoreboard_ws_slow_closes",
+            "WebSocket clients closed (1013) for staying over the buffer bound.",
+            registry=self.registry,
+        )
+        self.broadcast_seconds = Histogram(
+            "scoreboard_broadcast_duration_seconds",
+            "Time to write one publication to every WebSocket client.",
+            buckets=(0.0001, 0.0005, 0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=self.registry,
+        )
         self.user_actors = Gauge(
             "scoreboard_user_actors", "Live per-user actors.", registry=self.registry
         )

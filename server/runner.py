@@ -25,7 +25,10 @@ from server.store.port import ScoreStore
 log = logging.getLogger(__name__)
 
 GOING_AWAY = 1001
-MAX_REQUEST_BYTES = 64 * 1024  # anything larger is cut off before a handler sees it
+# Larger bodies are cut off (bare 400, connection closed) before a handler sees them; the
+# update handler streams its body and answers 413 for anything over 4 KiB up to this.
+MAX_REQUEST_BYTES = 1024 * 1024
+BODY_TIMEOUT_S = 10.0  # a client trickling a body cannot hold a request open for longer
 
 
 @dataclass(slots=True)
@@ -58,9 +61,16 @@ async def run_server(
         await service.stop()
         raise
     http = tornado.httpserver.HTTPServer(
-        make_app(service), max_body_size=MAX_REQUEST_BYTES, idle_connection_timeout=75
+        make_app(service),
+        max_body_size=MAX_REQUEST_BYTES,
+        body_timeout=BODY_TIMEOUT_S,
+        idle_connection_timeout=75,
     )
-    sockets = tornado.netutil.bind_sockets(settings.port, settings.host, family=socket.AF_INET)
+    try:
+        sockets = tornado.netutil.bind_sockets(settings.port, settings.host, family=socket.AF_INET)
+    except BaseException:
+        await service.stop()
+        raise
     http.add_sockets(sockets)
     running = RunningServer(service, http, sockets[0].getsockname()[1])
     try:
@@ -76,10 +86,7 @@ async def shutdown(running: RunningServer, timeout_s: float) -> bool:
     # From here on, updates arriving on kept-alive connections are refused (503), so an
     # increment is applied only if its request was in flight before, and gets answered.
     service.draining = True
-    for subscriber in service.leaderboard.subscribers:
-        close = getattr(subscriber, "close", None)
-        if close is not None:
-            close(GOING_AWAY, "server shutting down")
+    service.fanout.close_all(GOING_AWAY, "server shutting down")
     try:
         async with asyncio.timeout(timeout_s):
             await service.requests_done()
@@ -89,6 +96,7 @@ async def shutdown(running: RunningServer, timeout_s: float) -> bool:
         log.error("shutdown timed out; stopping what is left", extra={"timeout_s": timeout_s})
         await service.users.kill_all()
         await service.leaderboard.kill()
+        await service.fanout.stop()
         await service.store.close()
         return False
     log.info("shutdown complete")

@@ -16,8 +16,10 @@ from pymongo import AsyncMongoClient
 
 from actors.leaderboard import LeaderboardActor
 from actors.user import UserRegistry
+from handlers.fanout import Fanout
 from server.auth import TokenVerifier
 from server.metrics import Metrics
+from server.origins import AllowedOrigins
 from server.settings import Settings
 from server.store.increments import IncrementPolicy
 from server.store.mongodb import MongoStore
@@ -72,8 +74,18 @@ class Service:
             audience=settings.jwt_audience,
             leeway_s=settings.jwt_leeway_s,
         )
+        self.origins = AllowedOrigins(settings.allowed_origins)
         self.leaderboard = LeaderboardActor(
-            store, settings.top_n, settings.broadcast_interval_ms / 1000
+            store,
+            settings.top_n,
+            settings.broadcast_interval_ms / 1000,
+            history_size=settings.ws_history_size,
+        )
+        self.fanout = Fanout(
+            self.leaderboard,
+            self.metrics,
+            max_buffer_bytes=settings.ws_max_buffer_bytes,
+            slow_timeout_s=settings.ws_slow_client_timeout_s,
         )
         self.users = UserRegistry(
             store,
@@ -87,7 +99,6 @@ class Service:
             leaderboard_version=lambda: self.leaderboard.version,
         )
         self.draining = False
-        self._started = False
         self._in_flight = 0
         self._no_requests = asyncio.Event()
         self._no_requests.set()
@@ -114,9 +125,9 @@ class Service:
             StoreError: the store could not be opened or read.
         """
         await self.store.open()
-        self._started = True
         await self.leaderboard.load()
         self.leaderboard.start()
+        self.fanout.start()
         self.users.start()
 
     async def ready(self) -> bool:
@@ -131,5 +142,5 @@ class Service:
         self.draining = True
         await self.users.stop()
         await self.leaderboard.stop()
-        if self._started:
-            await self.store.close()
+        await self.fanout.stop()
+        await self.store.close()

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 ENV_PREFIX = "SCOREBOARD_"
@@ -70,6 +70,13 @@ class Settings:
     mailbox_size: int = 100
     user_idle_s: float = 60.0
     log_level: str = "INFO"
+    allowed_origins: tuple[str, ...] = ("*",)
+    ws_require_auth: bool = False
+    ws_max_buffer_bytes: int = 1024 * 1024
+    ws_slow_client_timeout_s: float = 10.0
+    ws_ping_interval_s: float = 20.0
+    ws_ping_timeout_s: float = 20.0
+    ws_history_size: int = 256
 
     @property
     def uses_mongodb(self) -> bool:
@@ -157,6 +164,25 @@ def _algorithms(raw: str) -> tuple[str, ...]:
     return names
 
 
+def _boolean(raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off"}:
+        return False
+    raise ValueError("must be true or false")
+
+
+def _origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip() for o in raw.split(",") if o.strip())
+    if not origins:
+        raise ValueError("must be * or a comma-separated list of origins")
+    for origin in origins:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise ValueError(f"{origin!r} is not an origin like https://game.example.com")
+    return origins
+
+
 def _log_level(raw: str) -> str:
     return _choice("DEBUG", "INFO", "WARNING", "ERROR")(raw)
 
@@ -224,6 +250,33 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option("user_idle_s", _float_range(0.01, 86_400), "idle time before a user actor is evicted"),
     Option("log_level", _log_level, "DEBUG, INFO, WARNING or ERROR"),
+    Option(
+        "allowed_origins",
+        _origins,
+        "browser origins allowed for CORS and the WebSocket (comma list, or *)",
+    ),
+    Option("ws_require_auth", _boolean, "refuse WebSocket upgrades without a valid ?token="),
+    Option(
+        "ws_max_buffer_bytes",
+        _int_range(1024, 1 << 30),
+        "unsent bytes per WebSocket client before its updates are skipped",
+    ),
+    Option(
+        "ws_slow_client_timeout_s",
+        _float_range(0.1, 3600),
+        "time a client may stay over the buffer bound before it is closed (1013)",
+    ),
+    Option(
+        "ws_ping_interval_s", _float_range(0, 3600), "WebSocket keepalive ping interval (0: off)"
+    ),
+    Option(
+        "ws_ping_timeout_s",
+        _float_range(0, 3600),
+        "close a WebSocket whose pong is this late (at most the interval)",
+    ),
+    Option(
+        "ws_history_size", _int_range(1, 100_000), "versions of deltas kept for resuming clients"
+    ),
 )
 _BY_FIELD = {o.field: o for o in OPTIONS}
 
@@ -234,6 +287,8 @@ def _default_text(option: Option) -> str:
         return "unset"
     if isinstance(value, tuple):
         return ",".join(value) or "from key"
+    if isinstance(value, bool):
+        return str(value).lower()
     return str(value)
 
 
@@ -294,12 +349,19 @@ def _checked(settings: Settings) -> Settings:
         )
     algorithms = settings.jwt_algorithms
     if settings.jwt_public_key:
+        fitting = _algorithms_for_key(settings.jwt_public_key)
         if not algorithms:
-            algorithms = (_default_asymmetric(settings.jwt_public_key),)
+            algorithms = fitting[:1]
         if any(not a.startswith(_ASYMMETRIC_PREFIXES) for a in algorithms):
             raise SettingsError(
                 "SCOREBOARD_JWT_ALGORITHMS",
                 "only asymmetric algorithms (RS*, PS*, ES*, EdDSA) go with a public key",
+            )
+        unfit = [a for a in algorithms if a not in fitting]
+        if unfit:
+            raise SettingsError(
+                "SCOREBOARD_JWT_ALGORITHMS",
+                f"{unfit[0]} does not fit the public key (it takes {', '.join(fitting)})",
             )
     else:
         if not algorithms:
@@ -309,6 +371,10 @@ def _checked(settings: Settings) -> Settings:
                 "SCOREBOARD_JWT_ALGORITHMS",
                 "asymmetric algorithms need SCOREBOARD_JWT_PUBLIC_KEY",
             )
+    if 0 < settings.ws_ping_interval_s < settings.ws_ping_timeout_s:
+        raise SettingsError(
+            "SCOREBOARD_WS_PING_TIMEOUT_S", "must not be longer than SCOREBOARD_WS_PING_INTERVAL_S"
+        )
     if settings.uses_mongodb and not (settings.jwt_secret or settings.jwt_public_key):
         raise SettingsError(
             "SCOREBOARD_JWT_SECRET",
@@ -319,23 +385,26 @@ def _checked(settings: Settings) -> Settings:
     return dataclasses.replace(settings, jwt_algorithms=algorithms)
 
 
-def _default_asymmetric(pem: str) -> str:
+def _algorithms_for_key(pem: str) -> tuple[str, ...]:
+    """The algorithms a public key can verify, the default first."""
     try:
         key = load_pem_public_key(pem.encode())
     except ValueError:
         raise SettingsError("SCOREBOARD_JWT_PUBLIC_KEY", "not a valid PEM public key") from None
     if isinstance(key, rsa.RSAPublicKey):
-        return "RS256"
+        return ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
     if isinstance(key, ec.EllipticCurvePublicKey):
         by_curve = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
         if key.curve.name in by_curve:
-            return by_curve[key.curve.name]
+            return (by_curve[key.curve.name],)
         raise SettingsError(
             "SCOREBOARD_JWT_PUBLIC_KEY",
             f"unsupported EC curve {key.curve.name}: use P-256, P-384 or P-521",
         )
+    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
+        return ("EdDSA",)
     raise SettingsError(
-        "SCOREBOARD_JWT_PUBLIC_KEY", "unsupported key type: give RSA or EC, or set the algorithms"
+        "SCOREBOARD_JWT_PUBLIC_KEY", "unsupported key type: give RSA, EC or Ed25519"
     )
 
 

@@ -58,6 +58,7 @@ _SELECT_TOP: Final = (
     "ORDER BY score DESC, reached_ms ASC, user_id ASC LIMIT ?"
 )
 _STOP: Final = object()
+PING_TIMEOUT_S: Final = 2.0
 
 
 class _Pending:
@@ -129,8 +130,10 @@ class SqliteStore:
 
     async def ping(self) -> bool:
         try:
-            await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
-        except StoreError:
+            # Bounded, so /readyz answers 503 quickly when the writer is stuck (e.g. locked).
+            async with asyncio.timeout(PING_TIMEOUT_S):
+                await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
+        except (StoreError, TimeoutError):
             return False
         return True
 
@@ -203,10 +206,11 @@ class SqliteStore:
             self._fail_all(StoreError("the SQLite store failed to open"))
             return
         loop.call_soon_threadsafe(_settle, ready, None, None)
+        batch: list[_Pending] = []
         try:
             stopping = False
             while not stopping:
-                batch: list[_Pending] = []
+                batch = []
                 item = self._jobs.get()
                 while True:
                     if item is _STOP:
@@ -223,8 +227,16 @@ class SqliteStore:
                 if batch:
                     results = self._run_batch(conn, batch)
                     loop.call_soon_threadsafe(_settle_all, batch, results)
+                    batch = []
         finally:
-            conn.close()
+            # However the thread ends, nobody may wait on it afterwards.
+            self._closed = True
+            with contextlib.suppress(Exception):
+                conn.close()
+            error = StoreError("the SQLite store stopped")
+            for pending in batch:
+                with contextlib.suppress(RuntimeError):
+                    loop.call_soon_threadsafe(_settle, pending.future, None, error)
             self._fail_all(StoreError("the SQLite store is closed"))
 
     def _run_batch(
@@ -247,7 +259,8 @@ class SqliteStore:
         except sqlite3.Error as exc:
             log.exception("sqlite transaction failed")
             if conn.in_transaction:
-                conn.execute("ROLLBACK")
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
             error = StoreError(f"SQLite transaction failed: {exc}")
             return [(None, error)] * len(batch)
         return results

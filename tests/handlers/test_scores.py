@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import json
+import socket
+from collections.abc import Awaitable, Callable
 
 import pytest
+import tornado.httpclient
 
-from tests.conftest import SECRET, body_of, make_token, scaled, serving
+from server.store.increments import IncrementPolicy
+from server.store.port import StoreError
+from server.store.records import Decision, IncrementCommand
+from server.store.sqlite import SqliteStore
+from tests.conftest import body_of, make_token, scaled, serving
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(30))
 
@@ -188,9 +194,11 @@ async def test_many_users_in_parallel() -> None:
         requests = [client.update(t) for i, t in enumerate(tokens) for _ in range(i + 1)]
         responses = await asyncio.gather(*requests)
         assert all(r.code == 200 for r in responses)
-        top = await eventually_top(client, None, timeout_s=0.2)
-        assert [row["user_id"] for row in top] == [f"user-{i:02d}" for i in range(39, 29, -1)]
-        assert [row["score"] for row in top] == list(range(40, 30, -1))
+        expected = [
+            {"user_id": f"user-{i:02d}", "username": f"user-{i:02d}", "score": i + 1}
+            for i in range(39, 29, -1)
+        ]
+        assert await eventually_top(client, expected) == expected
 
 
 async def test_full_mailbox_answers_503_busy_and_applies_nothing_more() -> None:
@@ -234,6 +242,65 @@ async def test_scores_survive_a_restart_on_the_same_file(tmp_path) -> None:  # t
         assert body_of(await client.update(make_token("keeper")))["new_score"] == 10
 
 
-def test_secret_is_long_enough_for_hs256() -> None:
-    assert len(SECRET.encode()) >= 32
-    assert json.loads('{"a": 1}') == {"a": 1}
+async def test_chunked_body_far_over_4_kib_gets_413_json() -> None:
+    async with serving() as client:
+        token = make_token("chunky")
+
+        async def seventy_kib(write: Callable[[bytes], Awaitable[None]]) -> None:
+            for _ in range(70):  # chunked: no Content-Length to refuse it up front
+                await write(b" " * 1024)
+
+        response = await tornado.httpclient.AsyncHTTPClient().fetch(
+            client.base_url + "/api/update-score",
+            method="POST",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"},
+            body_producer=seventy_kib,
+            raise_error=False,
+            request_timeout=scaled(10),
+        )
+        assert response.code == 413
+        assert body_of(response)["error"] == "body_too_large"
+
+
+async def test_client_leaving_mid_body_does_not_hold_up_shutdown() -> None:
+    async with serving(shutdown_timeout_s=scaled(5)) as client:
+        port = client.running.port
+        loop = asyncio.get_running_loop()
+        sock = socket.create_connection(("127.0.0.1", port))
+        sock.sendall(
+            b"POST /api/update-score HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n123456"
+        )
+        await asyncio.sleep(0.05)
+        sock.close()
+        await asyncio.sleep(0.05)
+        started = loop.time()
+    assert client.running.clean_exit
+    assert loop.time() - started < scaled(2)
+
+
+class FailingStore(SqliteStore):
+    """A store whose increments fail, as a full disk or a lost database would."""
+
+    async def apply_increment(self, cmd: IncrementCommand) -> Decision:
+        raise StoreError("disk I/O error")
+
+
+async def test_store_failure_answers_500_database_error() -> None:
+    store = FailingStore(":memory:", IncrementPolicy())
+    async with serving(store=store) as client:
+        response = await client.update(make_token("unlucky"))
+        assert response.code == 500
+        assert body_of(response) == {
+            "error": "database_error",
+            "message": "the score store failed; retry later",
+        }
+
+
+async def test_updates_during_shutdown_get_503_shutting_down() -> None:
+    async with serving() as client:
+        client.running.service.draining = True  # what shutdown() sets once it stops listening
+        response = await client.update(make_token("late"))
+        assert response.code == 503
+        assert body_of(response)["error"] == "shutting_down"
+        assert response.headers["Retry-After"] == "1"
+        client.running.service.draining = False

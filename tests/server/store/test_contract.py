@@ -460,9 +460,9 @@ async def test_two_mongo_stores_on_one_database_lose_no_update(mongo_backend: Ba
         assert (final.score, final.v) == (60, 60)
         assert await pod_b.get_score("hot") == final
         if mongo_backend.kind == "mongomock":
-            # Both pods created the user at once (one insert lost), then raced on `v`.
-            assert mongo_backend.stats.duplicate_keys >= 1
-            assert mongo_backend.stats.conflicts > 0
+            # The pods raced (on creating the user, or on `v`): the retry path ran. How
+            # often they collide after that depends on scheduling, so only "at all" is checked.
+            assert mongo_backend.stats.duplicate_keys + mongo_backend.stats.conflicts >= 1
 
 
 async def test_two_mongo_stores_creating_one_user_at_once(mongo_backend: Backend) -> None:
