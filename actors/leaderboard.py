@@ -99,7 +99,6 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
         # A new epoch per process: versions restart, and history from before is gone.
         self.epoch = secrets.token_hex(4)
         self.version = 0
-        self.broadcasts = 0
         self.history = StreamHistory(history_size)
         self._current: tuple[Row, ...] = ()
         self._current_body: bytes | None = None
@@ -205,7 +204,6 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
         self._published = rows
         self._last_publish = self._clock()
         self.version += 1
-        self.broadcasts += 1
         self._snapshots.clear()
         delta = delta_message(self.epoch, self.version, diff_rows(previous, rows))
         self.history.append(self.version, delta)

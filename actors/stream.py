@@ -148,7 +148,7 @@ def parse_since(raw: str) -> Since:
         ValueError: not of that form, or the version is negative.
     """
     epoch, sep, version = raw.rpartition(":")
-    if not sep or not epoch or not version.isdigit() or len(raw) > 128:
+    if not sep or not epoch or not (version.isascii() and version.isdigit()) or len(raw) > 128:
         raise ValueError("since must be EPOCH:VERSION, as the last message said")
     return Since(epoch, int(version))
 

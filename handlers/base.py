@@ -60,6 +60,7 @@ class ApiHandler(tornado.web.RequestHandler):
         self.finish(json.dumps(body, separators=(",", ":"), ensure_ascii=False))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
+        self.allow_origin()  # send_error cleared the headers: browsers must read errors too
         render_error(self, status_code, kwargs.get("exc_info"))
 
     def prepare(self) -> None:

@@ -332,6 +332,11 @@ def load_settings(argv: Sequence[str] = (), environ: Mapping[str, str] | None = 
         except ValueError as exc:
             message = f"{exc} (got {raw!r})" if _shown(option) else str(exc)
             raise SettingsError(option.env, message) from None
+    if "ws_ping_timeout_s" not in values and values.get("ws_ping_interval_s"):
+        # Unset, the timeout follows a shorter interval rather than contradict it.
+        values["ws_ping_timeout_s"] = min(
+            Settings().ws_ping_timeout_s, values["ws_ping_interval_s"]
+        )
     settings = Settings(**{k: v for k, v in values.items() if v is not None})
     return _checked(settings)
 

@@ -12,7 +12,9 @@ from typing import Any
 
 import pytest
 
-from actors.leaderboard import LeaderboardActor, ScoreChanged
+from actors.leaderboard import LeaderboardActor, Publication, ScoreChanged
+from actors.stream import Delta, apply_delta, rows_json
+from actors.topk import Row
 from server.store.port import StoreError
 from server.store.records import RankedScore
 from tests.conftest import scaled
@@ -77,33 +79,82 @@ class FakeStore:
 
 
 class FakeSubscriber:
-    """Collects every payload it is sent, with the time it was sent."""
+    """Collects every publication it is handed, with the time it was handed."""
 
     def __init__(self) -> None:
-        self.payloads: list[str] = []
+        self.publications: list[Publication] = []
         self.times: list[float] = []
-        self.on_send: dict[int, Callable[[], object]] = {}  # run right after the n-th payload
+        self.on_send: dict[int, Callable[[], object]] = {}  # run right after the n-th one
         self._arrived = asyncio.Event()
 
-    def send(self, payload: str) -> None:
-        self.payloads.append(payload)
+    def publish(self, publication: Publication) -> None:
+        self.publications.append(publication)
         self.times.append(time.monotonic())
         self._arrived.set()
-        hook = self.on_send.pop(len(self.payloads), None)
+        hook = self.on_send.pop(len(self.publications), None)
         if hook is not None:
             hook()
+
+    @property
+    def payloads(self) -> list[str]:
+        """The seed-format message of each publication."""
+        return [p.update for p in self.publications]
 
     @property
     def messages(self) -> list[dict[str, Any]]:
         return [json.loads(p) for p in self.payloads]
 
     async def wait_for(self, count: int, timeout_s: float = 2.0) -> dict[str, Any]:
-        """Wait until ``count`` payloads arrived; return the last one, decoded."""
+        """Wait until ``count`` publications arrived; return the last one's update, decoded."""
         async with asyncio.timeout(scaled(timeout_s)):
-            while len(self.payloads) < count:
+            while len(self.publications) < count:
                 self._arrived.clear()
                 await self._arrived.wait()
         return self.messages[-1]
+
+
+def assert_consistent(
+    actor: LeaderboardActor, publications: list[Publication], loaded: tuple[Row, ...] = ()
+) -> None:
+    """Every publication agrees with itself, with the one before, and with the history.
+
+    Versions are consecutive from 1 in one epoch; the update message shows the rows; the
+    delta applied to the previous rows (``loaded`` before the first) gives the rows; the
+    history holds the same deltas.
+    """
+    previous = loaded
+    for expected_version, publication in enumerate(publications, start=1):
+        assert publication.epoch == actor.epoch
+        assert publication.version == expected_version
+        update = json.loads(publication.update)
+        assert update == {
+            "event": "update",
+            "epoch": actor.epoch,
+            "version": expected_version,
+            "top_scores": rows_json(publication.rows),
+        }
+        delta = json.loads(publication.delta)
+        assert (delta["event"], delta["epoch"], delta["version"]) == (
+            "delta",
+            actor.epoch,
+            expected_version,
+        )
+        assert publication.rows != previous  # only visible changes are published
+        assert apply_delta(previous, delta_of(delta)) == publication.rows
+        previous = publication.rows
+    if publications:
+        assert actor.published_rows == publications[-1].rows
+        kept = actor.history.since(0)
+        if kept is not None:  # all versions still in the history
+            assert kept == [p.delta for p in publications]
+
+
+def delta_of(message: dict[str, Any]) -> Delta:
+    """A decoded delta message back as a :class:`Delta`."""
+    changed = tuple(
+        (c["rank"], (c["user_id"], c["username"], c["score"])) for c in message["changed"]
+    )
+    return Delta(changed, tuple(message["removed"]))
 
 
 def rows_of(message: dict[str, Any]) -> Rows:
@@ -142,9 +193,12 @@ async def test_load_fills_the_board_and_snapshot_from_the_store() -> None:
     assert actor.loaded
     expected = [("b", "b", 9), ("c", "c", 7), ("a", "a", 5)]
     assert body_rows(actor) == expected
-    snapshot = json.loads(actor.snapshot_message)
+    assert actor.published_rows == tuple(expected)
+    snapshot = json.loads(actor.snapshot("new"))
     assert snapshot["event"] == "snapshot"
+    assert snapshot["epoch"] == actor.epoch
     assert snapshot["version"] == 0
+    assert snapshot["reason"] == "new"
     assert rows_of(snapshot) == expected
     actor.start()
     _actors.append(actor)
@@ -165,9 +219,13 @@ async def test_interval_zero_publishes_each_visible_change_with_increasing_versi
     assert rows_of(messages[1]) == [("b", "b", 7), ("a", "a", 5)]
     assert rows_of(messages[2]) == [("a", "Alice", 9), ("b", "b", 7)]
     assert actor.version == 3
+    assert {m["epoch"] for m in messages} == {actor.epoch}
+    assert_consistent(actor, sub.publications)
     # The snapshot for new watchers follows the last broadcast.
-    snapshot = json.loads(actor.snapshot_message)
-    assert snapshot == {**messages[2], "event": "snapshot"}
+    snapshot = json.loads(actor.snapshot("new"))
+    assert snapshot == {**messages[2], "event": "snapshot", "reason": "new"}
+    resync = json.loads(actor.snapshot("resync"))
+    assert resync == {**snapshot, "reason": "resync"}
     await actor.stop()
 
 
@@ -178,7 +236,8 @@ async def test_no_publish_when_only_rows_beyond_top_n_change() -> None:
     await change(actor, store.write("b", 40))
     assert len(sub.payloads) == 2
     body = actor.top_scores_body
-    snapshot = actor.snapshot_message
+    snapshot = actor.snapshot("new")
+    assert actor.snapshot("new") is snapshot  # encoded once per version and reason
     await change(actor, store.write("c", 1))  # 3rd: not shown
     await change(actor, store.write("c", 30))  # still 3rd
     await change(actor, store.write("b", 40, username="Bob"))  # a visible change
@@ -188,7 +247,8 @@ async def test_no_publish_when_only_rows_beyond_top_n_change() -> None:
     await change(actor, store.write("c", 35))
     assert len(sub.payloads) == 3
     assert actor.version == 3
-    assert actor.snapshot_message != snapshot
+    assert actor.snapshot("new") != snapshot
+    assert json.loads(actor.snapshot("new"))["version"] == 3
     assert body != actor.top_scores_body
     await actor.stop()
     assert len(sub.payloads) == 3  # nothing pending either
@@ -312,6 +372,7 @@ async def test_refill_from_the_store_when_members_fall_out() -> None:
         store.write(f"u{i:02d}", 100 - i)
     actor, [sub] = await started(store, top_n=2)
     assert store.top_calls == [12]
+    loaded = actor.published_rows
     # An admin resets the leaders one after another: each falls out of the cache.
     for i in range(14):
         await change(actor, store.write(f"u{i:02d}", 0))
@@ -323,6 +384,7 @@ async def test_refill_from_the_store_when_members_fall_out() -> None:
     assert body_rows(actor) == [("u14", "u14", 86), ("u00", "u00", 0)]
     versions = [m["version"] for m in sub.messages]
     assert versions == list(range(1, len(versions) + 1))
+    assert_consistent(actor, sub.publications, loaded)
     await actor.stop()
 
 
@@ -354,6 +416,8 @@ async def test_random_increments_and_resets_keep_the_top_n_right(seed: int) -> N
     for i in range(25):
         store.write(f"p{i:02d}", rng.randrange(0, 50))
     actor, [sub] = await started(store, top_n=3)
+    loaded = actor.published_rows
+    assert loaded == tuple(store.expected(3))
     for step in range(400):
         if rng.random() < 0.5:
             # A reset or a penalty, mostly of a leader (which then falls out of the cache).
@@ -368,6 +432,7 @@ async def test_random_increments_and_resets_keep_the_top_n_right(seed: int) -> N
         if sub.payloads:
             assert rows_of(sub.messages[-1]) == store.expected(3), f"step {step}"
     assert len(store.top_calls) >= 4, "the sequence should have needed refills"
+    assert_consistent(actor, sub.publications, loaded)
     await actor.stop()
 
 
@@ -396,25 +461,101 @@ async def test_top_scores_body_is_encoded_once_per_change() -> None:
     await actor.stop()
 
 
-async def test_each_publish_hands_every_subscriber_the_same_str() -> None:
+async def test_each_publish_hands_every_subscriber_the_same_publication() -> None:
     store = FakeStore()
     actor, subs = await started(store, top_n=3, subscribers=3)
     await change(actor, store.write("a", 1))
     await change(actor, store.write("b", 2))
     for sub in subs:
-        assert len(sub.payloads) == 2
+        assert len(sub.publications) == 2
     for i in range(2):
-        payload = subs[0].payloads[i]
-        assert isinstance(payload, str)
-        assert all(sub.payloads[i] is payload for sub in subs)
-    assert json.loads(subs[0].payloads[1]) == {
+        publication = subs[0].publications[i]
+        assert isinstance(publication.update, str)
+        assert isinstance(publication.delta, str)
+        # One object, so each message is encoded once per publish, not per subscriber.
+        assert all(sub.publications[i] is publication for sub in subs)
+    second = subs[0].publications[1]
+    assert (second.epoch, second.version) == (actor.epoch, 2)
+    assert second.rows == (("b", "b", 2), ("a", "a", 1))
+    assert json.loads(second.update) == {
         "event": "update",
+        "epoch": actor.epoch,
         "version": 2,
         "top_scores": [
             {"user_id": "b", "username": "b", "score": 2},
             {"user_id": "a", "username": "a", "score": 1},
         ],
     }
+    # b entered at rank 1 and pushed a to rank 2: both rows changed, nobody left.
+    assert json.loads(second.delta) == {
+        "event": "delta",
+        "epoch": actor.epoch,
+        "version": 2,
+        "changed": [
+            {"rank": 1, "user_id": "b", "username": "b", "score": 2},
+            {"rank": 2, "user_id": "a", "username": "a", "score": 1},
+        ],
+        "removed": [],
+    }
+    assert_consistent(actor, subs[0].publications)
+    await actor.stop()
+
+
+async def test_a_delta_names_the_users_who_left_the_top_n() -> None:
+    store = FakeStore()
+    actor, [sub] = await started(store, top_n=2)
+    await change(actor, store.write("a", 10))
+    await change(actor, store.write("b", 5))
+    await change(actor, store.write("c", 20))  # c first, a second, b out
+    delta = json.loads(sub.publications[-1].delta)
+    assert delta["changed"] == [
+        {"rank": 1, "user_id": "c", "username": "c", "score": 20},
+        {"rank": 2, "user_id": "a", "username": "a", "score": 10},
+    ]
+    assert delta["removed"] == ["b"]
+    await change(actor, store.write("c", 21))  # only c's score: one changed row
+    delta = json.loads(sub.publications[-1].delta)
+    assert delta["changed"] == [{"rank": 1, "user_id": "c", "username": "c", "score": 21}]
+    assert delta["removed"] == []
+    assert_consistent(actor, sub.publications)
+    await actor.stop()
+
+
+async def test_the_snapshot_shows_the_published_version_not_pending_changes() -> None:
+    interval = scaled(30)
+    store = FakeStore()
+    actor, [sub] = await started(store, top_n=2, interval_s=interval)
+    await change(actor, store.write("a", 1))
+    await sub.wait_for(1)
+    await change(actor, store.write("b", 2))  # waits for the timer
+    # The snapshot a watcher joining now gets must be version 1's board: the next
+    # publication (version 2) will carry the change as a delta from version 1.
+    snapshot = json.loads(actor.snapshot("new"))
+    assert snapshot["version"] == 1
+    assert rows_of(snapshot) == [("a", "a", 1)]
+    assert actor.published_rows == (("a", "a", 1),)
+    # GET /api/top-scores shows the latest state at once.
+    assert body_rows(actor) == [("b", "b", 2), ("a", "a", 1)]
+    await actor.stop()  # publishes the pending change
+    assert json.loads(actor.snapshot("new"))["version"] == 2
+    assert_consistent(actor, sub.publications)
+
+
+async def test_the_history_keeps_the_last_deltas_and_each_actor_has_its_own_epoch() -> None:
+    store = FakeStore()
+    actor = LeaderboardActor(store, 3, 0.0, history_size=2)  # type: ignore[arg-type]
+    await actor.load()
+    actor.start()
+    _actors.append(actor)
+    sub = FakeSubscriber()
+    actor.subscribe(sub)
+    for score in range(1, 5):
+        await change(actor, store.write("a", score))
+    assert actor.version == 4
+    assert actor.history.since(2) == [sub.publications[2].delta, sub.publications[3].delta]
+    assert actor.history.since(1) is None  # version 2 is no longer kept
+    other = LeaderboardActor(store, 3, 0.0)  # type: ignore[arg-type]
+    assert other.epoch != actor.epoch
     await actor.stop()
 
 

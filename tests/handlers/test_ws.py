@@ -90,9 +90,22 @@ def row(user_id: str, score: int, username: str | None = None) -> dict[str, Any]
     return {"user_id": user_id, "username": username or user_id, "score": score}
 
 
+def epoch_of(client: Client) -> str:
+    """The stream's epoch: one per server process."""
+    return client.running.service.leaderboard.epoch
+
+
 async def test_snapshot_on_connect_of_an_empty_board() -> None:
     async with serving() as client, watching(client) as ws:
-        assert await receive(ws) == {"event": "snapshot", "version": 0, "top_scores": []}
+        epoch = epoch_of(client)
+        assert isinstance(epoch, str) and epoch
+        assert await receive(ws) == {
+            "event": "snapshot",
+            "epoch": epoch,
+            "version": 0,
+            "reason": "new",
+            "top_scores": [],
+        }
 
 
 async def test_snapshot_on_connect_shows_the_current_board_and_version() -> None:
@@ -106,18 +119,28 @@ async def test_snapshot_on_connect_shows_the_current_board_and_version() -> None
             await asyncio.sleep(0.01)
         async with watching(client) as ws:
             # Two visible changes so far, each broadcast at once (interval 0): version 2.
-            assert await receive(ws) == {"event": "snapshot", "version": 2, "top_scores": expected}
+            assert await receive(ws) == {
+                "event": "snapshot",
+                "epoch": epoch_of(client),
+                "version": 2,
+                "reason": "new",
+                "top_scores": expected,
+            }
             await assert_silent(ws, 0.1)
 
 
 async def test_snapshot_after_a_restart_shows_the_stored_board(tmp_path: Any) -> None:
     path = str(tmp_path / "scores.db")
     async with serving(sqlite_path=path) as client:
+        first_epoch = epoch_of(client)
         await client.update(make_token("keeper"), {"increment": 4})
     async with serving(sqlite_path=path) as client, watching(client) as ws:
         snapshot = await receive(ws)
         assert snapshot["event"] == "snapshot"
         assert snapshot["top_scores"] == [row("keeper", 4)]
+        # A new process is a new stream: another epoch, versions from 0 again.
+        assert snapshot["epoch"] == epoch_of(client) != first_epoch
+        assert snapshot["version"] == 0
 
 
 async def test_update_after_post_with_strictly_increasing_versions() -> None:
@@ -127,6 +150,7 @@ async def test_update_after_post_with_strictly_increasing_versions() -> None:
         await client.update(make_token("alice"), {"increment": 5})
         first = await receive(ws)
         assert first["event"] == "update"
+        assert first["epoch"] == snapshot["epoch"] == epoch_of(client)
         assert first["top_scores"] == [row("alice", 5)]
         versions.append(first["version"])
         steps = [("bob", 3), ("bob", 4), ("carol", 20), ("alice", 1)]
@@ -134,10 +158,12 @@ async def test_update_after_post_with_strictly_increasing_versions() -> None:
             await client.update(make_token(user), {"increment": increment})
             message = await receive(ws)
             assert message["event"] == "update"
+            assert message["epoch"] == snapshot["epoch"]
             versions.append(message["version"])
         assert message["top_scores"] == [row("carol", 20), row("bob", 7), row("alice", 6)]
         assert message["top_scores"] == await client.top()
         assert all(a < b for a, b in itertools.pairwise(versions)), versions
+        assert versions == list(range(len(versions)))  # consecutive, within one epoch
 
 
 async def test_a_change_outside_the_top_n_sends_no_message() -> None:
@@ -183,7 +209,12 @@ async def test_a_burst_within_the_interval_is_coalesced() -> None:
         await client.update(tokens[0], {"increment": 1})
         first = await receive(ws)
         assert time.monotonic() - started < 0.15
-        assert first == {"event": "update", "version": 1, "top_scores": [row("burst-0", 1)]}
+        assert first == {
+            "event": "update",
+            "epoch": epoch_of(client),
+            "version": 1,
+            "top_scores": [row("burst-0", 1)],
+        }
         # Then 50 updates at once, inside the next interval.
         # (The board was published just before, so this does not hit the race of
         # test_changes_racing_the_timer_still_get_at_most_one_publish_per_interval.)
@@ -225,7 +256,9 @@ async def test_a_closing_client_does_not_break_broadcasts_and_the_gauge_goes_dow
             await client.update(make_token("erin"), {"increment": 3})
             assert (await receive(stays))["top_scores"] == [row("erin", 3)]
         await wait_for_gauge(client, 0)
-        assert not client.running.service.leaderboard.subscribers
+        # The fan-out (the leaderboard's one subscriber) holds no watcher any more.
+        assert len(client.running.service.fanout) == 0
+        assert client.running.service.leaderboard.subscribers == {client.running.service.fanout}
 
 
 async def test_an_abruptly_dropped_client_does_not_break_broadcasts() -> None:

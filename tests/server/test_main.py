@@ -193,6 +193,8 @@ def expected_default(field: str) -> str:
         return "unset"
     if isinstance(value, tuple):
         return ",".join(value) or "from key"
+    if isinstance(value, bool):
+        return "true" if value else "false"  # as the variable is written, not Python's False
     return str(value)
 
 

@@ -160,6 +160,22 @@ INVALID = [
     ("user_idle_s", "0"),
     ("user_idle_s", "inf"),
     ("log_level", "TRACE"),
+    ("allowed_origins", "game.com"),
+    ("allowed_origins", "https://game.example,game.com"),
+    ("allowed_origins", "ftp://game.example"),
+    ("allowed_origins", " , "),
+    ("ws_require_auth", "maybe"),
+    ("ws_require_auth", "2"),
+    ("ws_max_buffer_bytes", "1023"),
+    ("ws_max_buffer_bytes", "1MiB"),
+    ("ws_slow_client_timeout_s", "0"),
+    ("ws_slow_client_timeout_s", "never"),
+    ("ws_ping_interval_s", "-1"),
+    ("ws_ping_interval_s", "3601"),
+    ("ws_ping_timeout_s", "-0.5"),
+    ("ws_ping_timeout_s", "soon"),
+    ("ws_history_size", "0"),
+    ("ws_history_size", "100001"),
 ]
 # These accept any text (an empty one means unset).
 FREE_TEXT = {"mongodb_uri", "jwt_issuer", "jwt_audience"}
@@ -180,6 +196,51 @@ def test_an_invalid_flag_names_the_environment_variable_on_one_line(field: str, 
     env = f"SCOREBOARD_{field.upper()}"
     flag = "--" + field.replace("_", "-")
     assert_one_line_naming(refused([flag, raw]), env)
+
+
+def test_live_stream_defaults() -> None:
+    settings = load_settings([], {})
+    assert settings.allowed_origins == ("*",)
+    assert settings.ws_require_auth is False
+    assert settings.ws_max_buffer_bytes == 1024 * 1024
+    assert settings.ws_history_size == 256
+    assert 0 < settings.ws_ping_timeout_s <= settings.ws_ping_interval_s
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        *[("true", True), (" TRUE ", True), ("1", True), ("yes", True), ("on", True)],
+        *[("false", False), ("False", False), ("0", False), ("no", False), ("off", False)],
+    ],
+)
+def test_booleans_accept_the_usual_spellings(raw: str, expected: bool) -> None:
+    assert load_settings([], {"SCOREBOARD_WS_REQUIRE_AUTH": raw}).ws_require_auth is expected
+    assert load_settings(["--ws-require-auth", raw], {}).ws_require_auth is expected
+
+
+def test_allowed_origins_are_a_comma_list_or_a_star() -> None:
+    settings = load_settings(
+        [], {"SCOREBOARD_ALLOWED_ORIGINS": " https://game.example , http://localhost:3000 ,"}
+    )
+    assert settings.allowed_origins == ("https://game.example", "http://localhost:3000")
+    assert load_settings(["--allowed-origins", "*"], {}).allowed_origins == ("*",)
+    message = str(refused(allowed_origins="game.com"))
+    assert "'game.com'" in message
+    assert "https://" in message  # says what an origin looks like
+
+
+def test_a_ping_timeout_longer_than_the_interval_is_refused() -> None:
+    error = refused(ws_ping_interval_s="10", ws_ping_timeout_s="10.5")
+    assert_one_line_naming(error, "SCOREBOARD_WS_PING_TIMEOUT_S")
+    assert "SCOREBOARD_WS_PING_INTERVAL_S" in str(error)
+    ok = load_settings(
+        [], {"SCOREBOARD_WS_PING_INTERVAL_S": "10", "SCOREBOARD_WS_PING_TIMEOUT_S": "10"}
+    )
+    assert (ok.ws_ping_interval_s, ok.ws_ping_timeout_s) == (10, 10)
+    # With pings off (interval 0) the timeout does not matter.
+    off = load_settings([], {"SCOREBOARD_WS_PING_INTERVAL_S": "0"})
+    assert off.ws_ping_interval_s == 0
 
 
 def test_an_invalid_value_is_shown_when_it_is_not_a_secret() -> None:
@@ -294,14 +355,30 @@ def test_an_ec_key_on_another_curve_gets_its_own_algorithm_or_is_refused(
     assert settings.jwt_algorithms == (expected,)
 
 
-def test_an_ed25519_key_needs_explicit_algorithms() -> None:
+def test_an_ed25519_key_defaults_to_eddsa() -> None:
     pem = public_pem(ed25519.Ed25519PrivateKey.generate())
-    error = refused(jwt_public_key=pem)
-    assert_one_line_naming(error, "SCOREBOARD_JWT_PUBLIC_KEY")
+    assert load_settings([], {"SCOREBOARD_JWT_PUBLIC_KEY": pem}).jwt_algorithms == ("EdDSA",)
     settings = load_settings(
         [], {"SCOREBOARD_JWT_PUBLIC_KEY": pem, "SCOREBOARD_JWT_ALGORITHMS": "EdDSA"}
     )
     assert settings.jwt_algorithms == ("EdDSA",)
+
+
+@pytest.mark.parametrize(
+    ("key", "algorithms"),
+    [("rsa", "ES256"), ("rsa", "RS256,EdDSA"), ("ec", "RS256"), ("ec", "ES384"), ("ed", "RS256")],
+)
+def test_algorithms_that_do_not_fit_the_public_key_are_refused(
+    rsa_pem: str, ec_pem: str, key: str, algorithms: str
+) -> None:
+    pem = {
+        "rsa": rsa_pem,
+        "ec": ec_pem,
+        "ed": public_pem(ed25519.Ed25519PrivateKey.generate()),
+    }[key]
+    error = refused(jwt_public_key=pem, jwt_algorithms=algorithms)
+    assert_one_line_naming(error, "SCOREBOARD_JWT_ALGORITHMS")
+    assert "does not fit" in str(error)
 
 
 def test_explicit_algorithms_are_kept_in_order(rsa_pem: str) -> None:
