@@ -9,23 +9,30 @@ import tornado.web
 
 from actors.base import ActorCancelled, ActorStopped, MailboxFull
 from handlers.base import ApiHandler
+from server.actions import ProvenAction
 from server.errors import ApiError
 from server.store.port import StoreError
-from server.store.records import Applied, IncrementCommand, RateLimited, Replayed
+from server.store.records import (
+    ActionReplayed,
+    Applied,
+    IncrementCommand,
+    RateLimited,
+    Replayed,
+)
 
 MAX_BODY_BYTES: Final = 4096
 MAX_IDEMPOTENCY_KEY_CHARS: Final = 128
-_BODY_FIELDS: Final = frozenset({"increment"})
+_BODY_FIELDS: Final = frozenset({"increment", "action_token"})
 
 
-def parse_increment(body: bytes, max_increment: int) -> int:
-    """The increment asked for by an update body (empty body: ``{}``, increment 1).
+def parse_body(body: bytes) -> dict[str, Any]:
+    """The update body as an object (empty body: ``{}``).
 
     Raises:
-        ApiError: 400 ``invalid_json`` or ``invalid_increment``.
+        ApiError: 400 ``invalid_json``.
     """
     if not body.strip():
-        return 1
+        return {}
     try:
         data: Any = json.loads(body)
     except (ValueError, UnicodeDecodeError):
@@ -35,6 +42,15 @@ def parse_increment(body: bytes, max_increment: int) -> int:
     unknown = sorted(set(data) - _BODY_FIELDS)
     if unknown:
         raise ApiError(400, "invalid_json", f"unknown field {unknown[0]!r} in the body")
+    return data
+
+
+def parse_increment(data: dict[str, Any], max_increment: int) -> int:
+    """The increment an update body asks for (absent: 1).
+
+    Raises:
+        ApiError: 400 ``invalid_increment``.
+    """
     increment = data.get("increment", 1)
     # bool is an int in Python; a JSON true must not count as 1.
     if type(increment) is not int or not 1 <= increment <= max_increment:
@@ -44,6 +60,24 @@ def parse_increment(body: bytes, max_increment: int) -> int:
             f"'increment' must be a whole number from 1 to {max_increment}",
         )
     return increment
+
+
+def proven_increment(data: dict[str, Any], action: ProvenAction) -> int:
+    """The points of a proven action; an ``increment`` in the body must match them.
+
+    Raises:
+        ApiError: 400 ``invalid_increment``.
+    """
+    if "increment" in data and (
+        type(data["increment"]) is not int or data["increment"] != action.points
+    ):
+        raise ApiError(
+            400,
+            "invalid_increment",
+            f"action {action.act!r} is worth {action.points}; "
+            "leave 'increment' out or make it match",
+        )
+    return action.points
 
 
 def parse_idempotency_key(value: str | None) -> str | None:
@@ -105,7 +139,13 @@ class UpdateScoreHandler(ApiHandler):
     async def _update(self) -> int:
         service = self.service
         identity = service.verifier.verify_header(self.request.headers.get("Authorization"))
-        amount = parse_increment(bytes(self._body), service.settings.max_increment)
+        data = parse_body(bytes(self._body))
+        spent = None
+        if service.actions is None:
+            amount = parse_increment(data, service.settings.max_increment)
+        else:
+            action = service.actions.verify(data.get("action_token"), identity.user_id)
+            amount, spent = proven_increment(data, action), action.spent
         key = parse_idempotency_key(self.request.headers.get("Idempotency-Key"))
         command = IncrementCommand(
             user_id=identity.user_id,
@@ -113,6 +153,7 @@ class UpdateScoreHandler(ApiHandler):
             amount=amount,
             now_ms=service.clock_ms(),
             idempotency_key=key,
+            action=spent,
         )
         try:
             decision = await service.users.actor_for(identity.user_id).ask(command)
@@ -133,6 +174,8 @@ class UpdateScoreHandler(ApiHandler):
             ) from None
         except StoreError:
             raise ApiError(500, "database_error", "the score store failed; retry later") from None
+        if isinstance(decision, ActionReplayed):
+            raise ApiError(409, "action_replayed", "this action token was already used")
         if isinstance(decision, RateLimited):
             raise ApiError(
                 429,

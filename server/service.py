@@ -17,6 +17,7 @@ from pymongo import AsyncMongoClient
 from actors.leaderboard import LeaderboardActor
 from actors.user import UserRegistry
 from handlers.fanout import Fanout
+from server.actions import ActionVerifier
 from server.auth import TokenVerifier
 from server.metrics import Metrics
 from server.origins import AllowedOrigins
@@ -75,6 +76,15 @@ class Service:
             leeway_s=settings.jwt_leeway_s,
         )
         self.origins = AllowedOrigins(settings.allowed_origins)
+        self.actions = (
+            ActionVerifier(
+                settings.action_secret,
+                dict(settings.action_points),
+                leeway_s=settings.jwt_leeway_s,
+            )
+            if settings.action_secret
+            else None
+        )
         self.leaderboard = LeaderboardActor(
             store,
             settings.top_n,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,6 +78,8 @@ class Settings:
     ws_ping_interval_s: float = 20.0
     ws_ping_timeout_s: float = 20.0
     ws_history_size: int = 256
+    action_secret: str | None = None
+    action_points: tuple[tuple[str, int], ...] = ()
 
     @property
     def uses_mongodb(self) -> bool:
@@ -183,6 +186,19 @@ def _origins(raw: str) -> tuple[str, ...]:
     return origins
 
 
+def _action_points(raw: str) -> tuple[tuple[str, int], ...]:
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise ValueError('must be a JSON object like {"kill": 10, "quest": 50}') from None
+    if not isinstance(data, dict) or not data:
+        raise ValueError('must be a non-empty JSON object like {"kill": 10, "quest": 50}')
+    for act, points in data.items():
+        if type(points) is not int or points < 1:
+            raise ValueError(f"points of {act!r} must be a positive whole number")
+    return tuple(sorted(data.items()))
+
+
 def _log_level(raw: str) -> str:
     return _choice("DEBUG", "INFO", "WARNING", "ERROR")(raw)
 
@@ -275,6 +291,14 @@ OPTIONS: tuple[Option, ...] = (
         "close a WebSocket whose pong is this late (at most the interval)",
     ),
     Option(
+        "action_secret",
+        _secret,
+        "HS256 key of the game's action service; set: every update needs an action_token",
+    ),
+    Option(
+        "action_points", _action_points, 'JSON object: action type -> points, e.g. {"kill": 10}'
+    ),
+    Option(
         "ws_history_size", _int_range(1, 100_000), "versions of deltas kept for resuming clients"
     ),
 )
@@ -285,8 +309,12 @@ def _default_text(option: Option) -> str:
     value = getattr(Settings(), option.field)
     if value is None:
         return "unset"
+    if option.field == "jwt_algorithms":
+        return "from key"
+    if value == ():
+        return "unset"
     if isinstance(value, tuple):
-        return ",".join(value) or "from key"
+        return ",".join(value)
     if isinstance(value, bool):
         return str(value).lower()
     return str(value)
@@ -343,7 +371,7 @@ def load_settings(argv: Sequence[str] = (), environ: Mapping[str, str] | None = 
 
 def _shown(option: Option) -> bool:
     """Secrets are never echoed back in an error message."""
-    return option.field not in {"jwt_secret", "jwt_public_key", "mongodb_uri"}
+    return option.field not in {"jwt_secret", "jwt_public_key", "mongodb_uri", "action_secret"}
 
 
 def _checked(settings: Settings) -> Settings:
@@ -376,6 +404,8 @@ def _checked(settings: Settings) -> Settings:
                 "SCOREBOARD_JWT_ALGORITHMS",
                 "asymmetric algorithms need SCOREBOARD_JWT_PUBLIC_KEY",
             )
+    if settings.action_secret and not settings.action_points:
+        raise SettingsError("SCOREBOARD_ACTION_POINTS", "is required with SCOREBOARD_ACTION_SECRET")
     if 0 < settings.ws_ping_interval_s < settings.ws_ping_timeout_s:
         raise SettingsError(
             "SCOREBOARD_WS_PING_TIMEOUT_S", "must not be longer than SCOREBOARD_WS_PING_INTERVAL_S"

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from server.store.records import (
+    ActionReplayed,
     Applied,
     Decision,
     IncrementCommand,
@@ -31,6 +32,9 @@ class IncrementPolicy:
 
     rate_limit_per_minute: int = 10
     idempotency_keys: int = 64
+    # Spent action tokens are kept until they expire; this bounds them all the same
+    # (at 10 updates a minute, tokens living 5 minutes need 50).
+    used_actions: int = 1024
 
 
 def decide(record: UserRecord | None, cmd: IncrementCommand, policy: IncrementPolicy) -> Decision:
@@ -42,13 +46,23 @@ def decide(record: UserRecord | None, cmd: IncrementCommand, policy: IncrementPo
     the limit (no double burst at a window edge, as fixed windows allow).
 
     Returns:
-        :class:`Applied` with the new record to store, :class:`Replayed` or
-        :class:`RateLimited`; the last two mean "store nothing".
+        :class:`Applied` with the new record to store, or :class:`Replayed`,
+        :class:`ActionReplayed` or :class:`RateLimited`, which mean "store nothing".
     """
     if record is not None and cmd.idempotency_key is not None:
         for key, score in record.recent_keys:
             if key == cmd.idempotency_key:
                 return Replayed(new_score=score)
+
+    # Spent action tokens, kept until they expire. A replay is refused before the rate
+    # limit is consulted: it is not a new update either.
+    used = tuple(
+        (jti, exp) for jti, exp in (record.used_actions if record else ()) if exp > cmd.now_ms
+    )
+    if cmd.action is not None:
+        if any(jti == cmd.action.jti for jti, _ in used):
+            return ActionReplayed()
+        used = (*used, (cmd.action.jti, cmd.action.expires_ms))[-policy.used_actions :]
 
     accepted: tuple[int, ...] = ()
     if policy.rate_limit_per_minute > 0:
@@ -82,5 +96,6 @@ def decide(record: UserRecord | None, cmd: IncrementCommand, policy: IncrementPo
             reached_ms=cmd.now_ms,
             recent_keys=keys,
             accepted_ms=accepted,
+            used_actions=used,
         )
     )

@@ -42,6 +42,7 @@ def _to_record(doc: dict[str, Any]) -> UserRecord:
         reached_ms=doc["reached_ms"],
         recent_keys=tuple((k, s) for k, s in doc.get("recent_keys", ())),
         accepted_ms=tuple(doc.get("accepted_ms", ())),
+        used_actions=tuple((j, e) for j, e in doc.get("used_actions", ())),
     )
 
 
@@ -53,6 +54,7 @@ def _to_fields(record: UserRecord) -> dict[str, Any]:
         "reached_ms": record.reached_ms,
         "recent_keys": [list(pair) for pair in record.recent_keys],
         "accepted_ms": list(record.accepted_ms),
+        "used_actions": [list(pair) for pair in record.used_actions],
     }
 
 

@@ -14,7 +14,8 @@ class UserRecord:
     current score was reached; it breaks ties (first to reach a score ranks higher).
     ``recent_keys`` holds the last idempotency keys with the score each one produced,
     oldest first. ``accepted_ms`` holds the times of the accepted updates inside the
-    rate-limit window, oldest first.
+    rate-limit window, oldest first. ``used_actions`` holds ``(jti, expires_ms)`` of the
+    proof-of-action tokens spent and not yet expired, so each is accepted once.
     """
 
     user_id: str
@@ -24,6 +25,7 @@ class UserRecord:
     reached_ms: int
     recent_keys: tuple[tuple[str, int], ...] = ()
     accepted_ms: tuple[int, ...] = ()
+    used_actions: tuple[tuple[str, int], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,15 @@ class IncrementCommand:
     amount: int
     now_ms: int
     idempotency_key: str | None = None
+    action: SpentAction | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SpentAction:
+    """A proof-of-action token this increment spends: its ``jti`` and expiry."""
+
+    jti: str
+    expires_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,7 +73,12 @@ class RateLimited:
     retry_after_s: int
 
 
-Decision = Applied | Replayed | RateLimited
+@dataclass(frozen=True, slots=True)
+class ActionReplayed:
+    """The proof-of-action token was already spent: nothing applied."""
+
+
+Decision = Applied | Replayed | RateLimited | ActionReplayed
 
 
 @dataclass(frozen=True, slots=True)

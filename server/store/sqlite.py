@@ -36,22 +36,23 @@ CREATE TABLE IF NOT EXISTS users_scores (
     v           INTEGER NOT NULL,
     reached_ms  INTEGER NOT NULL,
     recent_keys TEXT NOT NULL DEFAULT '[]',
-    accepted_ms TEXT NOT NULL DEFAULT '[]'
+    accepted_ms TEXT NOT NULL DEFAULT '[]',
+    used_actions TEXT NOT NULL DEFAULT '[]'
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS users_scores_rank
     ON users_scores (score DESC, reached_ms ASC, user_id ASC);
 """
 _SELECT_USER: Final = (
-    "SELECT user_id, username, score, v, reached_ms, recent_keys, accepted_ms "
+    "SELECT user_id, username, score, v, reached_ms, recent_keys, accepted_ms, used_actions "
     "FROM users_scores WHERE user_id = ?"
 )
 _UPSERT_USER: Final = (
     "INSERT INTO users_scores "
-    "(user_id, username, score, v, reached_ms, recent_keys, accepted_ms) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "(user_id, username, score, v, reached_ms, recent_keys, accepted_ms, used_actions) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (user_id) DO UPDATE SET username = excluded.username, score = excluded.score, "
     "v = excluded.v, reached_ms = excluded.reached_ms, recent_keys = excluded.recent_keys, "
-    "accepted_ms = excluded.accepted_ms"
+    "accepted_ms = excluded.accepted_ms, used_actions = excluded.used_actions"
 )
 _SELECT_TOP: Final = (
     "SELECT user_id, username, score, reached_ms, v FROM users_scores "
@@ -79,6 +80,7 @@ def _row_to_record(row: tuple[Any, ...]) -> UserRecord:
         reached_ms=row[4],
         recent_keys=keys,
         accepted_ms=tuple(json.loads(row[6])),
+        used_actions=tuple((str(j), int(e)) for j, e in json.loads(row[7])),
     )
 
 
@@ -155,6 +157,7 @@ class SqliteStore:
                         r.reached_ms,
                         json.dumps(r.recent_keys),
                         json.dumps(r.accepted_ms),
+                        json.dumps(r.used_actions),
                     ),
                 )
             return decision
@@ -192,6 +195,11 @@ class SqliteStore:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.executescript(_SCHEMA)
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(users_scores)")}
+        if "used_actions" not in columns:  # a file made before proof of action existed
+            conn.execute(
+                "ALTER TABLE users_scores ADD COLUMN used_actions TEXT NOT NULL DEFAULT '[]'"
+            )
         return conn
 
     def _run(self, ready: asyncio.Future[None]) -> None:

@@ -189,10 +189,12 @@ def post_update(
 
 def expected_default(field: str) -> str:
     value = getattr(Settings(), field)
-    if value is None:
+    if field == "jwt_algorithms":
+        return "from key"  # the default follows the key given
+    if value is None or value == ():
         return "unset"
     if isinstance(value, tuple):
-        return ",".join(value) or "from key"
+        return ",".join(value)
     if isinstance(value, bool):
         return "true" if value else "false"  # as the variable is written, not Python's False
     return str(value)

@@ -174,11 +174,32 @@ INVALID = [
     ("ws_ping_interval_s", "3601"),
     ("ws_ping_timeout_s", "-0.5"),
     ("ws_ping_timeout_s", "soon"),
+    ("action_secret", "too-short"),
+    ("action_points", "nope"),
+    ("action_points", "{}"),
+    ("action_points", "[1]"),
+    ("action_points", '{"kill": 0}'),
+    ("action_points", '{"kill": true}'),
+    ("action_points", '{"kill": 1.5}'),
     ("ws_history_size", "0"),
     ("ws_history_size", "100001"),
 ]
 # These accept any text (an empty one means unset).
 FREE_TEXT = {"mongodb_uri", "jwt_issuer", "jwt_audience"}
+
+
+def test_action_secret_needs_action_points_and_is_never_echoed() -> None:
+    secret = "s" * 40
+    with pytest.raises(SettingsError) as caught:
+        load_settings([], {"SCOREBOARD_ACTION_SECRET": secret})
+    assert "SCOREBOARD_ACTION_POINTS" in str(caught.value)
+    with pytest.raises(SettingsError) as short:
+        load_settings([], {"SCOREBOARD_ACTION_SECRET": "secret-value-9"})
+    assert "secret-value-9" not in str(short.value)
+    settings = load_settings(
+        [], {"SCOREBOARD_ACTION_SECRET": secret, "SCOREBOARD_ACTION_POINTS": '{"b": 5, "a": 1}'}
+    )
+    assert settings.action_points == (("a", 1), ("b", 5))
 
 
 def test_every_setting_with_rules_has_an_invalid_case() -> None:

@@ -1,0 +1,95 @@
+"""Proof of action over HTTP: points from the action, each token spent once, across apps."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import pytest
+
+from server.actions import mint_action_token
+from tests.conftest import body_of, make_token, scaled, serving
+
+pytestmark = pytest.mark.gen_test(timeout=scaled(30))
+
+ACTION_SECRET = "action-service-secret-of-32-bytes-or-more"
+ACTIONS = {
+    "action_secret": ACTION_SECRET,
+    "action_points": (("kill", 10), ("quest", 50)),
+}
+
+
+def action(sub: str, act: str, jti: str, **kwargs: int) -> dict[str, object]:
+    return {"action_token": mint_action_token(ACTION_SECRET, sub, act, jti, **kwargs)}
+
+
+async def test_points_come_from_the_action_and_a_token_is_spent_once() -> None:
+    async with serving(**ACTIONS) as client:
+        alice = make_token("alice")
+        first = await client.update(alice, action("alice", "quest", "q-1"))
+        assert body_of(first) == {"status": "success", "new_score": 50}
+        replay = await client.update(alice, action("alice", "quest", "q-1"))
+        assert replay.code == 409
+        assert body_of(replay)["error"] == "action_replayed"
+        matching = await client.update(alice, {**action("alice", "kill", "k-1"), "increment": 10})
+        assert body_of(matching)["new_score"] == 60
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        ({}, 400, "invalid_action"),
+        ({"increment": 5}, 400, "invalid_action"),
+        (action("alice", "quest", "j", ttl_s=-120), 400, "invalid_action"),
+        (action("alice", "dance", "j"), 400, "invalid_action"),
+        (action("bob", "quest", "j"), 403, "action_forbidden"),
+        ({**action("alice", "kill", "j"), "increment": 100}, 400, "invalid_increment"),
+        ({**action("alice", "kill", "j"), "increment": True}, 400, "invalid_increment"),
+    ],
+    ids=[
+        "missing",
+        "increment-only",
+        "expired",
+        "unknown-type",
+        "other-player",
+        "tampered",
+        "tampered-bool",
+    ],
+)
+async def test_bad_actions_are_refused_and_apply_nothing(
+    body: dict[str, object], status: int, code: str
+) -> None:
+    async with serving(**ACTIONS) as client:
+        response = await client.update(make_token("alice"), body)
+        assert response.code == status
+        assert body_of(response)["error"] == code
+        assert await client.top() == []
+
+
+async def test_without_the_secret_updates_work_as_before() -> None:
+    async with serving() as client:
+        response = await client.update(make_token("alice"), {"increment": 3})
+        assert body_of(response)["new_score"] == 3
+
+
+async def test_a_token_replayed_at_once_on_two_apps_sharing_the_store_wins_once(
+    tmp_path: Path,
+) -> None:
+    path = str(tmp_path / "shared.db")
+    async with (
+        serving(sqlite_path=path, **ACTIONS) as one,
+        serving(sqlite_path=path, **ACTIONS) as two,
+    ):
+        alice = make_token("alice")
+        for round_ in range(5):
+            body = action("alice", "kill", f"race-{round_}")
+            responses = await asyncio.gather(
+                one.update(alice, body), two.update(alice, body), one.update(alice, body)
+            )
+            codes = sorted(r.code for r in responses)
+            assert codes == [200, 409, 409], codes
+        top = await one.request("GET", "/api/top-scores")
+        assert top.code == 200
+    # Five tokens, each applied exactly once: 5 x 10 points.
+    async with serving(sqlite_path=path, **ACTIONS) as again:
+        assert (await again.top())[0]["score"] == 50
