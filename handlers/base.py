@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
 from http import HTTPStatus
 from typing import Any
 
@@ -36,6 +37,7 @@ class ApiHandler(tornado.web.RequestHandler):
         self.route = route
         service.request_started()
         self._counted = True
+        self.request_id = request_id(self.request.headers.get("X-Request-ID"))
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
@@ -60,10 +62,14 @@ class ApiHandler(tornado.web.RequestHandler):
         self.finish(json.dumps(body, separators=(",", ":"), ensure_ascii=False))
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        self.allow_origin()  # send_error cleared the headers: browsers must read errors too
+        # send_error cleared the headers: browsers must read errors too, and clients
+        # quote the request id when they report one.
+        self.allow_origin()
+        self.set_header("X-Request-ID", self.request_id)
         render_error(self, status_code, kwargs.get("exc_info"))
 
     def prepare(self) -> None:
+        self.set_header("X-Request-ID", self.request_id)
         self.allow_origin()
 
     def allow_origin(self) -> None:
@@ -87,6 +93,13 @@ class ApiHandler(tornado.web.RequestHandler):
         self.set_header("Access-Control-Max-Age", "600")
         self.set_status(204)
         self.finish()
+
+
+def request_id(given: str | None) -> str:
+    """The caller's ``X-Request-ID`` if it is a sane one, else a new random id."""
+    if given and len(given) <= 128 and given.isascii() and given.isprintable():
+        return given
+    return uuid.uuid4().hex
 
 
 def render_error(handler: tornado.web.RequestHandler, status_code: int, exc_info: Any) -> None:

@@ -10,6 +10,7 @@ import tornado.web
 from actors.base import ActorCancelled, ActorStopped, MailboxFull
 from handlers.base import ApiHandler
 from server.actions import ProvenAction
+from server.audit import UpdateAudit
 from server.errors import ApiError
 from server.store.port import StoreError
 from server.store.records import (
@@ -106,6 +107,7 @@ class UpdateScoreHandler(ApiHandler):
 
     def prepare(self) -> None:
         super().prepare()
+        self._audit = UpdateAudit(self.request_id, self.request.remote_ip)
         self._body = bytearray()
         self._too_large = False
         if self.service.draining:
@@ -139,6 +141,7 @@ class UpdateScoreHandler(ApiHandler):
     async def _update(self) -> int:
         service = self.service
         identity = service.verifier.verify_header(self.request.headers.get("Authorization"))
+        self._audit.user_id = identity.user_id
         data = parse_body(bytes(self._body))
         spent = None
         if service.actions is None:
@@ -146,6 +149,8 @@ class UpdateScoreHandler(ApiHandler):
         else:
             action = service.actions.verify(data.get("action_token"), identity.user_id)
             amount, spent = proven_increment(data, action), action.spent
+            self._audit.action = action.act
+        self._audit.increment = amount
         key = parse_idempotency_key(self.request.headers.get("Idempotency-Key"))
         command = IncrementCommand(
             user_id=identity.user_id,
@@ -185,10 +190,19 @@ class UpdateScoreHandler(ApiHandler):
             )
         self._outcome("applied" if isinstance(decision, Applied) else "replayed")
         assert isinstance(decision, Applied | Replayed)
+        self._audit.new_score = decision.new_score
         return decision.new_score
 
     def _outcome(self, outcome: str) -> None:
+        self._audit.outcome = outcome
         self.service.metrics.updates.labels(outcome).inc()
+
+    def on_finish(self) -> None:
+        audit = getattr(self, "_audit", None)  # None: refused before prepare ran
+        if self._counted and audit is not None and self.request.method == "POST":
+            audit.outcome = audit.outcome or f"http_{self.get_status()}"
+            audit.emit(self.request.request_time())
+        super().on_finish()
 
 
 def _body_too_large() -> ApiError:

@@ -1,0 +1,53 @@
+"""The audit trail: one line per update request with its fields, and no token anywhere."""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pytest
+
+from server.actions import mint_action_token
+from server.logs import JsonFormatter
+from tests.conftest import make_token, scaled, serving
+
+pytestmark = pytest.mark.gen_test(timeout=scaled(30))
+
+ACTION_SECRET = "action-service-secret-of-32-bytes-or-more"
+
+
+async def test_a_scripted_session_leaves_one_audit_line_per_update_and_no_token(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    alice = make_token("alice", name="Alice")
+    action = mint_action_token(ACTION_SECRET, "alice", "kill", "j-1")
+    async with serving(
+        action_secret=ACTION_SECRET, action_points=(("kill", 10),), rate_limit_per_minute=2
+    ) as client:
+        ok = await client.update(alice, {"action_token": action}, headers={"X-Request-ID": "r-1"})
+        replayed = await client.update(alice, {"action_token": action})
+        bad = await client.update("not-a-token", {"action_token": action})
+        assert (ok.code, replayed.code, bad.code) == (200, 409, 401)
+        assert ok.headers["X-Request-ID"] == "r-1"
+        assert len(replayed.headers["X-Request-ID"]) == 32
+    audit = [r for r in caplog.records if r.name == "scoreboard.audit"]
+    lines = [json.loads(JsonFormatter().format(r)) for r in audit]
+    assert [line["outcome"] for line in lines] == ["applied", "action_replayed", "invalid_token"]
+    first = lines[0]
+    assert first["request_id"] == "r-1"
+    assert first["client"] == "127.0.0.1"
+    assert (first["user_id"], first["action"], first["increment"], first["new_score"]) == (
+        "alice",
+        "kill",
+        10,
+        10,
+    )
+    assert first["latency_ms"] >= 0 and first["ts"].endswith("Z")
+    assert lines[1]["new_score"] is None and lines[1]["user_id"] == "alice"
+    assert lines[2]["user_id"] is None  # nobody was authenticated
+    assert lines[1]["request_id"] == replayed.headers["X-Request-ID"]
+    # No token, action token or secret in any log line of the session.
+    everything = "\n".join(JsonFormatter().format(r) for r in caplog.records)
+    for secret in (alice, action, ACTION_SECRET, alice.split(".")[2], action.split(".")[2]):
+        assert secret not in everything
