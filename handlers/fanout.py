@@ -36,7 +36,10 @@ class Watcher(Protocol):
     """A WebSocket connection watching the board (``handlers.ws.ScoreboardSocket``)."""
 
     wants_delta: bool
-    out: IOStream | None  # the connection's stream; None once it is closing
+
+    @property
+    def out(self) -> IOStream | None:
+        """The connection's stream; ``None`` once it is closing."""
 
     def close(self, code: int | None = None, reason: str | None = None) -> None: ...
 
@@ -230,4 +233,7 @@ class Fanout:
         period = min(0.25, self._slow_timeout / 4)
         while True:
             await asyncio.sleep(period)
-            self.check_lagging()
+            try:
+                self.check_lagging()
+            except Exception:  # one bad watcher must not end slow-client handling for all
+                log.exception("slow-client check failed")

@@ -25,13 +25,20 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
 
     service: Service
     wants_delta: bool
-    out: IOStream | None
 
     def initialize(self, service: Service) -> None:
         self.service = service
         self.wants_delta = False
-        self.out = None
         self._since: Since | None = None
+
+    @property
+    def out(self) -> IOStream | None:
+        """The stream to write frames to; ``None`` once either side began closing (also
+        when Tornado itself closes on a ping timeout), as no data may follow a close frame."""
+        connection = self.ws_connection
+        if connection is None or connection.is_closing():
+            return None
+        return connection.stream
 
     def prepare(self) -> None:
         service = self.service
@@ -52,25 +59,22 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
             raise ApiError(401, "missing_token", "this scoreboard needs ?token=<JWT>")
         if service.draining:
             raise ApiError(503, "shutting_down", "the server is shutting down")
+        origin = self.request.headers.get("Origin")
+        if origin is not None and not service.origins.allows(origin):
+            # Refused here (not only by Tornado's check_origin) to answer with a JSON body.
+            raise ApiError(403, "origin_not_allowed", "this origin may not open the scoreboard")
 
     def check_origin(self, origin: str) -> bool:
         return self.service.origins.allows(origin)
 
     def open(self, *args: Any, **kwargs: Any) -> None:
-        assert self.ws_connection is not None
-        self.out = self.ws_connection.stream
         self.service.fanout.join(self, self._since)
 
     def on_message(self, message: str | bytes) -> None:
         # The stream is one-way; client messages are ignored (their size is bounded).
         pass
 
-    def close(self, code: int | None = None, reason: str | None = None) -> None:
-        self.out = None  # no data frame may follow the close frame
-        super().close(code, reason)
-
     def on_close(self) -> None:
-        self.out = None
         self.service.fanout.leave(self)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
