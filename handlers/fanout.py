@@ -36,10 +36,7 @@ class Watcher(Protocol):
     """A WebSocket connection watching the board (``handlers.ws.ScoreboardSocket``)."""
 
     wants_delta: bool
-
-    @property
-    def out(self) -> IOStream | None:
-        """The connection's stream; ``None`` once it is closing."""
+    out: IOStream | None  # the connection's stream; None once it is closing
 
     def close(self, code: int | None = None, reason: str | None = None) -> None: ...
 
