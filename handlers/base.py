@@ -64,12 +64,19 @@ class ApiHandler(tornado.web.RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         # send_error cleared the headers: browsers must read errors too, and clients
         # quote the request id when they report one.
-        self.allow_origin()
-        self.set_header("X-Request-ID", self.request_id)
+        self.common_headers()
         render_error(self, status_code, kwargs.get("exc_info"))
 
     def prepare(self) -> None:
+        self.common_headers()
+
+    def common_headers(self) -> None:
+        """Headers of every answer, errors included."""
         self.set_header("X-Request-ID", self.request_id)
+        if self.service.settings.uses_tls:
+            self.set_header("Strict-Transport-Security", "max-age=31536000")
+        if self.request.method == "POST":
+            self.set_header("Cache-Control", "no-store")
         self.allow_origin()
 
     def allow_origin(self) -> None:

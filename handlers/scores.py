@@ -26,6 +26,21 @@ MAX_IDEMPOTENCY_KEY_CHARS: Final = 128
 _BODY_FIELDS: Final = frozenset({"increment", "action_token"})
 
 
+def check_content_type(content_type: str | None, has_body: bool) -> None:
+    """A body must be JSON; one sent as something else is refused, not guessed at.
+
+    Raises:
+        ApiError: 415 ``unsupported_media_type``.
+    """
+    if not has_body or content_type is None:
+        return
+    media = content_type.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise ApiError(
+            415, "unsupported_media_type", "send the body as Content-Type: application/json"
+        )
+
+
 def parse_body(body: bytes) -> dict[str, Any]:
     """The update body as an object (empty body: ``{}``).
 
@@ -135,13 +150,13 @@ class UpdateScoreHandler(ApiHandler):
         except ApiError as error:
             self._outcome(error.code)
             raise
-        self.set_header("Cache-Control", "no-store")
         self.write_json({"status": "success", "new_score": new_score})
 
     async def _update(self) -> int:
         service = self.service
         identity = service.verifier.verify_header(self.request.headers.get("Authorization"))
         self._audit.user_id = identity.user_id
+        check_content_type(self.request.headers.get("Content-Type"), bool(self._body.strip()))
         data = parse_body(bytes(self._body))
         spent = None
         if service.actions is None:

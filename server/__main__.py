@@ -46,6 +46,9 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except StoreError as exc:
         print(f"error: cannot start: {exc}", file=sys.stderr)
         return 1
+    except SettingsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     except OSError as exc:
         print(f"error: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
         return 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -19,7 +20,7 @@ import tornado.netutil
 
 from server.app import make_app
 from server.service import Service, create_store
-from server.settings import Settings
+from server.settings import Settings, SettingsError
 from server.store.port import ScoreStore
 
 log = logging.getLogger(__name__)
@@ -60,8 +61,14 @@ async def run_server(
     except BaseException:
         await service.stop()
         raise
+    try:
+        ssl_options = tls_context(settings)
+    except BaseException:
+        await service.stop()
+        raise
     http = tornado.httpserver.HTTPServer(
         make_app(service),
+        ssl_options=ssl_options,
         max_body_size=MAX_REQUEST_BYTES,
         body_timeout=BODY_TIMEOUT_S,
         idle_connection_timeout=75,
@@ -77,6 +84,25 @@ async def run_server(
         yield running
     finally:
         running.clean_exit = await shutdown(running, settings.shutdown_timeout_s)
+
+
+def tls_context(settings: Settings) -> ssl.SSLContext | None:
+    """The server's TLS context when a certificate is configured.
+
+    Raises:
+        SettingsError: the certificate or key cannot be loaded.
+    """
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(settings.tls_cert, settings.tls_key)
+    except (ssl.SSLError, OSError) as exc:
+        raise SettingsError(
+            "SCOREBOARD_TLS_CERT", f"cannot load the certificate/key: {exc}"
+        ) from None
+    return context
 
 
 async def shutdown(running: RunningServer, timeout_s: float) -> bool:

@@ -78,12 +78,18 @@ class Settings:
     ws_ping_interval_s: float = 20.0
     ws_ping_timeout_s: float = 20.0
     ws_history_size: int = 256
+    tls_cert: str | None = None
+    tls_key: str | None = None
     action_secret: str | None = None
     action_points: tuple[tuple[str, int], ...] = ()
 
     @property
     def uses_mongodb(self) -> bool:
         return self.mongodb_uri is not None
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls_cert is not None
 
 
 # --- value parsers: str -> value, ValueError with a human message on bad input ---------
@@ -199,6 +205,18 @@ def _action_points(raw: str) -> tuple[tuple[str, int], ...]:
     return tuple(sorted(data.items()))
 
 
+def _readable_file(raw: str) -> str | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    try:
+        with open(raw, "rb"):
+            pass
+    except OSError as exc:
+        raise ValueError(f"cannot read the file ({exc.strerror})") from None
+    return raw
+
+
 def _log_level(raw: str) -> str:
     return _choice("DEBUG", "INFO", "WARNING", "ERROR")(raw)
 
@@ -290,6 +308,8 @@ OPTIONS: tuple[Option, ...] = (
         _float_range(0, 3600),
         "close a WebSocket whose pong is this late (at most the interval)",
     ),
+    Option("tls_cert", _readable_file, "PEM certificate chain: serve HTTPS/WSS directly"),
+    Option("tls_key", _readable_file, "PEM private key of --tls-cert"),
     Option(
         "action_secret",
         _secret,
@@ -404,6 +424,11 @@ def _checked(settings: Settings) -> Settings:
                 "SCOREBOARD_JWT_ALGORITHMS",
                 "asymmetric algorithms need SCOREBOARD_JWT_PUBLIC_KEY",
             )
+    if bool(settings.tls_cert) != bool(settings.tls_key):
+        raise SettingsError(
+            "SCOREBOARD_TLS_KEY" if settings.tls_cert else "SCOREBOARD_TLS_CERT",
+            "TLS needs both SCOREBOARD_TLS_CERT and SCOREBOARD_TLS_KEY",
+        )
     if settings.action_secret and not settings.action_points:
         raise SettingsError("SCOREBOARD_ACTION_POINTS", "is required with SCOREBOARD_ACTION_SECRET")
     if 0 < settings.ws_ping_interval_s < settings.ws_ping_timeout_s:

@@ -174,6 +174,8 @@ INVALID = [
     ("ws_ping_interval_s", "3601"),
     ("ws_ping_timeout_s", "-0.5"),
     ("ws_ping_timeout_s", "soon"),
+    ("tls_cert", "/nonexistent/cert.pem"),
+    ("tls_key", "/nonexistent/key.pem"),
     ("action_secret", "too-short"),
     ("action_points", "nope"),
     ("action_points", "{}"),
@@ -474,3 +476,11 @@ def test_an_unknown_flag_exits(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit):
         load_settings(["--no-such-flag"], {})
     assert "--no-such-flag" in capsys.readouterr().err
+
+
+def test_tls_needs_both_the_certificate_and_the_key(tmp_path: Path) -> None:
+    cert = tmp_path / "cert.pem"
+    cert.write_text("x")
+    with pytest.raises(SettingsError) as caught:
+        load_settings([], {"SCOREBOARD_TLS_CERT": str(cert)})
+    assert "SCOREBOARD_TLS_KEY" in str(caught.value)
