@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import uuid
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
 
 import tornado.web
+from tornado.httputil import HTTPServerRequest
 
+from server.auth import Identity
 from server.errors import ApiError
 from server.service import Service
+from server.throttle import client_address
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +75,17 @@ class ApiHandler(tornado.web.RequestHandler):
     def prepare(self) -> None:
         self.common_headers()
 
+    @property
+    def client(self) -> str:
+        """The client's address (``X-Forwarded-For`` is believed from trusted proxies only)."""
+        return client_of(self.request, self.service)
+
+    def authenticate(self, header: str | None) -> Identity:
+        """Verify the bearer token of this request (see :func:`authenticate`)."""
+        return authenticate(
+            self.service, self.client, lambda: self.service.verifier.verify_header(header)
+        )
+
     def common_headers(self) -> None:
         """Headers of every answer, errors included."""
         self.set_header("X-Request-ID", self.request_id)
@@ -100,6 +116,35 @@ class ApiHandler(tornado.web.RequestHandler):
         self.set_header("Access-Control-Max-Age", "600")
         self.set_status(204)
         self.finish()
+
+
+def client_of(request: HTTPServerRequest, service: Service) -> str:
+    """The address a request came from, through the service's trusted proxies."""
+    return client_address(
+        request.remote_ip or "", request.headers.get("X-Forwarded-For"), service.trusted_proxies
+    )
+
+
+def authenticate(service: Service, client: str, verify: Callable[[], Identity]) -> Identity:
+    """Run ``verify`` unless ``client`` failed too often lately; count its failures.
+
+    Raises:
+        ApiError: 429 ``auth_throttled``, or the verifier's 401.
+    """
+    now = time.monotonic()
+    wait = service.auth_throttle.retry_after(client, now)
+    if wait is not None:
+        raise ApiError(
+            429,
+            "auth_throttled",
+            "too many failed authentications from this address",
+            {"Retry-After": str(wait)},
+        )
+    try:
+        return verify()
+    except ApiError:
+        service.auth_throttle.failed(client, now)
+        raise
 
 
 def request_id(given: str | None) -> str:

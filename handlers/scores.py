@@ -122,7 +122,7 @@ class UpdateScoreHandler(ApiHandler):
 
     def prepare(self) -> None:
         super().prepare()
-        self._audit = UpdateAudit(self.request_id, self.request.remote_ip)
+        self._audit = UpdateAudit(self.request_id, self.client)
         self._body = bytearray()
         self._too_large = False
         if self.service.draining:
@@ -154,7 +154,7 @@ class UpdateScoreHandler(ApiHandler):
 
     async def _update(self) -> int:
         service = self.service
-        identity = service.verifier.verify_header(self.request.headers.get("Authorization"))
+        identity = self.authenticate(self.request.headers.get("Authorization"))
         self._audit.user_id = identity.user_id
         check_content_type(self.request.headers.get("Content-Type"), bool(self._body.strip()))
         data = parse_body(bytes(self._body))

@@ -14,7 +14,7 @@ from tornado.iostream import IOStream
 from tornado.websocket import WebSocketProtocol, WebSocketProtocol13
 
 from actors.stream import Since, parse_since
-from handlers.base import render_error
+from handlers.base import authenticate, client_of, render_error
 from server.errors import ApiError
 from server.service import Service
 
@@ -62,8 +62,9 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
             except ValueError as exc:
                 raise ApiError(400, "invalid_since", str(exc)) from None
         token = self.get_query_argument("token", None)
-        if token is not None:
-            service.verifier.verify(token)  # a token given must be valid
+        if token is not None:  # a token given must be valid
+            client = client_of(self.request, service)
+            authenticate(service, client, lambda: service.verifier.verify(token))
         elif service.settings.ws_require_auth:
             raise ApiError(401, "missing_token", "this scoreboard needs ?token=<JWT>")
         if service.draining:

@@ -26,6 +26,7 @@ from server.store.increments import IncrementPolicy
 from server.store.mongodb import MongoStore
 from server.store.port import ScoreStore
 from server.store.sqlite import SqliteStore
+from server.throttle import FailedAuthThrottle, parse_networks
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,8 @@ class Service:
             leeway_s=settings.jwt_leeway_s,
         )
         self.origins = AllowedOrigins(settings.allowed_origins)
+        self.trusted_proxies = parse_networks(settings.trusted_proxies)
+        self.auth_throttle = FailedAuthThrottle(settings.auth_failures_per_minute)
         self.actions = (
             ActionVerifier(
                 settings.action_secret,

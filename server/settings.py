@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import ipaddress
 import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -78,6 +79,8 @@ class Settings:
     ws_ping_interval_s: float = 20.0
     ws_ping_timeout_s: float = 20.0
     ws_history_size: int = 256
+    auth_failures_per_minute: int = 30
+    trusted_proxies: tuple[str, ...] = ()
     tls_cert: str | None = None
     tls_key: str | None = None
     action_secret: str | None = None
@@ -205,6 +208,16 @@ def _action_points(raw: str) -> tuple[tuple[str, int], ...]:
     return tuple(sorted(data.items()))
 
 
+def _networks(raw: str) -> tuple[str, ...]:
+    entries = tuple(e.strip() for e in raw.split(",") if e.strip())
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            raise ValueError(f"{entry!r} is not an address or CIDR range") from None
+    return entries
+
+
 def _readable_file(raw: str) -> str | None:
     raw = raw.strip()
     if not raw:
@@ -307,6 +320,16 @@ OPTIONS: tuple[Option, ...] = (
         "ws_ping_timeout_s",
         _float_range(0, 3600),
         "close a WebSocket whose pong is this late (at most the interval)",
+    ),
+    Option(
+        "auth_failures_per_minute",
+        _int_range(0, 100_000),
+        "failed authentications per client address per minute before 429 (0: off)",
+    ),
+    Option(
+        "trusted_proxies",
+        _networks,
+        "proxies (addresses or CIDRs, comma list) whose X-Forwarded-For is believed",
     ),
     Option("tls_cert", _readable_file, "PEM certificate chain: serve HTTPS/WSS directly"),
     Option("tls_key", _readable_file, "PEM private key of --tls-cert"),

@@ -174,6 +174,8 @@ INVALID = [
     ("ws_ping_interval_s", "3601"),
     ("ws_ping_timeout_s", "-0.5"),
     ("ws_ping_timeout_s", "soon"),
+    ("auth_failures_per_minute", "-1"),
+    ("trusted_proxies", "proxy.local"),
     ("tls_cert", "/nonexistent/cert.pem"),
     ("tls_key", "/nonexistent/key.pem"),
     ("action_secret", "too-short"),
