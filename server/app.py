@@ -7,6 +7,7 @@ import logging
 import tornado.web
 
 from handlers.base import NotFoundHandler
+from handlers.openapi import OpenApiHandler
 from handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
 from handlers.scores import TopScoresHandler, UpdateScoreHandler
 from handlers.ws import ScoreboardSocket
@@ -30,6 +31,7 @@ def make_app(service: Service) -> tornado.web.Application:
             (r"/healthz", HealthHandler, route("healthz")),
             (r"/readyz", ReadyHandler, route("readyz")),
             (r"/metrics", MetricsHandler, route("metrics")),
+            (r"/api/openapi.json", OpenApiHandler, route("openapi")),
         ],
         default_handler_class=NotFoundHandler,
         default_handler_args=route("not_found"),

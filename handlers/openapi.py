@@ -1,0 +1,13 @@
+"""``GET /api/openapi.json``: the OpenAPI 3.1 description of this API."""
+
+from __future__ import annotations
+
+from handlers.base import ApiHandler
+from server.openapi import openapi_body
+
+
+class OpenApiHandler(ApiHandler):
+    """Serves the OpenAPI document, encoded once per process."""
+
+    def get(self) -> None:
+        self.finish(openapi_body())
