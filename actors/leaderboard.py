@@ -57,12 +57,20 @@ class ScoreChanged:
     entry: RankedScore
 
 
+@dataclass(frozen=True, slots=True)
+class UserRemoved:
+    """An admin took a user off the board (write version ``v``)."""
+
+    user_id: str
+    v: int
+
+
 class _Publish:
     """The broadcast interval elapsed: publish what changed."""
 
 
 _PUBLISH: Final = _Publish()
-LeaderboardMessage = ScoreChanged | _Publish
+LeaderboardMessage = ScoreChanged | UserRemoved | _Publish
 
 
 class LeaderboardActor(Actor[LeaderboardMessage]):
@@ -160,8 +168,11 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
     # --- messages ----------------------------------------------------------------------
 
     async def receive(self, message: LeaderboardMessage) -> None:
-        if isinstance(message, ScoreChanged):
-            changed = self._topk.apply(message.entry)
+        if isinstance(message, ScoreChanged | UserRemoved):
+            if isinstance(message, ScoreChanged):
+                changed = self._topk.apply(message.entry)
+            else:
+                changed = self._topk.remove(message.user_id, message.v)
             if self._topk.needs_refill(self.top_n):
                 changed = await self._refill() or changed
             if changed:

@@ -90,15 +90,18 @@ class TopK:
             self._depart(entry)
         return admitted or old is not None
 
-    def remove(self, user_id: str) -> bool:
-        """Drop a user deleted from the store (its versions start over if it comes back);
-        return whether it was cached."""
-        self._departed.pop(user_id, None)
+    def remove(self, user_id: str, v: int) -> bool:
+        """Take a user off the board (an admin removed it) at version ``v``; return whether
+        it was cached. Older events of that user are ignored from now on."""
         old = self._by_user.get(user_id)
-        if old is None:
+        if old is not None and v <= old.v:
             return False
-        self._remove(old)
-        return True
+        if old is not None:
+            self._remove(old)
+        self._departed[user_id] = max(v, self._departed.get(user_id, 0))
+        if len(self._departed) > self._remembered:
+            self._departed.popitem(last=False)
+        return old is not None
 
     def needs_refill(self, n: int) -> bool:
         """Whether fewer than ``n`` rows are known to be the true top ``n``."""

@@ -10,16 +10,26 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from actors.base import Actor, ActorStopped
-from actors.leaderboard import LeaderboardActor, ScoreChanged
+from actors.leaderboard import LeaderboardActor, ScoreChanged, UserRemoved
+from server.store.admin import AdminAction
 from server.store.port import ScoreStore
-from server.store.records import Applied, Decision, IncrementCommand, RankedScore
+from server.store.records import Applied, Decision, IncrementCommand, RankedScore, UserRecord
 
 log = logging.getLogger(__name__)
 
 
-class UserActor(Actor[IncrementCommand]):
+@dataclass(frozen=True, slots=True)
+class AdminCommand:
+    """An admin action on this user, at ``now_ms``."""
+
+    action: AdminAction
+    now_ms: int
+
+
+class UserActor(Actor[IncrementCommand | AdminCommand]):
     """Applies one user's increments in order and reports each change to the leaderboard."""
 
     def __init__(
@@ -44,21 +54,37 @@ class UserActor(Actor[IncrementCommand]):
             return 0.0
         return now - self.last_active
 
-    async def receive(self, message: IncrementCommand) -> Decision:
+    async def receive(
+        self, message: IncrementCommand | AdminCommand
+    ) -> Decision | UserRecord | None:
+        """Apply an increment (answers the :data:`Decision`) or an admin action (answers
+        the new record, or ``None`` for an unknown user), then tell the leaderboard."""
         self._busy = True
         try:
+            if isinstance(message, AdminCommand):
+                change = message.action.change(message.now_ms)
+                record = await self._store.apply_admin(self.user_id, change)
+                self._report(record)
+                return record
             decision = await self._store.apply_increment(message)
+            self._report(decision.record if isinstance(decision, Applied) else None)
+            return decision
         finally:
             self._busy = False
             self.last_active = self._clock()
-        if isinstance(decision, Applied):
-            r = decision.record
-            entry = RankedScore(r.user_id, r.username, r.score, r.reached_ms, r.v)
-            try:
-                self._leaderboard.tell(ScoreChanged(entry))
-            except ActorStopped:
-                log.warning("leaderboard stopped before a change of %s reached it", self.user_id)
-        return decision
+
+    def _report(self, r: UserRecord | None) -> None:
+        if r is None:
+            return
+        change: ScoreChanged | UserRemoved
+        if r.banned:
+            change = UserRemoved(r.user_id, r.v)
+        else:
+            change = ScoreChanged(RankedScore(r.user_id, r.username, r.score, r.reached_ms, r.v))
+        try:
+            self._leaderboard.tell(change)
+        except ActorStopped:
+            log.warning("leaderboard stopped before a change of %s reached it", self.user_id)
 
 
 class UserRegistry:

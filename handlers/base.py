@@ -109,7 +109,7 @@ class ApiHandler(tornado.web.RequestHandler):
         origin = self.request.headers.get("Origin")
         if origin is None or not self.service.origins.allows(origin):
             raise ApiError(403, "origin_not_allowed", "this origin may not call the API")
-        self.set_header("Access-Control-Allow-Methods", "GET, POST, OPTIONS")
+        self.set_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
         self.set_header(
             "Access-Control-Allow-Headers", "Authorization, Content-Type, Idempotency-Key"
         )

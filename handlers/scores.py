@@ -16,6 +16,7 @@ from server.store.port import StoreError
 from server.store.records import (
     ActionReplayed,
     Applied,
+    Banned,
     IncrementCommand,
     RateLimited,
     Replayed,
@@ -194,6 +195,8 @@ class UpdateScoreHandler(ApiHandler):
             ) from None
         except StoreError:
             raise ApiError(500, "database_error", "the score store failed; retry later") from None
+        if isinstance(decision, Banned):
+            raise ApiError(403, "user_banned", "an admin removed this player from the board")
         if isinstance(decision, ActionReplayed):
             raise ApiError(409, "action_replayed", "this action token was already used")
         if isinstance(decision, RateLimited):

@@ -6,6 +6,7 @@ import logging
 
 import tornado.web
 
+from handlers.admin import BanHandler, ResetHandler, UserHandler
 from handlers.base import NotFoundHandler
 from handlers.openapi import OpenApiHandler
 from handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
@@ -32,6 +33,9 @@ def make_app(service: Service) -> tornado.web.Application:
             (r"/readyz", ReadyHandler, route("readyz")),
             (r"/metrics", MetricsHandler, route("metrics")),
             (r"/api/openapi.json", OpenApiHandler, route("openapi")),
+            (r"/api/users/([^/]+)", UserHandler, route("admin_user")),
+            (r"/api/users/([^/]+)/reset", ResetHandler, route("admin_reset")),
+            (r"/api/users/([^/]+)/ban", BanHandler, route("admin_ban")),
         ],
         default_handler_class=NotFoundHandler,
         default_handler_args=route("not_found"),

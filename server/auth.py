@@ -23,6 +23,7 @@ class Identity:
 
     user_id: str
     username: str
+    scopes: frozenset[str] = frozenset()
 
 
 def _invalid(message: str) -> ApiError:
@@ -44,6 +45,16 @@ def display_name(claims: dict[str, Any], user_id: str) -> str:
         if isinstance(value, str) and (cleaned := _printable(value)):
             return cleaned
     return _printable(user_id) or user_id
+
+
+def scopes_of(claims: dict[str, Any]) -> frozenset[str]:
+    """The ``scope`` claim: a space-separated string (OAuth 2) or a list of strings."""
+    scope = claims.get("scope")
+    if isinstance(scope, str):
+        return frozenset(scope.split())
+    if isinstance(scope, list):
+        return frozenset(s for s in scope if isinstance(s, str))
+    return frozenset()
 
 
 class TokenVerifier:
@@ -123,7 +134,7 @@ class TokenVerifier:
             raise _invalid(
                 f"'sub' must be a non-empty string of at most {MAX_USER_ID_CHARS} characters"
             )
-        return Identity(user_id=sub, username=display_name(claims, sub))
+        return Identity(user_id=sub, username=display_name(claims, sub), scopes=scopes_of(claims))
 
 
 def mint_token(

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from server.store.records import (
     ActionReplayed,
     Applied,
+    Banned,
     Decision,
     IncrementCommand,
     RateLimited,
@@ -49,6 +50,8 @@ def decide(record: UserRecord | None, cmd: IncrementCommand, policy: IncrementPo
         :class:`Applied` with the new record to store, or :class:`Replayed`,
         :class:`ActionReplayed` or :class:`RateLimited`, which mean "store nothing".
     """
+    if record is not None and record.banned:
+        return Banned()
     if record is not None and cmd.idempotency_key is not None:
         for key, score in record.recent_keys:
             if key == cmd.idempotency_key:

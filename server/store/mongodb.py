@@ -16,15 +16,18 @@ from __future__ import annotations
 
 import asyncio
 import random
-from typing import Any, Final
+from collections.abc import Callable
+from typing import Any, Final, TypeVar
 
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from server.store.admin import AdminChange
 from server.store.increments import IncrementPolicy, decide
 from server.store.port import StoreError
 from server.store.records import Applied, Decision, IncrementCommand, RankedScore, UserRecord
 
+T = TypeVar("T")
 COLLECTION: Final = "users_scores"
 _MAX_ATTEMPTS: Final = 16
 _BACKOFF_S: Final = 0.002  # first retry waits up to this; doubles per attempt, jittered
@@ -43,6 +46,7 @@ def _to_record(doc: dict[str, Any]) -> UserRecord:
         recent_keys=tuple((k, s) for k, s in doc.get("recent_keys", ())),
         accepted_ms=tuple(doc.get("accepted_ms", ())),
         used_actions=tuple((j, e) for j, e in doc.get("used_actions", ())),
+        banned=bool(doc.get("banned", False)),
     )
 
 
@@ -55,6 +59,7 @@ def _to_fields(record: UserRecord) -> dict[str, Any]:
         "recent_keys": [list(pair) for pair in record.recent_keys],
         "accepted_ms": list(record.accepted_ms),
         "used_actions": [list(pair) for pair in record.used_actions],
+        "banned": record.banned,
     }
 
 
@@ -109,6 +114,27 @@ class MongoStore:
         return True
 
     async def apply_increment(self, cmd: IncrementCommand) -> Decision:
+        def step(current: UserRecord | None) -> tuple[Decision, UserRecord | None]:
+            decision = decide(current, cmd, self._policy)
+            return decision, decision.record if isinstance(decision, Applied) else None
+
+        return await self._compare_and_set(cmd.user_id, step)
+
+    async def apply_admin(self, user_id: str, change: AdminChange) -> UserRecord | None:
+        def step(current: UserRecord | None) -> tuple[UserRecord | None, UserRecord | None]:
+            new = change(current) if current is not None else None
+            return new, new
+
+        return await self._compare_and_set(user_id, step)
+
+    async def _compare_and_set(
+        self, user_id: str, step: Callable[[UserRecord | None], tuple[T, UserRecord | None]]
+    ) -> T:
+        """Run ``step`` on the user's current record and store the record it returns, only
+        if nobody wrote the document in between (else run it again on the fresh one).
+
+        ``step`` returns ``(answer, record to store or None)``.
+        """
         self._check_open()
         try:
             for attempt in range(_MAX_ATTEMPTS):
@@ -116,33 +142,55 @@ class MongoStore:
                     # Lost a race with another pod: back off a little, with jitter, so two
                     # pods hammering one user do not keep colliding in lockstep.
                     await asyncio.sleep(random.uniform(0, _BACKOFF_S * 2 ** min(attempt, 6)))
-                doc = await self._users.find_one({"_id": cmd.user_id})
+                doc = await self._users.find_one({"_id": user_id})
                 current = _to_record(doc) if doc is not None else None
-                decision = decide(current, cmd, self._policy)
-                if not isinstance(decision, Applied):
-                    return decision
-                fields = _to_fields(decision.record)
+                answer, new = step(current)
+                if new is None:
+                    return answer
+                fields = _to_fields(new)
                 if current is None:
                     try:
-                        await self._users.insert_one({"_id": cmd.user_id, **fields})
+                        await self._users.insert_one({"_id": user_id, **fields})
                     except DuplicateKeyError:
                         continue  # another pod created the user first: decide again
-                    return decision
+                    return answer
                 result = await self._users.update_one(
-                    {"_id": cmd.user_id, "v": current.v}, {"$set": fields}
+                    {"_id": user_id, "v": current.v}, {"$set": fields}
                 )
                 if result.matched_count == 1:
-                    return decision
+                    return answer
         except PyMongoError as exc:
             raise StoreError(f"MongoDB error: {exc}") from exc
-        raise StoreError(f"too much write contention on user {cmd.user_id!r}")
+        raise StoreError(f"too much write contention on user {user_id!r}")
+
+    async def rank(self, user_id: str) -> int | None:
+        self._check_open()
+        try:
+            doc = await self._users.find_one({"_id": user_id})
+            if doc is None or doc.get("banned"):
+                return None
+            score, reached = doc["score"], doc["reached_ms"]
+            ahead = await self._users.count_documents(
+                {
+                    "banned": {"$ne": True},
+                    "$or": [
+                        {"score": {"$gt": score}},
+                        {"score": score, "reached_ms": {"$lt": reached}},
+                        {"score": score, "reached_ms": reached, "_id": {"$lt": user_id}},
+                    ],
+                }
+            )
+        except PyMongoError as exc:
+            raise StoreError(f"MongoDB error: {exc}") from exc
+        return int(ahead) + 1
 
     async def top(self, limit: int) -> list[RankedScore]:
         self._check_open()
         if limit <= 0:
             return []  # limit(0) means "no limit" to MongoDB
         try:
-            cursor = self._users.find({}, _RANK_FIELDS).sort(_RANK_SORT).limit(limit)
+            active = {"banned": {"$ne": True}}
+            cursor = self._users.find(active, _RANK_FIELDS).sort(_RANK_SORT).limit(limit)
             docs = await cursor.to_list(limit)
         except PyMongoError as exc:
             raise StoreError(f"MongoDB error: {exc}") from exc

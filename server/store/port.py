@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from server.store.records import Decision, IncrementCommand, RankedScore
+from server.store.admin import AdminChange
+from server.store.records import Decision, IncrementCommand, RankedScore, UserRecord
 
 
 class StoreError(Exception):
@@ -33,6 +34,16 @@ class ScoreStore(Protocol):
 
     async def top(self, limit: int) -> list[RankedScore]:
         """Return the best ``limit`` users: score descending, then earliest reached, then id."""
+
+    async def apply_admin(self, user_id: str, change: AdminChange) -> UserRecord | None:
+        """Apply an admin ``change`` to the user's record atomically; ``None``: no such user.
+
+        Raises:
+            StoreError: nothing is known to be applied.
+        """
+
+    async def rank(self, user_id: str) -> int | None:
+        """The user's 1-based rank among users on the board; ``None``: unknown or removed."""
 
     async def get_score(self, user_id: str) -> RankedScore | None:
         """Return one user's row, or ``None``."""

@@ -26,6 +26,7 @@ class UserRecord:
     recent_keys: tuple[tuple[str, int], ...] = ()
     accepted_ms: tuple[int, ...] = ()
     used_actions: tuple[tuple[str, int], ...] = ()
+    banned: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,7 +79,12 @@ class ActionReplayed:
     """The proof-of-action token was already spent: nothing applied."""
 
 
-Decision = Applied | Replayed | RateLimited | ActionReplayed
+@dataclass(frozen=True, slots=True)
+class Banned:
+    """An admin removed this user from the board: their updates are refused."""
+
+
+Decision = Applied | Replayed | RateLimited | ActionReplayed | Banned
 
 
 @dataclass(frozen=True, slots=True)

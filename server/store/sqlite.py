@@ -19,6 +19,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
+from server.store.admin import AdminChange
 from server.store.increments import IncrementPolicy, decide
 from server.store.port import StoreError
 from server.store.records import Applied, Decision, IncrementCommand, RankedScore, UserRecord
@@ -37,26 +38,34 @@ CREATE TABLE IF NOT EXISTS users_scores (
     reached_ms  INTEGER NOT NULL,
     recent_keys TEXT NOT NULL DEFAULT '[]',
     accepted_ms TEXT NOT NULL DEFAULT '[]',
-    used_actions TEXT NOT NULL DEFAULT '[]'
+    used_actions TEXT NOT NULL DEFAULT '[]',
+    banned      INTEGER NOT NULL DEFAULT 0
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS users_scores_rank
-    ON users_scores (score DESC, reached_ms ASC, user_id ASC);
 """
 _SELECT_USER: Final = (
-    "SELECT user_id, username, score, v, reached_ms, recent_keys, accepted_ms, used_actions "
-    "FROM users_scores WHERE user_id = ?"
+    "SELECT user_id, username, score, v, reached_ms, recent_keys, accepted_ms, used_actions, "
+    "banned FROM users_scores WHERE user_id = ?"
 )
 _UPSERT_USER: Final = (
     "INSERT INTO users_scores "
-    "(user_id, username, score, v, reached_ms, recent_keys, accepted_ms, used_actions) "
-    "VALUES (?, ?, ?, ?, ?, ?, ?, ?) "
+    "(user_id, username, score, v, reached_ms, recent_keys, accepted_ms, used_actions, banned) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
     "ON CONFLICT (user_id) DO UPDATE SET username = excluded.username, score = excluded.score, "
     "v = excluded.v, reached_ms = excluded.reached_ms, recent_keys = excluded.recent_keys, "
-    "accepted_ms = excluded.accepted_ms, used_actions = excluded.used_actions"
+    "accepted_ms = excluded.accepted_ms, used_actions = excluded.used_actions, "
+    "banned = excluded.banned"
 )
 _SELECT_TOP: Final = (
-    "SELECT user_id, username, score, reached_ms, v FROM users_scores "
+    "SELECT user_id, username, score, reached_ms, v FROM users_scores WHERE banned = 0 "
     "ORDER BY score DESC, reached_ms ASC, user_id ASC LIMIT ?"
+)
+_COUNT_AHEAD: Final = (
+    "SELECT COUNT(*) FROM users_scores WHERE banned = 0 AND (score > ?1 OR (score = ?1 AND "
+    "(reached_ms < ?2 OR (reached_ms = ?2 AND user_id < ?3))))"
+)
+_ADDED_COLUMNS: Final = (
+    ("used_actions", "TEXT NOT NULL DEFAULT '[]'"),
+    ("banned", "INTEGER NOT NULL DEFAULT 0"),
 )
 _STOP: Final = object()
 PING_TIMEOUT_S: Final = 2.0
@@ -81,6 +90,24 @@ def _row_to_record(row: tuple[Any, ...]) -> UserRecord:
         recent_keys=keys,
         accepted_ms=tuple(json.loads(row[6])),
         used_actions=tuple((str(j), int(e)) for j, e in json.loads(row[7])),
+        banned=bool(row[8]),
+    )
+
+
+def _write(conn: sqlite3.Connection, r: UserRecord) -> None:
+    conn.execute(
+        _UPSERT_USER,
+        (
+            r.user_id,
+            r.username,
+            r.score,
+            r.v,
+            r.reached_ms,
+            json.dumps(r.recent_keys),
+            json.dumps(r.accepted_ms),
+            json.dumps(r.used_actions),
+            int(r.banned),
+        ),
     )
 
 
@@ -146,20 +173,7 @@ class SqliteStore:
             row = conn.execute(_SELECT_USER, (cmd.user_id,)).fetchone()
             decision = decide(_row_to_record(row) if row else None, cmd, policy)
             if isinstance(decision, Applied):
-                r = decision.record
-                conn.execute(
-                    _UPSERT_USER,
-                    (
-                        r.user_id,
-                        r.username,
-                        r.score,
-                        r.v,
-                        r.reached_ms,
-                        json.dumps(r.recent_keys),
-                        json.dumps(r.accepted_ms),
-                        json.dumps(r.used_actions),
-                    ),
-                )
+                _write(conn, decision.record)
             return decision
 
         return await self._call(job)
@@ -167,6 +181,27 @@ class SqliteStore:
     async def top(self, limit: int) -> list[RankedScore]:
         def job(conn: sqlite3.Connection) -> list[RankedScore]:
             return [RankedScore(*row) for row in conn.execute(_SELECT_TOP, (limit,))]
+
+        return await self._call(job)
+
+    async def apply_admin(self, user_id: str, change: AdminChange) -> UserRecord | None:
+        def job(conn: sqlite3.Connection) -> UserRecord | None:
+            row = conn.execute(_SELECT_USER, (user_id,)).fetchone()
+            if row is None:
+                return None
+            record = change(_row_to_record(row))
+            _write(conn, record)
+            return record
+
+        return await self._call(job)
+
+    async def rank(self, user_id: str) -> int | None:
+        def job(conn: sqlite3.Connection) -> int | None:
+            row = conn.execute(_SELECT_USER, (user_id,)).fetchone()
+            if row is None or row[8]:
+                return None
+            ahead = conn.execute(_COUNT_AHEAD, (row[2], row[4], row[0])).fetchone()[0]
+            return int(ahead) + 1
 
         return await self._call(job)
 
@@ -196,10 +231,14 @@ class SqliteStore:
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.executescript(_SCHEMA)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(users_scores)")}
-        if "used_actions" not in columns:  # a file made before proof of action existed
-            conn.execute(
-                "ALTER TABLE users_scores ADD COLUMN used_actions TEXT NOT NULL DEFAULT '[]'"
-            )
+        for column, kind in _ADDED_COLUMNS:
+            if column not in columns:  # a file made by an earlier version
+                conn.execute(f"ALTER TABLE users_scores ADD COLUMN {column} {kind}")
+        conn.execute(
+            "CREATE INDEX IF NOT EXISTS users_scores_rank_active "
+            "ON users_scores (score DESC, reached_ms ASC, user_id ASC) WHERE banned = 0"
+        )
+        conn.execute("DROP INDEX IF EXISTS users_scores_rank")
         return conn
 
     def _run(self, ready: asyncio.Future[None]) -> None:

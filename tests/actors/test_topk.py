@@ -226,11 +226,14 @@ def test_an_empty_incomplete_cache_admits_nobody_and_needs_a_refill() -> None:
 
 def test_remove_drops_a_cached_user() -> None:
     topk = loaded(5, entry("a", 3), entry("b", 2), entry("c", 1))
-    assert topk.remove("b")
+    assert topk.remove("b", 99)
     assert "b" not in topk
     assert ids(topk) == ["a", "c"]
-    assert not topk.remove("b")
-    assert not topk.remove("nobody")
+    assert not topk.remove("b", 100)
+    assert not topk.remove("nobody", 1)
+    # An event older than the removal cannot bring the user back.
+    assert not topk.apply(entry("b", 50, v=98))
+    assert "b" not in topk
     assert ids(topk) == ["a", "c"]
     assert topk.complete  # removing a user cannot make an outsider appear
 
@@ -238,7 +241,7 @@ def test_remove_drops_a_cached_user() -> None:
 def test_remove_can_make_an_incomplete_cache_need_a_refill() -> None:
     topk = loaded(2, entry("a", 3), entry("b", 2), entry("c", 1))
     assert not topk.needs_refill(2)
-    topk.remove("a")
+    topk.remove("a", 99)
     assert topk.needs_refill(2)
 
 
@@ -298,7 +301,10 @@ class TopKAgainstBruteForce(RuleBasedStateMachine):
     @rule(user=st.sampled_from(USERS))
     def delete(self, user: str) -> None:
         if self.store.pop(user, None) is not None:
-            self.topk.remove(user)
+            # Removed by an admin: a write like any other, so its version grows.
+            v = self.versions[user] + 1
+            self.versions[user] = v
+            self.topk.remove(user, v)
             self.after_change()
 
     @rule(user=st.sampled_from(USERS))

@@ -27,11 +27,13 @@ import pytest
 from mongomock_motor import AsyncMongoMockClient
 from pymongo.errors import DuplicateKeyError
 
+from server.store.admin import AdminAction
 from server.store.increments import IncrementPolicy
 from server.store.mongodb import MongoStore
 from server.store.port import ScoreStore, StoreError
 from server.store.records import (
     Applied,
+    Banned,
     Decision,
     IncrementCommand,
     RankedScore,
@@ -569,3 +571,34 @@ async def test_sqlite_a_failing_job_does_not_undo_the_rest_of_its_batch(
         assert await store.get_score("alice") == RankedScore("alice", "Alice", 13, T0 + 3, 3)
         assert await store.get_score("bob") is None
         assert await store.get_score("carol") == RankedScore("carol", "Carol", 3, T0 + 5, 1)
+
+
+# --- admin actions ----------------------------------------------------------------------
+
+
+async def test_rank_counts_the_users_ahead(backend: Backend) -> None:
+    async with backend.opened() as store:
+        for user, amount, at in [("a", 5, 10), ("b", 7, 20), ("c", 5, 5), ("d", 1, 1)]:
+            applied(await store.apply_increment(cmd(user, amount, now_ms=T0 + at)))
+        assert [await store.rank(u) for u in ("b", "c", "a", "d")] == [1, 2, 3, 4]
+        assert await store.rank("nobody") is None
+
+
+async def test_admin_changes_are_atomic_writes_and_removal_takes_a_user_off(
+    backend: Backend,
+) -> None:
+    async with backend.opened() as store:
+        for user, amount in [("a", 9), ("b", 5), ("c", 3)]:
+            applied(await store.apply_increment(cmd(user, amount)))
+        assert await store.apply_admin("ghost", AdminAction.RESET.change(T0)) is None
+        reset = await store.apply_admin("a", AdminAction.RESET.change(T0 + 1))
+        assert reset is not None and (reset.score, reset.v, reset.banned) == (0, 2, False)
+        removed = await store.apply_admin("b", AdminAction.REMOVE.change(T0 + 2))
+        assert removed is not None and (removed.score, removed.v, removed.banned) == (0, 2, True)
+        assert [r.user_id for r in await store.top(10)] == ["c", "a"]
+        assert await store.rank("b") is None
+        assert isinstance(await store.apply_increment(cmd("b", 1, now_ms=T0 + 3)), Banned)
+        lifted = await store.apply_admin("b", AdminAction.UNBAN.change(T0 + 4))
+        assert lifted is not None and (lifted.banned, lifted.v) == (False, 3)
+        assert applied(await store.apply_increment(cmd("b", 4, now_ms=T0 + 5))).new_score == 4
+        assert [r.user_id for r in await store.top(10)] == ["b", "c", "a"]
