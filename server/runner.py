@@ -29,6 +29,7 @@ GOING_AWAY = 1001
 # Larger bodies are cut off (bare 400, connection closed) before a handler sees them; the
 # update handler streams its body and answers 413 for anything over 4 KiB up to this.
 MAX_REQUEST_BYTES = 1024 * 1024
+MAX_HEADER_BYTES = 16 * 1024  # room for an 8 KiB token; larger headers are refused
 BODY_TIMEOUT_S = 10.0  # a client trickling a body cannot hold a request open for longer
 
 
@@ -70,6 +71,7 @@ async def run_server(
         make_app(service),
         ssl_options=ssl_options,
         max_body_size=MAX_REQUEST_BYTES,
+        max_header_size=MAX_HEADER_BYTES,
         body_timeout=BODY_TIMEOUT_S,
         idle_connection_timeout=75,
     )
