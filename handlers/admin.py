@@ -57,10 +57,14 @@ class AdminHandler(ApiHandler):
             outcome = "applied" if record is not None else "not_found"
         except MailboxFull:
             outcome = "busy"
-            raise ApiError(503, "busy", "too many requests queued for this user") from None
+            raise ApiError(
+                503, "busy", "too many requests queued for this user", {"Retry-After": "1"}
+            ) from None
         except ActorStopped:
             outcome = "shutting_down"
-            raise ApiError(503, "shutting_down", "the server is shutting down") from None
+            raise ApiError(
+                503, "shutting_down", "the server is shutting down", {"Retry-After": "1"}
+            ) from None
         except StoreError:
             outcome = "database_error"
             raise ApiError(500, "database_error", "the score store failed; retry") from None

@@ -70,6 +70,8 @@ class ApiHandler(tornado.web.RequestHandler):
         # send_error cleared the headers: browsers must read errors too, and clients
         # quote the request id when they report one.
         self.common_headers()
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(allowed_methods(type(self))))
         render_error(self, status_code, kwargs.get("exc_info"))
 
     def prepare(self) -> None:
@@ -116,6 +118,16 @@ class ApiHandler(tornado.web.RequestHandler):
         self.set_header("Access-Control-Max-Age", "600")
         self.set_status(204)
         self.finish()
+
+
+def allowed_methods(handler: type[tornado.web.RequestHandler]) -> list[str]:
+    """The HTTP methods a handler class implements itself (RFC 9110's ``Allow``)."""
+    base = tornado.web.RequestHandler
+    return [
+        method
+        for method in handler.SUPPORTED_METHODS
+        if getattr(handler, method.lower(), None) is not getattr(base, method.lower(), None)
+    ]
 
 
 def client_of(request: HTTPServerRequest, service: Service) -> str:

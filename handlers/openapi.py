@@ -7,7 +7,8 @@ from server.openapi import openapi_body
 
 
 class OpenApiHandler(ApiHandler):
-    """Serves the OpenAPI document, encoded once per process."""
+    """Serves the OpenAPI document (with this server's limits), encoded once per process."""
 
     def get(self) -> None:
-        self.finish(openapi_body())
+        settings = self.service.settings
+        self.finish(openapi_body(settings.max_increment, settings.top_n))

@@ -59,6 +59,8 @@ def parse_body(body: bytes) -> dict[str, Any]:
     unknown = sorted(set(data) - _BODY_FIELDS)
     if unknown:
         raise ApiError(400, "invalid_json", f"unknown field {unknown[0]!r} in the body")
+    if "action_token" in data and not isinstance(data["action_token"], str):
+        raise ApiError(400, "invalid_json", "'action_token' must be a string")
     return data
 
 

@@ -51,6 +51,10 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
 
     def prepare(self) -> None:
         service = self.service
+        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+            raise ApiError(
+                400, "websocket_required", "this endpoint speaks WebSocket: send an Upgrade"
+            )
         fmt = self.get_query_argument("format", "seed")
         if fmt not in FORMATS:
             raise ApiError(400, "invalid_format", "format must be 'seed' or 'delta'")

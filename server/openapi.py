@@ -100,6 +100,8 @@ def _admin_operation(
             "403": _error(403, ["forbidden"]),
             "404": _error(404, ["not_found"]),
             "429": _error(429, ["auth_throttled"], retry_after=True),
+            "500": _error(500, ["database_error", "internal_error"]),
+            "503": _error(503, ["busy", "shutting_down"], retry_after=True),
         },
     }
 
@@ -149,6 +151,8 @@ def openapi_document(
                     "type": "string",
                     "minLength": 1,
                     "maxLength": MAX_IDEMPOTENCY_KEY_CHARS,
+                    # Printable ASCII; HTTP trims spaces around a header value.
+                    "pattern": "^[!-~]([ -~]*[!-~])?$",
                 },
             },
             _request_id_param(),
@@ -177,7 +181,6 @@ def openapi_document(
                             },
                             "action_token": {
                                 "type": "string",
-                                "minLength": 1,
                                 "description": (
                                     "Proof of action (required when "
                                     "`SCOREBOARD_ACTION_SECRET` is set, ignored otherwise): "
@@ -244,7 +247,8 @@ def openapi_document(
     get_user = _admin_operation(
         "getUser",
         "A user's record and rank",
-        "The user's id, display name, score and 1-based rank on the whole board.",
+        "The user's id, display name, score, 1-based rank on the whole board (null while "
+        "banned: a banned user is off the board) and whether they are banned.",
         _ok(
             "The user",
             _object(
@@ -252,7 +256,12 @@ def openapi_document(
                     "user_id": {"type": "string"},
                     "username": {"type": "string"},
                     "score": {"type": "integer", "minimum": 0},
-                    "rank": {"type": "integer", "minimum": 1},
+                    "rank": {
+                        "type": ["integer", "null"],
+                        "minimum": 1,
+                        "description": "1-based rank on the whole board; null when banned",
+                    },
+                    "banned": {"type": "boolean"},
                 }
             ),
         ),
@@ -373,7 +382,8 @@ def openapi_document(
                         f"{MAX_USER_ID_CHARS} characters) and `exp`; `iss`/`aud` when "
                         f"configured. Admin endpoints need `{ADMIN_SCOPE}` in `scope`. "
                         "Failed authentications are throttled per client address "
-                        "(429 `auth_throttled`)."
+                        "(429 `auth_throttled`). Request headers over 16 KiB in all are "
+                        "refused by closing the connection."
                     ),
                 }
             },
@@ -501,7 +511,9 @@ def _websocket() -> dict[str, Any]:
         ],
         "responses": {
             "101": {"description": "Switching to the WebSocket protocol"},
-            "400": _error(400, ["invalid_format", "invalid_since"], request_id=False),
+            "400": _error(
+                400, ["invalid_format", "invalid_since", "websocket_required"], request_id=False
+            ),
             "401": _error(401, ["missing_token", "invalid_token"], request_id=False),
             "403": _error(403, ["origin_not_allowed"], request_id=False),
             "429": _error(429, ["auth_throttled"], retry_after=True, request_id=False),
@@ -511,7 +523,9 @@ def _websocket() -> dict[str, Any]:
 
 
 @functools.cache
-def openapi_body(max_increment: int = _DEFAULTS.max_increment) -> bytes:
-    """The document as JSON bytes, encoded once per setting."""
-    document = openapi_document(max_increment=max_increment)
+def openapi_body(
+    max_increment: int = _DEFAULTS.max_increment, top_n: int = _DEFAULTS.top_n
+) -> bytes:
+    """The document as JSON bytes for a server's limits, encoded once per combination."""
+    document = openapi_document(max_increment=max_increment, top_n=top_n)
     return json.dumps(document, separators=(",", ":")).encode()
