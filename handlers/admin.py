@@ -27,7 +27,35 @@ log = logging.getLogger(__name__)
 
 
 class AdminHandler(ApiHandler):
-    """Checks the admin scope and runs admin actions through the user's actor."""
+    """Checks the admin scope, runs admin actions through the user's actor, and leaves one
+    audit line per admin request, refused ones included."""
+
+    def prepare(self) -> None:
+        super().prepare()
+        self._audit: dict[str, Any] = {
+            "request_id": self.request_id,
+            "client": self.client,
+            "admin": None,
+            "action": "lookup",
+            "user_id": self.path_args[0] if self.path_args else None,
+            "outcome": None,
+            "new_score": None,
+        }
+
+    def on_finish(self) -> None:
+        audit = getattr(self, "_audit", None)
+        if self._counted and audit is not None and self.request.method != "OPTIONS":
+            status = self.get_status()
+            audit["outcome"] = audit["outcome"] or ("applied" if status < 400 else f"http_{status}")
+            audit["latency_ms"] = round(self.request.request_time() * 1000, 3)
+            audit_log.info("admin", extra=audit)
+        super().on_finish()
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        if isinstance(exc, ApiError) and getattr(self, "_audit", None) is not None:
+            self._audit["outcome"] = exc.code
+        super().write_error(status_code, **kwargs)
 
     def admin(self) -> str:
         """The id of the admin calling.
@@ -36,53 +64,38 @@ class AdminHandler(ApiHandler):
             ApiError: 401 (bad or missing token), 403 ``forbidden`` (no admin scope).
         """
         identity = self.authenticate(self.request.headers.get("Authorization"))
+        self._audit["admin"] = identity.user_id
         if ADMIN_SCOPE not in identity.scopes:
             raise ApiError(403, "forbidden", f"this needs a token with the {ADMIN_SCOPE} scope")
         return identity.user_id
 
     async def act(self, user_id: str, action: AdminAction) -> UserRecord:
-        """Apply ``action`` to ``user_id`` and write the audit line.
+        """Apply ``action`` to ``user_id``.
 
         Raises:
             ApiError: 401/403 (caller), 404 ``not_found``, 500/503 (store, shutdown).
         """
-        admin = self.admin()
+        self._audit["action"] = action.value
+        self.admin()
         check_user_id(user_id)
         command = AdminCommand(action, self.service.clock_ms())
-        outcome, record = "error", None
         try:
             record = cast(
                 UserRecord | None, await self.service.users.actor_for(user_id).ask(command)
             )
-            outcome = "applied" if record is not None else "not_found"
         except MailboxFull:
-            outcome = "busy"
             raise ApiError(
                 503, "busy", "too many requests queued for this user", {"Retry-After": "1"}
             ) from None
         except ActorStopped:
-            outcome = "shutting_down"
             raise ApiError(
                 503, "shutting_down", "the server is shutting down", {"Retry-After": "1"}
             ) from None
         except StoreError:
-            outcome = "database_error"
             raise ApiError(500, "database_error", "the score store failed; retry") from None
-        finally:
-            audit_log.info(
-                "admin",
-                extra={
-                    "request_id": self.request_id,
-                    "client": self.client,
-                    "admin": admin,
-                    "action": action.value,
-                    "user_id": user_id,
-                    "outcome": outcome,
-                    "new_score": record.score if record is not None else None,
-                },
-            )
         if record is None:
             raise ApiError(404, "not_found", f"no user {user_id!r}")
+        self._audit["new_score"] = record.score
         return record
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable
@@ -29,6 +30,9 @@ _STATUS_CODES = {
     500: "internal_error",
     503: "unavailable",
 }
+
+
+_REQUEST_ID = re.compile(r"[A-Za-z0-9_-]+")
 
 
 class ApiHandler(tornado.web.RequestHandler):
@@ -93,8 +97,8 @@ class ApiHandler(tornado.web.RequestHandler):
         self.set_header("X-Request-ID", self.request_id)
         if self.service.settings.uses_tls:
             self.set_header("Strict-Transport-Security", "max-age=31536000")
-        if self.request.method == "POST":
-            self.set_header("Cache-Control", "no-store")
+        if self.request.method != "GET" or self.route.startswith("admin"):
+            self.set_header("Cache-Control", "no-store")  # writes, and player data
         self.allow_origin()
 
     def allow_origin(self) -> None:
@@ -161,7 +165,9 @@ def authenticate(service: Service, client: str, verify: Callable[[], Identity]) 
 
 def request_id(given: str | None) -> str:
     """The caller's ``X-Request-ID`` if it is a sane one, else a new random id."""
-    if given and len(given) <= 128 and given.isascii() and given.isprintable():
+    # Letters, digits, '-' and '_' only: nothing token-shaped (JWTs have dots) can reach
+    # the logs through this header.
+    if given and len(given) <= 64 and _REQUEST_ID.fullmatch(given):
         return given
     return uuid.uuid4().hex
 

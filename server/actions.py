@@ -43,12 +43,21 @@ class ActionVerifier:
         secret: the HS256 key shared with the game's action service.
         points: action type -> points it is worth.
         leeway_s: clock skew allowed on ``exp``.
+        max_ttl_s: the furthest ``exp`` accepted, from now.
     """
 
-    def __init__(self, secret: str, points: Mapping[str, int], *, leeway_s: int = 30) -> None:
+    def __init__(
+        self,
+        secret: str,
+        points: Mapping[str, int],
+        *,
+        leeway_s: int = 30,
+        max_ttl_s: int = 300,
+    ) -> None:
         self._secret = secret
         self._points = dict(points)
         self._leeway = leeway_s
+        self._max_ttl_s = max_ttl_s
 
     def verify(self, token: Any, player_id: str) -> ProvenAction:
         """Check ``token`` proves an action of ``player_id``.
@@ -76,8 +85,12 @@ class ActionVerifier:
         except jwt.InvalidTokenError as exc:
             raise _invalid(f"the action token is not valid: {exc}") from None
         jti, act, exp = claims["jti"], claims["act"], claims["exp"]
-        if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS:
+        if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS or not _utf8(jti):
             raise _invalid(f"'jti' must be a string of 1 to {MAX_JTI_CHARS} characters")
+        # Short-lived means short-lived: a spent jti is remembered until its token expires,
+        # so a far expiry would also make that memory unbounded.
+        if int(exp) - time.time() > self._max_ttl_s + self._leeway:
+            raise _invalid(f"the action token lives longer than {self._max_ttl_s} s")
         if not isinstance(act, str) or act not in self._points:
             raise _invalid(f"unknown action type {act!r}")
         if claims["sub"] != player_id:
@@ -85,6 +98,14 @@ class ActionVerifier:
         # Keep the jti until the token could no longer pass, leeway included.
         expires_ms = (int(exp) + self._leeway) * 1000
         return ProvenAction(act, self._points[act], SpentAction(jti, expires_ms))
+
+
+def _utf8(text: str) -> bool:
+    try:
+        text.encode()
+    except UnicodeEncodeError:  # lone surrogates: no store can hold them
+        return False
+    return True
 
 
 def mint_action_token(

@@ -130,7 +130,12 @@ class TokenVerifier:
         except jwt.InvalidTokenError as exc:
             raise _invalid(f"the token is not valid: {exc}") from None
         sub = claims.get("sub")
-        if not isinstance(sub, str) or not sub.strip() or len(sub) > MAX_USER_ID_CHARS:
+        if (
+            not isinstance(sub, str)
+            or not sub.strip()
+            or len(sub) > MAX_USER_ID_CHARS
+            or not sub.isprintable()  # no control characters, no lone surrogates
+        ):
             raise _invalid(
                 f"'sub' must be a non-empty string of at most {MAX_USER_ID_CHARS} characters"
             )

@@ -84,6 +84,7 @@ class Service:
                 settings.action_secret,
                 dict(settings.action_points),
                 leeway_s=settings.jwt_leeway_s,
+                max_ttl_s=settings.action_max_ttl_s,
             )
             if settings.action_secret
             else None

@@ -85,6 +85,7 @@ class Settings:
     tls_key: str | None = None
     action_secret: str | None = None
     action_points: tuple[tuple[str, int], ...] = ()
+    action_max_ttl_s: int = 300
 
     @property
     def uses_mongodb(self) -> bool:
@@ -340,6 +341,11 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "action_points", _action_points, 'JSON object: action type -> points, e.g. {"kill": 10}'
+    ),
+    Option(
+        "action_max_ttl_s",
+        _int_range(1, 86_400),
+        "the longest-lived action token accepted (exp - now), seconds",
     ),
     Option(
         "ws_history_size", _int_range(1, 100_000), "versions of deltas kept for resuming clients"

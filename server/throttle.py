@@ -49,6 +49,18 @@ def _is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
     return any(ip in network for network in trusted)
 
 
+def throttle_key(address: str) -> str:
+    """What failures count against: the address, or its /64 for IPv6, since one IPv6
+    client usually holds a whole /64 and could rotate through it."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if ip.version == 6:
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return address
+
+
 class FailedAuthThrottle:
     """Counts authentication failures per address over a sliding minute.
 
@@ -66,7 +78,7 @@ class FailedAuthThrottle:
         """Seconds until ``address`` may try again, or ``None`` if it may now."""
         if not self.limit:
             return None
-        times = self._failures.get(address)
+        times = self._failures.get(throttle_key(address))
         if times is None:
             return None
         while times and times[0] <= now - WINDOW_S:
@@ -79,6 +91,7 @@ class FailedAuthThrottle:
         """Record one failed authentication from ``address``."""
         if not self.limit:
             return
+        address = throttle_key(address)
         times = self._failures.pop(address, None)
         if times is None:
             times = deque(maxlen=self.limit)

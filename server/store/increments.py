@@ -65,7 +65,11 @@ def decide(record: UserRecord | None, cmd: IncrementCommand, policy: IncrementPo
     if cmd.action is not None:
         if any(jti == cmd.action.jti for jti, _ in used):
             return ActionReplayed()
-        used = (*used, (cmd.action.jti, cmd.action.expires_ms))[-policy.used_actions :]
+        if len(used) >= policy.used_actions:
+            # Forgetting a live jti would let it be replayed: wait until one expires.
+            soonest = min(exp for _, exp in used)
+            return RateLimited(retry_after_s=max(1, -(-(soonest - cmd.now_ms) // 1000)))
+        used = (*used, (cmd.action.jti, cmd.action.expires_ms))
 
     accepted: tuple[int, ...] = ()
     if policy.rate_limit_per_minute > 0:

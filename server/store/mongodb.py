@@ -19,6 +19,7 @@ import random
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
+from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
@@ -159,7 +160,7 @@ class MongoStore:
                 )
                 if result.matched_count == 1:
                     return answer
-        except PyMongoError as exc:
+        except (PyMongoError, OverflowError, InvalidDocument) as exc:
             raise StoreError(f"MongoDB error: {exc}") from exc
         raise StoreError(f"too much write contention on user {user_id!r}")
 

@@ -10,7 +10,13 @@ import pytest
 from server.actions import ActionVerifier, mint_action_token
 from server.errors import ApiError
 from server.store.increments import IncrementPolicy, decide
-from server.store.records import ActionReplayed, Applied, IncrementCommand, SpentAction
+from server.store.records import (
+    ActionReplayed,
+    Applied,
+    IncrementCommand,
+    RateLimited,
+    SpentAction,
+)
 
 ACTION_SECRET = "action-service-secret-of-32-bytes-or-more"
 POINTS = {"kill": 10, "quest": 50}
@@ -119,3 +125,23 @@ def test_a_replay_is_refused_before_the_rate_limit_is_consulted() -> None:
     first = decide(None, command("j-1"), policy)
     assert isinstance(first, Applied)
     assert isinstance(decide(first.record, command("j-1", 1_500), policy), ActionReplayed)
+
+
+def test_a_long_lived_action_token_is_refused() -> None:
+    token = mint_action_token(ACTION_SECRET, "alice", "kill", "j", ttl_s=10**6)
+    assert code_of(token) == (400, "invalid_action")
+    fine = mint_action_token(ACTION_SECRET, "alice", "kill", "j", ttl_s=300)
+    assert verifier().verify(fine, "alice").points == 10
+
+
+def test_a_live_jti_is_never_forgotten_to_make_room() -> None:
+    policy = IncrementPolicy(rate_limit_per_minute=0, used_actions=3)
+    record = None
+    for i in range(3):
+        decision = decide(record, command(f"j-{i}", 1_000 + i), policy)
+        assert isinstance(decision, Applied)
+        record = decision.record
+    full = decide(record, command("j-3", 2_000), policy)
+    assert isinstance(full, RateLimited) and full.retry_after_s >= 1
+    assert record is not None
+    assert isinstance(decide(record, command("j-0", 2_000), policy), ActionReplayed)

@@ -51,3 +51,33 @@ async def test_a_scripted_session_leaves_one_audit_line_per_update_and_no_token(
     everything = "\n".join(JsonFormatter().format(r) for r in caplog.records)
     for secret in (alice, action, ACTION_SECRET, alice.split(".")[2], action.split(".")[2]):
         assert secret not in everything
+
+
+async def test_token_shaped_request_ids_are_replaced(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    alice = make_token("alice")
+    async with serving() as client:
+        response = await client.update(alice, {"increment": 1}, headers={"X-Request-ID": alice})
+        assert response.headers["X-Request-ID"] != alice
+    assert alice not in "\n".join(JsonFormatter().format(r) for r in caplog.records)
+
+
+async def test_admin_requests_are_audited_refused_ones_and_lookups_too(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO)
+    admin = make_token("ops", scope="scores:admin")
+    async with serving() as client:
+        await client.update(make_token("a"), {"increment": 2})
+        for token in (admin, make_token("player")):
+            await client.request("GET", "/api/users/a", None, {"Authorization": f"Bearer {token}"})
+    lines = [
+        json.loads(JsonFormatter().format(r))
+        for r in caplog.records
+        if r.name == "scoreboard.audit" and r.getMessage() == "admin"
+    ]
+    assert [(x["action"], x["admin"], x["outcome"]) for x in lines] == [
+        ("lookup", "ops", "applied"),
+        ("lookup", "player", "forbidden"),
+    ]
+    assert all(x["latency_ms"] >= 0 and x["user_id"] == "a" for x in lines)

@@ -179,6 +179,7 @@ INVALID = [
     ("tls_cert", "/nonexistent/cert.pem"),
     ("tls_key", "/nonexistent/key.pem"),
     ("action_secret", "too-short"),
+    ("action_max_ttl_s", "0"),
     ("action_points", "nope"),
     ("action_points", "{}"),
     ("action_points", "[1]"),

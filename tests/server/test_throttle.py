@@ -71,3 +71,21 @@ async def test_forwarded_addresses_count_separately_behind_a_trusted_proxy() -> 
         assert (await client.update("bad", headers=first)).code == 429
         ok = await client.update(make_token("other"), headers=second)
         assert ok.code == 200
+
+
+def test_ipv6_failures_count_per_slash_64() -> None:
+    throttle = FailedAuthThrottle(2)
+    throttle.failed("2001:db8::1", 0.0)
+    throttle.failed("2001:db8::ffff:2", 0.0)  # same /64, another address
+    assert throttle.retry_after("2001:db8::abcd", 1.0) is not None
+    assert throttle.retry_after("2001:db8:0:1::1", 1.0) is None  # another /64
+
+
+@pytest.mark.gen_test(timeout=scaled(30))
+async def test_forwarded_headers_from_untrusted_peers_change_nothing() -> None:
+    async with serving(auth_failures_per_minute=2) as client:
+        for i in range(2):
+            spoof = {"X-Forwarded-For": f"198.51.100.{i}"}
+            assert (await client.update("bad", headers=spoof)).code == 401
+        spoof = {"X-Forwarded-For": "198.51.100.99"}
+        assert (await client.update("bad", headers=spoof)).code == 429

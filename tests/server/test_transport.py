@@ -95,6 +95,15 @@ async def test_plain_http_sends_no_hsts_and_writes_are_not_cached() -> None:
         assert response.headers["X-Content-Type-Options"] == "nosniff"
         refused = await client.update(None)
         assert refused.headers["Cache-Control"] == "no-store"
+        admin = {"Authorization": f"Bearer {make_token('ops', scope='scores:admin')}"}
+        for method, path in [
+            ("GET", "/api/users/a"),
+            ("DELETE", "/api/users/a/ban"),
+            ("DELETE", "/api/users/a"),
+        ]:
+            answer = await client.request(method, path, None, admin)
+            assert answer.code == 200, (method, path, answer.body)
+            assert answer.headers["Cache-Control"] == "no-store", (method, path)
 
 
 @pytest.mark.parametrize(
