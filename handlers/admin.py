@@ -11,9 +11,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Final, cast
 
-from actors.base import ActorStopped, MailboxFull
 from actors.user import AdminCommand
-from handlers.base import ApiHandler
+from handlers.base import ApiHandler, ask_user_actor
 from server.audit import audit_log
 from server.errors import ApiError
 from server.store.admin import AdminAction
@@ -79,20 +78,7 @@ class AdminHandler(ApiHandler):
         self.admin()
         check_user_id(user_id)
         command = AdminCommand(action, self.service.clock_ms())
-        try:
-            record = cast(
-                UserRecord | None, await self.service.users.actor_for(user_id).ask(command)
-            )
-        except MailboxFull:
-            raise ApiError(
-                503, "busy", "too many requests queued for this user", {"Retry-After": "1"}
-            ) from None
-        except ActorStopped:
-            raise ApiError(
-                503, "shutting_down", "the server is shutting down", {"Retry-After": "1"}
-            ) from None
-        except StoreError:
-            raise ApiError(500, "database_error", "the score store failed; retry") from None
+        record = cast(UserRecord | None, await ask_user_actor(self.service, user_id, command))
         if record is None:
             raise ApiError(404, "not_found", f"no user {user_id!r}")
         self._audit["new_score"] = record.score

@@ -14,9 +14,11 @@ from typing import Any
 import tornado.web
 from tornado.httputil import HTTPServerRequest
 
+from actors.base import ActorCancelled, ActorStopped, MailboxFull
 from server.auth import Identity
 from server.errors import ApiError
 from server.service import Service
+from server.store.port import StoreError
 from server.throttle import client_address
 
 log = logging.getLogger(__name__)
@@ -132,6 +134,34 @@ def allowed_methods(handler: type[tornado.web.RequestHandler]) -> list[str]:
         for method in handler.SUPPORTED_METHODS
         if getattr(handler, method.lower(), None) is not getattr(base, method.lower(), None)
     ]
+
+
+async def ask_user_actor(service: Service, user_id: str, message: Any) -> Any:
+    """Ask the user's actor and map its failures to API errors.
+
+    Raises:
+        ApiError: 503 ``busy`` (mailbox full) or ``shutting_down``; 500 ``database_error``
+            (the store failed, or a shutdown timeout cut the write: outcome unknown).
+    """
+    try:
+        return await service.users.actor_for(user_id).ask(message)
+    except ActorCancelled:
+        # Stopped mid-write by a shutdown timeout: it may or may not have been applied.
+        raise ApiError(
+            500,
+            "database_error",
+            "the outcome is unknown; retry with the same Idempotency-Key",
+        ) from None
+    except MailboxFull:
+        raise ApiError(
+            503, "busy", "too many requests queued for this user", {"Retry-After": "1"}
+        ) from None
+    except ActorStopped:
+        raise ApiError(
+            503, "shutting_down", "the server is shutting down", {"Retry-After": "1"}
+        ) from None
+    except StoreError:
+        raise ApiError(500, "database_error", "the score store failed; retry later") from None
 
 
 def client_of(request: HTTPServerRequest, service: Service) -> str:

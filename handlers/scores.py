@@ -7,12 +7,10 @@ from typing import Any, Final
 
 import tornado.web
 
-from actors.base import ActorCancelled, ActorStopped, MailboxFull
-from handlers.base import ApiHandler
+from handlers.base import ApiHandler, ask_user_actor
 from server.actions import ProvenAction
 from server.audit import UpdateAudit
 from server.errors import ApiError
-from server.store.port import StoreError
 from server.store.records import (
     ActionReplayed,
     Applied,
@@ -178,25 +176,7 @@ class UpdateScoreHandler(ApiHandler):
             idempotency_key=key,
             action=spent,
         )
-        try:
-            decision = await service.users.actor_for(identity.user_id).ask(command)
-        except ActorCancelled:
-            # Stopped mid-write by a shutdown timeout: it may or may not have been applied.
-            raise ApiError(
-                500,
-                "database_error",
-                "the update's outcome is unknown; retry with the same Idempotency-Key",
-            ) from None
-        except MailboxFull:
-            raise ApiError(
-                503, "busy", "too many updates queued for this user", {"Retry-After": "1"}
-            ) from None
-        except ActorStopped:
-            raise ApiError(
-                503, "shutting_down", "the server is shutting down", {"Retry-After": "1"}
-            ) from None
-        except StoreError:
-            raise ApiError(500, "database_error", "the score store failed; retry later") from None
+        decision = await ask_user_actor(service, identity.user_id, command)
         if isinstance(decision, Banned):
             raise ApiError(403, "user_banned", "an admin removed this player from the board")
         if isinstance(decision, ActionReplayed):
