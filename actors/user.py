@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 from actors.base import Actor, ActorStopped
 from actors.leaderboard import LeaderboardActor, ScoreChanged, UserRemoved
+from actors.tasks import cancel_and_wait
 from server.store.admin import AdminAction
 from server.store.port import ScoreStore
 from server.store.records import Applied, Decision, IncrementCommand, RankedScore, UserRecord
@@ -171,15 +172,7 @@ class UserRegistry:
 
     async def _stop_sweeper(self) -> None:
         sweeper, self._sweeper = self._sweeper, None
-        if sweeper is None:
-            return
-        sweeper.cancel()
-        try:
-            await sweeper
-        except asyncio.CancelledError:
-            pass
-        except Exception:
-            log.exception("the idle sweeper had failed")
+        await cancel_and_wait(sweeper)
 
     async def _sweep(self) -> None:
         period = max(0.01, self._idle_s / 2)

@@ -12,7 +12,6 @@ again); if it stays lagging past ``slow_timeout_s`` it is closed with 1013.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
 import time
@@ -23,6 +22,7 @@ from tornado.iostream import IOStream, StreamClosedError
 
 from actors.leaderboard import LeaderboardActor, Publication
 from actors.stream import Replay, Since, plan_resume, resumed_message
+from actors.tasks import cancel_and_wait
 from handlers.frames import text_frame
 from server.metrics import Metrics
 
@@ -115,11 +115,8 @@ class Fanout:
     async def stop(self) -> None:
         """Stop the slow-client sweeper and unsubscribe. Idempotent."""
         self._leaderboard.unsubscribe(self)
-        if self._sweeper is not None:
-            self._sweeper.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._sweeper
-            self._sweeper = None
+        sweeper, self._sweeper = self._sweeper, None
+        await cancel_and_wait(sweeper)
 
     def close_all(self, code: int, reason: str) -> None:
         """Close every watcher (``on_close`` then calls :meth:`leave`)."""

@@ -351,7 +351,6 @@ OPTIONS: tuple[Option, ...] = (
         "ws_history_size", _int_range(1, 100_000), "versions of deltas kept for resuming clients"
     ),
 )
-_BY_FIELD = {o.field: o for o in OPTIONS}
 
 
 def _default_text(option: Option) -> str:
@@ -495,8 +494,3 @@ def _algorithms_for_key(pem: str) -> tuple[str, ...]:
     raise SettingsError(
         "SCOREBOARD_JWT_PUBLIC_KEY", "unsupported key type: give RSA, EC or Ed25519"
     )
-
-
-def option(field: str) -> Option:
-    """Look up one setting's :class:`Option` by its field name."""
-    return _BY_FIELD[field]
