@@ -86,6 +86,29 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.stream_events = Counter(
+            "scoreboard_change_stream_events",
+            "Store change events received from the change stream (all pods' writes).",
+            registry=self.registry,
+        )
+        self.stream_lag = Gauge(
+            "scoreboard_change_stream_lag_seconds",
+            "Time between the store write and this pod receiving its change event, last event.",
+            registry=self.registry,
+        )
+        self.stream_restarts = Counter(
+            "scoreboard_change_stream_restarts",
+            "Change stream restarts by reason: 'interrupted' (resumed from the token), "
+            "'history_lost' or 'invalidated' (the top K reloaded from the store).",
+            ["reason"],
+            registry=self.registry,
+        )
+        self.stream_watching = Gauge(
+            "scoreboard_change_stream_watching",
+            "1 while the change stream is open and delivering, 0 while it reconnects.",
+            registry=self.registry,
+        )
+
     def track(
         self,
         *,
