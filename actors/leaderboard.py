@@ -65,12 +65,21 @@ class UserRemoved:
     v: int
 
 
+@dataclass(frozen=True, slots=True)
+class ReloadTop:
+    """The change feed lost its place: read the top K from the store again.
+
+    Asked, not told: the answer is whether the store could be read (``False``: the
+    asker retries later).
+    """
+
+
 class _Publish:
     """The broadcast interval elapsed: publish what changed."""
 
 
 _PUBLISH: Final = _Publish()
-LeaderboardMessage = ScoreChanged | UserRemoved | _Publish
+LeaderboardMessage = ScoreChanged | UserRemoved | ReloadTop | _Publish
 
 
 class LeaderboardActor(Actor[LeaderboardMessage]):
@@ -167,7 +176,12 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
 
     # --- messages ----------------------------------------------------------------------
 
-    async def receive(self, message: LeaderboardMessage) -> None:
+    async def receive(self, message: LeaderboardMessage) -> bool | None:
+        if isinstance(message, ReloadTop):
+            reloaded = await self._refill()
+            if reloaded:
+                self._on_change()
+            return reloaded
         if isinstance(message, ScoreChanged | UserRemoved):
             if isinstance(message, ScoreChanged):
                 changed = self._topk.apply(message.entry)
@@ -180,6 +194,7 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
         else:
             self._timer = None
             self._publish()
+        return None
 
     async def _refill(self) -> bool:
         try:

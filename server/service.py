@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 from pymongo import AsyncMongoClient
 
+from actors.follower import FeedFollower
 from actors.leaderboard import LeaderboardActor
 from actors.user import UserRegistry
 from handlers.fanout import Fanout
@@ -22,6 +23,7 @@ from server.auth import TokenVerifier
 from server.metrics import Metrics
 from server.origins import AllowedOrigins
 from server.settings import Settings
+from server.store.changes import LocalChangeFeed
 from server.store.increments import IncrementPolicy
 from server.store.mongodb import MongoStore
 from server.store.port import ScoreStore
@@ -36,15 +38,21 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def create_store(settings: Settings) -> ScoreStore:
-    """The store the settings ask for: MongoDB when a URI is set, else embedded SQLite."""
+def create_store(settings: Settings, *, feed: LocalChangeFeed | None = None) -> ScoreStore:
+    """The store the settings ask for: MongoDB when a URI is set, else embedded SQLite.
+
+    ``feed``: for SQLite, a change feed shared with other stores on the same file (several
+    app instances in one process); MongoDB always uses its change stream.
+    """
     policy = IncrementPolicy(rate_limit_per_minute=settings.rate_limit_per_minute)
     if settings.mongodb_uri is not None:
         client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
             settings.mongodb_uri, w="majority", tz_aware=True, appname="scoreboard"
         )
         return MongoStore(client[settings.mongodb_db], policy, client=client)
-    return SqliteStore(settings.sqlite_path, policy, synchronous=settings.sqlite_synchronous)
+    return SqliteStore(
+        settings.sqlite_path, policy, synchronous=settings.sqlite_synchronous, feed=feed
+    )
 
 
 class Service:
@@ -95,6 +103,7 @@ class Service:
             settings.broadcast_interval_ms / 1000,
             history_size=settings.ws_history_size,
         )
+        self.follower = FeedFollower(store.changes, self.leaderboard, self.metrics)
         self.fanout = Fanout(
             self.leaderboard,
             self.metrics,
@@ -133,14 +142,18 @@ class Service:
         await self._no_requests.wait()
 
     async def start(self) -> None:
-        """Open the store, load the top K, start the actors.
+        """Open the store and its change feed, load the top K, start the actors.
+
+        The feed opens before the load, so no other pod's write falls between them.
 
         Raises:
             StoreError: the store could not be opened or read.
         """
         await self.store.open()
+        await self.follower.open()
         await self.leaderboard.load()
         self.leaderboard.start()
+        self.follower.start()
         self.fanout.start()
         self.users.start()
 
@@ -155,6 +168,7 @@ class Service:
         """
         self.draining = True
         await self.users.stop()
+        await self.follower.stop()
         await self.leaderboard.stop()
         await self.fanout.stop()
         await self.store.close()

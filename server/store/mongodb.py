@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import random
+import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
@@ -24,7 +25,9 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from server.store.admin import AdminChange
+from server.store.changes import Change, ChangeFeed, LocalChangeFeed
 from server.store.increments import IncrementPolicy, decide
+from server.store.mongo_changes import MongoChangeFeed
 from server.store.port import StoreError
 from server.store.records import Applied, Decision, IncrementCommand, RankedScore, UserRecord
 
@@ -77,11 +80,23 @@ class MongoStore:
             factory creates the client with ``w="majority"``.
         policy: the increment limits.
         client: the client to close on :meth:`close`, when this store owns it.
+        feed: an in-process feed to publish this store's writes to, in place of the
+            change stream (mongomock has no ``watch()``); pass one feed to every store on
+            the same database, as the tests do.
     """
 
-    def __init__(self, database: Any, policy: IncrementPolicy, *, client: Any = None) -> None:
+    def __init__(
+        self,
+        database: Any,
+        policy: IncrementPolicy,
+        *,
+        client: Any = None,
+        feed: LocalChangeFeed | None = None,
+    ) -> None:
         self._db = database
         self._users = database[COLLECTION]
+        self._local_feed = feed
+        self.changes: ChangeFeed = feed if feed is not None else MongoChangeFeed(self._users)
         self._policy = policy
         self._client = client
         self._closed = False
@@ -154,15 +169,21 @@ class MongoStore:
                         await self._users.insert_one({"_id": user_id, **fields})
                     except DuplicateKeyError:
                         continue  # another pod created the user first: decide again
+                    self._written(new)
                     return answer
                 result = await self._users.update_one(
                     {"_id": user_id, "v": current.v}, {"$set": fields}
                 )
                 if result.matched_count == 1:
+                    self._written(new)
                     return answer
         except (PyMongoError, OverflowError, InvalidDocument) as exc:
             raise StoreError(f"MongoDB error: {exc}") from exc
         raise StoreError(f"too much write contention on user {user_id!r}")
+
+    def _written(self, record: UserRecord) -> None:
+        if self._local_feed is not None:
+            self._local_feed.publish((Change.of(record, time.time_ns() // 1_000_000),))
 
     async def rank(self, user_id: str) -> int | None:
         self._check_open()

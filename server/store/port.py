@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from server.store.admin import AdminChange
+from server.store.changes import ChangeFeed
 from server.store.records import Decision, IncrementCommand, RankedScore, UserRecord
 
 
@@ -14,7 +15,14 @@ class StoreError(Exception):
 
 
 class ScoreStore(Protocol):
-    """An async store of user scores. Adapters: SQLite (embedded), MongoDB."""
+    """An async store of user scores. Adapters: SQLite (embedded), MongoDB.
+
+    ``changes`` is the feed of every write to the store, by this process or another
+    (:mod:`server.store.changes`).
+    """
+
+    @property
+    def changes(self) -> ChangeFeed: ...
 
     async def open(self) -> None:
         """Connect and create the schema/indexes. Call once before anything else."""

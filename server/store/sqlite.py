@@ -16,10 +16,12 @@ import logging
 import queue
 import sqlite3
 import threading
+import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 from server.store.admin import AdminChange
+from server.store.changes import Change, LocalChangeFeed
 from server.store.increments import IncrementPolicy, decide
 from server.store.port import StoreError
 from server.store.records import Applied, Decision, IncrementCommand, RankedScore, UserRecord
@@ -94,7 +96,7 @@ def _row_to_record(row: tuple[Any, ...]) -> UserRecord:
     )
 
 
-def _write(conn: sqlite3.Connection, r: UserRecord) -> None:
+def _upsert(conn: sqlite3.Connection, r: UserRecord) -> None:
     conn.execute(
         _UPSERT_USER,
         (
@@ -120,6 +122,8 @@ class SqliteStore:
         synchronous: SQLite's ``synchronous`` pragma; ``FULL`` also survives power loss,
             ``NORMAL`` survives a crash of the process (``kill -9``) but not of the machine.
         max_batch: the most jobs committed in one transaction.
+        feed: where committed writes are published (:attr:`changes`); pass one feed to
+            every store on the same file so they see each other's writes, as pods do.
     """
 
     def __init__(
@@ -129,7 +133,10 @@ class SqliteStore:
         *,
         synchronous: str = "FULL",
         max_batch: int = 512,
+        feed: LocalChangeFeed | None = None,
     ) -> None:
+        self.changes = feed if feed is not None else LocalChangeFeed()
+        self._written: list[UserRecord] = []  # by the batch in progress (writer thread only)
         self._path = path
         self._policy = policy
         self._synchronous = synchronous
@@ -173,7 +180,7 @@ class SqliteStore:
             row = conn.execute(_SELECT_USER, (cmd.user_id,)).fetchone()
             decision = decide(_row_to_record(row) if row else None, cmd, policy)
             if isinstance(decision, Applied):
-                _write(conn, decision.record)
+                self._write(conn, decision.record)
             return decision
 
         return await self._call(job)
@@ -190,7 +197,7 @@ class SqliteStore:
             if row is None:
                 return None
             record = change(_row_to_record(row))
-            _write(conn, record)
+            self._write(conn, record)
             return record
 
         return await self._call(job)
@@ -222,6 +229,10 @@ class SqliteStore:
         return await future
 
     # --- the writer thread -------------------------------------------------------------
+
+    def _write(self, conn: sqlite3.Connection, record: UserRecord) -> None:
+        _upsert(conn, record)
+        self._written.append(record)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -273,7 +284,8 @@ class SqliteStore:
                         break
                 if batch:
                     results = self._run_batch(conn, batch)
-                    loop.call_soon_threadsafe(_settle_all, batch, results)
+                    written, self._written = self._written, []
+                    loop.call_soon_threadsafe(self._committed, batch, results, written)
                     batch = []
         finally:
             # However the thread ends, nobody may wait on it afterwards.
@@ -294,10 +306,12 @@ class SqliteStore:
             conn.execute("BEGIN IMMEDIATE")
             for pending in batch:
                 conn.execute("SAVEPOINT job")
+                written_before = len(self._written)
                 try:
                     results.append((pending.job(conn), None))
                     conn.execute("RELEASE job")
                 except Exception as exc:
+                    del self._written[written_before:]
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
                     log.exception("sqlite job failed")
@@ -305,12 +319,25 @@ class SqliteStore:
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
             log.exception("sqlite transaction failed")
+            self._written.clear()
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
             error = StoreError(f"SQLite transaction failed: {exc}")
             return [(None, error)] * len(batch)
         return results
+
+    def _committed(
+        self,
+        batch: list[_Pending],
+        results: list[tuple[Any, BaseException | None]],
+        written: list[UserRecord],
+    ) -> None:
+        """On the event loop: publish the committed writes, then answer the callers."""
+        if written:
+            now_ms = time.time_ns() // 1_000_000
+            self.changes.publish(Change.of(record, now_ms) for record in written)
+        _settle_all(batch, results)
 
     def _fail_all(self, error: StoreError) -> None:
         assert self._loop is not None

@@ -1,0 +1,173 @@
+"""The feed follower: brings every pod's writes to this pod's leaderboard.
+
+Each pod's user actors tell the leaderboard of their own writes at once; the follower
+reads the store's change feed (MongoDB's change stream, or the in-process feed) and tells
+it of everyone's, this pod's included. The leaderboard drops what it already has by the
+per-user version ``v``, so the two paths never double count.
+
+The stream is opened before the leaderboard's first load (:meth:`FeedFollower.open`), so
+no write falls between the load and the first event. A broken stream is reopened from its
+resume token, with jittered exponential backoff; a lost history (or an invalidated
+stream) is reopened from now and followed by a reload of the top K.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable
+from typing import Final
+
+from actors.base import ActorStopped
+from actors.leaderboard import LeaderboardActor, ReloadTop, ScoreChanged, UserRemoved
+from actors.tasks import cancel_and_wait
+from server.metrics import Metrics
+from server.store.changes import (
+    Change,
+    ChangeEvent,
+    ChangeFeed,
+    ChangeStream,
+    FeedHistoryLost,
+    FeedInterrupted,
+)
+
+log = logging.getLogger(__name__)
+
+BASE_BACKOFF_S: Final = 0.05
+MAX_BACKOFF_S: Final = 5.0
+
+
+def backoff_delay(attempt: int, base_s: float, cap_s: float, draw: float) -> float:
+    """Seconds to wait before reconnect ``attempt`` (0-based): "full jitter", i.e.
+    ``draw`` (uniform in [0, 1)) times ``base_s * 2**attempt`` capped at ``cap_s``."""
+    return draw * min(cap_s, base_s * 2.0 ** min(attempt, 30))
+
+
+class FeedFollower:
+    """Follows a :class:`~server.store.changes.ChangeFeed` into a leaderboard.
+
+    Args:
+        feed: the store's change feed.
+        leaderboard: where changes go; asked to reload when the feed lost its place.
+        metrics: events, lag, restarts and whether the stream is open.
+        base_backoff_s, max_backoff_s: reconnect delays (full jitter, doubling).
+        clock_ms: wall-clock milliseconds, for the lag of each event.
+        draw: uniform random numbers in [0, 1), for the jitter.
+    """
+
+    def __init__(
+        self,
+        feed: ChangeFeed,
+        leaderboard: LeaderboardActor,
+        metrics: Metrics,
+        *,
+        base_backoff_s: float = BASE_BACKOFF_S,
+        max_backoff_s: float = MAX_BACKOFF_S,
+        clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        draw: Callable[[], float] = random.random,
+    ) -> None:
+        self._feed = feed
+        self._leaderboard = leaderboard
+        self._metrics = metrics
+        self._base_s = base_backoff_s
+        self._cap_s = max_backoff_s
+        self._clock_ms = clock_ms
+        self._draw = draw
+        self._stream: ChangeStream | None = None
+        self._token: object | None = None
+        self._reload_needed = False
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def watching(self) -> bool:
+        """Whether a stream is open right now."""
+        return self._stream is not None
+
+    async def open(self) -> None:
+        """Open the stream at the feed's current end. Call before the leaderboard loads.
+
+        A feed that cannot be reached now is not fatal: the running follower keeps
+        trying, and reloads the top K once its stream is open.
+        """
+        try:
+            self._set_stream(await self._feed.watch(None))
+        except (FeedInterrupted, FeedHistoryLost) as exc:
+            log.warning("change feed not open at start; retrying in the background: %s", exc)
+            self._reload_needed = True
+
+    def start(self) -> None:
+        """Start following (after the leaderboard started)."""
+        if self._task is not None:
+            raise RuntimeError("the feed follower already started")
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="feed-follower")
+
+    async def stop(self) -> None:
+        """Stop following and close the stream. Idempotent."""
+        task, self._task = self._task, None
+        await cancel_and_wait(task)
+        await self._drop_stream()
+
+    async def _run(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                if self._stream is None:
+                    self._set_stream(await self._feed.watch(self._token))
+                    if self._reload_needed:
+                        await self._reload()
+                stream = self._stream
+                assert stream is not None
+                events = await stream.next_batch()
+                self._dispatch(events)
+                self._token = stream.resume_token
+                attempt = 0
+            except FeedHistoryLost as exc:
+                log.warning("change feed lost its place (%s); reloading the top K", exc)
+                self._metrics.stream_restarts.labels(exc.reason).inc()
+                self._token = None
+                self._reload_needed = True
+            except FeedInterrupted as exc:
+                log.warning("change feed interrupted; resuming: %s", exc)
+                self._metrics.stream_restarts.labels("interrupted").inc()
+            except ActorStopped:
+                return  # the leaderboard is shutting down: nothing left to feed
+            else:
+                continue
+            await self._drop_stream()
+            await asyncio.sleep(backoff_delay(attempt, self._base_s, self._cap_s, self._draw()))
+            attempt += 1
+
+    async def _reload(self) -> None:
+        if not await self._leaderboard.ask(ReloadTop()):
+            raise FeedInterrupted("the store could not be read to reload the top K")
+        self._reload_needed = False
+
+    def _dispatch(self, events: list[ChangeEvent]) -> None:
+        if not events:
+            self._metrics.stream_lag.set(0)  # a quiet stream is not behind
+            return
+        self._metrics.stream_events.inc(len(events))
+        written_ms: int | None = None
+        for event in events:
+            if isinstance(event, Change):
+                if event.banned:
+                    self._leaderboard.tell(UserRemoved(event.entry.user_id, event.entry.v))
+                else:
+                    self._leaderboard.tell(ScoreChanged(event.entry))
+                written_ms = event.written_ms or written_ms
+            else:
+                self._leaderboard.tell(ReloadTop())
+        if written_ms is not None:
+            self._metrics.stream_lag.set(max(0, self._clock_ms() - written_ms) / 1000)
+
+    def _set_stream(self, stream: ChangeStream) -> None:
+        self._stream = stream
+        self._metrics.stream_watching.set(1)
+
+    async def _drop_stream(self) -> None:
+        stream, self._stream = self._stream, None
+        self._metrics.stream_watching.set(0)
+        if stream is not None:
+            await stream.close()

@@ -1,0 +1,193 @@
+"""The change feed: every pod's writes, as events, for every pod's leaderboard.
+
+A store exposes a :class:`ChangeFeed` (``store.changes``). MongoDB's is its change stream
+(:mod:`server.store.mongo_changes`); the embedded store and the mongomock test double use
+:class:`LocalChangeFeed`, which carries the writes of every store object it is given to,
+in one process: several app instances on one SQLite file (or one mongomock database)
+behave like pods on one MongoDB replica set.
+
+A stream is opened at a position (now, or just after a resume token) and yields the
+changes written after it, in write order. Errors say what the reader must do:
+:class:`FeedInterrupted`: reconnect and resume from the last token;
+:class:`FeedHistoryLost` (and :class:`FeedInvalidated`): the resume point is gone, so open
+a new stream from now and reload the top K from the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Final, Protocol
+
+from server.store.records import RankedScore, UserRecord
+
+DEFAULT_HISTORY: Final = 100_000
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One user's state as written: what the board needs of it.
+
+    ``written_ms``: wall-clock time of the write when the feed knows it (stream lag).
+    """
+
+    entry: RankedScore
+    banned: bool
+    written_ms: int | None = None
+
+    @classmethod
+    def of(cls, record: UserRecord, written_ms: int | None = None) -> Change:
+        entry = RankedScore(
+            record.user_id, record.username, record.score, record.reached_ms, record.v
+        )
+        return cls(entry, record.banned, written_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Reload:
+    """Something changed that no :class:`Change` describes (a deleted document): the reader
+    must reload the top K from the store."""
+
+
+ChangeEvent = Change | Reload
+
+
+class FeedInterrupted(Exception):
+    """The stream broke (network, server stepping down): reopen it from the last token."""
+
+
+class FeedHistoryLost(Exception):
+    """The resume point is no longer known (MongoDB error 286): start a new stream from
+    now and reload the top K."""
+
+    reason = "history_lost"
+
+
+class FeedInvalidated(FeedHistoryLost):
+    """The collection was dropped or renamed: the stream ended; start anew and reload."""
+
+    reason = "invalidated"
+
+
+class ChangeStream(Protocol):
+    """An open stream of changes."""
+
+    @property
+    def resume_token(self) -> object | None:
+        """Where a new stream would resume to continue just after the last batch."""
+
+    async def next_batch(self) -> list[ChangeEvent]:
+        """The next changes, in write order; may be empty after a quiet wait.
+
+        Raises:
+            FeedInterrupted: reopen from :attr:`resume_token`.
+            FeedHistoryLost: reopen from now and reload.
+        """
+
+    async def close(self) -> None:
+        """Release the stream. Idempotent."""
+
+
+class ChangeFeed(Protocol):
+    """Where a store's change streams come from."""
+
+    async def watch(self, resume_token: object | None) -> ChangeStream:
+        """Open a stream just after ``resume_token``, or at the current end when ``None``.
+
+        Raises:
+            FeedInterrupted: the feed cannot be reached now; try again later.
+            FeedHistoryLost: ``resume_token`` is older than the feed remembers.
+        """
+
+
+class LocalChangeFeed:
+    """An in-process change feed with a bounded history, like a MongoDB oplog.
+
+    Stores call :meth:`publish` on the event loop after their writes commit. A stream that
+    falls more than ``history`` events behind, or resumes from a token that old, gets
+    :class:`FeedHistoryLost`, as a MongoDB change stream would.
+    """
+
+    def __init__(self, history: int = DEFAULT_HISTORY) -> None:
+        if history < 1:
+            raise ValueError("history must be at least 1")
+        self._events: deque[ChangeEvent] = deque(maxlen=history)
+        self._last = 0  # position of the newest event; the oldest kept is _last - len + 1
+        self._streams: set[_LocalStream] = set()
+
+    @property
+    def position(self) -> int:
+        """How many events were ever published."""
+        return self._last
+
+    def publish(self, events: Iterable[ChangeEvent]) -> None:
+        """Append events (in write order) and wake every open stream."""
+        before = self._last
+        for event in events:
+            self._events.append(event)  # a full deque drops its oldest event
+            self._last += 1
+        if self._last != before:
+            for stream in self._streams:
+                stream.wake()
+
+    async def watch(self, resume_token: object | None) -> ChangeStream:
+        if resume_token is None:
+            start = self._last
+        elif isinstance(resume_token, int) and 0 <= resume_token <= self._last:
+            start = resume_token
+            if start < self._oldest_position() - 1:
+                raise FeedHistoryLost(f"position {start} is older than the feed's history")
+        else:
+            raise FeedHistoryLost(f"unknown resume token {resume_token!r}")
+        stream = _LocalStream(self, start)
+        self._streams.add(stream)
+        return stream
+
+    def _oldest_position(self) -> int:
+        return self._last - len(self._events) + 1
+
+    def _read_after(self, position: int) -> list[ChangeEvent]:
+        """Events after ``position``; raises :class:`FeedHistoryLost` if some are gone."""
+        if position < self._oldest_position() - 1:
+            raise FeedHistoryLost(f"the reader at {position} fell behind the feed's history")
+        skip = position - self._oldest_position() + 1
+        return list(itertools.islice(self._events, skip, None))
+
+    def _forget(self, stream: _LocalStream) -> None:
+        self._streams.discard(stream)
+
+
+class _LocalStream:
+    __slots__ = ("_closed", "_feed", "_position", "_wakeup")
+
+    def __init__(self, feed: LocalChangeFeed, position: int) -> None:
+        self._feed = feed
+        self._position = position
+        self._wakeup = asyncio.Event()
+        self._closed = False
+
+    @property
+    def resume_token(self) -> object | None:
+        return self._position
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    async def next_batch(self) -> list[ChangeEvent]:
+        while True:
+            if self._closed:
+                raise FeedInterrupted("the change stream was closed")
+            if self._position < self._feed.position:
+                events = self._feed._read_after(self._position)
+                self._position = self._feed.position
+                return events
+            self._wakeup.clear()
+            await self._wakeup.wait()
+
+    async def close(self) -> None:
+        self._closed = True
+        self._wakeup.set()
+        self._feed._forget(self)
