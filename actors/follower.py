@@ -163,7 +163,10 @@ class FeedFollower:
             self._metrics.stream_lag.set(max(0, self._clock_ms() - written_ms) / 1000)
 
     def _set_stream(self, stream: ChangeStream) -> None:
+        # Its start is a resume point too: a stream cut before its first event must
+        # resume from where it opened, not from "now".
         self._stream = stream
+        self._token = stream.resume_token
         self._metrics.stream_watching.set(1)
 
     async def _drop_stream(self) -> None:

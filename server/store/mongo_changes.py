@@ -127,7 +127,10 @@ class _MongoStream:
 
     @property
     def resume_token(self) -> object | None:
-        return self._token
+        # The driver's token is set from the first reply (postBatchResumeToken) on, so a
+        # stream cut before its first event still resumes from where it opened.
+        token = self._stream.resume_token
+        return token if token is not None else self._token
 
     async def next_batch(self) -> list[ChangeEvent]:
         try:
@@ -137,8 +140,6 @@ class _MongoStream:
             change = await self._stream.try_next()
         except PyMongoError as exc:
             raise _feed_error(exc) from exc
-        finally:
-            self._token = self._stream.resume_token or self._token
         if change is None:
             if not self._stream.alive:
                 raise FeedInterrupted("the change stream cursor closed")

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 from server.store.admin import AdminChange
-from server.store.changes import Change, LocalChangeFeed
+from server.store.changes import Change, ChangeFeed, LocalChangeFeed
 from server.store.increments import IncrementPolicy, decide
 from server.store.port import StoreError
 from server.store.records import Applied, Decision, IncrementCommand, RankedScore, UserRecord
@@ -135,7 +135,8 @@ class SqliteStore:
         max_batch: int = 512,
         feed: LocalChangeFeed | None = None,
     ) -> None:
-        self.changes = feed if feed is not None else LocalChangeFeed()
+        self._feed = feed if feed is not None else LocalChangeFeed()
+        self.changes: ChangeFeed = self._feed
         self._written: list[UserRecord] = []  # by the batch in progress (writer thread only)
         self._path = path
         self._policy = policy
@@ -336,7 +337,7 @@ class SqliteStore:
         """On the event loop: publish the committed writes, then answer the callers."""
         if written:
             now_ms = time.time_ns() // 1_000_000
-            self.changes.publish(Change.of(record, now_ms) for record in written)
+            self._feed.publish(Change.of(record, now_ms) for record in written)
         _settle_all(batch, results)
 
     def _fail_all(self, error: StoreError) -> None:

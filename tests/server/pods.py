@@ -1,0 +1,236 @@
+"""Several app instances ("pods") on one shared store, and the scenarios they must pass.
+
+Each pod is a real server on its own port, with its own store object, actors and change
+feed follower; they share only the database (one SQLite file, one mongomock database, or
+one real MongoDB replica set) and, in process, the change feed. ``test_pods.py`` runs the
+scenarios on the embedded store and mongomock; ``test_pods_mongodb.py`` on a real replica
+set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from typing import Any
+
+from server.settings import Settings
+from server.store.changes import ChangeEvent, ChangeFeed, ChangeStream, FeedInterrupted
+from server.store.port import ScoreStore
+from tests.conftest import Client, make_token, scaled, serving
+
+StoreFactory = Callable[[Settings], ScoreStore]
+Rows = list[dict[str, Any]]
+
+
+class PausableFeed:
+    """Wraps a pod's change feed; :meth:`pause` cuts it like a network outage would."""
+
+    def __init__(self, inner: ChangeFeed) -> None:
+        self.inner = inner
+        self.paused = False
+        self._streams: set[_PausableStream] = set()
+
+    async def watch(self, resume_token: object | None) -> ChangeStream:
+        if self.paused:
+            raise FeedInterrupted("cut by the test")
+        stream = _PausableStream(self, await self.inner.watch(resume_token))
+        self._streams.add(stream)
+        return stream
+
+    def pause(self) -> None:
+        self.paused = True
+        for stream in tuple(self._streams):
+            stream.cut.set()
+
+    def resume(self) -> None:
+        self.paused = False
+
+
+class _PausableStream:
+    def __init__(self, feed: PausableFeed, inner: ChangeStream) -> None:
+        self._feed = feed
+        self._inner = inner
+        self.cut = asyncio.Event()
+
+    @property
+    def resume_token(self) -> object | None:
+        return self._inner.resume_token
+
+    async def next_batch(self) -> list[ChangeEvent]:
+        if self.cut.is_set():
+            raise FeedInterrupted("cut by the test")
+        batch = asyncio.ensure_future(self._inner.next_batch())
+        cut = asyncio.ensure_future(self.cut.wait())
+        try:
+            await asyncio.wait({batch, cut}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (batch, cut):
+                task.cancel()
+        if batch.done() and not batch.cancelled():
+            return batch.result()
+        raise FeedInterrupted("cut by the test")
+
+    async def close(self) -> None:
+        self._feed._streams.discard(self)
+        await self._inner.close()
+
+
+@dataclass
+class Pod:
+    client: Client
+    store: ScoreStore
+    feed: PausableFeed
+
+    def restarts(self, reason: str) -> float:
+        value = self.client.running.service.metrics.registry.get_sample_value(
+            "scoreboard_change_stream_restarts_total", {"reason": reason}
+        )
+        return value or 0.0
+
+
+@dataclass
+class Cluster:
+    """Pods on one shared store; :meth:`add_pod` starts one more."""
+
+    settings: Settings
+    make_store: StoreFactory
+    pods: list[Pod] = field(default_factory=list)
+    _stack: AsyncExitStack = field(default_factory=AsyncExitStack)
+
+    async def add_pod(self) -> Pod:
+        store = self.make_store(self.settings)
+        feed = PausableFeed(store.changes)
+        store.changes = feed  # type: ignore[misc]  # the follower reads the wrapped feed
+        client = await self._stack.enter_async_context(serving(self.settings, store=store))
+        pod = Pod(client, store, feed)
+        self.pods.append(pod)
+        return pod
+
+    async def start(self, count: int) -> list[Pod]:
+        return [await self.add_pod() for _ in range(count)]
+
+    async def __aenter__(self) -> Cluster:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self._stack.aclose()
+
+    async def truth(self, n: int = 10) -> Rows:
+        """The top ``n`` as the store has it: what every pod must converge to."""
+        ranked = await self.pods[0].store.top(n)
+        return [{"user_id": r.user_id, "username": r.username, "score": r.score} for r in ranked]
+
+
+async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
+    deadline = time.monotonic() + scaled(timeout_s)
+    while not await check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {scaled(timeout_s)} s: {what}")
+        await asyncio.sleep(0.02)
+
+
+async def converged(cluster: Cluster, timeout_s: float = 5.0) -> Rows:
+    """Wait until every pod serves the store's top 10; return it."""
+    truth = await cluster.truth()
+
+    async def all_agree() -> bool:
+        tops = [await pod.client.top() for pod in cluster.pods]
+        return all(top == truth for top in tops)
+
+    await eventually(all_agree, timeout_s, f"every pod serves {truth}")
+    return truth
+
+
+async def update(pod: Pod, user: str, amount: int = 1, key: str | None = None) -> Any:
+    headers = {"Idempotency-Key": key} if key else None
+    response = await pod.client.update(make_token(user), {"increment": amount}, headers=headers)
+    return response.code, json.loads(response.body)
+
+
+# --- the scenarios ---------------------------------------------------------------------
+
+
+async def live_update_reaches_other_pods(cluster: Cluster) -> None:
+    """A watcher on pod C sees, within 1 s, an update that pod A accepted."""
+    a, _b, c = await cluster.start(3)
+    socket = await c.client.websocket()
+    try:
+        snapshot = json.loads(await socket.read_message())
+        assert snapshot["event"] == "snapshot"
+        started = time.monotonic()
+        code, _ = await update(a, "alice", 7)
+        assert code == 200
+        while True:
+            message = await asyncio.wait_for(socket.read_message(), scaled(1.0))
+            assert message is not None, "pod C closed the stream"
+            rows = json.loads(message)["top_scores"]
+            if any(row["user_id"] == "alice" and row["score"] == 7 for row in rows):
+                break
+        assert time.monotonic() - started < scaled(1.0)
+    finally:
+        socket.close()
+
+
+async def limits_hold_across_pods(cluster: Cluster) -> None:
+    """10 updates per minute in total, and one idempotency key, whichever pod takes them."""
+    pods = await cluster.start(3)
+    results = await asyncio.gather(*(update(pods[i % 3], "rita") for i in range(15)))
+    codes = sorted(code for code, _ in results)
+    assert codes == [200] * 10 + [429] * 5, codes
+    assert max(body["new_score"] for code, body in results if code == 200) == 10
+
+    answers = await asyncio.gather(*(update(pod, "ivan", 5, key="once") for pod in pods))
+    answers += [await update(pod, "ivan", 5, key="once") for pod in pods]
+    assert {code for code, _ in answers} == {200}
+    assert {body["new_score"] for _, body in answers} == {5}
+    truth = await converged(cluster)
+    assert {"user_id": "ivan", "username": "ivan", "score": 5} in truth
+
+
+async def pods_converge_after_random_load(cluster: Cluster, updates: int = 240) -> None:
+    """Concurrent updates of 40 users on random pods: every pod ends with the store's top."""
+    pods = await cluster.start(3)
+    rng = random.Random(5)
+    jobs = [
+        (rng.choice(pods), f"user-{rng.randrange(40)}", rng.randint(1, 50)) for _ in range(updates)
+    ]
+    for start in range(0, len(jobs), 24):
+        results = await asyncio.gather(*(update(*job) for job in jobs[start : start + 24]))
+        assert {code for code, _ in results} == {200}
+    truth = await converged(cluster)
+    assert len(truth) == 10
+    late = await cluster.add_pod()
+    assert await late.client.top() == truth, "a pod started after the load"
+
+
+async def recovers_from_interruption(cluster: Cluster) -> None:
+    """A pod whose stream breaks resumes from its token and misses nothing."""
+    a, b, _c = await cluster.start(3)
+    b.feed.pause()
+    for i in range(5):
+        assert (await update(a, f"gap-{i}", 10 + i))[0] == 200
+    b.feed.resume()
+    await converged(cluster)
+    assert b.restarts("interrupted") >= 1
+    assert b.restarts("history_lost") == 0
+
+
+async def recovers_from_history_loss(cluster: Cluster, writes: int) -> None:
+    """A pod that was away longer than the feed's history reloads the top K and catches up."""
+    a, b, _c = await cluster.start(3)
+    b.feed.pause()
+    for i in range(writes):
+        assert (await update(a, f"away-{i}", 1 + i))[0] == 200
+    b.feed.resume()
+    truth = await converged(cluster)
+    assert truth[0] == {
+        "user_id": f"away-{writes - 1}",
+        "username": f"away-{writes - 1}",
+        "score": writes,
+    }
+    assert b.restarts("history_lost") >= 1

@@ -1,0 +1,78 @@
+"""Three app instances on one embedded store behave like pods on one MongoDB.
+
+Each scenario (``tests/server/pods.py``) runs on one SQLite file shared by every pod's own
+store object, and on one mongomock database; the in-process change feed carries each
+pod's writes to the others, as MongoDB's change stream does between real pods.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from mongomock_motor import AsyncMongoMockClient
+
+from server.service import create_store
+from server.settings import Settings
+from server.store.changes import LocalChangeFeed
+from server.store.increments import IncrementPolicy
+from server.store.mongodb import MongoStore
+from server.store.port import ScoreStore
+from tests.conftest import settings_for
+from tests.server import pods
+from tests.server.pods import Cluster
+
+HISTORY = 16  # events the in-process feed remembers: small, so a pod can fall behind it
+
+
+@pytest.fixture(params=["sqlite", "mongomock"])
+def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Cluster:
+    feed = LocalChangeFeed(history=HISTORY)
+    settings = settings_for(sqlite_path=str(tmp_path / "scores.db"), rate_limit_per_minute=10)
+    if request.param == "sqlite":
+
+        def make_store(settings: Settings) -> ScoreStore:
+            return create_store(settings, feed=feed)
+
+    else:
+        database = AsyncMongoMockClient()["pods"]
+
+        def make_store(settings: Settings) -> ScoreStore:
+            policy = IncrementPolicy(rate_limit_per_minute=settings.rate_limit_per_minute)
+            return MongoStore(database, policy, feed=feed)
+
+    return Cluster(settings, make_store)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_watcher_on_one_pod_sees_an_update_taken_by_another(cluster: Cluster) -> None:
+    async with cluster:
+        await pods.live_update_reaches_other_pods(cluster)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_rate_limit_and_idempotency_hold_whichever_pod_takes_a_request(
+    cluster: Cluster,
+) -> None:
+    async with cluster:
+        await pods.limits_hold_across_pods(cluster)
+
+
+@pytest.mark.gen_test(timeout=60)
+async def test_every_pod_converges_to_the_store_after_random_load(cluster: Cluster) -> None:
+    cluster.settings = replace(cluster.settings, rate_limit_per_minute=0)
+    async with cluster:
+        await pods.pods_converge_after_random_load(cluster)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_pod_resumes_its_feed_after_an_interruption(cluster: Cluster) -> None:
+    async with cluster:
+        await pods.recovers_from_interruption(cluster)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_pod_reloads_after_its_feed_history_was_lost(cluster: Cluster) -> None:
+    async with cluster:
+        await pods.recovers_from_history_loss(cluster, writes=HISTORY * 2)
