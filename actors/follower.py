@@ -45,6 +45,10 @@ def backoff_delay(attempt: int, base_s: float, cap_s: float, draw: float) -> flo
     return draw * min(cap_s, base_s * 2.0 ** min(attempt, 30))
 
 
+class _ReloadFailed(Exception):
+    """The store could not be read to reload the top K (the stream itself is fine)."""
+
+
 class FeedFollower:
     """Follows a :class:`~server.store.changes.ChangeFeed` into a leaderboard.
 
@@ -115,33 +119,45 @@ class FeedFollower:
             try:
                 if self._stream is None:
                     self._set_stream(await self._feed.watch(self._token))
-                    if self._reload_needed:
-                        await self._reload()
+                if self._reload_needed:
+                    await self._reload()
                 stream = self._stream
                 assert stream is not None
                 events = await stream.next_batch()
                 self._dispatch(events)
                 self._token = stream.resume_token
                 attempt = 0
+                continue
             except FeedHistoryLost as exc:
                 log.warning("change feed lost its place (%s); reloading the top K", exc)
-                self._metrics.stream_restarts.labels(exc.reason).inc()
-                self._token = None
-                self._reload_needed = True
+                await self._restart(exc.reason, from_now=True)
             except FeedInterrupted as exc:
                 log.warning("change feed interrupted; resuming: %s", exc)
-                self._metrics.stream_restarts.labels("interrupted").inc()
+                await self._restart("interrupted", from_now=False)
+            except _ReloadFailed:
+                log.warning("the top K could not be reloaded from the store; retrying")
+                self._metrics.stream_restarts.labels("reload_failed").inc()
             except ActorStopped:
                 return  # the leaderboard is shutting down: nothing left to feed
-            else:
-                continue
-            await self._drop_stream()
+            except Exception:
+                # Resuming from the same token could meet the same bad event forever:
+                # start from now and reload instead, so the board is right again.
+                log.exception("change feed follower failed; restarting from now")
+                await self._restart("error", from_now=True)
             await asyncio.sleep(backoff_delay(attempt, self._base_s, self._cap_s, self._draw()))
             attempt += 1
 
+    async def _restart(self, reason: str, *, from_now: bool) -> None:
+        """Close the stream; ``from_now``: forget the token and reload once reopened."""
+        self._metrics.stream_restarts.labels(reason).inc()
+        await self._drop_stream()
+        if from_now:
+            self._token = None
+            self._reload_needed = True
+
     async def _reload(self) -> None:
         if not await self._leaderboard.ask(ReloadTop()):
-            raise FeedInterrupted("the store could not be read to reload the top K")
+            raise _ReloadFailed
         self._reload_needed = False
 
     def _dispatch(self, events: list[ChangeEvent]) -> None:
@@ -158,7 +174,7 @@ class FeedFollower:
                     self._leaderboard.tell(ScoreChanged(event.entry))
                 written_ms = event.written_ms or written_ms
             else:
-                self._leaderboard.tell(ReloadTop())
+                self._reload_needed = True  # asked on the next turn, and retried until done
         if written_ms is not None:
             self._metrics.stream_lag.set(max(0, self._clock_ms() - written_ms) / 1000)
 

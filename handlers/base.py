@@ -64,9 +64,11 @@ class ApiHandler(tornado.web.RequestHandler):
         if self._counted:
             self._counted = False
             self.service.request_finished()
-            self.service.metrics.request_seconds.labels(self.route, self.request.method).observe(
+            metrics = self.service.metrics
+            metrics.request_seconds.labels(self.route, self.request.method).observe(
                 self.request.request_time()
             )
+            metrics.responses.labels(self.route, str(self.get_status())).inc()
 
     def write_json(self, body: Any, status: int = 200) -> None:
         self.set_status(status)

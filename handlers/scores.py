@@ -151,6 +151,9 @@ class UpdateScoreHandler(ApiHandler):
         except ApiError as error:
             self._outcome(error.code)
             raise
+        except Exception:
+            self._outcome("internal_error")  # answered 500 by write_error
+            raise
         self.write_json({"status": "success", "new_score": new_score})
 
     async def _update(self) -> int:

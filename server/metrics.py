@@ -41,6 +41,12 @@ class Metrics:
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
+        self.responses = Counter(
+            "scoreboard_http_responses",
+            "HTTP responses by route and status code (5xx rate alerts use it).",
+            ["route", "status"],
+            registry=self.registry,
+        )
         self.websockets = Gauge(
             "scoreboard_websocket_connections",
             "Open WebSocket connections.",
@@ -98,8 +104,9 @@ class Metrics:
         )
         self.stream_restarts = Counter(
             "scoreboard_change_stream_restarts",
-            "Change stream restarts by reason: 'interrupted' (resumed from the token), "
-            "'history_lost' or 'invalidated' (the top K reloaded from the store).",
+            "Change stream restarts by reason: 'interrupted' (resumed from the token); "
+            "'history_lost', 'invalidated' or 'error' (reopened from now, the top K "
+            "reloaded); 'reload_failed' (the store could not be read; retried).",
             ["reason"],
             registry=self.registry,
         )

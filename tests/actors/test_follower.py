@@ -469,10 +469,12 @@ async def test_a_failed_reload_is_retried_until_the_store_answers() -> None:
     await eventually(lambda: board_rows(board) == expected, "reloaded in the end")
     await settle()
     assert store.top_calls == 4  # the load, two failures, the reload
-    # Each retry opens a new stream from now first: nothing falls between it and the load.
-    assert log == ["watch None", "top"] + ["watch None", "top"] * 3
-    assert all(stream.closed for stream in feed.streams[:-1])
+    # The new stream is opened from now before the first reload, and kept while the
+    # reload is retried: nothing falls between it and the load that finally succeeds.
+    assert log == ["watch None", "top", "watch None", "top", "top", "top"]
+    assert feed.streams[0].closed and not feed.streams[1].closed
     assert restarts(metrics, "history_lost") == 1
+    assert restarts(metrics, "reload_failed") == 2
     assert follower.watching
 
 
@@ -587,15 +589,9 @@ async def test_the_follower_ends_quietly_once_the_leaderboard_stopped() -> None:
     assert not follower.watching
 
 
-# --- known gaps (see the report): a strict xfail, so a fix makes it fail loudly ----------------
+# --- failures of the store and of the follower itself ---------------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="BUG: a Reload event is told to the leaderboard, not asked, so a reload that "
-    "fails (store down for a moment) is never retried and the board stays stale",
-)
 async def test_a_reload_event_whose_reload_fails_is_retried() -> None:
     feed = LocalChangeFeed()
     store = FakeStore([], [entry("alice", 5), entry("gone", 9)])
@@ -606,3 +602,38 @@ async def test_a_reload_event_whose_reload_fails_is_retried() -> None:
     await eventually(
         lambda: board_rows(board) == rows_of(entry("alice", 5)), "reloaded", timeout_s=0.3
     )
+
+
+async def test_an_unexpected_error_restarts_the_follower_from_now_with_a_reload() -> None:
+    class BadEventFeed:
+        def __init__(self) -> None:
+            self.watched: list[object | None] = []
+
+        async def watch(self, resume_token: object | None) -> Any:
+            self.watched.append(resume_token)
+            return BadStream(len(self.watched))
+
+    class BadStream:
+        def __init__(self, number: int) -> None:
+            self.number = number
+            self.resume_token: object | None = f"token-{number}"
+
+        async def next_batch(self) -> list[Any]:
+            if self.number == 2:  # the first stream reopened: fine from now on
+                await asyncio.sleep(3600)
+            raise KeyError("score")  # e.g. a malformed change document
+
+        async def close(self) -> None:
+            pass
+
+    feed = BadEventFeed()
+    store = FakeStore([], [entry("alice", 5)])
+    follower, board, metrics = await following(feed, store)
+    store.rows = [entry("alice", 5), entry("bob", 7)]  # written while the follower was down
+    await eventually(lambda: len(feed.watched) == 2, "reopened")
+    assert feed.watched == [None, None]  # not resumed onto the same bad event
+    await eventually(
+        lambda: board_rows(board) == rows_of(entry("bob", 7), entry("alice", 5)), "reloaded"
+    )
+    assert restarts(metrics, "error") == 1
+    await follower.stop()

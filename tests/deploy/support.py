@@ -215,7 +215,9 @@ def known_label_values() -> dict[str, frozenset[str]]:
         "route": frozenset(routes().values()),
         "outcome": outcome_values(),
         # server/metrics.py names them in the help of scoreboard_change_stream_restarts.
-        "reason": frozenset({"interrupted", "history_lost", "invalidated"}),
+        "reason": frozenset(
+            {"interrupted", "history_lost", "invalidated", "error", "reload_failed"}
+        ),
     }
 
 

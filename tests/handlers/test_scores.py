@@ -13,7 +13,7 @@ from server.store.increments import IncrementPolicy
 from server.store.port import StoreError
 from server.store.records import Decision, IncrementCommand
 from server.store.sqlite import SqliteStore
-from tests.conftest import body_of, make_token, scaled, serving
+from tests.conftest import Client, body_of, make_token, scaled, serving
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(30))
 
@@ -294,6 +294,36 @@ async def test_store_failure_answers_500_database_error() -> None:
             "error": "database_error",
             "message": "the score store failed; retry later",
         }
+
+
+class BrokenStore(SqliteStore):
+    """A store with a bug: an exception no layer maps to an API error."""
+
+    async def apply_increment(self, cmd: IncrementCommand) -> Decision:
+        raise RuntimeError("a bug")
+
+
+async def test_server_errors_are_counted_by_outcome_and_by_status() -> None:
+    def sample(client: Client, name: str, **labels: str) -> float:
+        registry = client.running.service.metrics.registry
+        return registry.get_sample_value(name, labels) or 0.0
+
+    async with serving(store=FailingStore(":memory:", IncrementPolicy())) as client:
+        assert (await client.update(make_token("unlucky"))).code == 500
+        assert sample(client, "scoreboard_updates_total", outcome="database_error") == 1
+        assert (
+            sample(client, "scoreboard_http_responses_total", route="update_score", status="500")
+            == 1
+        )
+    async with serving(store=BrokenStore(":memory:", IncrementPolicy())) as client:
+        response = await client.update(make_token("unlucky"))
+        assert response.code == 500
+        assert body_of(response)["error"] == "internal_error"
+        assert sample(client, "scoreboard_updates_total", outcome="internal_error") == 1
+        await client.top()
+        assert (
+            sample(client, "scoreboard_http_responses_total", route="top_scores", status="200") == 1
+        )
 
 
 async def test_updates_during_shutdown_get_503_shutting_down() -> None:
