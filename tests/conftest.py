@@ -21,6 +21,16 @@ from server.store.port import ScoreStore
 
 SECRET = "test-secret-that-is-at-least-32-bytes-long!"
 
+# A MongoDB replica set to run the real-MongoDB tests against (docs/deploy.md); unset: skipped.
+MONGODB_URI = os.environ.get("SCOREBOARD_TEST_MONGODB_URI")
+NEEDS_MONGODB = [
+    pytest.mark.mongodb,
+    pytest.mark.skipif(
+        not MONGODB_URI,
+        reason="set SCOREBOARD_TEST_MONGODB_URI to a MongoDB replica set to run this backend",
+    ),
+]
+
 # Every time-based wait in the tests is multiplied by this one factor (slow CI: raise it).
 TIME_SCALE = float(os.environ.get("SCOREBOARD_TEST_TIME_SCALE", "1"))
 

@@ -12,7 +12,6 @@ mapping of MongoDB's error 286 to it is tested as data (``test_mongo_changes.py`
 
 from __future__ import annotations
 
-import os
 import secrets
 from collections.abc import Iterator
 from dataclasses import replace
@@ -23,18 +22,11 @@ import pytest
 from server.service import create_store
 from server.settings import Settings
 from server.store.port import ScoreStore
-from tests.conftest import scaled, settings_for
+from tests.conftest import MONGODB_URI, NEEDS_MONGODB, scaled, settings_for
 from tests.server import pods
 from tests.server.pods import Cluster
 
-MONGODB_URI = os.environ.get("SCOREBOARD_TEST_MONGODB_URI")
-pytestmark = [
-    pytest.mark.mongodb,
-    pytest.mark.skipif(
-        not MONGODB_URI,
-        reason="set SCOREBOARD_TEST_MONGODB_URI to a MongoDB replica set to run these",
-    ),
-]
+pytestmark = NEEDS_MONGODB
 
 
 def make_store(settings: Settings) -> ScoreStore:

@@ -12,7 +12,6 @@ counts the write conflicts it sees, so the tests can check the retry really ran.
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import threading
 import uuid
@@ -41,18 +40,10 @@ from server.store.records import (
     Replayed,
 )
 from server.store.sqlite import SqliteStore
-from tests.conftest import scaled
+from tests.conftest import MONGODB_URI, NEEDS_MONGODB, scaled
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(20))
 
-MONGODB_URI = os.environ.get("SCOREBOARD_TEST_MONGODB_URI")
-NEEDS_MONGODB = [
-    pytest.mark.mongodb,
-    pytest.mark.skipif(
-        not MONGODB_URI,
-        reason="set SCOREBOARD_TEST_MONGODB_URI to a MongoDB replica set to run this backend",
-    ),
-]
 
 UNLIMITED = IncrementPolicy(rate_limit_per_minute=0, idempotency_keys=64)
 T0 = 1_700_000_000_000  # a fixed "now" in ms; tests pass time in through now_ms
