@@ -1,0 +1,75 @@
+"""A bare Tornado app with our two HTTP routes: the ceiling of ``bench/updates.py``.
+
+    python -m bench.bare_server --port 8001 [--host 127.0.0.1]
+
+``POST /api/update-score`` answers ``{"status":"success","new_score":1}`` and
+``GET /api/top-scores`` a fixed top 10 shaped like ours (``user_id``, ``username``,
+``score``), both with our ``Content-Type``. Nothing else: no JWT decoding, no body
+parsing, no store, no logging, no metrics. Whatever our server does per request on top of
+Tornado itself is the difference between the two. SIGTERM or SIGINT stops it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+
+import tornado.web
+
+UPDATE_BODY = b'{"status":"success","new_score":1}'
+TOP_SCORES_BODY = json.dumps(
+    {
+        "top_scores": [
+            {"user_id": f"user-{i:04d}", "username": f"User {i:04d}", "score": 1000 - i}
+            for i in range(10)
+        ]
+    },
+    separators=(",", ":"),
+).encode()
+CONTENT_TYPE = "application/json; charset=utf-8"
+
+
+class UpdateScoreHandler(tornado.web.RequestHandler):
+    def post(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.finish(UPDATE_BODY)
+
+
+class TopScoresHandler(tornado.web.RequestHandler):
+    def get(self) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.finish(TOP_SCORES_BODY)
+
+
+def make_app() -> tornado.web.Application:
+    return tornado.web.Application(
+        [
+            (r"/api/update-score", UpdateScoreHandler),
+            (r"/api/top-scores", TopScoresHandler),
+        ]
+    )
+
+
+async def serve(host: str, port: int) -> None:
+    make_app().listen(port, host)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(signum, stop.set)
+    await stop.wait()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)  # no access log: Tornado's is at INFO
+    asyncio.run(serve(args.host, args.port))
+
+
+if __name__ == "__main__":
+    main()
