@@ -9,6 +9,7 @@ never per subscriber, and handed to every subscriber without waiting on any of t
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import secrets
 import time
@@ -119,6 +120,7 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
         self.history = StreamHistory(history_size)
         self._current: tuple[Row, ...] = ()
         self._current_body: bytes | None = None
+        self._current_etag = ""
         self._published: tuple[Row, ...] = ()
         self._snapshots: dict[str, str] = {}
 
@@ -128,8 +130,16 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
     def top_scores_body(self) -> bytes:
         """``{"top_scores": [...]}`` for ``GET /api/top-scores``, encoded once per change."""
         if self._current_body is None:
-            self._current_body = encode({"top_scores": rows_json(self._current)}).encode()
+            body = encode({"top_scores": rows_json(self._current)}).encode()
+            self._current_etag = f'"{hashlib.sha1(body, usedforsecurity=False).hexdigest()}"'
+            self._current_body = body
         return self._current_body
+
+    @property
+    def top_scores_etag(self) -> str:
+        """The HTTP ETag of :attr:`top_scores_body`, computed with it."""
+        _ = self.top_scores_body
+        return self._current_etag
 
     @property
     def published_rows(self) -> tuple[Row, ...]:

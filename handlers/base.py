@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -35,6 +36,17 @@ _STATUS_CODES = {
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]+")
+BODY_TIMEOUT_S = 10.0  # a client trickling a body cannot hold a request open for longer
+
+
+def body_timeout_s() -> float:
+    """:data:`BODY_TIMEOUT_S`, read when used (tests lower it)."""
+    return BODY_TIMEOUT_S
+
+# New request ids: a random prefix per process and a counter (unique across pods and
+# restarts, and far cheaper than a uuid4 per request).
+_ID_PREFIX = secrets.token_hex(6)
+_ID_COUNTER = itertools.count(1)
 
 
 class ApiHandler(tornado.web.RequestHandler):
@@ -64,11 +76,9 @@ class ApiHandler(tornado.web.RequestHandler):
         if self._counted:
             self._counted = False
             self.service.request_finished()
-            metrics = self.service.metrics
-            metrics.request_seconds.labels(self.route, self.request.method).observe(
-                self.request.request_time()
+            self.service.metrics.request_done(
+                self.route, self.request.method, self.get_status(), self.request.request_time()
             )
-            metrics.responses.labels(self.route, str(self.get_status())).inc()
 
     def write_json(self, body: Any, status: int = 200) -> None:
         self.set_status(status)
@@ -201,7 +211,7 @@ def request_id(given: str | None) -> str:
     # the logs through this header.
     if given and len(given) <= 64 and _REQUEST_ID.fullmatch(given):
         return given
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}-{next(_ID_COUNTER):x}"
 
 
 def render_error(handler: tornado.web.RequestHandler, status_code: int, exc_info: Any) -> None:

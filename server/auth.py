@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 import unicodedata
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -15,6 +16,7 @@ from server.errors import ApiError
 MAX_TOKEN_BYTES: Final = 8192
 MAX_USER_ID_CHARS: Final = 128
 MAX_USERNAME_CHARS: Final = 128
+VERIFIED_CACHE_SIZE: Final = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,14 @@ class TokenVerifier:
         algorithms: the accepted ``alg`` values; ``none`` is never accepted.
         issuer, audience: checked when given.
         leeway_s: clock skew allowed on ``exp``, ``nbf`` and ``iat``.
+        cache_size: how many verified tokens are remembered (oldest out first). A game
+            client sends the same token with every update until it expires; decoding and
+            checking the signature again each time is most of the cost of a request.
+        clock: wall-clock seconds, for the remembered tokens' expiry.
+
+    A remembered token is answered from memory until its ``exp`` (without the leeway, so
+    never longer than the full check would accept it); only tokens that passed the full
+    check are remembered, keyed by the exact token text, signature included.
     """
 
     def __init__(
@@ -77,6 +87,8 @@ class TokenVerifier:
         issuer: str | None = None,
         audience: str | None = None,
         leeway_s: int = 30,
+        cache_size: int = VERIFIED_CACHE_SIZE,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._key: Any = key
         if key.lstrip().startswith("-----BEGIN"):
@@ -89,6 +101,9 @@ class TokenVerifier:
             "require": ["exp", "sub"],
             "verify_aud": audience is not None,
         }
+        self._cache_size = cache_size
+        self._clock = clock
+        self._verified: dict[str, tuple[Identity, float]] = {}  # insertion order: oldest first
 
     def verify_header(self, header: str | None) -> Identity:
         """Verify an ``Authorization`` header value.
@@ -111,6 +126,12 @@ class TokenVerifier:
         Raises:
             ApiError: 401 ``missing_token`` (empty) or ``invalid_token``.
         """
+        remembered = self._verified.get(token)
+        if remembered is not None:
+            identity, expires = remembered
+            if self._clock() < expires:
+                return identity
+            del self._verified[token]
         if not token:
             raise ApiError(401, "missing_token", "the bearer token is empty")
         if len(token.encode()) > MAX_TOKEN_BYTES:
@@ -139,7 +160,16 @@ class TokenVerifier:
             raise _invalid(
                 f"'sub' must be a non-empty string of at most {MAX_USER_ID_CHARS} characters"
             )
-        return Identity(user_id=sub, username=display_name(claims, sub), scopes=scopes_of(claims))
+        identity = Identity(sub, display_name(claims, sub), scopes_of(claims))
+        self._remember(token, identity, claims["exp"])
+        return identity
+
+    def _remember(self, token: str, identity: Identity, exp: Any) -> None:
+        if self._cache_size <= 0 or isinstance(exp, bool) or not isinstance(exp, int | float):
+            return
+        if len(self._verified) >= self._cache_size:
+            del self._verified[next(iter(self._verified))]
+        self._verified[token] = (identity, float(exp))
 
 
 def mint_token(

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import sys
+import threading
 import time
 from typing import Any, Final, TextIO
+
+FLUSH_INTERVAL_S: Final = 0.1
+MAX_PENDING_LINES: Final = 256
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is a field.
 _STANDARD: Final = frozenset(
@@ -17,10 +22,16 @@ _STANDARD: Final = frozenset(
 class JsonFormatter(logging.Formatter):
     """Formats a record as ``{"ts", "level", "logger", "msg", ...extra fields}``."""
 
+    _second = -1
+    _second_text = ""
+
     def format(self, record: logging.LogRecord) -> str:
+        second = int(record.created)
+        if second != self._second:  # one strftime a second, not one a line
+            self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+            self._second = second
         entry: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
-            + f".{int(record.msecs):03d}Z",
+            "ts": f"{self._second_text}.{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
@@ -33,10 +44,72 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
+class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes warnings and errors at once, and other lines in
+    batches: at most ``flush_interval_s`` later (from a background thread), or once
+    ``max_lines`` are waiting.
+
+    With one audit line per update request, one ``write()`` system call per line (what
+    ``StreamHandler`` does, and what ``PYTHONUNBUFFERED`` containers get) was about a tenth
+    of the server's time under load. The cost: on ``kill -9`` up to ``flush_interval_s``
+    of info lines are lost; a normal exit (``logging.shutdown``) writes everything.
+    """
+
+    def __init__(
+        self,
+        stream: TextIO,
+        flush_interval_s: float = FLUSH_INTERVAL_S,
+        max_lines: int = MAX_PENDING_LINES,
+    ) -> None:
+        super().__init__(stream)
+        self._interval = flush_interval_s
+        self._max_lines = max_lines
+        self._pending: list[str] = []
+        self._closed = threading.Event()
+        threading.Thread(target=self._flush_periodically, name="log-flush", daemon=True).start()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        # Called by handle() with the handler's lock held.
+        try:
+            self._pending.append(self.format(record))
+            if record.levelno >= logging.WARNING or len(self._pending) >= self._max_lines:
+                self._write_pending()
+        except RecursionError:
+            raise
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_pending()
+
+    def _write_pending(self) -> None:
+        if self._pending:
+            lines, self._pending = self._pending, []
+            self.stream.write(self.terminator.join(lines) + self.terminator)
+        self.stream.flush()
+
+    def _flush_periodically(self) -> None:
+        while not self._closed.wait(self._interval):
+            if self._pending:
+                try:
+                    self.flush()
+                except (OSError, ValueError):  # the stream went away: nothing to do
+                    return
+
+    def close(self) -> None:
+        self._closed.set()
+        with contextlib.suppress(OSError, ValueError):
+            self.flush()
+        super().close()
+
+
 def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     """Send every log record to ``stream`` (stdout) as JSON lines, at ``level`` and above."""
-    handler = logging.StreamHandler(stream or sys.stdout)
+    handler = BatchedStreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()
+    for old in root.handlers:
+        old.close()
     root.handlers[:] = [handler]
     root.setLevel(level)

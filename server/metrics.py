@@ -7,6 +7,7 @@ process, as the tests do.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -20,6 +21,7 @@ from prometheus_client import (
 # The *_created series double the exposition and no alert or dashboard here uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
+_METHODS = frozenset({"GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS"})
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
@@ -115,6 +117,30 @@ class Metrics:
             "1 while the change stream is open and delivering, 0 while it reconnects.",
             registry=self.registry,
         )
+
+        # Labelled children, looked up once: labels() costs microseconds per call.
+        self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
+        self._outcome_children: dict[str, Any] = {}
+
+    def request_done(self, route: str, method: str | None, status: int, seconds: float) -> None:
+        """Count one answered HTTP request: its latency and its status."""
+        key = (route, method if method in _METHODS else "other", status)
+        children = self._request_children.get(key)
+        if children is None:
+            children = (
+                self.request_seconds.labels(key[0], key[1]),
+                self.responses.labels(route, str(status)),
+            )
+            self._request_children[key] = children
+        children[0].observe(seconds)
+        children[1].inc()
+
+    def update_outcome(self, outcome: str) -> None:
+        """Count one update request by its outcome (an error code, applied, replayed)."""
+        child = self._outcome_children.get(outcome)
+        if child is None:
+            child = self._outcome_children[outcome] = self.updates.labels(outcome)
+        child.inc()
 
     def track(
         self,

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 import tornado.httpserver
 import tornado.netutil
 
+from handlers.base import body_timeout_s
 from server.app import make_app
 from server.service import Service, create_store
 from server.settings import Settings, SettingsError
@@ -30,7 +31,6 @@ GOING_AWAY = 1001
 # update handler streams its body and answers 413 for anything over 4 KiB up to this.
 MAX_REQUEST_BYTES = 1024 * 1024
 MAX_HEADER_BYTES = 16 * 1024  # room for an 8 KiB token; larger headers are refused
-BODY_TIMEOUT_S = 10.0  # a client trickling a body cannot hold a request open for longer
 
 
 @dataclass(slots=True)
@@ -72,7 +72,7 @@ async def run_server(
         ssl_options=ssl_options,
         max_body_size=MAX_REQUEST_BYTES,
         max_header_size=MAX_HEADER_BYTES,
-        body_timeout=BODY_TIMEOUT_S,
+        body_timeout=body_timeout_s(),  # the update route keeps its own, cheaper timer
         idle_connection_timeout=75,
     )
     try:

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 from server.store.admin import AdminChange
-from server.store.changes import Change, ChangeFeed, LocalChangeFeed
+from server.store.changes import Change, ChangeFeed, LocalChangeFeed, NoOtherWriters
 from server.store.increments import IncrementPolicy, decide
 from server.store.port import StoreError
 from server.store.records import Applied, Decision, IncrementCommand, RankedScore, UserRecord
@@ -124,6 +124,7 @@ class SqliteStore:
         max_batch: the most jobs committed in one transaction.
         feed: where committed writes are published (:attr:`changes`); pass one feed to
             every store on the same file so they see each other's writes, as pods do.
+            ``None``: nobody else writes here, and nothing is published.
     """
 
     def __init__(
@@ -135,8 +136,8 @@ class SqliteStore:
         max_batch: int = 512,
         feed: LocalChangeFeed | None = None,
     ) -> None:
-        self._feed = feed if feed is not None else LocalChangeFeed()
-        self.changes: ChangeFeed = self._feed
+        self._feed = feed
+        self.changes: ChangeFeed = feed if feed is not None else NoOtherWriters()
         self._written: list[UserRecord] = []  # by the batch in progress (writer thread only)
         self._path = path
         self._policy = policy
@@ -233,7 +234,8 @@ class SqliteStore:
 
     def _write(self, conn: sqlite3.Connection, record: UserRecord) -> None:
         _upsert(conn, record)
-        self._written.append(record)
+        if self._feed is not None:
+            self._written.append(record)
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
@@ -335,7 +337,7 @@ class SqliteStore:
         written: list[UserRecord],
     ) -> None:
         """On the event loop: publish the committed writes, then answer the callers."""
-        if written:
+        if written and self._feed is not None:
             now_ms = time.time_ns() // 1_000_000
             self._feed.publish(Change.of(record, now_ms) for record in written)
         _settle_all(batch, results)

@@ -29,6 +29,7 @@ from server.store.changes import (
     FeedHistoryLost,
     FeedInterrupted,
     LocalChangeFeed,
+    NoOtherWriters,
     Reload,
 )
 from server.store.increments import IncrementPolicy
@@ -255,10 +256,18 @@ async def opened(store: ScoreStore) -> AsyncIterator[ScoreStore]:
         await store.close()
 
 
-async def test_sqlite_without_a_feed_has_a_local_feed_of_its_own() -> None:
-    store = SqliteStore(":memory:", UNLIMITED)
-    assert isinstance(store.changes, LocalChangeFeed)
-    assert SqliteStore(":memory:", UNLIMITED).changes is not store.changes
+async def test_sqlite_without_a_feed_publishes_nothing_and_its_streams_stay_quiet() -> None:
+    async with opened(SqliteStore(":memory:", UNLIMITED)) as store:
+        assert isinstance(store.changes, NoOtherWriters)
+        stream = await store.changes.watch(None)
+        waiting = asyncio.ensure_future(stream.next_batch())
+        applied(await store.apply_increment(cmd("alice", 3)))
+        await asyncio.sleep(0.01)
+        assert not waiting.done()  # a lone store's own writes go to its board directly
+        assert stream.resume_token is None
+        await stream.close()
+        with pytest.raises(FeedInterrupted):
+            await waiting
     feed = LocalChangeFeed()
     assert SqliteStore(":memory:", UNLIMITED, feed=feed).changes is feed
 
