@@ -36,9 +36,10 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD and not key.startswith("_"):
-                entry[key] = value
+        fields = record.__dict__
+        for key in sorted(fields.keys() - _STANDARD):  # what was passed with extra=
+            if not key.startswith("_"):
+                entry[key] = fields[key]
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str, ensure_ascii=False)
@@ -108,6 +109,12 @@ def configure(level: str = "INFO", stream: TextIO | None = None) -> None:
     """Send every log record to ``stream`` (stdout) as JSON lines, at ``level`` and above."""
     handler = BatchedStreamHandler(stream or sys.stdout)
     handler.setFormatter(JsonFormatter())
+    # Nothing here prints the caller's file and line, thread or process: skip finding
+    # them for every record (a stack walk and several lookups per line).
+    logging._srcfile = None  # documented in logging's source
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
     root = logging.getLogger()
     for old in root.handlers:
         old.close()

@@ -7,6 +7,7 @@ per process and bounded: the least recently failing addresses are forgotten firs
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 from collections import OrderedDict, deque
 from collections.abc import Iterable
@@ -49,6 +50,7 @@ def _is_trusted(address: str, trusted: tuple[Network, ...]) -> bool:
     return any(ip in network for network in trusted)
 
 
+@functools.lru_cache(maxsize=4096)
 def throttle_key(address: str) -> str:
     """What failures count against: the address, or its /64 for IPv6, since one IPv6
     client usually holds a whole /64 and could rotate through it."""
@@ -76,7 +78,7 @@ class FailedAuthThrottle:
 
     def retry_after(self, address: str, now: float) -> int | None:
         """Seconds until ``address`` may try again, or ``None`` if it may now."""
-        if not self.limit:
+        if not self.limit or not self._failures:  # the usual case: nobody failed lately
             return None
         times = self._failures.get(throttle_key(address))
         if times is None:

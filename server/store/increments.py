@@ -7,6 +7,7 @@ increment, the idempotency check and the rate limit are applied together or not 
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from server.store.records import (
@@ -106,3 +107,23 @@ def decide(record: UserRecord | None, cmd: IncrementCommand, policy: IncrementPo
             used_actions=used,
         )
     )
+
+
+def decide_all(
+    record: UserRecord | None, cmds: Sequence[IncrementCommand], policy: IncrementPolicy
+) -> tuple[list[Decision], UserRecord | None]:
+    """Decide consecutive increments of one user, each on the state the previous ones left.
+
+    Returns each command's decision, and the record to write: the state after the last
+    applied one, or ``None`` when none applied (nothing to write). Writing that one record
+    is the same as writing each applied record in turn (each later one contains the
+    earlier), so a hot user's queued increments cost one write.
+    """
+    decisions: list[Decision] = []
+    current, final = record, None
+    for cmd in cmds:
+        decision = decide(current, cmd, policy)
+        if isinstance(decision, Applied):
+            current = final = decision.record
+        decisions.append(decision)
+    return decisions, final

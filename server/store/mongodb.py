@@ -26,7 +26,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from server.store.admin import AdminChange
 from server.store.changes import Change, ChangeFeed, LocalChangeFeed
-from server.store.increments import IncrementPolicy, decide
+from server.store.increments import IncrementPolicy, decide, decide_all
 from server.store.mongo_changes import MongoChangeFeed
 from server.store.port import StoreError
 from server.store.records import Applied, Decision, IncrementCommand, RankedScore, UserRecord
@@ -135,6 +135,12 @@ class MongoStore:
             return decision, decision.record if isinstance(decision, Applied) else None
 
         return await self._compare_and_set(cmd.user_id, step)
+
+    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
+        def step(current: UserRecord | None) -> tuple[list[Decision], UserRecord | None]:
+            return decide_all(current, cmds, self._policy)
+
+        return await self._compare_and_set(cmds[0].user_id, step)
 
     async def apply_admin(self, user_id: str, change: AdminChange) -> UserRecord | None:
         def step(current: UserRecord | None) -> tuple[UserRecord | None, UserRecord | None]:

@@ -40,6 +40,14 @@ class ScoreStore(Protocol):
             StoreError: nothing is known to be applied.
         """
 
+    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
+        """Apply consecutive increments of one user in one atomic write (see
+        :func:`server.store.increments.decide_all`); one decision per command, in order.
+
+        Raises:
+            StoreError: none is known to be applied.
+        """
+
     async def top(self, limit: int) -> list[RankedScore]:
         """Return the best ``limit`` users: score descending, then earliest reached, then id."""
 

@@ -22,7 +22,7 @@ from typing import Any, Final, TypeVar
 
 from server.store.admin import AdminChange
 from server.store.changes import Change, ChangeFeed, LocalChangeFeed, NoOtherWriters
-from server.store.increments import IncrementPolicy, decide
+from server.store.increments import IncrementPolicy, decide, decide_all
 from server.store.port import StoreError
 from server.store.records import Applied, Decision, IncrementCommand, RankedScore, UserRecord
 
@@ -184,6 +184,18 @@ class SqliteStore:
             if isinstance(decision, Applied):
                 self._write(conn, decision.record)
             return decision
+
+        return await self._call(job)
+
+    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
+        policy = self._policy
+
+        def job(conn: sqlite3.Connection) -> list[Decision]:
+            row = conn.execute(_SELECT_USER, (cmds[0].user_id,)).fetchone()
+            decisions, final = decide_all(_row_to_record(row) if row else None, cmds, policy)
+            if final is not None:
+                self._write(conn, final)
+            return decisions
 
         return await self._call(job)
 

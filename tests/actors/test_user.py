@@ -45,6 +45,11 @@ class GatedStore:
         await self.gate.wait()
         return await self.inner.apply_increment(command)
 
+    async def apply_increments(self, commands: list[IncrementCommand]) -> list[Decision]:
+        self.entered.set()
+        await self.gate.wait()
+        return await self.inner.apply_increments(commands)
+
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 

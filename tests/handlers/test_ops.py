@@ -27,14 +27,22 @@ class ControlledStore(SqliteStore):
         super().__init__(":memory:", IncrementPolicy(rate_limit_per_minute=10))
         self.healthy = True
         self.gate: asyncio.Event | None = None
+        self.entered = asyncio.Event()
 
     async def ping(self) -> bool:
         return self.healthy and await super().ping()
 
     async def apply_increment(self, cmd: IncrementCommand) -> Decision:
+        self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
         return await super().apply_increment(cmd)
+
+    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
+        self.entered.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        return await super().apply_increments(cmds)
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -225,8 +233,11 @@ async def test_mailbox_depth_gauge_counts_queued_increments() -> None:
     async with serving(store=store) as client:
         assert value(await scrape(client), "scoreboard_mailbox_depth") == 0.0
         store.gate = asyncio.Event()
+        store.entered.clear()
         token = make_token("queued")
-        pending = [asyncio.ensure_future(client.update(token)) for _ in range(4)]
+        pending = [asyncio.ensure_future(client.update(token))]
+        await asyncio.wait_for(store.entered.wait(), scaled(5))
+        pending += [asyncio.ensure_future(client.update(token)) for _ in range(3)]
         try:
             # One increment is waiting on the store, three are queued behind it.
             await eventually(client, "scoreboard_mailbox_depth", 3.0)
