@@ -38,6 +38,11 @@ p50 / p99 latency (the median of the rounds' own percentiles), answers other tha
 time per request (all threads, from /proc). Then the ratio ours / bare and the goals of
 issue 6 as MET / NOT MET lines.
 
+Other work on the machine skews every figure, so each measured run first waits (at most
+``--quiet-timeout`` s) until processes other than this run's use under 10 % of the CPUs,
+and reports the share they took during the run (busy time from /proc/stat minus the
+servers', this process's and wrk's own); the summary warns when it passed 5 %.
+
 The hot-user phase (``--hot``, on by default) runs on our server only: the 2,000 users'
 updates from 16 connections alone, then the same while a second load generator with 16
 connections sends updates for one user ("hot-user") with its own token. It shows whether
@@ -55,6 +60,7 @@ import math
 import os
 import platform
 import re
+import resource
 import shlex
 import shutil
 import signal
@@ -76,6 +82,7 @@ SECRET = "updates-bench-secret-that-is-at-least-32-bytes"
 TOKEN_TTL_S = 6 * 3600
 HOT_USER = "hot-user"
 REQUEST_TIMEOUT_S = 5
+QUIET_PCT = 10.0  # other processes' share of the CPUs under which a run may start
 PRIME_REQUESTS = 20
 
 UPDATE = "update"
@@ -148,6 +155,7 @@ class Run:
         default_factory=lambda: {"connect": 0, "read": 0, "write": 0, "timeout": 0}
     )
     server_cpu_s: float = math.nan
+    other_cpu_pct: float = math.nan  # the machine's CPU used by processes not of this run
 
     @property
     def rps(self) -> float:
@@ -165,7 +173,8 @@ class Run:
         errors = ", ".join(f"{k} {v}" for k, v in self.errors.items() if v) or "none"
         return (
             f"{self.rps:9,.0f} req/s  p50 {self.p50_ms:6.2f} ms  p99 {self.p99_ms:6.2f} ms  "
-            f"non-2xx {self.non2xx}  socket errors: {errors}"
+            f"non-2xx {self.non2xx}  socket errors: {errors}  "
+            f"other processes' CPU {self.other_cpu_pct:.0f}%"
         )
 
 
@@ -527,6 +536,49 @@ async def prime(server: ServerProcess, tokens: Sequence[str]) -> None:
         http.close()
 
 
+class ServerDied(RuntimeError):
+    def __init__(self, server: ServerProcess) -> None:
+        code = server.proc.returncode
+        how = "a clean stop: a signal from outside?" if code == 0 else f"status {code}"
+        super().__init__(f"the {server.kind} server exited during the run ({how})")
+        self.kind = server.kind
+
+
+def check_alive(server: ServerProcess) -> None:
+    if server.proc.poll() is not None:
+        raise ServerDied(server)
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """The machine's busy CPU time and this run's own (servers, loaders), in seconds."""
+
+    wall_s: float
+    busy_s: float
+    ours_s: float
+
+    @staticmethod
+    def take(servers: Sequence[ServerProcess]) -> CpuSample:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:8]]
+        user, nice, system, _idle, _iowait, irq, softirq = ticks
+        busy = (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
+        own = 0.0
+        for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN):  # this loader, wrk
+            usage = resource.getrusage(who)
+            own += usage.ru_utime + usage.ru_stime
+        for server in servers:
+            with contextlib.suppress(OSError):
+                own += server.cpu_s()
+        return CpuSample(time.monotonic(), busy, own)
+
+    def other_pct(self, later: CpuSample) -> float:
+        """Percent of the machine (all cores) busy with other processes since this sample."""
+        other = (later.busy_s - self.busy_s) - (later.ours_s - self.ours_s)
+        capacity = (later.wall_s - self.wall_s) * (os.cpu_count() or 1)
+        return max(0.0, other) / capacity * 100 if capacity > 0 else math.nan
+
+
 # --- the whole run --------------------------------------------------------------------------
 
 
@@ -544,10 +596,13 @@ class Report:
     def runs(self, server: str, endpoint: str) -> list[Run]:
         return [r for r in self.rounds if r.server == server and r.endpoint == endpoint]
 
-    def all_ours(self) -> list[Run]:
+    def measured(self) -> list[Run]:
+        """The reported runs: the rounds and the hot-user phase."""
         hot = [self.hot_alone, self.hot_normal, self.hot_user]
-        runs = self.warmups + self.rounds + [r for r in hot if r is not None]
-        return [r for r in runs if r.server == "ours"]
+        return self.rounds + [r for r in hot if r is not None]
+
+    def all_ours(self) -> list[Run]:
+        return [r for r in self.warmups + self.measured() if r.server == "ours"]
 
 
 class Bench:
@@ -555,6 +610,7 @@ class Bench:
         self.args = args
         self.ws = ws
         self.loader = loader
+        self.servers: list[ServerProcess] = []
         tokens = user_tokens(args.users)
         self.users = Target(UPDATE, tuple(tokens), ws.write("users.txt", "\n".join(tokens)))
         hot = mint(HOT_USER, "Hot User")
@@ -564,35 +620,75 @@ class Bench:
         ws.write("top.lua", _WRK_DONE)
 
     async def load(
-        self, server: ServerProcess, target: Target, connections: int, duration_s: int
+        self,
+        server: ServerProcess,
+        target: Target,
+        connections: int,
+        duration_s: int,
+        *,
+        quiet: bool = True,
     ) -> Run:
-        """One load generator against one server; the server's CPU time is measured around it."""
+        """One load generator against one server, and the CPU time used meanwhile.
+
+        Raises:
+            ServerDied: the server is gone (before, during or after the run).
+        """
+        check_alive(server)
+        if quiet:
+            await self.wait_quiet()
         run = Run(server.kind, target.endpoint, connections)
-        cpu0 = server.cpu_s()
-        if self.loader == "wrk":
-            await wrk_load(
-                self.ws,
-                server.port,
-                target,
-                connections=connections,
-                duration_s=duration_s,
-                run=run,
-            )
-        else:
-            load = PyLoad(server.port, target.requests(server.port), connections, duration_s)
-            await load.run(run)
+        cpu0, sample0 = server.cpu_s(), CpuSample.take(self.servers)
+        try:
+            if self.loader == "wrk":
+                await wrk_load(
+                    self.ws,
+                    server.port,
+                    target,
+                    connections=connections,
+                    duration_s=duration_s,
+                    run=run,
+                )
+            else:
+                load = PyLoad(server.port, target.requests(server.port), connections, duration_s)
+                await load.run(run)
+        except RuntimeError:
+            check_alive(server)  # a loader failing because the server died: say so
+            raise
+        check_alive(server)
         run.server_cpu_s = server.cpu_s() - cpu0
+        run.other_cpu_pct = sample0.other_pct(CpuSample.take(self.servers))
         return run
+
+    async def wait_quiet(self) -> None:
+        """Wait (at most ``--quiet-timeout`` s) until other processes leave the CPUs alone."""
+        deadline = time.monotonic() + self.args.quiet_timeout
+        said = False
+        while time.monotonic() < deadline:
+            before = CpuSample.take(self.servers)
+            await asyncio.sleep(0.5)
+            other = before.other_pct(CpuSample.take(self.servers))
+            if other < QUIET_PCT:
+                return
+            if not said:
+                print(
+                    f"  waiting for other processes to leave the CPUs ({other:.0f}% busy)...",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                said = True
 
     async def measure(self, report: Report) -> None:
         args = self.args
         ours = start(self.ws, "ours", args)
         bare = start(self.ws, "bare", args)
+        self.servers = [ours, bare]
         try:
             await asyncio.gather(prime(ours, self.users.tokens), prime(bare, self.users.tokens))
             for target in (self.users, self.top):
                 for server in (ours, bare) if args.warmup else ():
-                    run = await self.load(server, target, args.connections, args.warmup)
+                    run = await self.load(
+                        server, target, args.connections, args.warmup, quiet=False
+                    )
                     self.progress(f"warm-up {server.kind}", run)
                     report.warmups.append(run)
                 for i in range(args.rounds):
@@ -612,9 +708,10 @@ class Bench:
         args = self.args
         alone = await self.load(ours, self.users, args.hot_connections, args.duration)
         self.progress("hot phase: users alone", alone)
+        await self.wait_quiet()  # once, so that both start together
         normal, hot = await asyncio.gather(
-            self.load(ours, self.users, args.hot_connections, args.duration),
-            self.load(ours, self.hot, args.hot_connections, args.duration),
+            self.load(ours, self.users, args.hot_connections, args.duration, quiet=False),
+            self.load(ours, self.hot, args.hot_connections, args.duration, quiet=False),
         )
         self.progress("hot phase: users", normal)
         self.progress("hot phase: hot-user", hot)
@@ -758,13 +855,21 @@ def print_report(report: Report, args: argparse.Namespace) -> int:
     errors = sum(r.socket_errors for r in ours)
     total = sum(r.requests for r in ours)
     print(f"\nload average at the end (this run's own load included): {load_average()}")
+    others = [r.other_cpu_pct for r in report.measured() if not math.isnan(r.other_cpu_pct)]
+    if others:
+        worst = max(others)
+        print(
+            f"other processes' CPU during the measured runs: median {median(others):.0f}%, "
+            f"worst {worst:.0f}% of the machine"
+            + (" -- WARNING: something else ran, the figures are skewed" if worst > 5 else "")
+        )
     print(
         f"our server: {non2xx} non-2xx, {errors} socket errors in {total:,} requests "
         "(warm-ups and the hot-user phase included)"
     )
     failed = non2xx > 0 or errors > 0 or not report.ours_alive
     if not report.ours_alive:
-        print("our server exited during the run")
+        print("our server exited during the run: the report above is incomplete")
     if failed:
         print(f"the end of our server's log:\n{report.ours_log_tail}")
     return 1 if failed else 0
@@ -806,6 +911,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default="INFO",
         help="our server's log level (INFO: the audit trail is written, as in production)",
     )
+    parser.add_argument(
+        "--quiet-timeout",
+        type=float,
+        default=60.0,
+        help="before each run, wait up to this many s for other processes to leave the CPUs "
+        f"(< {QUIET_PCT:g}%% of the machine; 0: start at once)",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary directory")
     parser.add_argument(
         "--timeout", type=float, default=0, help="hard limit for the run in s (0: from the plan)"
@@ -815,14 +927,15 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     args = parser.parse_args(argv)
     if args.quick:
-        args.rounds, args.duration, args.warmup = 1, 1, 0
+        args.rounds, args.duration, args.warmup, args.quiet_timeout = 1, 1, 0, 0.0
     if args.rounds < 1 or args.duration < 1 or args.warmup < 0:
         parser.error("--rounds and --duration must be at least 1, --warmup at least 0")
     if not 1 <= args.users <= 100_000 or args.connections < 1 or args.hot_connections < 1:
         parser.error("--users from 1 to 100000; --connections, --hot-connections at least 1")
     if not args.timeout:
+        runs = 2 * 2 * ((args.warmup > 0) + args.rounds) + 2
         planned = 2 * 2 * (args.warmup + args.rounds * args.duration) + 2 * args.duration
-        args.timeout = 2 * planned + 90
+        args.timeout = 2 * planned + runs * args.quiet_timeout + 90
     return args
 
 
@@ -853,23 +966,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.alarm(int(args.timeout) + 30)
     ws = Workspace(Path(tempfile.mkdtemp(prefix="bench-updates-")))
     report = Report(loader)
+    status: int | None = None
     try:
-        bench = Bench(args, ws, loader)
-        asyncio.run(asyncio.wait_for(bench.measure(report), args.timeout))
-    except TimeoutError:
-        print(f"error: the run passed its hard timeout of {args.timeout:g}s", file=sys.stderr)
-        return 3
-    except RuntimeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
+        try:
+            bench = Bench(args, ws, loader)
+            asyncio.run(asyncio.wait_for(bench.measure(report), args.timeout))
+        except TimeoutError:
+            print(f"error: the run passed its hard timeout of {args.timeout:g}s", file=sys.stderr)
+            status = 3
+        except ServerDied as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = None if exc.kind == "ours" else 2  # ours: report what was measured
+        except RuntimeError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            status = 2
+        finally:
+            signal.alarm(0)
+            ws.kill_children()
+        if status is None:
+            status = print_report(report, args)
     finally:
-        signal.alarm(0)
-        ws.kill_children()
-        if args.keep_logs:
+        if args.keep_logs or status != 0:
             print(f"logs kept in {ws.path}", file=sys.stderr)
         else:
             shutil.rmtree(ws.path, ignore_errors=True)
-    return print_report(report, args)
+    return status
 
 
 if __name__ == "__main__":
