@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import logging
@@ -42,6 +43,7 @@ BODY_TIMEOUT_S = 10.0  # a client trickling a body cannot hold a request open fo
 def body_timeout_s() -> float:
     """:data:`BODY_TIMEOUT_S`, read when used (tests lower it)."""
     return BODY_TIMEOUT_S
+
 
 # New request ids: a random prefix per process and a counter (unique across pods and
 # restarts, and far cheaper than a uuid4 per request).
@@ -95,7 +97,7 @@ class ApiHandler(tornado.web.RequestHandler):
     def prepare(self) -> None:
         self.common_headers()
 
-    @property
+    @functools.cached_property
     def client(self) -> str:
         """The client's address (``X-Forwarded-For`` is believed from trusted proxies only)."""
         return client_of(self.request, self.service)

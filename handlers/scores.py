@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any, Final
 
 import tornado.web
 from tornado.http1connection import HTTP1Connection
-from tornado.ioloop import IOLoop
 
 from handlers.base import ApiHandler, ask_user_actor, body_timeout_s
 from server.actions import ProvenAction
@@ -130,11 +130,11 @@ class UpdateScoreHandler(ApiHandler):
         self._audit = UpdateAudit(self.request_id, self.client)
         self._body = bytearray()
         self._too_large = False
-        self._body_timer: object | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
         connection = self.request.connection
         if isinstance(connection, HTTP1Connection):
             connection.set_body_timeout(None)  # type: ignore[arg-type]
-            self._body_timer = IOLoop.current().call_later(
+            self._body_timer = asyncio.get_running_loop().call_later(
                 body_timeout_s(), connection.close
             )
         if self.service.draining:
@@ -156,7 +156,7 @@ class UpdateScoreHandler(ApiHandler):
 
     def _body_done(self) -> None:
         if self._body_timer is not None:
-            IOLoop.current().remove_timeout(self._body_timer)
+            self._body_timer.cancel()
             self._body_timer = None
 
     async def post(self) -> None:

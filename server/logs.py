@@ -10,6 +10,8 @@ import threading
 import time
 from typing import Any, Final, TextIO
 
+# One encoder for every line: json.dumps() with options builds a new one per call.
+_ENCODER: Final = json.JSONEncoder(default=str, ensure_ascii=False)
 FLUSH_INTERVAL_S: Final = 0.1
 MAX_PENDING_LINES: Final = 256
 
@@ -42,7 +44,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = fields[key]
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str, ensure_ascii=False)
+        return _ENCODER.encode(entry)
 
 
 class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
