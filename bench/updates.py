@@ -734,6 +734,29 @@ def load_average() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
+def code_version() -> str:
+    """The commit measured, and whether the server's code differs from it."""
+    git = ["git", "-C", str(REPO)]
+    try:
+        commit = subprocess.run(
+            [*git, "log", "-1", "--format=%h %s"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+        changed = subprocess.run(
+            [*git, "status", "--porcelain", "--", "server", "handlers", "actors"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (not a git checkout)"
+    return commit + (" + uncommitted changes to the server" if changed else "")
+
+
 def header_lines(args: argparse.Namespace, argv: Sequence[str], loader: str) -> list[str]:
     cpu = "unknown CPU"
     with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
@@ -750,7 +773,7 @@ def header_lines(args: argparse.Namespace, argv: Sequence[str], loader: str) -> 
     hot = f"; hot-user phase {args.hot_connections} + {args.hot_connections} connections"
     return [
         f"command: python -m bench.updates {shlex.join(argv)}".rstrip(),
-        f"date: {now}",
+        f"date: {now}; code: {code_version()}",
         f"machine: {cpu}, {os.cpu_count()} cores, {platform.system()} {platform.release()}; "
         f"load average {load_average()} at the start",
         f"python {platform.python_version()} ({sys.executable}), tornado {tornado.version}",
