@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import tornado.httpclient
@@ -334,3 +336,85 @@ async def test_updates_during_shutdown_get_503_shutting_down() -> None:
         assert body_of(response)["error"] == "shutting_down"
         assert response.headers["Retry-After"] == "1"
         client.running.service.draining = False
+
+
+def sha1_etag(body: bytes) -> str:
+    return f'"{hashlib.sha1(body).hexdigest()}"'
+
+
+async def test_top_scores_etag_is_the_sha1_of_its_body_and_answers_if_none_match() -> None:
+    async with serving() as client:
+        await client.update(make_token("alice"), {"increment": 3})
+        await eventually_top(client, [{"user_id": "alice", "username": "alice", "score": 3}])
+        first = await client.request("GET", "/api/top-scores")
+        assert first.code == 200
+        etag = first.headers["ETag"]
+        assert etag == sha1_etag(first.body)
+        again = await client.request("GET", "/api/top-scores")
+        assert (again.headers["ETag"], again.body) == (etag, first.body)  # nothing changed
+        cached = await client.request("GET", "/api/top-scores", None, {"If-None-Match": etag})
+        assert cached.code == 304
+        assert cached.body == b""
+        assert cached.headers["ETag"] == etag
+        other = await client.request("GET", "/api/top-scores", None, {"If-None-Match": '"x"'})
+        assert (other.code, other.body) == (200, first.body)
+
+
+async def test_top_scores_etag_changes_with_the_top() -> None:
+    async with serving() as client:
+        empty = await client.request("GET", "/api/top-scores")
+        assert empty.headers["ETag"] == sha1_etag(empty.body)
+        await client.update(make_token("bob"), {"increment": 2})
+        await eventually_top(client, [{"user_id": "bob", "username": "bob", "score": 2}])
+        changed = await client.request("GET", "/api/top-scores")
+        assert changed.headers["ETag"] == sha1_etag(changed.body)
+        assert changed.headers["ETag"] != empty.headers["ETag"]
+        stale = await client.request(
+            "GET", "/api/top-scores", None, {"If-None-Match": empty.headers["ETag"]}
+        )
+        assert (stale.code, stale.body) == (200, changed.body)
+        await client.update(make_token("bob"), {"increment": 1})
+        await eventually_top(client, [{"user_id": "bob", "username": "bob", "score": 3}])
+        latest = await client.request("GET", "/api/top-scores")
+        assert latest.headers["ETag"] == sha1_etag(latest.body)
+        assert latest.headers["ETag"] not in {empty.headers["ETag"], changed.headers["ETag"]}
+
+
+async def test_top_scores_not_ready_has_no_etag() -> None:
+    async with serving() as client:
+        ready = await client.request("GET", "/api/top-scores")
+        leaderboard = client.running.service.leaderboard
+        leaderboard.loaded = False
+        try:
+            loading = await client.request("GET", "/api/top-scores")
+            assert loading.code == 503
+            assert body_of(loading)["error"] == "not_ready"
+            assert "ETag" not in loading.headers
+            revalidating = await client.request(
+                "GET", "/api/top-scores", None, {"If-None-Match": ready.headers["ETag"]}
+            )
+            assert revalidating.code == 503  # never a 304 for a board that is not loaded
+            assert "ETag" not in revalidating.headers
+        finally:
+            leaderboard.loaded = True
+
+
+async def test_top_scores_body_is_hashed_once_per_change_not_per_response(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    real_sha1 = hashlib.sha1
+    hashed: list[bytes] = []
+
+    def counting_sha1(data: bytes = b"", **kwargs: Any) -> Any:
+        hashed.append(bytes(data))  # Tornado's default ETag hashes with update(), not here
+        return real_sha1(data, **kwargs)
+
+    async with serving() as client:
+        await client.update(make_token("carol"), {"increment": 4})
+        await eventually_top(client, [{"user_id": "carol", "username": "carol", "score": 4}])
+        monkeypatch.setattr(hashlib, "sha1", counting_sha1)
+        responses = [await client.request("GET", "/api/top-scores") for _ in range(5)]
+        monkeypatch.undo()
+        assert {r.headers["ETag"] for r in responses} == {sha1_etag(responses[0].body)}
+        assert client.running.service.leaderboard.top_scores_etag == responses[0].headers["ETag"]
+        assert len(hashed) <= 1  # the unchanged body is not hashed again per response

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from handlers.base import request_id
 from server.actions import mint_action_token
 from server.logs import JsonFormatter
 from tests.conftest import make_token, scaled, serving
@@ -83,3 +84,36 @@ async def test_admin_requests_are_audited_refused_ones_and_lookups_too(
         ("lookup", "player", "forbidden"),
     ]
     assert all(x["latency_ms"] >= 0 and x["user_id"] == "a" for x in lines)
+
+
+GENERATED_ID = re.compile(r"([0-9a-f]{12})-([0-9a-f]+)")
+
+
+def test_generated_request_ids_are_unique_and_shaped_prefix_dash_counter() -> None:
+    ids = [request_id(None) for _ in range(10_000)]
+    assert len(set(ids)) == len(ids)
+    shapes = [GENERATED_ID.fullmatch(i) for i in ids]
+    assert all(shapes), next(i for i, m in zip(ids, shapes, strict=True) if not m)
+    assert len({m.group(1) for m in shapes if m}) == 1  # one prefix per process
+    counters = [int(m.group(2), 16) for m in shapes if m]
+    assert counters == sorted(counters)  # a counter, never reused
+    for insane in ("", "has space", "x" * 65, "a.b", "ü", "id\n"):
+        assert GENERATED_ID.fullmatch(request_id(insane)), insane
+
+
+async def test_every_answer_gets_its_own_request_id_and_a_sane_given_one_is_echoed() -> None:
+    async with serving() as client:
+        token = make_token("ids")
+        responses = []
+        for i in range(20):
+            responses.append(await client.update(token, {"increment": 1}))
+            responses.append(await client.request("GET", "/api/top-scores"))
+            responses.append(await client.request("GET", "/api/nope" if i % 2 else "/healthz"))
+        ids = [r.headers["X-Request-ID"] for r in responses]
+        assert len(set(ids)) == len(ids)
+        assert all(GENERATED_ID.fullmatch(i) for i in ids), ids
+        for given in ("r-1", "A_b-9", "x" * 64):
+            echoed = await client.update(token, {"increment": 1}, headers={"X-Request-ID": given})
+            assert echoed.headers["X-Request-ID"] == given
+            missing = await client.request("GET", "/api/nope", None, {"X-Request-ID": given})
+            assert (missing.code, missing.headers["X-Request-ID"]) == (404, given)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import hmac
 import json
@@ -351,3 +352,163 @@ def test_the_default_leeway_is_30_seconds() -> None:
     verifier = TokenVerifier(SECRET, ("HS256",))
     assert verifier.verify(make_token("alice", ttl_s=-20)).user_id == "alice"
     refusal(verifier, make_token("alice", ttl_s=-60))
+
+
+# --- remembered (cached) verifications -----------------------------------------------------
+
+
+class FakeClock:
+    """Wall-clock seconds that only move when a test moves them."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def decoded(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every token ``jwt.decode`` is asked to check (the full check), in order."""
+    calls: list[str] = []
+    real_decode = jwt.decode
+
+    def counting_decode(token: str, *args: Any, **kwargs: Any) -> Any:
+        calls.append(token)
+        return real_decode(token, *args, **kwargs)
+
+    monkeypatch.setattr(jwt, "decode", counting_decode)
+    return calls
+
+
+def pin_pyjwt_clock(monkeypatch: pytest.MonkeyPatch, clock: FakeClock) -> None:
+    """Make PyJWT's own exp/nbf/iat checks read ``clock`` too (white-box: ``api_jwt``)."""
+
+    class PinnedDatetime(datetime.datetime):
+        @classmethod
+        def now(cls, tz: datetime.tzinfo | None = None) -> PinnedDatetime:
+            return cls.fromtimestamp(clock(), tz)
+
+    monkeypatch.setattr(jwt.api_jwt, "datetime", PinnedDatetime)
+
+
+def test_a_verified_token_is_answered_from_memory(decoded: list[str]) -> None:
+    verifier = TokenVerifier(SECRET, ("HS256",))
+    token = make_token("alice", name="Alice")
+    first = verifier.verify(token)
+    assert decoded == [token]
+    assert verifier.verify(token) == first
+    assert verifier.verify_header(f"Bearer {token}") == first  # the header path too
+    assert decoded == [token]  # checked in full once
+
+
+def test_a_remembered_token_is_checked_in_full_again_from_its_exp(
+    decoded: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = int(time.time())
+    clock = FakeClock(now)
+    pin_pyjwt_clock(monkeypatch, clock)
+    verifier = TokenVerifier(SECRET, ("HS256",), leeway_s=0, clock=clock)
+    token = make_token("alice", iat=now, exp=now + 60)
+    assert verifier.verify(token).user_id == "alice"
+    clock.now = now + 59.9
+    assert verifier.verify(token).user_id == "alice"
+    assert len(decoded) == 1  # still remembered just before exp
+    clock.now = now + 61
+    error = refusal(verifier, token)
+    assert "expired" in error.message
+    assert len(decoded) == 2  # the full check ran again, and refused it
+    refusal(verifier, token)
+    assert len(decoded) == 3  # and the expired token is not remembered either
+
+
+def test_a_remembered_token_is_not_answered_within_the_leeway_past_exp(
+    decoded: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The full check accepts a token up to leeway_s after its exp; memory never does.
+    now = int(time.time())
+    clock = FakeClock(now)
+    pin_pyjwt_clock(monkeypatch, clock)
+    verifier = TokenVerifier(SECRET, ("HS256",), leeway_s=30, clock=clock)
+    token = make_token("alice", iat=now, exp=now + 60)
+    verifier.verify(token)
+    clock.now = now + 60
+    assert verifier.verify(token).user_id == "alice"  # accepted: within the leeway
+    assert verifier.verify(token).user_id == "alice"
+    assert len(decoded) == 3  # but each time by the full check
+    clock.now = now + 91
+    assert "expired" in refusal(verifier, token).message
+
+
+def test_a_refused_token_is_never_remembered(decoded: list[str]) -> None:
+    verifier = TokenVerifier(SECRET, ("HS256",))
+    forged = make_token("alice", secret=OTHER_SECRET)
+    refusal(verifier, forged)
+    refusal(verifier, forged)
+    assert decoded == [forged, forged]
+    expired = make_token("bob", ttl_s=-120, iat=int(time.time()) - 600)
+    refusal(verifier, expired)
+    refusal(verifier, expired)
+    assert decoded[2:] == [expired, expired]
+    no_sub = hand_signed_hs256(claims(sub=""), SECRET.encode())  # refused after decoding
+    refusal(verifier, no_sub)
+    refusal(verifier, no_sub)
+    assert decoded[4:] == [no_sub, no_sub]
+
+
+def test_only_the_exact_token_text_is_answered_from_memory(decoded: list[str]) -> None:
+    verifier = TokenVerifier(SECRET, ("HS256",))
+    body = claims(sub="alice")
+    token = jwt.encode(body, SECRET, algorithm="HS256")
+    verifier.verify(token)
+    # Same header and claims, another signature: a forgery must not ride on the memory.
+    signing_input = token.rsplit(".", 1)[0]
+    forged = f"{signing_input}.{make_token('alice', secret=OTHER_SECRET).rsplit('.', 1)[1]}"
+    refusal(verifier, forged)
+    refusal(verifier, token + "A")  # one character more
+    refusal(verifier, token[:-1])  # one character less
+    assert decoded == [token, forged, token + "A", token[:-1]]
+    # A second valid token with the same claims is another text: checked in full too.
+    other = jwt.encode(body, SECRET, algorithm="HS256", headers={"kid": "k2"})
+    assert verifier.verify(other) == verifier.verify(token)
+    assert decoded[4:] == [other]
+
+
+def test_remembered_tokens_are_bounded_oldest_out_first(decoded: list[str]) -> None:
+    verifier = TokenVerifier(SECRET, ("HS256",), cache_size=2)
+    a, b, c = (make_token(user) for user in ("a", "b", "c"))
+    for token in (a, b, c):
+        verifier.verify(token)
+    assert decoded == [a, b, c]
+    assert verifier.verify(c).user_id == "c"
+    assert decoded == [a, b, c]  # c is remembered
+    assert verifier.verify(a).user_id == "a"
+    assert decoded == [a, b, c, a]  # a was forgotten when c came in
+    assert verifier.verify(c).user_id == "c"
+    assert verifier.verify(a).user_id == "a"
+    assert decoded == [a, b, c, a]  # now c and a are remembered...
+    verifier.verify(b)
+    assert decoded == [a, b, c, a, b]  # ...and b was not
+
+
+def test_cache_size_zero_remembers_nothing(decoded: list[str]) -> None:
+    verifier = TokenVerifier(SECRET, ("HS256",), cache_size=0)
+    token = make_token("alice")
+    for _ in range(3):
+        assert verifier.verify(token).user_id == "alice"
+    assert decoded == [token] * 3
+
+
+def test_the_remembered_identity_is_the_fully_checked_one(decoded: list[str]) -> None:
+    token = make_token("alice", name="\tAlice\x7f ", scope="scores:admin scores:read")
+    full = TokenVerifier(SECRET, ("HS256",), cache_size=0).verify(token)
+    assert full == Identity("alice", "Alice", frozenset({"scores:admin", "scores:read"}))
+    verifier = TokenVerifier(SECRET, ("HS256",))
+    assert verifier.verify(token) == full
+    remembered = verifier.verify(token)
+    assert len(decoded) == 2  # the third answer came from memory
+    assert (remembered.user_id, remembered.username, remembered.scopes) == (
+        full.user_id,
+        full.username,
+        full.scopes,
+    )

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime
 import ipaddress
 import json
 import ssl
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
@@ -16,7 +20,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from server.store.records import IncrementCommand
+import handlers.base
+from server.store.increments import IncrementPolicy
+from server.store.records import Decision, IncrementCommand
+from server.store.sqlite import SqliteStore
 from tests.conftest import body_of, make_token, scaled, serving
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(30))
@@ -123,3 +130,133 @@ async def test_a_body_must_be_sent_as_json(content_type: str, status: int) -> No
         assert response.code == status
         if status == 415:
             assert body_of(response)["error"] == "unsupported_media_type"
+
+
+# --- slow bodies ---------------------------------------------------------------------------
+
+SHORT_BODY_TIMEOUT_S = 0.3
+
+
+@pytest.fixture
+def body_timeout(monkeypatch: pytest.MonkeyPatch) -> float:
+    """A short body time limit for every server started in the test (read at start and by
+    the update route per request)."""
+    timeout = scaled(SHORT_BODY_TIMEOUT_S)
+    monkeypatch.setattr(handlers.base, "BODY_TIMEOUT_S", timeout)
+    return timeout
+
+
+def post_head(path: str, content_length: int, token: str | None = None) -> bytes:
+    lines = [
+        f"POST {path} HTTP/1.1",
+        "Host: 127.0.0.1",
+        "Content-Type: application/json",
+        f"Content-Length: {content_length}",
+    ]
+    if token is not None:
+        lines.append(f"Authorization: Bearer {token}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+@asynccontextmanager
+async def raw_connection(
+    port: int,
+) -> AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter]]:
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        yield reader, writer
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+
+
+async def seconds_until_closed(reader: asyncio.StreamReader, limit_s: float) -> float:
+    """How long until the server closes the connection without answering (fails after
+    ``limit_s``)."""
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    try:
+        rest = await asyncio.wait_for(reader.read(), limit_s)
+    except ConnectionResetError:
+        rest = b""
+    assert rest == b"", rest
+    return loop.time() - started
+
+
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(5))
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.split(": ", 1) for line in header_lines if line)
+    body = await reader.readexactly(int(headers["Content-Length"]))
+    return int(status_line.split()[1]), body
+
+
+async def test_an_update_body_trickling_past_the_time_limit_is_cut_off(
+    body_timeout: float,
+) -> None:
+    async with serving() as client:
+        token = make_token("slow")
+        async with raw_connection(client.running.port) as (reader, writer):
+            writer.write(post_head("/api/update-score", 100, token) + b'{"increment": ')
+            await writer.drain()
+            waited = await seconds_until_closed(reader, scaled(2))
+        assert waited >= body_timeout * 0.8  # the time limit closed it, not some error
+        # The same server answers a quick update, and a body completed within the limit.
+        response = await client.update(token, {"increment": 2})
+        assert body_of(response) == {"status": "success", "new_score": 2}
+        body = b'{"increment": 3}'
+        async with raw_connection(client.running.port) as (reader, writer):
+            writer.write(post_head("/api/update-score", len(body), token) + body[:5])
+            await writer.drain()
+            await asyncio.sleep(body_timeout / 3)
+            writer.write(body[5:])
+            status, answer = await read_response(reader)
+        assert (status, json.loads(answer)) == (200, {"status": "success", "new_score": 5})
+    assert client.running.clean_exit  # the cut-off request did not stay in flight
+
+
+async def test_a_slow_body_to_a_route_that_is_not_streamed_is_cut_off(
+    body_timeout: float,
+) -> None:
+    async with serving() as client:
+        async with raw_connection(client.running.port) as (reader, writer):
+            writer.write(post_head("/api/top-scores", 100) + b"{")
+            await writer.drain()
+            waited = await seconds_until_closed(reader, scaled(2))
+        assert waited >= body_timeout * 0.8
+        assert (await client.request("GET", "/api/top-scores")).code == 200
+
+
+async def test_an_answered_update_leaves_no_timer_behind_on_a_kept_alive_connection(
+    body_timeout: float,
+) -> None:
+    async with serving() as client:
+        token = make_token("kept")
+        body = b'{"increment": 1}'
+        async with raw_connection(client.running.port) as (reader, writer):
+            for expected in (1, 2):
+                writer.write(post_head("/api/update-score", len(body), token) + body)
+                await writer.drain()
+                status, answer = await read_response(reader)
+                assert (status, json.loads(answer)["new_score"]) == (200, expected)
+                if expected == 1:
+                    await asyncio.sleep(body_timeout * 1.5)  # a timer left would close it now
+
+
+class SlowStore(SqliteStore):
+    """Increments that take a while, as a busy database's would."""
+
+    delay_s = 0.0
+
+    async def apply_increment(self, cmd: IncrementCommand) -> Decision:
+        await asyncio.sleep(self.delay_s)
+        return await super().apply_increment(cmd)
+
+
+async def test_the_body_time_limit_does_not_cover_answering(body_timeout: float) -> None:
+    store = SlowStore(":memory:", IncrementPolicy())
+    store.delay_s = body_timeout * 1.5  # the body is in: only its arrival was timed
+    async with serving(store=store) as client:
+        response = await client.update(make_token("patient"), {"increment": 7})
+        assert body_of(response) == {"status": "success", "new_score": 7}

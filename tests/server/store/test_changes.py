@@ -188,6 +188,24 @@ async def test_a_reader_more_than_history_behind_gets_history_lost() -> None:
     assert await just_in_time.next_batch() == [change("c", 1)]
 
 
+async def test_a_reader_exactly_a_full_history_behind_gets_all_of_it_in_order() -> None:
+    feed = LocalChangeFeed(history=5)
+    feed.publish([change("old", 1)])  # before any reader: the deque is full and rolling
+    exact, one_more = await feed.watch(None), await feed.watch(None)
+    feed.publish([change(f"u{i}", i) for i in range(1, 4)])
+    feed.publish([change("u4", 4), change("u5", 5)])  # both now 5 behind a history of 5
+    assert await exact.next_batch() == [change(f"u{i}", i) for i in range(1, 6)]
+    assert exact.resume_token == feed.position == 6
+    feed.publish([change("u6", 6)])
+    assert await exact.next_batch() == [change("u6", 6)]  # exactly the newest one
+    with pytest.raises(FeedHistoryLost):
+        await one_more.next_batch()  # 6 behind: u1 was dropped
+    # The same bounds for a stream resumed from a token (u1 is at position 2).
+    assert await (await feed.watch(2)).next_batch() == [change(f"u{i}", i) for i in range(2, 7)]
+    with pytest.raises(FeedHistoryLost):
+        await feed.watch(1)
+
+
 async def test_a_waiting_reader_wakes_on_publish_and_not_on_an_empty_one() -> None:
     feed = LocalChangeFeed()
     stream = await feed.watch(None)

@@ -1,0 +1,217 @@
+"""Log output: JSON lines, written in batches (warnings at once) by BatchedStreamHandler,
+and ``configure()`` installing it as the only root handler."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from server import logs
+from server.logs import BatchedStreamHandler, JsonFormatter
+from tests.conftest import scaled
+
+LONG_S = 3600.0  # a flush interval no test waits for
+
+
+class Logged:
+    """A logger of its own writing through one handler to a StringIO (not the root)."""
+
+    def __init__(self, handler: BatchedStreamHandler, stream: io.StringIO) -> None:
+        self.handler = handler
+        self.stream = stream
+        self.logger = logging.getLogger(f"tests.logs.{id(self)}")
+        self.logger.propagate = False
+        self.logger.setLevel(logging.DEBUG)
+        self.logger.addHandler(handler)
+
+    def lines(self) -> list[str]:
+        return self.stream.getvalue().splitlines()
+
+    def detach(self) -> None:
+        self.logger.removeHandler(self.handler)
+        self.handler.close()
+
+
+def new_handler_and_thread(
+    stream: io.StringIO, flush_interval_s: float
+) -> tuple[BatchedStreamHandler, threading.Thread]:
+    """A handler, and the flush thread it started."""
+    before = set(threading.enumerate())
+    handler = BatchedStreamHandler(stream, flush_interval_s=flush_interval_s)
+    started = [t for t in threading.enumerate() if t not in before]
+    assert len(started) == 1, started
+    return handler, started[0]
+
+
+@pytest.fixture
+def batched() -> Iterator[Logged]:
+    stream = io.StringIO()
+    logged = Logged(BatchedStreamHandler(stream, flush_interval_s=LONG_S, max_lines=5), stream)
+    yield logged
+    logged.detach()
+
+
+def eventually(condition: Callable[[], bool], timeout_s: float = 1.0) -> None:
+    deadline = time.monotonic() + scaled(timeout_s)
+    while not condition():
+        assert time.monotonic() < deadline, "not within the time limit"
+        time.sleep(0.005)
+
+
+def test_info_lines_wait_for_a_flush_and_come_out_in_order(batched: Logged) -> None:
+    batched.logger.info("one")
+    batched.logger.debug("two")
+    assert batched.lines() == []  # not written line by line
+    batched.handler.flush()
+    assert batched.lines() == ["one", "two"]
+    batched.logger.info("three")
+    batched.handler.flush()
+    batched.handler.flush()  # nothing pending: writes nothing
+    assert batched.lines() == ["one", "two", "three"]
+
+
+def test_a_warning_writes_everything_pending_at_once_in_order(batched: Logged) -> None:
+    batched.logger.info("first")
+    batched.logger.info("second")
+    batched.logger.warning("careful")
+    assert batched.lines() == ["first", "second", "careful"]
+    batched.logger.info("after")
+    batched.logger.error("bad")
+    batched.logger.critical("worse")
+    assert batched.lines() == ["first", "second", "careful", "after", "bad", "worse"]
+
+
+def test_max_lines_pending_are_written_as_one_batch(batched: Logged) -> None:
+    writes: list[str] = []
+    real_write = batched.stream.write
+
+    def counting_write(text: str) -> int:
+        writes.append(text)
+        return real_write(text)
+
+    batched.stream.write = counting_write  # type: ignore[method-assign]
+    for i in range(4):
+        batched.logger.info("line %d", i)
+    assert batched.lines() == []
+    batched.logger.info("line 4")  # the fifth: max_lines
+    assert batched.lines() == [f"line {i}" for i in range(5)]
+    assert len(writes) == 1  # one write for the batch
+    batched.logger.info("line 5")
+    assert len(batched.lines()) == 5  # a new batch starts
+
+
+def test_pending_lines_are_written_by_the_background_thread_within_the_interval() -> None:
+    stream = io.StringIO()
+    handler, thread = new_handler_and_thread(stream, flush_interval_s=0.05)
+    logged = Logged(handler, stream)
+    try:
+        assert thread.daemon  # never holds the process open
+        started = time.monotonic()
+        logged.logger.info("soon")
+        eventually(lambda: logged.lines() == ["soon"])
+        assert time.monotonic() - started < scaled(1)
+        logged.logger.info("again")
+        eventually(lambda: logged.lines() == ["soon", "again"])
+    finally:
+        logged.detach()
+    thread.join(scaled(1))
+    assert not thread.is_alive()
+
+
+def test_close_writes_what_is_pending_and_stops_the_thread() -> None:
+    stream = io.StringIO()
+    handler, thread = new_handler_and_thread(stream, flush_interval_s=LONG_S)
+    logged = Logged(handler, stream)
+    logged.logger.info("last words")
+    assert logged.lines() == []
+    logged.detach()  # closes the handler
+    assert logged.lines() == ["last words"]
+    thread.join(scaled(1))  # it does not sleep out its hour-long interval
+    assert not thread.is_alive()
+
+
+def test_close_of_a_closed_stream_does_not_raise() -> None:
+    stream = io.StringIO()
+    handler, thread = new_handler_and_thread(stream, flush_interval_s=LONG_S)
+    handler.handle(logging.makeLogRecord({"msg": "lost", "levelno": logging.INFO}))
+    stream.close()
+    handler.close()
+    thread.join(scaled(1))
+    assert not thread.is_alive()
+
+
+@pytest.mark.xfail(
+    strict=True,
+    raises=AttributeError,
+    reason="bug: BatchedStreamHandler._closed (an Event) is overwritten by logging.Handler."
+    "close() (self._closed = True), so a second close() raises AttributeError - and "
+    "logging.shutdown() at exit closes every live handler again",
+)
+def test_a_closed_handler_survives_logging_shutdown() -> None:
+    handler = BatchedStreamHandler(io.StringIO(), flush_interval_s=LONG_S)
+    try:
+        handler.close()
+        logging.shutdown([weakref.ref(handler)])  # what runs at exit, for every live handler
+    finally:
+        # Keep the real logging.shutdown at the end of the test run from tripping on it.
+        handlers: list[Any] = getattr(logging, "_handlerList")  # noqa: B009
+        with contextlib.suppress(ValueError):
+            handlers.remove(weakref.ref(handler))
+
+
+def test_json_lines_through_the_batched_handler(batched: Logged) -> None:
+    batched.handler.setFormatter(JsonFormatter())
+    batched.logger.info("hello", extra={"user_id": "alice"})
+    batched.logger.warning("careful")
+    first, second = (json.loads(line) for line in batched.lines())
+    assert (first["level"], first["msg"], first["user_id"]) == ("info", "hello", "alice")
+    assert (second["level"], second["msg"]) == ("warning", "careful")
+
+
+@pytest.fixture
+def own_root(monkeypatch: pytest.MonkeyPatch) -> Iterator[logging.Logger]:
+    """The root logger with no handlers, and logging's global switches, restored after."""
+    root = logging.getLogger()
+    level = root.level
+    monkeypatch.setattr(root, "handlers", [])
+    for flag in ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing"):
+        monkeypatch.setattr(logging, flag, getattr(logging, flag))
+    try:
+        yield root
+    finally:
+        for handler in root.handlers:
+            handler.close()
+        root.setLevel(level)
+
+
+def test_configure_replaces_and_closes_the_previous_root_handler(
+    own_root: logging.Logger,
+) -> None:
+    first_stream, second_stream = io.StringIO(), io.StringIO()
+    before = set(threading.enumerate())
+    logs.configure("INFO", first_stream)
+    (first,) = own_root.handlers
+    assert isinstance(first, BatchedStreamHandler)
+    (first_thread,) = (t for t in threading.enumerate() if t not in before)
+    logging.getLogger("tests.logs.configure").info("to the first")
+    logs.configure("WARNING", second_stream)
+    (second,) = own_root.handlers
+    assert second is not first and isinstance(second, BatchedStreamHandler)
+    assert own_root.level == logging.WARNING
+    first_thread.join(scaled(1))
+    assert not first_thread.is_alive()  # no flush thread left behind per configure()
+    assert [json.loads(x)["msg"] for x in first_stream.getvalue().splitlines()] == [
+        "to the first"  # written when it was closed
+    ]
+    logging.getLogger("tests.logs.configure").warning("to the second")
+    assert json.loads(second_stream.getvalue())["msg"] == "to the second"
+    assert first_stream.getvalue().count("\n") == 1

@@ -1,0 +1,157 @@
+"""Metrics: the per-request and per-update counters, whose labelled children are cached.
+
+The counters are read back from the instance's own registry, as Prometheus would scrape
+them; one request over a real server checks that the handlers feed them the same way.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import tornado.httpclient
+
+from server.metrics import Metrics
+from tests.conftest import scaled, serving
+
+pytestmark = pytest.mark.gen_test(timeout=scaled(10))
+
+COUNT = "scoreboard_request_duration_seconds_count"
+SUM = "scoreboard_request_duration_seconds_sum"
+RESPONSES = "scoreboard_http_responses_total"
+UPDATES = "scoreboard_updates_total"
+
+
+def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
+    return metrics.registry.get_sample_value(name, labels)
+
+
+def label_values(metrics: Metrics, label: str) -> set[str]:
+    """Every value ``label`` takes in any sample of the registry."""
+    return {
+        s.labels[label]
+        for family in metrics.registry.collect()
+        for s in family.samples
+        if label in s.labels
+    }
+
+
+def test_a_request_is_counted_by_route_and_method_and_by_route_and_status() -> None:
+    metrics = Metrics()
+    metrics.request_done("update_score", "POST", 200, 0.004)
+    assert sample(metrics, COUNT, route="update_score", method="POST") == 1
+    assert sample(metrics, SUM, route="update_score", method="POST") == pytest.approx(0.004)
+    bucket = "scoreboard_request_duration_seconds_bucket"
+    assert sample(metrics, bucket, route="update_score", method="POST", le="0.005") == 1
+    assert sample(metrics, bucket, route="update_score", method="POST", le="0.0025") == 0
+    assert sample(metrics, RESPONSES, route="update_score", status="200") == 1
+    assert sample(metrics, COUNT, route="update_score", method="GET") is None
+    assert sample(metrics, RESPONSES, route="top_scores", status="200") is None
+
+
+def test_repeated_requests_add_up_per_label_set() -> None:
+    metrics = Metrics()
+    for _ in range(3):
+        metrics.request_done("top_scores", "GET", 200, 0.001)
+    metrics.request_done("top_scores", "GET", 503, 0.002)
+    metrics.request_done("update_score", "POST", 429, 0.003)
+    metrics.request_done("update_score", "POST", 200, 0.004)
+    metrics.request_done("top_scores", "GET", 200, 0.001)
+    # Latency by route and method, whatever the status...
+    assert sample(metrics, COUNT, route="top_scores", method="GET") == 5
+    assert sample(metrics, SUM, route="top_scores", method="GET") == pytest.approx(0.006)
+    assert sample(metrics, COUNT, route="update_score", method="POST") == 2
+    # ...and responses by route and status.
+    assert sample(metrics, RESPONSES, route="top_scores", status="200") == 4
+    assert sample(metrics, RESPONSES, route="top_scores", status="503") == 1
+    assert sample(metrics, RESPONSES, route="update_score", status="429") == 1
+    assert sample(metrics, RESPONSES, route="update_score", status="200") == 1
+
+
+def test_labelled_children_are_looked_up_once_per_label_set(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    metrics = Metrics()
+    lookups: list[tuple[str, ...]] = []
+    for metric in (metrics.request_seconds, metrics.responses, metrics.updates):
+        real_labels = metric.labels
+
+        def counting(*values: str, _real: Any = real_labels) -> Any:
+            lookups.append(values)
+            return _real(*values)
+
+        monkeypatch.setattr(metric, "labels", counting)
+    for _ in range(5):
+        metrics.request_done("top_scores", "GET", 200, 0.001)
+        metrics.request_done("healthz", "BREW", 405, 0.001)
+        metrics.update_outcome("applied")
+    assert sorted(lookups) == sorted(
+        [
+            ("top_scores", "GET"),
+            ("top_scores", "200"),
+            ("healthz", "other"),
+            ("healthz", "405"),
+            ("applied",),
+        ]
+    )
+    assert sample(metrics, COUNT, route="top_scores", method="GET") == 5
+    assert sample(metrics, RESPONSES, route="healthz", status="405") == 5
+    assert sample(metrics, UPDATES, outcome="applied") == 5
+
+
+@pytest.mark.parametrize("method", ["PROPFIND", "get", "BREW", "", None, "X" * 1000])
+def test_an_unknown_method_is_counted_as_other(method: str | None) -> None:
+    metrics = Metrics()
+    metrics.request_done("healthz", method, 405, 0.001)
+    metrics.request_done("healthz", method, 405, 0.001)
+    assert sample(metrics, COUNT, route="healthz", method="other") == 2
+    assert sample(metrics, RESPONSES, route="healthz", status="405") == 2
+    assert label_values(metrics, "method") == {"other"}
+
+
+def test_label_cardinality_stays_bounded_whatever_methods_clients_send() -> None:
+    metrics = Metrics()
+    known = ["GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS"]
+    for method in known:
+        metrics.request_done("healthz", method, 200, 0.001)
+    for i in range(200):
+        metrics.request_done("healthz", f"M{i}", 405, 0.001)
+    assert label_values(metrics, "method") == {*known, "other"}
+    assert sample(metrics, COUNT, route="healthz", method="other") == 200
+
+
+def test_update_outcomes_are_counted_and_add_up() -> None:
+    metrics = Metrics()
+    for outcome in ["applied", "applied", "rate_limited", "applied", "replayed"]:
+        metrics.update_outcome(outcome)
+    assert sample(metrics, UPDATES, outcome="applied") == 3
+    assert sample(metrics, UPDATES, outcome="rate_limited") == 1
+    assert sample(metrics, UPDATES, outcome="replayed") == 1
+    assert sample(metrics, UPDATES, outcome="invalid_token") is None
+
+
+def test_two_instances_count_apart() -> None:
+    one, two = Metrics(), Metrics()
+    one.request_done("healthz", "GET", 200, 0.001)
+    one.update_outcome("applied")
+    assert sample(two, COUNT, route="healthz", method="GET") is None
+    assert sample(two, UPDATES, outcome="applied") is None
+    assert sample(one, UPDATES, outcome="applied") == 1
+
+
+async def test_a_request_with_an_unknown_method_is_counted_as_other_by_a_server() -> None:
+    async with serving() as client:
+        response = await tornado.httpclient.AsyncHTTPClient().fetch(
+            client.base_url + "/healthz",
+            method="PROPFIND",
+            allow_nonstandard_methods=True,
+            raise_error=False,
+            request_timeout=scaled(5),
+        )
+        assert response.code == 405
+        await client.request("GET", "/healthz")
+        metrics = client.running.service.metrics
+        assert sample(metrics, COUNT, route="healthz", method="other") == 1
+        assert sample(metrics, COUNT, route="healthz", method="GET") == 1
+        assert sample(metrics, RESPONSES, route="healthz", status="405") == 1
+        assert "PROPFIND" not in label_values(metrics, "method")
