@@ -68,7 +68,7 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self._interval = flush_interval_s
         self._max_lines = max_lines
         self._pending: list[str] = []
-        self._closed = threading.Event()
+        self._stopped = threading.Event()
         threading.Thread(target=self._flush_periodically, name="log-flush", daemon=True).start()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -93,7 +93,7 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         self.stream.flush()
 
     def _flush_periodically(self) -> None:
-        while not self._closed.wait(self._interval):
+        while not self._stopped.wait(self._interval):
             if self._pending:
                 try:
                     self.flush()
@@ -101,7 +101,7 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
                     return
 
     def close(self) -> None:
-        self._closed.set()
+        self._stopped.set()
         with contextlib.suppress(OSError, ValueError):
             self.flush()
         super().close()

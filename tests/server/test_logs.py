@@ -149,13 +149,6 @@ def test_close_of_a_closed_stream_does_not_raise() -> None:
     assert not thread.is_alive()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AttributeError,
-    reason="bug: BatchedStreamHandler._closed (an Event) is overwritten by logging.Handler."
-    "close() (self._closed = True), so a second close() raises AttributeError - and "
-    "logging.shutdown() at exit closes every live handler again",
-)
 def test_a_closed_handler_survives_logging_shutdown() -> None:
     handler = BatchedStreamHandler(io.StringIO(), flush_interval_s=LONG_S)
     try:
