@@ -56,6 +56,8 @@ class UserActor(Actor[IncrementCommand | AdminCommand]):
         self._clock = clock
         self._busy = False
         self.last_active = clock()
+        # The record this actor last wrote: lets the store skip reading it first.
+        self._known: UserRecord | None = None
 
     def idle_since(self, now: float) -> float:
         """Seconds since the last message finished; 0 while busy or with mail queued."""
@@ -72,15 +74,24 @@ class UserActor(Actor[IncrementCommand | AdminCommand]):
         try:
             if isinstance(message, AdminCommand):
                 change = message.action.change(message.now_ms)
+                self._known = None
                 record = await self._store.apply_admin(self.user_id, change)
+                self._known = record
                 self._report(record)
                 return record
-            decision = await self._store.apply_increment(message)
-            self._report(decision.record if isinstance(decision, Applied) else None)
-            return decision
+            return (await self._apply([message]))[0]
         finally:
             self._busy = False
             self.last_active = self._clock()
+
+    async def _apply(self, cmds: list[IncrementCommand]) -> list[Decision]:
+        known, self._known = self._known, None  # unknown again if the store fails
+        decisions = await self._store.apply_increments(cmds, known)
+        applied = [d.record for d in decisions if isinstance(d, Applied)]
+        if applied:
+            self._known = applied[-1]
+            self._report(applied[-1])  # the board needs the last state
+        return decisions
 
     def batchable(self, message: IncrementCommand | AdminCommand) -> bool:
         return isinstance(message, IncrementCommand)
@@ -89,10 +100,7 @@ class UserActor(Actor[IncrementCommand | AdminCommand]):
         self._busy = True
         try:
             cmds = [m for m in messages if isinstance(m, IncrementCommand)]
-            decisions = await self._store.apply_increments(cmds)
-            applied = [d.record for d in decisions if isinstance(d, Applied)]
-            self._report(applied[-1] if applied else None)  # the board needs the last state
-            return list(decisions)
+            return list(await self._apply(cmds))
         finally:
             self._busy = False
             self.last_active = self._clock()

@@ -26,10 +26,10 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from server.store.admin import AdminChange
 from server.store.changes import Change, ChangeFeed, LocalChangeFeed
-from server.store.increments import IncrementPolicy, decide, decide_all
+from server.store.increments import IncrementPolicy, decide_all
 from server.store.mongo_changes import MongoChangeFeed
 from server.store.port import StoreError
-from server.store.records import Applied, Decision, IncrementCommand, RankedScore, UserRecord
+from server.store.records import Decision, IncrementCommand, RankedScore, UserRecord
 
 T = TypeVar("T")
 COLLECTION: Final = "users_scores"
@@ -130,17 +130,15 @@ class MongoStore:
         return True
 
     async def apply_increment(self, cmd: IncrementCommand) -> Decision:
-        def step(current: UserRecord | None) -> tuple[Decision, UserRecord | None]:
-            decision = decide(current, cmd, self._policy)
-            return decision, decision.record if isinstance(decision, Applied) else None
+        return (await self.apply_increments([cmd]))[0]
 
-        return await self._compare_and_set(cmd.user_id, step)
-
-    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
+    async def apply_increments(
+        self, cmds: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
         def step(current: UserRecord | None) -> tuple[list[Decision], UserRecord | None]:
             return decide_all(current, cmds, self._policy)
 
-        return await self._compare_and_set(cmds[0].user_id, step)
+        return await self._compare_and_set(cmds[0].user_id, step, known)
 
     async def apply_admin(self, user_id: str, change: AdminChange) -> UserRecord | None:
         def step(current: UserRecord | None) -> tuple[UserRecord | None, UserRecord | None]:
@@ -150,12 +148,17 @@ class MongoStore:
         return await self._compare_and_set(user_id, step)
 
     async def _compare_and_set(
-        self, user_id: str, step: Callable[[UserRecord | None], tuple[T, UserRecord | None]]
+        self,
+        user_id: str,
+        step: Callable[[UserRecord | None], tuple[T, UserRecord | None]],
+        known: UserRecord | None = None,
     ) -> T:
         """Run ``step`` on the user's current record and store the record it returns, only
         if nobody wrote the document in between (else run it again on the fresh one).
 
-        ``step`` returns ``(answer, record to store or None)``.
+        ``step`` returns ``(answer, record to store or None)``. With ``known`` (the record
+        as the caller last saw it), the first attempt skips the read: one round trip when
+        it is still current. Its answer stands only if its write matched.
         """
         self._check_open()
         try:
@@ -164,11 +167,18 @@ class MongoStore:
                     # Lost a race with another pod: back off a little, with jitter, so two
                     # pods hammering one user do not keep colliding in lockstep.
                     await asyncio.sleep(random.uniform(0, _BACKOFF_S * 2 ** min(attempt, 6)))
-                doc = await self._users.find_one({"_id": user_id})
-                current = _to_record(doc) if doc is not None else None
-                answer, new = step(current)
-                if new is None:
-                    return answer
+                if known is not None:
+                    current: UserRecord | None = known
+                    known = None
+                    answer, new = step(current)
+                    if new is None:
+                        continue  # nothing to write proves ``known`` current: read it
+                else:
+                    doc = await self._users.find_one({"_id": user_id})
+                    current = _to_record(doc) if doc is not None else None
+                    answer, new = step(current)
+                    if new is None:
+                        return answer
                 fields = _to_fields(new)
                 if current is None:
                     try:

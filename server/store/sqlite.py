@@ -22,9 +22,9 @@ from typing import Any, Final, TypeVar
 
 from server.store.admin import AdminChange
 from server.store.changes import Change, ChangeFeed, LocalChangeFeed, NoOtherWriters
-from server.store.increments import IncrementPolicy, decide, decide_all
+from server.store.increments import IncrementPolicy, decide_all
 from server.store.port import StoreError
-from server.store.records import Applied, Decision, IncrementCommand, RankedScore, UserRecord
+from server.store.records import Decision, IncrementCommand, RankedScore, UserRecord
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +56,10 @@ _UPSERT_USER: Final = (
     "v = excluded.v, reached_ms = excluded.reached_ms, recent_keys = excluded.recent_keys, "
     "accepted_ms = excluded.accepted_ms, used_actions = excluded.used_actions, "
     "banned = excluded.banned"
+)
+_UPDATE_IF_VERSION: Final = (
+    "UPDATE users_scores SET username = ?, score = ?, v = ?, reached_ms = ?, recent_keys = ?, "
+    "accepted_ms = ?, used_actions = ?, banned = ? WHERE user_id = ? AND v = ?"
 )
 _SELECT_TOP: Final = (
     "SELECT user_id, username, score, reached_ms, v FROM users_scores WHERE banned = 0 "
@@ -96,6 +100,10 @@ def _row_to_record(row: tuple[Any, ...]) -> UserRecord:
     )
 
 
+def _json_list(items: tuple[Any, ...]) -> str:
+    return json.dumps(items) if items else "[]"
+
+
 def _upsert(conn: sqlite3.Connection, r: UserRecord) -> None:
     conn.execute(
         _UPSERT_USER,
@@ -105,12 +113,32 @@ def _upsert(conn: sqlite3.Connection, r: UserRecord) -> None:
             r.score,
             r.v,
             r.reached_ms,
-            json.dumps(r.recent_keys),
-            json.dumps(r.accepted_ms),
-            json.dumps(r.used_actions),
+            _json_list(r.recent_keys),
+            _json_list(r.accepted_ms),
+            _json_list(r.used_actions),
             int(r.banned),
         ),
     )
+
+
+def _update_if_version(conn: sqlite3.Connection, r: UserRecord, expected_v: int) -> bool:
+    """Write ``r`` only if the stored version is still ``expected_v``; return whether it was."""
+    cursor = conn.execute(
+        _UPDATE_IF_VERSION,
+        (
+            r.username,
+            r.score,
+            r.v,
+            r.reached_ms,
+            _json_list(r.recent_keys),
+            _json_list(r.accepted_ms),
+            _json_list(r.used_actions),
+            int(r.banned),
+            r.user_id,
+            expected_v,
+        ),
+    )
+    return cursor.rowcount == 1
 
 
 class SqliteStore:
@@ -176,21 +204,20 @@ class SqliteStore:
         return True
 
     async def apply_increment(self, cmd: IncrementCommand) -> Decision:
-        policy = self._policy
+        return (await self.apply_increments([cmd]))[0]
 
-        def job(conn: sqlite3.Connection) -> Decision:
-            row = conn.execute(_SELECT_USER, (cmd.user_id,)).fetchone()
-            decision = decide(_row_to_record(row) if row else None, cmd, policy)
-            if isinstance(decision, Applied):
-                self._write(conn, decision.record)
-            return decision
-
-        return await self._call(job)
-
-    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
+    async def apply_increments(
+        self, cmds: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
         policy = self._policy
 
         def job(conn: sqlite3.Connection) -> list[Decision]:
+            if known is not None:
+                decisions, final = decide_all(known, cmds, policy)
+                if final is not None and _update_if_version(conn, final, known.v):
+                    if self._feed is not None:
+                        self._written.append(final)
+                    return decisions  # ``known`` was the stored state: no read needed
             row = conn.execute(_SELECT_USER, (cmds[0].user_id,)).fetchone()
             decisions, final = decide_all(_row_to_record(row) if row else None, cmds, policy)
             if final is not None:

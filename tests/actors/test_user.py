@@ -16,7 +16,7 @@ from actors.base import ActorStopped, MailboxFull
 from actors.leaderboard import LeaderboardActor
 from actors.user import UserActor, UserRegistry
 from server.store.increments import IncrementPolicy
-from server.store.records import Applied, Decision, IncrementCommand, RankedScore
+from server.store.records import Applied, Decision, IncrementCommand, RankedScore, UserRecord
 from server.store.sqlite import SqliteStore
 from tests.conftest import scaled
 
@@ -45,10 +45,12 @@ class GatedStore:
         await self.gate.wait()
         return await self.inner.apply_increment(command)
 
-    async def apply_increments(self, commands: list[IncrementCommand]) -> list[Decision]:
+    async def apply_increments(
+        self, commands: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
         self.entered.set()
         await self.gate.wait()
-        return await self.inner.apply_increments(commands)
+        return await self.inner.apply_increments(commands, known)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)

@@ -13,7 +13,7 @@ import tornado.websocket
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.store.increments import IncrementPolicy
-from server.store.records import Decision, IncrementCommand
+from server.store.records import Decision, IncrementCommand, UserRecord
 from server.store.sqlite import SqliteStore
 from tests.conftest import Client, body_of, make_token, scaled, serving
 
@@ -38,11 +38,13 @@ class ControlledStore(SqliteStore):
             await self.gate.wait()
         return await super().apply_increment(cmd)
 
-    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
+    async def apply_increments(
+        self, cmds: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
         self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
-        return await super().apply_increments(cmds)
+        return await super().apply_increments(cmds, known)
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

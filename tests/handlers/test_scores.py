@@ -13,7 +13,7 @@ import tornado.httpclient
 
 from server.store.increments import IncrementPolicy
 from server.store.port import StoreError
-from server.store.records import Decision, IncrementCommand
+from server.store.records import Decision, IncrementCommand, UserRecord
 from server.store.sqlite import SqliteStore
 from tests.conftest import Client, body_of, make_token, scaled, serving
 
@@ -283,7 +283,9 @@ async def test_client_leaving_mid_body_does_not_hold_up_shutdown() -> None:
 class FailingStore(SqliteStore):
     """A store whose increments fail, as a full disk or a lost database would."""
 
-    async def apply_increment(self, cmd: IncrementCommand) -> Decision:
+    async def apply_increments(
+        self, cmds: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
         raise StoreError("disk I/O error")
 
 
@@ -301,7 +303,9 @@ async def test_store_failure_answers_500_database_error() -> None:
 class BrokenStore(SqliteStore):
     """A store with a bug: an exception no layer maps to an API error."""
 
-    async def apply_increment(self, cmd: IncrementCommand) -> Decision:
+    async def apply_increments(
+        self, cmds: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
         raise RuntimeError("a bug")
 
 

@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 
 import handlers.base
 from server.store.increments import IncrementPolicy
-from server.store.records import Decision, IncrementCommand
+from server.store.records import Decision, IncrementCommand, UserRecord
 from server.store.sqlite import SqliteStore
 from tests.conftest import body_of, make_token, scaled, serving
 
@@ -249,9 +249,11 @@ class SlowStore(SqliteStore):
 
     delay_s = 0.0
 
-    async def apply_increment(self, cmd: IncrementCommand) -> Decision:
+    async def apply_increments(
+        self, cmds: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
         await asyncio.sleep(self.delay_s)
-        return await super().apply_increment(cmd)
+        return await super().apply_increments(cmds, known)
 
 
 async def test_the_body_time_limit_does_not_cover_answering(body_timeout: float) -> None:
