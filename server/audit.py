@@ -31,13 +31,15 @@ class UpdateAudit:
         audit_log.info(
             "update",
             extra={
-                "request_id": self.request_id,
-                "client": self.client,
-                "user_id": self.user_id,
-                "increment": self.increment,
-                "action": self.action,
-                "outcome": self.outcome,
-                "new_score": self.new_score,
-                "latency_ms": round(latency_s * 1000, 3),
+                "fields": {
+                    "request_id": self.request_id,
+                    "client": self.client,
+                    "user_id": self.user_id,
+                    "increment": self.increment,
+                    "action": self.action,
+                    "outcome": self.outcome,
+                    "new_score": self.new_score,
+                    "latency_ms": round(latency_s * 1000, 3),
+                }
             },
         )

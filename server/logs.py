@@ -22,7 +22,11 @@ _STANDARD: Final = frozenset(
 
 
 class JsonFormatter(logging.Formatter):
-    """Formats a record as ``{"ts", "level", "logger", "msg", ...extra fields}``."""
+    """Formats a record as ``{"ts", "level", "logger", "msg", ...extra fields}``.
+
+    Extra fields are what was passed with ``extra=``; a hot log line may pass them as one
+    dict, ``extra={"fields": {...}}``, which is merged without scanning the record.
+    """
 
     _second = -1
     _second_text = ""
@@ -38,10 +42,14 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        fields = record.__dict__
-        for key in sorted(fields.keys() - _STANDARD):  # what was passed with extra=
-            if not key.startswith("_"):
-                entry[key] = fields[key]
+        attributes = record.__dict__
+        fields = attributes.get("fields")
+        if type(fields) is dict:
+            entry.update(fields)  # extra={"fields": {...}}: merged as they are, no scan
+        else:
+            for key in sorted(attributes.keys() - _STANDARD):  # what was passed with extra=
+                if not key.startswith("_"):
+                    entry[key] = attributes[key]
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return _ENCODER.encode(entry)
