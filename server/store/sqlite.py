@@ -171,7 +171,9 @@ class SqliteStore:
         self._policy = policy
         self._synchronous = synchronous
         self._max_batch = max_batch
-        self._jobs: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[object] = queue.SimpleQueue()  # lists of jobs, or _STOP
+        self._outbox: list[_Pending] = []  # this loop iteration's jobs, not yet handed over
+        self._handing_over = False
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
@@ -190,6 +192,7 @@ class SqliteStore:
             self._closed = True
             return
         self._closed = True
+        self._hand_over()  # what was called before close() is still done
         self._jobs.put(_STOP)
         # The thread finishes every job queued before the stop marker, then exits.
         await asyncio.to_thread(self._thread.join)
@@ -266,8 +269,21 @@ class SqliteStore:
         if self._closed or self._loop is None:
             raise StoreError("the SQLite store is closed")
         future: asyncio.Future[T] = self._loop.create_future()
-        self._jobs.put(_Pending(job, future))
+        self._outbox.append(_Pending(job, future))
+        if not self._handing_over:
+            self._handing_over = True
+            self._loop.call_soon(self._hand_over)
         return await future
+
+    def _hand_over(self) -> None:
+        """Pass this loop iteration's jobs to the writer thread in one go: one wake-up of
+        the thread per iteration, not per job, and bigger group commits."""
+        self._handing_over = False
+        jobs, self._outbox = self._outbox, []
+        if jobs:
+            self._jobs.put(jobs)
+            if self._closed:  # the writer thread is gone: nobody will take them
+                self._fail_all(StoreError("the SQLite store is closed"))
 
     # --- the writer thread -------------------------------------------------------------
 
@@ -316,8 +332,8 @@ class SqliteStore:
                     if item is _STOP:
                         stopping = True
                         break
-                    assert isinstance(item, _Pending)
-                    batch.append(item)
+                    assert isinstance(item, list)
+                    batch.extend(item)
                     if len(batch) >= self._max_batch:
                         break
                     try:
@@ -388,9 +404,9 @@ class SqliteStore:
                 item = self._jobs.get_nowait()
             except queue.Empty:
                 return
-            if isinstance(item, _Pending):
+            for pending in item if isinstance(item, list) else ():
                 with contextlib.suppress(RuntimeError):  # the event loop is already closed
-                    self._loop.call_soon_threadsafe(_settle, item.future, None, error)
+                    self._loop.call_soon_threadsafe(_settle, pending.future, None, error)
 
 
 def _settle(future: asyncio.Future[Any], result: Any, error: BaseException | None) -> None:
