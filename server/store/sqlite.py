@@ -359,6 +359,26 @@ class SqliteStore:
     def _run_batch(
         self, conn: sqlite3.Connection, batch: list[_Pending]
     ) -> list[tuple[Any, BaseException | None]]:
+        """Run ``batch`` in one transaction. First all together; if a job fails, roll back
+        and run them again each in its own savepoint, so only that job fails (jobs only
+        read and write the database, so running them again is safe)."""
+        results: list[tuple[Any, BaseException | None]] = []
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for pending in batch:
+                results.append((pending.job(conn), None))
+            conn.execute("COMMIT")
+            return results
+        except Exception:
+            self._written.clear()
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+        return self._run_isolated(conn, batch)
+
+    def _run_isolated(
+        self, conn: sqlite3.Connection, batch: list[_Pending]
+    ) -> list[tuple[Any, BaseException | None]]:
         results: list[tuple[Any, BaseException | None]] = []
         try:
             conn.execute("BEGIN IMMEDIATE")
