@@ -838,6 +838,15 @@ def hot_lines(report: Report, args: argparse.Namespace) -> list[str]:
         return []
     n = args.hot_connections
     share = normal.rps / alone.rps if alone.rps else math.nan
+    same_load = []
+    rounds = report.runs("ours", UPDATE)
+    if args.connections == 2 * n and rounds:  # the same total load, without a hot user
+        same_load.append(
+            f"  for comparison, the rounds above: {args.users} users on {args.connections} "
+            f"connections, {median([r.rps for r in rounds]):,.0f} req/s, p50 "
+            f"{median([r.p50_ms for r in rounds]):.2f} ms, p99 "
+            f"{median([r.p99_ms for r in rounds]):.2f} ms"
+        )
     return [
         f"Hot user (our server, {NAMES[UPDATE]}, {args.duration} s each):",
         f"  {args.users} users, {n} connections, alone:          {alone.summary()}",
@@ -846,6 +855,7 @@ def hot_lines(report: Report, args: argparse.Namespace) -> list[str]:
         f"  the users' req/s with the hot user / alone: {share:.2f}x; "
         f"p99 {alone.p99_ms:.2f} -> {normal.p99_ms:.2f} ms; users and hot-user together "
         f"{normal.rps + hot.rps:,.0f} req/s",
+        *same_load,
     ]
 
 
