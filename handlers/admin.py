@@ -12,7 +12,7 @@ import logging
 from typing import Any, Final, cast
 
 from actors.user import AdminCommand
-from handlers.base import ApiHandler, ask_user_actor
+from handlers.base import ApiHandler, ask_user_actor, header
 from server.audit import audit_log
 from server.errors import ApiError
 from server.store.admin import AdminAction
@@ -62,7 +62,7 @@ class AdminHandler(ApiHandler):
         Raises:
             ApiError: 401 (bad or missing token), 403 ``forbidden`` (no admin scope).
         """
-        identity = self.authenticate(self.request.headers.get("Authorization"))
+        identity = self.authenticate(header(self.request, "Authorization"))
         self._audit["admin"] = identity.user_id
         if ADMIN_SCOPE not in identity.scopes:
             raise ApiError(403, "forbidden", f"this needs a token with the {ADMIN_SCOPE} scope")

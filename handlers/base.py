@@ -40,6 +40,14 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]+")
 BODY_TIMEOUT_S = 10.0  # a client trickling a body cannot hold a request open for longer
 
 
+def header(request: HTTPServerRequest, name: str) -> str | None:
+    """A request header's value (repeated ones joined by commas, as ``headers[name]``), or
+    ``None``. Unlike ``headers.get``, a missing header costs no ``KeyError``: several
+    headers are usually absent from every request (X-Request-ID, Origin, ...)."""
+    values = request.headers.get_list(name)
+    return ",".join(values) if values else None
+
+
 def body_timeout_s() -> float:
     """:data:`BODY_TIMEOUT_S`, read when used (tests lower it)."""
     return BODY_TIMEOUT_S
@@ -62,7 +70,7 @@ class ApiHandler(tornado.web.RequestHandler):
         self.route = route
         service.request_started()
         self._counted = True
-        self.request_id = request_id(self.request.headers.get("X-Request-ID"))
+        self.request_id = request_id(header(self.request, "X-Request-ID"))
 
     def set_default_headers(self) -> None:
         self.set_header("Content-Type", "application/json; charset=utf-8")
@@ -119,7 +127,7 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def allow_origin(self) -> None:
         """CORS: let an allowed browser origin read the answer."""
-        origin = self.request.headers.get("Origin")
+        origin = header(self.request, "Origin")
         if origin is not None and self.service.origins.allows(origin):
             self.set_header(
                 "Access-Control-Allow-Origin", "*" if self.service.origins.any else origin
@@ -128,7 +136,7 @@ class ApiHandler(tornado.web.RequestHandler):
 
     def options(self, *args: Any) -> None:
         """CORS preflight, answered from ``SCOREBOARD_ALLOWED_ORIGINS``."""
-        origin = self.request.headers.get("Origin")
+        origin = header(self.request, "Origin")
         if origin is None or not self.service.origins.allows(origin):
             raise ApiError(403, "origin_not_allowed", "this origin may not call the API")
         self.set_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
@@ -181,7 +189,7 @@ async def ask_user_actor(service: Service, user_id: str, message: Any) -> Any:
 def client_of(request: HTTPServerRequest, service: Service) -> str:
     """The address a request came from, through the service's trusted proxies."""
     return client_address(
-        request.remote_ip or "", request.headers.get("X-Forwarded-For"), service.trusted_proxies
+        request.remote_ip or "", header(request, "X-Forwarded-For"), service.trusted_proxies
     )
 
 

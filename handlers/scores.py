@@ -9,7 +9,7 @@ from typing import Any, Final
 import tornado.web
 from tornado.http1connection import HTTP1Connection
 
-from handlers.base import ApiHandler, ask_user_actor, body_timeout_s
+from handlers.base import ApiHandler, ask_user_actor, body_timeout_s, header
 from server.actions import ProvenAction
 from server.audit import UpdateAudit
 from server.errors import ApiError
@@ -143,7 +143,7 @@ class UpdateScoreHandler(ApiHandler):
             raise ApiError(
                 503, "shutting_down", "the server is shutting down", {"Retry-After": "1"}
             )
-        length = self.request.headers.get("Content-Length")
+        length = header(self.request, "Content-Length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
             self._outcome("body_too_large")
             raise _body_too_large()
@@ -175,9 +175,9 @@ class UpdateScoreHandler(ApiHandler):
 
     async def _update(self) -> int:
         service = self.service
-        identity = self.authenticate(self.request.headers.get("Authorization"))
+        identity = self.authenticate(header(self.request, "Authorization"))
         self._audit.user_id = identity.user_id
-        check_content_type(self.request.headers.get("Content-Type"), bool(self._body.strip()))
+        check_content_type(header(self.request, "Content-Type"), bool(self._body.strip()))
         data = parse_body(bytes(self._body))
         spent = None
         if service.actions is None:
@@ -187,7 +187,7 @@ class UpdateScoreHandler(ApiHandler):
             amount, spent = proven_increment(data, action), action.spent
             self._audit.action = action.act
         self._audit.increment = amount
-        key = parse_idempotency_key(self.request.headers.get("Idempotency-Key"))
+        key = parse_idempotency_key(header(self.request, "Idempotency-Key"))
         command = IncrementCommand(
             user_id=identity.user_id,
             username=identity.username,
@@ -239,6 +239,10 @@ class TopScoresHandler(ApiHandler):
         if not leaderboard.loaded:
             raise ApiError(503, "not_ready", "the leaderboard is loading", {"Retry-After": "1"})
         self.finish(leaderboard.top_scores_body)
+
+    def check_etag_header(self) -> bool:
+        # Most readers send no If-None-Match: skip Tornado's lookup of it (a KeyError).
+        return bool(self.request.headers.get_list("If-None-Match")) and super().check_etag_header()
 
     def compute_etag(self) -> str | None:
         # The body is encoded once per change: so is its ETag (Tornado's default hashes

@@ -14,7 +14,7 @@ from tornado.iostream import IOStream
 from tornado.websocket import WebSocketProtocol, WebSocketProtocol13
 
 from actors.stream import Since, parse_since
-from handlers.base import authenticate, client_of, render_error
+from handlers.base import authenticate, client_of, header, render_error
 from server.errors import ApiError
 from server.service import Service
 
@@ -51,7 +51,7 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
 
     def prepare(self) -> None:
         service = self.service
-        if self.request.headers.get("Upgrade", "").lower() != "websocket":
+        if (header(self.request, "Upgrade") or "").lower() != "websocket":
             raise ApiError(
                 400, "websocket_required", "this endpoint speaks WebSocket: send an Upgrade"
             )
@@ -73,7 +73,7 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
             raise ApiError(401, "missing_token", "this scoreboard needs ?token=<JWT>")
         if service.draining:
             raise ApiError(503, "shutting_down", "the server is shutting down")
-        origin = self.request.headers.get("Origin")
+        origin = header(self.request, "Origin")
         if origin is not None and not service.origins.allows(origin):
             # Refused here (not only by Tornado's check_origin) to answer with a JSON body.
             raise ApiError(403, "origin_not_allowed", "this origin may not open the scoreboard")
