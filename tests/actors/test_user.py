@@ -14,9 +14,18 @@ import pytest
 
 from actors.base import ActorStopped, MailboxFull
 from actors.leaderboard import LeaderboardActor
-from actors.user import UserActor, UserRegistry
+from actors.user import AdminCommand, UserActor, UserRegistry
+from server.store.admin import AdminAction, AdminChange
 from server.store.increments import IncrementPolicy
-from server.store.records import Applied, Decision, IncrementCommand, RankedScore, UserRecord
+from server.store.port import StoreError
+from server.store.records import (
+    Applied,
+    Banned,
+    Decision,
+    IncrementCommand,
+    RankedScore,
+    UserRecord,
+)
 from server.store.sqlite import SqliteStore
 from tests.conftest import scaled
 
@@ -39,6 +48,12 @@ class GatedStore:
         self.gate = asyncio.Event()
         self.gate.set()
         self.entered = asyncio.Event()
+        # Every apply_increments call: its commands and the ``known`` record passed.
+        self.calls: list[tuple[list[IncrementCommand], UserRecord | None]] = []
+        # Call number -> the error that call raises after the real store applied it (an
+        # answer lost on the way back: the caller cannot know the stored state).
+        self.fail_after_write: dict[int, Exception] = {}
+        self.admin_fails_after_write: Exception | None = None
 
     async def apply_increment(self, command: IncrementCommand) -> Decision:
         self.entered.set()
@@ -48,9 +63,20 @@ class GatedStore:
     async def apply_increments(
         self, commands: list[IncrementCommand], known: UserRecord | None = None
     ) -> list[Decision]:
+        number = len(self.calls)
+        self.calls.append((list(commands), known))
         self.entered.set()
         await self.gate.wait()
-        return await self.inner.apply_increments(commands, known)
+        decisions = await self.inner.apply_increments(commands, known)
+        if number in self.fail_after_write:
+            raise self.fail_after_write[number]
+        return decisions
+
+    async def apply_admin(self, user_id: str, change: AdminChange) -> UserRecord | None:
+        record = await self.inner.apply_admin(user_id, change)
+        if self.admin_fails_after_write is not None:
+            raise self.admin_fails_after_write
+        return record
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -284,3 +310,158 @@ async def test_kill_all_fails_pending_asks_with_actor_stopped() -> None:
             s.registry.actor_for("carol")
         s.store.gate.set()
         assert await s.sqlite.get_score("alice") is None
+
+
+# --- batched increments and the known record ----------------------------------------------
+
+
+def record_of(decision: Decision) -> UserRecord:
+    assert isinstance(decision, Applied), decision
+    return decision.record
+
+
+async def test_increments_queued_behind_a_slow_one_go_to_the_store_in_one_call(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with running() as s:
+        told: list[Any] = []
+        tell = s.leaderboard.tell
+
+        def spy(change: Any) -> None:
+            told.append(change)
+            tell(change)
+
+        monkeypatch.setattr(s.leaderboard, "tell", spy)
+        actor = s.registry.actor_for("alice")
+        s.store.gate.clear()
+        first = actor.ask(cmd("alice", 1))
+        await asyncio.wait_for(s.store.entered.wait(), scaled(2))
+        queued = [actor.ask(cmd("alice", 1)) for _ in range(5)]
+        assert actor.depth == 5
+        s.store.gate.set()
+        # Each ask has its own answer, as if applied one by one.
+        assert [score(await f) for f in (first, *queued)] == [1, 2, 3, 4, 5, 6]
+        assert [record_of(f.result()).v for f in queued] == [2, 3, 4, 5, 6]
+        assert [len(commands) for commands, _ in s.store.calls] == [1, 5]
+        assert await s.sqlite.get_score("alice") == RankedScore("alice", "Alice", 6, T0, 6)
+        # The board is told the state after each store call (the last of a batch), only.
+        assert [change.entry.score for change in told] == [1, 6]
+        expected = [{"user_id": "alice", "username": "Alice", "score": 6}]
+        assert await eventually(lambda: s.top_rows() == expected), s.top_rows()
+
+
+async def test_a_batch_answers_replays_and_refusals_per_request() -> None:
+    async with running() as s:
+        actor = s.registry.actor_for("alice")
+        s.store.gate.clear()
+        first = actor.ask(cmd("alice", 5, key="a"))
+        await asyncio.wait_for(s.store.entered.wait(), scaled(2))
+        queued = [
+            actor.ask(cmd("alice", 2)),
+            actor.ask(cmd("alice", 9, key="a")),  # a retry of the first: its answer
+            actor.ask(cmd("alice", 3, key="b")),
+            actor.ask(cmd("alice", 9, key="b")),  # a retry inside the same batch
+        ]
+        s.store.gate.set()
+        answers = [await f for f in (first, *queued)]
+        assert [a.new_score for a in answers] == [5, 7, 5, 10, 10]
+        assert [type(a).__name__ for a in answers] == [
+            "Applied",
+            "Applied",
+            "Replayed",
+            "Applied",
+            "Replayed",
+        ]
+        assert [len(commands) for commands, _ in s.store.calls] == [1, 4]
+        assert await s.sqlite.get_score("alice") == RankedScore("alice", "Alice", 10, T0, 3)
+
+
+async def test_the_record_last_written_is_passed_as_known_to_the_next_call() -> None:
+    async with running() as s:
+        actor = s.registry.actor_for("alice")
+        s.store.gate.clear()
+        first = actor.ask(cmd("alice", 1))
+        await asyncio.wait_for(s.store.entered.wait(), scaled(2))
+        queued = [actor.ask(cmd("alice", 2)) for _ in range(3)]
+        s.store.gate.set()
+        await asyncio.gather(first, *queued)
+        after_batch = record_of(queued[-1].result())
+        assert score(await actor.ask(cmd("alice", 10))) == 17
+
+        knowns = [known for _, known in s.store.calls]
+        assert knowns == [None, record_of(first.result()), after_batch]
+        assert after_batch.v == 4 and after_batch.score == 7
+        # The known record is the stored one, so the store could decide without reading.
+        stored = await s.sqlite.get_score("alice")
+        assert stored == RankedScore("alice", "Alice", 17, T0, 5)
+
+
+async def test_after_a_store_error_the_next_call_passes_no_known_record() -> None:
+    async with running() as s:
+        actor = s.registry.actor_for("alice")
+        assert score(await actor.ask(cmd("alice", 1))) == 1
+        # The write lands but its answer is lost: the actor cannot know the stored state.
+        s.store.fail_after_write[1] = StoreError("connection lost")
+        with pytest.raises(StoreError):
+            await actor.ask(cmd("alice", 1))
+        assert score(await actor.ask(cmd("alice", 1))) == 3  # nothing lost, nothing doubled
+        assert score(await actor.ask(cmd("alice", 1))) == 4
+        knowns = [known for _, known in s.store.calls]
+        assert knowns[0] is None
+        assert knowns[1] is not None and knowns[1].v == 1
+        assert knowns[2] is None  # unknown again after the failure
+        assert knowns[3] is not None and (knowns[3].v, knowns[3].score) == (3, 3)
+
+
+async def test_a_store_error_fails_every_ask_of_its_batch_and_the_actor_goes_on() -> None:
+    async with running() as s:
+        actor = s.registry.actor_for("alice")
+        s.store.fail_after_write[1] = StoreError("disk I/O error")  # the batch's call
+        s.store.gate.clear()
+        held = actor.ask(cmd("alice", 1))
+        await asyncio.wait_for(s.store.entered.wait(), scaled(2))
+        failing = [actor.ask(cmd("alice", 1)) for _ in range(3)]
+        s.store.gate.set()
+        assert score(await held) == 1
+        results = await asyncio.gather(*failing, return_exceptions=True)
+        assert all(isinstance(r, StoreError) for r in results), results
+        assert [len(commands) for commands, _ in s.store.calls] == [1, 3]
+        assert actor.running
+        assert score(await actor.ask(cmd("alice", 1))) == 5  # the failed batch did land
+        assert s.store.calls[-1][1] is None  # and its record is not taken as known
+
+
+async def test_after_an_admin_action_the_known_record_is_the_admins() -> None:
+    async with running() as s:
+        actor = s.registry.actor_for("alice")
+        assert score(await actor.ask(cmd("alice", 50))) == 50
+        reset = await actor.ask(AdminCommand(AdminAction.RESET, T0 + 1))
+        assert isinstance(reset, UserRecord) and (reset.score, reset.v) == (0, 2)
+        assert score(await actor.ask(cmd("alice", 2))) == 2  # not 52: the reset holds
+        assert s.store.calls[-1][1] == reset
+
+        removed = await actor.ask(AdminCommand(AdminAction.REMOVE, T0 + 2))
+        assert isinstance(removed, UserRecord) and removed.banned
+        assert isinstance(await actor.ask(cmd("alice", 1)), Banned)
+        assert s.store.calls[-1][1] == removed
+        lifted = await actor.ask(AdminCommand(AdminAction.UNBAN, T0 + 3))
+        assert score(await actor.ask(cmd("alice", 3))) == 3
+        assert s.store.calls[-1][1] == lifted
+
+        # An admin action on a user the store does not have: nothing is known.
+        ghost = s.registry.actor_for("ghost")
+        assert await ghost.ask(AdminCommand(AdminAction.RESET, T0)) is None
+        assert score(await ghost.ask(cmd("ghost", 4))) == 4
+        assert s.store.calls[-1][1] is None
+
+
+async def test_after_a_failed_admin_action_the_next_call_passes_no_known_record() -> None:
+    async with running() as s:
+        actor = s.registry.actor_for("alice")
+        assert score(await actor.ask(cmd("alice", 50))) == 50
+        s.store.admin_fails_after_write = StoreError("connection lost")
+        with pytest.raises(StoreError):
+            await actor.ask(AdminCommand(AdminAction.RESET, T0 + 1))
+        s.store.admin_fails_after_write = None
+        assert score(await actor.ask(cmd("alice", 2))) == 2  # the reset did land
+        assert s.store.calls[-1][1] is None

@@ -422,3 +422,80 @@ async def test_top_scores_body_is_hashed_once_per_change_not_per_response(
         assert {r.headers["ETag"] for r in responses} == {sha1_etag(responses[0].body)}
         assert client.running.service.leaderboard.top_scores_etag == responses[0].headers["ETag"]
         assert len(hashed) <= 1  # the unchanged body is not hashed again per response
+
+
+# --- one hot user: concurrent updates batched by the user actor ------------------------------
+
+
+async def _update_concurrently(client: Client, token: str, n: int) -> list[Any]:
+    """POST ``n`` updates at once, each on its own connection; return the answers."""
+    http = tornado.httpclient.AsyncHTTPClient(force_instance=True, max_clients=n)
+    try:
+        responses = await asyncio.gather(
+            *(
+                http.fetch(
+                    client.base_url + "/api/update-score",
+                    method="POST",
+                    body=b'{"increment": 1}',
+                    headers={
+                        "Authorization": f"Bearer {token}",
+                        "Content-Type": "application/json",
+                    },
+                    raise_error=False,
+                    request_timeout=scaled(10),
+                )
+                for _ in range(n)
+            )
+        )
+    finally:
+        http.close()
+    assert [r.code for r in responses] == [200] * n, [r.body for r in responses if r.code != 200]
+    return [body_of(r) for r in responses]
+
+
+async def test_concurrent_updates_of_one_user_each_get_their_own_new_score() -> None:
+    async with serving(rate_limit_per_minute=0) as client:
+        answers = await _update_concurrently(client, make_token("hot", name="Hot"), 40)
+        assert all(a["status"] == "success" for a in answers)
+        assert sorted(a["new_score"] for a in answers) == list(range(1, 41))
+        expected = [{"user_id": "hot", "username": "Hot", "score": 40}]
+        assert await eventually_top(client, expected) == expected
+
+
+class BatchRecordingStore(SqliteStore):
+    """Records the size of every ``apply_increments`` call; the first waits at a gate."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.sizes: list[int] = []
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def apply_increments(
+        self, cmds: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
+        self.sizes.append(len(cmds))
+        self.entered.set()
+        await self.gate.wait()
+        return await super().apply_increments(cmds, known)
+
+
+async def test_updates_queued_behind_a_slow_write_are_written_together() -> None:
+    store = BatchRecordingStore(":memory:", IncrementPolicy(rate_limit_per_minute=0))
+    async with serving(store=store) as client:
+        token = make_token("hot", name="Hot")
+        first = asyncio.ensure_future(client.update(token))
+        await asyncio.wait_for(store.entered.wait(), scaled(5))
+        rest = asyncio.ensure_future(_update_concurrently(client, token, 30))
+        users = client.running.service.users
+        for _ in range(int(scaled(5) / 0.005)):  # until all 30 wait in the user's mailbox
+            if users.mailbox_depth() >= 30:
+                break
+            await asyncio.sleep(0.005)
+        assert users.mailbox_depth() == 30
+        store.gate.set()
+        assert body_of(await first)["new_score"] == 1
+        assert sorted(a["new_score"] for a in await rest) == list(range(2, 32))
+        assert store.sizes == [1, 30]
+        expected = [{"user_id": "hot", "username": "Hot", "score": 31}]
+        assert await eventually_top(client, expected) == expected

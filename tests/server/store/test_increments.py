@@ -7,9 +7,10 @@ from dataclasses import replace
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.store.increments import RATE_WINDOW_MS, IncrementPolicy, decide
+from server.store.increments import RATE_WINDOW_MS, IncrementPolicy, decide, decide_all
 from server.store.records import (
     Applied,
+    Banned,
     Decision,
     IncrementCommand,
     RateLimited,
@@ -302,3 +303,168 @@ def test_no_60_second_window_ever_holds_more_than_the_limit(gaps: list[int], lim
     for start in accepted:
         # Any 60 s window [start, start + 60 s) holding updates can start at one of them.
         assert sum(1 for t in accepted if start <= t < start + RATE_WINDOW_MS) <= limit
+
+
+# --- decide_all: a batch of one user's increments --------------------------------------------
+#
+# A hot user's queued increments are decided together (one store write). Each must be
+# decided on the state the previous one left, exactly as if they had been applied one by
+# one, and the record to write is the state after the last applied one (None: no write).
+
+
+def batch(
+    record: UserRecord | None, commands: list[IncrementCommand], policy: IncrementPolicy
+) -> tuple[list[Decision], UserRecord | None]:
+    """``decide_all``, checked to leave its input record alone."""
+    before = replace(record) if record is not None else None
+    decisions, final = decide_all(record, commands, policy)
+    assert record == before
+    return decisions, final
+
+
+def test_decide_all_gives_each_command_the_score_after_the_ones_before_it() -> None:
+    start = UserRecord("u1", "User One", score=10, v=4, reached_ms=0)
+    commands = [cmd(a, now_ms=100 + i) for i, a in enumerate([1, 5, 2, 7])]
+    decisions, final = batch(start, commands, NO_LIMIT)
+    records = [applied(d) for d in decisions]
+    assert [r.score for r in records] == [11, 16, 18, 25]
+    assert [r.v for r in records] == [5, 6, 7, 8]  # each applied one is its own write
+    assert [r.reached_ms for r in records] == [100, 101, 102, 103]
+    assert final == records[-1]
+
+
+def test_decide_all_of_a_new_user_starts_at_version_one() -> None:
+    decisions, final = batch(None, [cmd(2, now_ms=1), cmd(3, now_ms=2)], NO_LIMIT)
+    assert [(applied(d).score, applied(d).v) for d in decisions] == [(2, 1), (5, 2)]
+    assert final is not None and (final.score, final.v) == (5, 2)
+
+
+def test_decide_all_rate_limits_mid_batch_and_writes_the_last_accepted_state() -> None:
+    policy = IncrementPolicy(rate_limit_per_minute=3)
+    decisions, final = batch(None, [cmd(1, now_ms=1_000 + i) for i in range(5)], policy)
+    assert [type(d) for d in decisions] == [Applied] * 3 + [RateLimited] * 2
+    assert [applied(d).score for d in decisions[:3]] == [1, 2, 3]
+    # The oldest accepted (at 1000) leaves the window at 61000: 59.997 s after 1003.
+    assert decisions[3:] == [RateLimited(retry_after_s=60), RateLimited(retry_after_s=60)]
+    assert final == applied(decisions[2])
+    assert final.accepted_ms == (1_000, 1_001, 1_002)
+
+
+def test_decide_all_counts_updates_already_in_the_window() -> None:
+    policy = IncrementPolicy(rate_limit_per_minute=3)
+    start = UserRecord("u1", "User One", score=2, v=2, reached_ms=0, accepted_ms=(0, 10))
+    decisions, final = batch(start, [cmd(now_ms=20), cmd(now_ms=30)], policy)
+    assert [type(d) for d in decisions] == [Applied, RateLimited]
+    assert final is not None and (final.score, final.v, final.accepted_ms) == (3, 3, (0, 10, 20))
+
+
+def test_decide_all_replays_a_key_repeated_inside_one_batch() -> None:
+    commands = [cmd(5, now_ms=1, key="k"), cmd(2, now_ms=2), cmd(9, now_ms=3, key="k")]
+    decisions, final = batch(None, commands, NO_LIMIT)
+    assert applied(decisions[0]).score == 5
+    assert applied(decisions[1]).score == 7
+    assert decisions[2] == Replayed(new_score=5)  # the first one's score, not the current
+    assert final == applied(decisions[1])
+    assert final.score == 7 and final.v == 2
+    assert final.recent_keys == (("k", 5),)
+
+
+def test_decide_all_replays_a_key_from_the_stored_record() -> None:
+    start = UserRecord("u1", "User One", score=8, v=3, reached_ms=0, recent_keys=(("old", 6),))
+    decisions, final = batch(start, [cmd(1, now_ms=5, key="old"), cmd(1, now_ms=6)], NO_LIMIT)
+    assert decisions[0] == Replayed(new_score=6)
+    assert applied(decisions[1]).score == 9
+    assert final is not None and final.v == 4
+
+
+def test_decide_all_on_a_banned_record_refuses_all_and_writes_nothing() -> None:
+    banned = UserRecord("u1", "User One", score=0, v=5, reached_ms=0, banned=True)
+    decisions, final = batch(banned, [cmd(1, now_ms=i, key=f"k{i}") for i in range(3)], NO_LIMIT)
+    assert decisions == [Banned(), Banned(), Banned()]
+    assert final is None
+
+
+def test_decide_all_writes_nothing_when_nothing_applied() -> None:
+    assert batch(None, [], NO_LIMIT) == ([], None)
+    start = UserRecord("u1", "User One", score=3, v=1, reached_ms=0, recent_keys=(("a", 3),))
+    decisions, final = batch(start, [cmd(1, key="a"), cmd(4, key="a")], NO_LIMIT)
+    assert decisions == [Replayed(3), Replayed(3)]
+    assert final is None
+    limited = UserRecord("u1", "User One", score=1, v=1, reached_ms=0, accepted_ms=(0,))
+    decisions, final = batch(limited, [cmd(now_ms=1), cmd(now_ms=2)], IncrementPolicy(1))
+    assert [type(d) for d in decisions] == [RateLimited, RateLimited]
+    assert final is None
+
+
+def test_decide_all_final_is_the_last_applied_even_when_later_ones_are_refused() -> None:
+    policy = IncrementPolicy(rate_limit_per_minute=2)
+    commands = [cmd(1, now_ms=0, key="a"), cmd(1, now_ms=1, key="b"), cmd(1, now_ms=2, key="a")]
+    commands.append(cmd(1, now_ms=3, key="c"))
+    decisions, final = batch(None, commands, policy)
+    assert [type(d) for d in decisions] == [Applied, Applied, Replayed, RateLimited]
+    assert final == applied(decisions[1])
+
+
+keys = st.one_of(st.none(), st.sampled_from(["a", "b", "c", "d"]))
+commands_st = st.lists(
+    st.tuples(
+        st.integers(min_value=1, max_value=100),  # amount
+        st.integers(min_value=0, max_value=40_000),  # gap to the previous command, ms
+        keys,
+        st.sampled_from(["User One", "Renamed"]),
+    ),
+    max_size=20,
+)
+records = st.one_of(
+    st.none(),
+    st.builds(
+        UserRecord,
+        user_id=st.just("u1"),
+        username=st.just("User One"),
+        score=st.integers(min_value=0, max_value=1_000),
+        v=st.integers(min_value=1, max_value=50),
+        reached_ms=st.just(0),
+        recent_keys=st.lists(
+            st.tuples(st.sampled_from(["a", "b", "x"]), st.integers(0, 1_000)),
+            max_size=3,
+            unique_by=lambda kv: kv[0],
+        ).map(tuple),
+        accepted_ms=st.lists(st.integers(0, 1_000), max_size=4).map(lambda t: tuple(sorted(t))),
+        banned=st.booleans(),
+    ),
+)
+policies = st.builds(
+    IncrementPolicy,
+    rate_limit_per_minute=st.integers(min_value=0, max_value=4),
+    idempotency_keys=st.integers(min_value=0, max_value=3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(record=records, specs=commands_st, policy=policies)
+def test_decide_all_equals_deciding_one_by_one(
+    record: UserRecord | None,
+    specs: list[tuple[int, int, str | None, str]],
+    policy: IncrementPolicy,
+) -> None:
+    """Any batch: the same decisions as ``decide`` applied in turn (each on what the
+    previous one left), and the record to write is the one-by-one end state, or None
+    when nothing applied."""
+    now = 1_000
+    commands = []
+    for amount, gap, key, username in specs:
+        now += gap
+        commands.append(cmd(amount, now_ms=now, key=key, username=username))
+    end, expected = run(commands, policy, record)
+    decisions, final = batch(record, commands, policy)
+    assert decisions == expected
+    applied_ones = [d for d in decisions if isinstance(d, Applied)]
+    if applied_ones:
+        assert final == end == applied_ones[-1].record
+        first_v = record.v if record is not None else 0
+        assert [d.record.v for d in applied_ones] == list(
+            range(first_v + 1, first_v + 1 + len(applied_ones))
+        )
+    else:
+        assert final is None
+        assert end is record
