@@ -162,11 +162,13 @@ class MongoStore:
         """
         self._check_open()
         try:
+            lost_race = False
             for attempt in range(_MAX_ATTEMPTS):
-                if attempt:
+                if lost_race:
                     # Lost a race with another pod: back off a little, with jitter, so two
                     # pods hammering one user do not keep colliding in lockstep.
                     await asyncio.sleep(random.uniform(0, _BACKOFF_S * 2 ** min(attempt, 6)))
+                fresh = known is None
                 if known is not None:
                     current: UserRecord | None = known
                     known = None
@@ -184,6 +186,7 @@ class MongoStore:
                     try:
                         await self._users.insert_one({"_id": user_id, **fields})
                     except DuplicateKeyError:
+                        lost_race = True
                         continue  # another pod created the user first: decide again
                     self._written(new)
                     return answer
@@ -193,6 +196,7 @@ class MongoStore:
                 if result.matched_count == 1:
                     self._written(new)
                     return answer
+                lost_race = fresh  # a stale ``known`` is no race: read again at once
         except (PyMongoError, OverflowError, InvalidDocument) as exc:
             raise StoreError(f"MongoDB error: {exc}") from exc
         raise StoreError(f"too much write contention on user {user_id!r}")

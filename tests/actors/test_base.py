@@ -534,3 +534,32 @@ async def test_an_idle_actor_answers_a_new_message_at_once() -> None:
     assert await asyncio.wait_for(actor.ask("wake"), SHORT) == ("echo", "wake")
     assert await asyncio.wait_for(actor.ask(("ok", 1)), SHORT) == 10
     await actor.stop()
+
+
+class ShortAnswers(Actor[Any]):
+    """A buggy batcher: receive_batch answers fewer results than it was given."""
+
+    max_batch = 8
+
+    def __init__(self) -> None:
+        super().__init__("short")
+
+    def batchable(self, message: Any) -> bool:
+        return True
+
+    async def receive(self, message: Any) -> Any:
+        return message
+
+    async def receive_batch(self, messages: list[Any]) -> list[Any]:
+        return messages[:1]
+
+
+async def test_a_batch_answered_short_fails_every_ask_and_the_actor_goes_on() -> None:
+    actor = ShortAnswers()
+    asks = [actor.ask(n) for n in range(3)]  # queued before the task runs: one batch
+    actor.start()
+    done, pending = await asyncio.wait(asks, timeout=SHORT)
+    assert not pending, "an ask of a short-answered batch was left hanging"
+    assert all(isinstance(f.exception(), RuntimeError) for f in done)
+    assert await asyncio.wait_for(actor.ask("later"), SHORT) == "later"
+    await actor.stop()
