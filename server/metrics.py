@@ -6,7 +6,10 @@ process, as the tests do.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import bisect
+import itertools
+import math
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from prometheus_client import (
@@ -17,12 +20,68 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 # The *_created series double the exposition and no alert or dashboard here uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS"})
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class _Series:
+    """One label set of a :class:`LoopHistogram`: counts per bucket (not cumulative) and sum."""
+
+    __slots__ = ("_bounds", "counts", "sum")
+
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self._bounds = bounds
+        self.counts = [0] * len(bounds)
+        self.sum = 0.0
+
+    def observe(self, value: float) -> None:
+        self.counts[bisect.bisect_left(self._bounds, value)] += 1
+        self.sum += value
+
+
+class LoopHistogram(Collector):
+    """A labelled histogram observed from the event loop's thread only: ``observe`` is a
+    bisect and two additions. (``prometheus_client``'s takes a lock per bucket it updates
+    and one for the sum: a few microseconds on every request.) Scraped as a regular
+    Prometheus histogram.
+    """
+
+    def __init__(
+        self, name: str, documentation: str, labelnames: tuple[str, ...], buckets: tuple[float, ...]
+    ) -> None:
+        self._name = name
+        self._documentation = documentation
+        self._labelnames = labelnames
+        self._bounds = (*sorted(buckets), math.inf)
+        self._series: dict[tuple[str, ...], _Series] = {}
+
+    def labels(self, *values: str) -> _Series:
+        series = self._series.get(values)
+        if series is None:
+            if len(values) != len(self._labelnames):
+                raise ValueError(f"{self._name} takes labels {self._labelnames}")
+            series = self._series[values] = _Series(self._bounds)
+        return series
+
+    def collect(self) -> Iterable[Metric]:
+        family = HistogramMetricFamily(
+            self._name, self._documentation, labels=list(self._labelnames)
+        )
+        for values, series in self._series.items():
+            cumulative = itertools.accumulate(series.counts)
+            buckets = [
+                (floatToGoString(bound), float(count))  # type: ignore[no-untyped-call]
+                for bound, count in zip(self._bounds, cumulative, strict=True)
+            ]
+            family.add_metric(list(values), buckets, series.sum)
+        yield family
 
 
 class Metrics:
@@ -36,13 +95,13 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
-        self.request_seconds = Histogram(
+        self.request_seconds = LoopHistogram(
             "scoreboard_request_duration_seconds",
             "HTTP request latency by route and method.",
-            ["route", "method"],
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+            ("route", "method"),
+            LATENCY_BUCKETS,
         )
+        self.registry.register(self.request_seconds)
         self.responses = Counter(
             "scoreboard_http_responses",
             "HTTP responses by route and status code (5xx rate alerts use it).",

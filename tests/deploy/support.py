@@ -23,7 +23,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from handlers.base import _STATUS_CODES
 from server.app import make_app
-from server.metrics import Metrics
+from server.metrics import LoopHistogram, Metrics
 from server.settings import OPTIONS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,7 +169,7 @@ def service_series() -> dict[str, Series]:
     label_names = {
         collector._name: tuple(collector._labelnames)  # type: ignore[attr-defined]
         for collector in vars(metrics).values()
-        if isinstance(collector, MetricWrapperBase)
+        if isinstance(collector, MetricWrapperBase | LoopHistogram)
     }
     series: dict[str, Series] = {}
     for family in metrics.registry.collect():

@@ -155,3 +155,30 @@ async def test_a_request_with_an_unknown_method_is_counted_as_other_by_a_server(
         assert sample(metrics, COUNT, route="healthz", method="GET") == 1
         assert sample(metrics, RESPONSES, route="healthz", status="405") == 1
         assert "PROPFIND" not in label_values(metrics, "method")
+
+
+def test_the_loop_histogram_is_scraped_as_a_prometheus_histogram() -> None:
+    metrics = Metrics()
+    for seconds in (0.0005, 0.003, 0.003, 0.5, 7.0):  # a bound itself counts in its bucket
+        metrics.request_done("top_scores", "GET", 200, seconds)
+    bucket = "scoreboard_request_duration_seconds_bucket"
+    labels = {"route": "top_scores", "method": "GET"}
+
+    def at(le: str) -> float | None:
+        return metrics.registry.get_sample_value(bucket, {**labels, "le": le})
+
+    assert [at(le) for le in ("0.0005", "0.001", "0.005", "0.25", "0.5", "2.5", "+Inf")] == [
+        1,
+        1,
+        3,
+        3,
+        4,
+        4,
+        5,
+    ]
+    assert sample(metrics, COUNT, **labels) == 5
+    assert sample(metrics, SUM, **labels) == pytest.approx(7.5065)
+    text = metrics.render().decode()
+    assert "# TYPE scoreboard_request_duration_seconds histogram" in text
+    with pytest.raises(ValueError):
+        metrics.request_seconds.labels("only-one-label")
