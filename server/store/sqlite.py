@@ -191,8 +191,8 @@ class SqliteStore:
         if self._closed or self._thread is None:
             self._closed = True
             return
+        self._hand_over()  # what was called before close() is still done (thread still up)
         self._closed = True
-        self._hand_over()  # what was called before close() is still done
         self._jobs.put(_STOP)
         # The thread finishes every job queued before the stop marker, then exits.
         await asyncio.to_thread(self._thread.join)

@@ -499,6 +499,19 @@ async def test_sqlite_file_survives_close_and_reopen(tmp_path: Path) -> None:
         assert await store.get_score("alice") == RankedScore("alice", "Alice", 8, T0 + 60_000, 3)
 
 
+async def test_sqlite_a_call_made_just_before_close_is_still_committed(tmp_path: Path) -> None:
+    backend = Backend("sqlite-file", tmp_path)
+    store = backend.build()
+    await store.open()
+    # The call reaches the store's outbox; close() runs before the loop hands it over.
+    late = asyncio.ensure_future(store.apply_increment(cmd("alice", 4)))
+    await asyncio.sleep(0)
+    await store.close()
+    assert applied(await asyncio.wait_for(late, scaled(5))).new_score == 4
+    async with backend.opened() as reopened:
+        assert await reopened.get_score("alice") == RankedScore("alice", "Alice", 4, T0, 1)
+
+
 async def test_sqlite_open_on_a_bad_path_raises_store_error(tmp_path: Path) -> None:
     store = SqliteStore(str(tmp_path / "missing-dir" / "scores.db"), UNLIMITED)
     with pytest.raises(StoreError):
