@@ -14,6 +14,7 @@ from typing import Any, Final, TextIO
 _ENCODER: Final = json.JSONEncoder(default=str, ensure_ascii=False)
 FLUSH_INTERVAL_S: Final = 0.1
 MAX_PENDING_LINES: Final = 256
+MAX_KEPT_LINES: Final = 10_000  # kept while the stream refuses writes, newest last
 
 # Attributes every LogRecord has; anything else was passed with ``extra=`` and is a field.
 _STANDARD: Final = frozenset(
@@ -97,7 +98,12 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
     def _write_pending(self) -> None:
         if self._pending:
             lines, self._pending = self._pending, []
-            self.stream.write(self.terminator.join(lines) + self.terminator)
+            try:
+                self.stream.write(self.terminator.join(lines) + self.terminator)
+            except Exception:
+                # Keep the lines for the next try (bounded: the oldest go first).
+                self._pending = (lines + self._pending)[-MAX_KEPT_LINES:]
+                raise
         self.stream.flush()
 
     def _flush_periodically(self) -> None:
@@ -105,8 +111,8 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             if self._pending:
                 try:
                     self.flush()
-                except (OSError, ValueError):  # the stream went away: nothing to do
-                    return
+                except Exception:  # reported, kept, and tried again next time
+                    self.handleError(logging.makeLogRecord({"msg": "log flush failed"}))
 
     def close(self) -> None:
         self._stopped.set()

@@ -1,10 +1,11 @@
 """The embedded store: stdlib ``sqlite3`` in WAL mode, driven by one writer thread.
 
-Every call becomes a job on a queue. The writer thread takes all jobs waiting at that
-moment and runs them inside one transaction (group commit), each in its own savepoint so
-one failing job cannot undo the others; then it resolves the callers' futures on the event
-loop. An increment is answered only after its transaction committed, so an answered
-increment survives ``kill -9`` of the process.
+Every call becomes a job; the jobs of one event-loop iteration are handed to the writer
+thread together. The thread takes all jobs waiting at that moment and runs them inside one
+transaction (group commit); if one fails, the transaction is rolled back and the jobs run
+again each in its own savepoint, so one failing job cannot undo the others. Then it
+resolves the callers' futures on the event loop. An increment is answered only after its
+transaction committed, so an answered increment survives ``kill -9`` of the process.
 """
 
 from __future__ import annotations
@@ -412,10 +413,12 @@ class SqliteStore:
         written: list[UserRecord],
     ) -> None:
         """On the event loop: publish the committed writes, then answer the callers."""
-        if written and self._feed is not None:
-            now_ms = time.time_ns() // 1_000_000
-            self._feed.publish(Change.of(record, now_ms) for record in written)
-        _settle_all(batch, results)
+        try:
+            if written and self._feed is not None:
+                now_ms = time.time_ns() // 1_000_000
+                self._feed.publish(Change.of(record, now_ms) for record in written)
+        finally:
+            _settle_all(batch, results)  # whatever publishing did, every caller hears back
 
     def _fail_all(self, error: StoreError) -> None:
         assert self._loop is not None

@@ -208,3 +208,36 @@ def test_configure_replaces_and_closes_the_previous_root_handler(
     logging.getLogger("tests.logs.configure").warning("to the second")
     assert json.loads(second_stream.getvalue())["msg"] == "to the second"
     assert first_stream.getvalue().count("\n") == 1
+
+
+class FlakyStream(io.StringIO):
+    """Refuses the next ``failures`` writes, as a full pipe would."""
+
+    def __init__(self, failures: int) -> None:
+        super().__init__()
+        self.failures = failures
+
+    def write(self, text: str) -> int:
+        if self.failures:
+            self.failures -= 1
+            raise BlockingIOError("the pipe is full")
+        return super().write(text)
+
+
+def test_lines_a_failed_write_refused_are_kept_and_written_later() -> None:
+    stream = FlakyStream(failures=1)
+    handler = BatchedStreamHandler(stream, flush_interval_s=0.02)
+    try:
+        with contextlib.redirect_stderr(io.StringIO()):  # handleError reports the failure
+            handler.handle(logging.makeLogRecord({"msg": "one", "levelno": logging.INFO}))
+            deadline = time.monotonic() + scaled(2)
+            while "one" not in stream.getvalue():
+                assert time.monotonic() < deadline, "the refused line was never written"
+                time.sleep(0.01)
+            handler.handle(logging.makeLogRecord({"msg": "two", "levelno": logging.INFO}))
+            deadline = time.monotonic() + scaled(2)
+            while "two" not in stream.getvalue():  # the flush thread is still running
+                assert time.monotonic() < deadline, "flushing stopped after a failure"
+                time.sleep(0.01)
+    finally:
+        handler.close()
