@@ -93,6 +93,16 @@ class UserActor(Actor[IncrementCommand | AdminCommand]):
             self._report(applied[-1])  # the board needs the last state
         return decisions
 
+    def saw_version(self, v: int) -> None:
+        """Another writer (a pod) wrote this user at version ``v``: a record older than
+        that is no use to the store, which would miss its compare-and-set and read anyway."""
+        if self._known is not None and self._known.v < v:
+            self._known = None
+
+    def forget_known(self) -> None:
+        """Read the record afresh next time (the change feed lost track of the store)."""
+        self._known = None
+
     def batchable(self, message: IncrementCommand | AdminCommand) -> bool:
         return isinstance(message, IncrementCommand)
 
@@ -151,6 +161,17 @@ class UserRegistry:
     def mailbox_depth(self) -> int:
         """Messages queued in all user mailboxes."""
         return sum(actor.depth for actor in self._actors.values())
+
+    def saw_version(self, user_id: str, v: int) -> None:
+        """A write of ``user_id`` at version ``v`` went by on the change feed."""
+        actor = self._actors.get(user_id)
+        if actor is not None:
+            actor.saw_version(v)
+
+    def forget_known(self) -> None:
+        """Every actor reads its user's record afresh next time."""
+        for actor in self._actors.values():
+            actor.forget_known()
 
     def actor_for(self, user_id: str) -> UserActor:
         """The user's actor, started if it was not running.

@@ -103,7 +103,6 @@ class Service:
             settings.broadcast_interval_ms / 1000,
             history_size=settings.ws_history_size,
         )
-        self.follower = FeedFollower(store.changes, self.leaderboard, self.metrics)
         self.fanout = Fanout(
             self.leaderboard,
             self.metrics,
@@ -115,6 +114,13 @@ class Service:
             self.leaderboard,
             mailbox_size=settings.mailbox_size,
             idle_s=settings.user_idle_s,
+        )
+        self.follower = FeedFollower(
+            store.changes,
+            self.leaderboard,
+            self.metrics,
+            on_version=self.users.saw_version,
+            on_reload=self.users.forget_known,
         )
         self.metrics.track(
             user_actors=lambda: len(self.users),

@@ -1,11 +1,12 @@
 """The MongoDB adapter, on PyMongo's native async API (``pymongo.AsyncMongoClient``).
 
-Each increment is one compare-and-set on the user's document: read it, run the pure
-:func:`server.store.increments.decide`, then write the new state only if the document's
-version ``v`` is still the one read (or insert it if it did not exist). Another pod that
-wrote in between makes the write match nothing, and the increment is decided again on
-the fresh document. Within a pod the user's actor already serializes writes, so a retry
-only happens when two pods take the same user at the same moment.
+Each increment is one compare-and-set on the user's document: read it (or take the record
+the user's actor last wrote, which saves the read), run the pure
+:func:`server.store.increments.decide_all`, then write the new state only if the
+document's version ``v`` is still the one decided on (or insert it if it did not exist).
+Another pod that wrote in between makes the write match nothing, and the increment is
+decided again on the fresh document. Within a pod the user's actor already serializes
+writes, so a retry only happens when another pod wrote the same user.
 
 The adapter keeps to the calls that PyMongo's async API and mongomock-motor (the test
 double) share: ``find_one``, ``insert_one``, ``update_one``, ``find().sort().limit()`` with

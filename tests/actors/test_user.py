@@ -465,3 +465,19 @@ async def test_after_a_failed_admin_action_the_next_call_passes_no_known_record(
         s.store.admin_fails_after_write = None
         assert score(await actor.ask(cmd("alice", 2))) == 2  # the reset did land
         assert s.store.calls[-1][1] is None
+
+
+async def test_a_newer_write_seen_on_the_feed_drops_the_known_record() -> None:
+    async with running() as s:
+        actor = s.registry.actor_for("alice")
+        await actor.ask(cmd("alice", 1))  # known: v1
+        s.registry.saw_version("alice", 1)  # its own write coming back: still good
+        await actor.ask(cmd("alice", 1))
+        assert s.store.calls[-1][1] is not None and s.store.calls[-1][1].v == 1
+        s.registry.saw_version("alice", 5)  # another pod wrote v5: v2 is stale
+        s.registry.saw_version("nobody", 9)  # no actor: nothing to do
+        await actor.ask(cmd("alice", 1))
+        assert s.store.calls[-1][1] is None
+        s.registry.forget_known()  # the feed lost track: read afresh
+        await actor.ask(cmd("alice", 1))
+        assert s.store.calls[-1][1] is None
