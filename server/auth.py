@@ -17,6 +17,7 @@ MAX_TOKEN_BYTES: Final = 8192
 MAX_USER_ID_CHARS: Final = 128
 MAX_USERNAME_CHARS: Final = 128
 VERIFIED_CACHE_SIZE: Final = 10_000
+VERIFIED_CACHE_BYTES: Final = 4 * 1024 * 1024  # of token text: big tokens, fewer of them
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +70,8 @@ class TokenVerifier:
         algorithms: the accepted ``alg`` values; ``none`` is never accepted.
         issuer, audience: checked when given.
         leeway_s: clock skew allowed on ``exp``, ``nbf`` and ``iat``.
-        cache_size: how many verified tokens are remembered (oldest out first). A game
+        cache_size: how many verified tokens are remembered (least recently used out
+            first; their total length is also kept under ``VERIFIED_CACHE_BYTES``). A game
             client sends the same token with every update until it expires; decoding and
             checking the signature again each time is most of the cost of a request.
         clock: wall-clock seconds, for the remembered tokens' expiry.
@@ -103,7 +105,9 @@ class TokenVerifier:
         }
         self._cache_size = cache_size
         self._clock = clock
-        self._verified: dict[str, tuple[Identity, float]] = {}  # insertion order: oldest first
+        # Least recently used first; the tokens' total length is kept under a budget too.
+        self._verified: dict[str, tuple[Identity, float]] = {}
+        self._verified_chars = 0
 
     def verify_header(self, header: str | None) -> Identity:
         """Verify an ``Authorization`` header value.
@@ -129,9 +133,11 @@ class TokenVerifier:
         remembered = self._verified.get(token)
         if remembered is not None:
             identity, expires = remembered
-            if self._clock() < expires:
-                return identity
             del self._verified[token]
+            if self._clock() < expires:
+                self._verified[token] = remembered  # now the most recently used
+                return identity
+            self._verified_chars -= len(token)
         if not token:
             raise ApiError(401, "missing_token", "the bearer token is empty")
         if len(token.encode()) > MAX_TOKEN_BYTES:
@@ -167,9 +173,15 @@ class TokenVerifier:
     def _remember(self, token: str, identity: Identity, exp: Any) -> None:
         if self._cache_size <= 0 or isinstance(exp, bool) or not isinstance(exp, int | float):
             return
-        if len(self._verified) >= self._cache_size:
-            del self._verified[next(iter(self._verified))]
+        while self._verified and (
+            len(self._verified) >= self._cache_size
+            or self._verified_chars + len(token) > VERIFIED_CACHE_BYTES
+        ):
+            oldest = next(iter(self._verified))
+            del self._verified[oldest]
+            self._verified_chars -= len(oldest)
         self._verified[token] = (identity, float(exp))
+        self._verified_chars += len(token)
 
 
 def mint_token(

@@ -491,6 +491,34 @@ def test_remembered_tokens_are_bounded_oldest_out_first(decoded: list[str]) -> N
     assert decoded == [a, b, c, a, b]  # ...and b was not
 
 
+def test_a_remembered_token_in_use_stays_the_longest(decoded: list[str]) -> None:
+    verifier = TokenVerifier(SECRET, ("HS256",), cache_size=2)
+    a, b, c = (make_token(user) for user in ("a", "b", "c"))
+    verifier.verify(a)
+    verifier.verify(b)
+    verifier.verify(a)  # a used again: b is now the least recently used
+    verifier.verify(c)
+    verifier.verify(a)
+    assert decoded == [a, b, c]  # a stayed; b went when c came in
+    verifier.verify(b)
+    assert decoded == [a, b, c, b]
+
+
+def test_remembered_tokens_are_bounded_by_their_total_length(
+    decoded: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b, c = (make_token(user) for user in ("a", "b", "c"))
+    monkeypatch.setattr("server.auth.VERIFIED_CACHE_BYTES", len(a) + len(b))
+    verifier = TokenVerifier(SECRET, ("HS256",), cache_size=100)
+    for token in (a, b, a, b):
+        verifier.verify(token)
+    assert decoded == [a, b]  # two fit
+    verifier.verify(c)  # a third does not: the least recently used (a) goes
+    verifier.verify(b)
+    verifier.verify(a)
+    assert decoded == [a, b, c, a]
+
+
 def test_cache_size_zero_remembers_nothing(decoded: list[str]) -> None:
     verifier = TokenVerifier(SECRET, ("HS256",), cache_size=0)
     token = make_token("alice")
