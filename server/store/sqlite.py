@@ -105,40 +105,27 @@ def _json_list(items: tuple[Any, ...]) -> str:
     return json.dumps(items) if items else "[]"
 
 
-def _upsert(conn: sqlite3.Connection, r: UserRecord) -> None:
-    conn.execute(
-        _UPSERT_USER,
-        (
-            r.user_id,
-            r.username,
-            r.score,
-            r.v,
-            r.reached_ms,
-            _json_list(r.recent_keys),
-            _json_list(r.accepted_ms),
-            _json_list(r.used_actions),
-            int(r.banned),
-        ),
+def _state(r: UserRecord) -> tuple[Any, ...]:
+    """The record's columns after ``user_id``, in the order the statements name them."""
+    return (
+        r.username,
+        r.score,
+        r.v,
+        r.reached_ms,
+        _json_list(r.recent_keys),
+        _json_list(r.accepted_ms),
+        _json_list(r.used_actions),
+        int(r.banned),
     )
+
+
+def _upsert(conn: sqlite3.Connection, r: UserRecord) -> None:
+    conn.execute(_UPSERT_USER, (r.user_id, *_state(r)))
 
 
 def _update_if_version(conn: sqlite3.Connection, r: UserRecord, expected_v: int) -> bool:
     """Write ``r`` only if the stored version is still ``expected_v``; return whether it was."""
-    cursor = conn.execute(
-        _UPDATE_IF_VERSION,
-        (
-            r.username,
-            r.score,
-            r.v,
-            r.reached_ms,
-            _json_list(r.recent_keys),
-            _json_list(r.accepted_ms),
-            _json_list(r.used_actions),
-            int(r.banned),
-            r.user_id,
-            expected_v,
-        ),
-    )
+    cursor = conn.execute(_UPDATE_IF_VERSION, (*_state(r), r.user_id, expected_v))
     return cursor.rowcount == 1
 
 
