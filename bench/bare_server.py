@@ -15,9 +15,10 @@ import argparse
 import asyncio
 import json
 import logging
-import signal
 
 import tornado.web
+
+from bench.serving import serve_until_stopped
 
 UPDATE_BODY = b'{"status":"success","new_score":1}'
 TOP_SCORES_BODY = json.dumps(
@@ -53,22 +54,13 @@ def make_app() -> tornado.web.Application:
     )
 
 
-async def serve(host: str, port: int) -> None:
-    make_app().listen(port, host)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)  # no access log: Tornado's is at INFO
-    asyncio.run(serve(args.host, args.port))
+    asyncio.run(serve_until_stopped(make_app(), args.host, args.port))
 
 
 if __name__ == "__main__":

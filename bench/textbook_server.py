@@ -21,13 +21,14 @@ import heapq
 import json
 import logging
 import os
-import signal
 import time
 from typing import Any
 
 import jwt
 import tornado.web
 import tornado.websocket
+
+from bench.serving import serve_until_stopped
 
 log = logging.getLogger("textbook")
 
@@ -109,16 +110,6 @@ def make_app(secret: str) -> tornado.web.Application:
     )
 
 
-async def serve(host: str, port: int, secret: str) -> None:
-    app = make_app(secret)
-    app.listen(port, host)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, stop.set)
-    await stop.wait()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--host", default="127.0.0.1")
@@ -128,7 +119,7 @@ def main() -> None:
     if not secret:
         parser.error("SCOREBOARD_JWT_SECRET must be set")
     logging.basicConfig(level=logging.WARNING)
-    asyncio.run(serve(args.host, args.port, secret))
+    asyncio.run(serve_until_stopped(make_app(secret), args.host, args.port))
 
 
 if __name__ == "__main__":

@@ -47,11 +47,9 @@ from server.store.records import (
 )
 from server.store.sqlite import SqliteStore
 from tests.conftest import scaled
+from tests.server.store.test_contract import T0, UNLIMITED
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(10))
-
-UNLIMITED = IncrementPolicy(rate_limit_per_minute=0, idempotency_keys=64)
-T0 = 1_700_000_000_000
 
 
 def change(user: str, score: int, v: int = 1, *, banned: bool = False) -> Change:
