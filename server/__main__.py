@@ -15,6 +15,7 @@ from typing import TextIO
 
 from server import logs
 from server.auth import mint_token
+from server.gc_tuning import tune_for_serving
 from server.runner import run_server
 from server.settings import Settings, SettingsError, load_settings
 from server.store.port import StoreError
@@ -65,8 +66,16 @@ async def serve(settings: Settings, jwt_key: str, *, demo: bool = False) -> int:
     with _signals_set(stop):
         async with run_server(settings, jwt_key) as running:
             store = "mongodb" if settings.uses_mongodb else f"sqlite:{settings.sqlite_path}"
+            tuning = tune_for_serving()  # after startup: what it allocated is frozen
             log.info(
-                "listening", extra={"host": settings.host, "port": running.port, "store": store}
+                "listening",
+                extra={
+                    "host": settings.host,
+                    "port": running.port,
+                    "store": store,
+                    "gc_thresholds": list(tuning.thresholds),
+                    "gc_frozen_objects": tuning.frozen_objects,
+                },
             )
             if demo:
                 print_demo_banner(settings, jwt_key, running.port, sys.stderr)
