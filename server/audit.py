@@ -11,6 +11,8 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from server.logs import log_fields
+
 audit_log = logging.getLogger("scoreboard.audit")
 
 
@@ -28,18 +30,18 @@ class UpdateAudit:
 
     def emit(self, latency_s: float) -> None:
         """Write the audit line (once the request is answered)."""
-        audit_log.info(
+        log_fields(
+            audit_log,
+            logging.INFO,
             "update",
-            extra={
-                "fields": {
-                    "request_id": self.request_id,
-                    "client": self.client,
-                    "user_id": self.user_id,
-                    "increment": self.increment,
-                    "action": self.action,
-                    "outcome": self.outcome,
-                    "new_score": self.new_score,
-                    "latency_ms": round(latency_s * 1000, 3),
-                }
+            {
+                "request_id": self.request_id,
+                "client": self.client,
+                "user_id": self.user_id,
+                "increment": self.increment,
+                "action": self.action,
+                "outcome": self.outcome,
+                "new_score": self.new_score,
+                "latency_ms": round(latency_s * 1000, 3),
             },
         )

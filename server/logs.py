@@ -33,26 +33,44 @@ class JsonFormatter(logging.Formatter):
     _second_text = ""
 
     def format(self, record: logging.LogRecord) -> str:
-        second = int(record.created)
+        attributes = record.__dict__
+        fields = attributes.get("fields")
+        if type(fields) is not dict:
+            fields = {
+                key: attributes[key]  # what was passed with extra=
+                for key in sorted(attributes.keys() - _STANDARD)
+                if not key.startswith("_")
+            }
+        exc = self.formatException(record.exc_info) if record.exc_info else None
+        return self.line(
+            record.created, record.levelname, record.name, record.getMessage(), fields, exc=exc
+        )
+
+    def line(
+        self,
+        created: float,
+        levelname: str,
+        logger: str,
+        msg: str,
+        fields: dict[str, Any],
+        *,
+        exc: str | None = None,
+    ) -> str:
+        """The JSON line of one entry (what :meth:`format` makes of a record)."""
+        second = int(created)
         if second != self._second:  # one strftime a second, not one a line
             self._second_text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
             self._second = second
+        millis = int((created - second) * 1000)
         entry: dict[str, Any] = {
-            "ts": f"{self._second_text}.{int(record.msecs):03d}Z",
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "msg": record.getMessage(),
+            "ts": f"{self._second_text}.{millis:03d}Z",
+            "level": levelname.lower(),
+            "logger": logger,
+            "msg": msg,
         }
-        attributes = record.__dict__
-        fields = attributes.get("fields")
-        if type(fields) is dict:
-            entry.update(fields)  # extra={"fields": {...}}: merged as they are, no scan
-        else:
-            for key in sorted(attributes.keys() - _STANDARD):  # what was passed with extra=
-                if not key.startswith("_"):
-                    entry[key] = attributes[key]
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
+        entry.update(fields)
+        if exc is not None:
+            entry["exc"] = exc
         return _ENCODER.encode(entry)
 
 
@@ -91,6 +109,13 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         except Exception:
             self.handleError(record)
 
+    def emit_line(self, line: str, levelno: int) -> None:
+        """Queue an already formatted line, as :meth:`emit` queues a record's."""
+        with self.lock:  # type: ignore[union-attr]
+            self._pending.append(line)
+            if levelno >= logging.WARNING or len(self._pending) >= self._max_lines:
+                self._write_pending()
+
     def flush(self) -> None:
         with self.lock:  # type: ignore[union-attr]
             self._write_pending()
@@ -119,6 +144,54 @@ class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
         with contextlib.suppress(OSError, ValueError):
             self.flush()
         super().close()
+
+
+def log_fields(logger: logging.Logger, level: int, msg: str, fields: dict[str, Any]) -> None:
+    """``logger.log(level, msg, extra={"fields": fields})`` for a line logged on every
+    request, at a third of the cost.
+
+    When the line would reach only the handler :func:`configure` installs (no other
+    handler or filter on the way, as in production), it is formatted and queued directly,
+    without a ``LogRecord`` and the logging module's dispatch. Otherwise (a handler added
+    by an operator or by a test's log capture) it goes through ``logger.log``: the output
+    is the same either way.
+    """
+    if not logger.isEnabledFor(level):
+        return
+    handler = _sole_json_handler(logger, level)
+    if handler is None:
+        logger.log(level, msg, extra={"fields": fields})
+        return
+    formatter = handler.formatter
+    assert isinstance(formatter, JsonFormatter)
+    line = formatter.line(time.time(), logging.getLevelName(level), logger.name, msg, fields)
+    try:
+        handler.emit_line(line, level)
+    except Exception:
+        handler.handleError(logging.makeLogRecord({"msg": msg, "levelno": level}))
+
+
+def _sole_json_handler(logger: logging.Logger, level: int) -> BatchedStreamHandler | None:
+    """The handler :func:`configure` installs, if a line of ``logger`` at ``level`` would
+    go to it and nowhere else, through no filter; else ``None``."""
+    found: BatchedStreamHandler | None = None
+    current: logging.Logger | None = logger
+    while current is not None:
+        if current.filters or current.disabled:
+            return None
+        for handler in current.handlers:
+            if (
+                found is not None
+                or type(handler) is not BatchedStreamHandler
+                or type(handler.formatter) is not JsonFormatter
+                or handler.filters
+            ):
+                return None
+            found = handler
+        current = current.parent if current.propagate else None
+    if found is None or level < found.level:
+        return None
+    return found
 
 
 def configure(level: str = "INFO", stream: TextIO | None = None) -> None:

@@ -241,3 +241,127 @@ def test_lines_a_failed_write_refused_are_kept_and_written_later() -> None:
                 time.sleep(0.01)
     finally:
         handler.close()
+
+
+# --- log_fields: the hot-line path ------------------------------------------------------
+
+FIELDS: dict[str, Any] = {"user_id": 'ålice "q"', "n": 3, "none": None}
+
+
+@pytest.fixture
+def direct(batched: Logged) -> Logged:
+    """A logger whose only handler is a JSON BatchedStreamHandler, as in production: the
+    direct path. Each test calls :func:`sole` first: pytest adds its capture handlers to
+    loggers when the test body starts."""
+    batched.handler.setFormatter(JsonFormatter())
+    return batched
+
+
+def sole(logged: Logged, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(logged.logger, "handlers", [logged.handler])
+
+
+def record_free(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if a LogRecord is made (the direct path makes none)."""
+
+    def refuse(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        raise AssertionError("a LogRecord was made")
+
+    monkeypatch.setattr(logging.Logger, "makeRecord", refuse)
+
+
+def test_log_fields_writes_the_line_logger_log_writes_without_a_record(
+    direct: Logged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sole(direct, monkeypatch)
+    direct.logger.info("update", extra={"fields": FIELDS})
+    with monkeypatch.context() as patched:
+        record_free(patched)
+        logs.log_fields(direct.logger, logging.INFO, "update", FIELDS)
+    direct.handler.flush()
+    through_logging, direct_line = (json.loads(line) for line in direct.lines())
+    assert abs(_ts(through_logging) - _ts(direct_line)) < 1.0
+    del through_logging["ts"], direct_line["ts"]
+    assert (
+        direct_line
+        == through_logging
+        == {
+            "level": "info",
+            "logger": direct.logger.name,
+            "msg": "update",
+            **FIELDS,
+        }
+    )
+
+
+def _ts(entry: dict[str, Any]) -> float:
+    return time.mktime(time.strptime(entry["ts"][:19], "%Y-%m-%dT%H:%M:%S")) + float(
+        entry["ts"][19:-1]
+    )
+
+
+def test_log_fields_is_batched_like_other_lines_and_a_warning_writes_at_once(
+    direct: Logged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sole(direct, monkeypatch)
+    record_free(monkeypatch)
+    logs.log_fields(direct.logger, logging.INFO, "one", {})
+    assert direct.lines() == []  # waits for a flush, as an info record would
+    logs.log_fields(direct.logger, logging.WARNING, "two", {})
+    assert [json.loads(x)["msg"] for x in direct.lines()] == ["one", "two"]
+
+
+def test_log_fields_below_the_level_writes_nothing(
+    direct: Logged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sole(direct, monkeypatch)
+    direct.logger.setLevel(logging.WARNING)
+    logs.log_fields(direct.logger, logging.INFO, "quiet", FIELDS)
+    direct.handler.flush()
+    assert direct.lines() == []
+
+
+def test_log_fields_goes_through_logging_when_another_handler_or_a_filter_is_on_the_way(
+    direct: Logged, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sole(direct, monkeypatch)
+    # A second handler (here the test's capture): every handler must see the line.
+    with caplog.at_level(logging.INFO, logger=direct.logger.name):
+        direct.logger.addHandler(caplog.handler)
+        try:
+            logs.log_fields(direct.logger, logging.INFO, "seen", FIELDS)
+        finally:
+            direct.logger.removeHandler(caplog.handler)
+    assert [(r.getMessage(), r.__dict__["fields"]) for r in caplog.records] == [("seen", FIELDS)]
+    # Two JSON handlers (say, an operator's second file): both get the line.
+    other_stream = io.StringIO()
+    other = BatchedStreamHandler(other_stream, flush_interval_s=LONG_S)
+    other.setFormatter(JsonFormatter())
+    direct.logger.addHandler(other)
+    try:
+        logs.log_fields(direct.logger, logging.INFO, "twice", FIELDS)
+    finally:
+        direct.logger.removeHandler(other)
+        other.close()
+    assert json.loads(other_stream.getvalue())["msg"] == "twice"
+    # A filter: it must be able to drop the line.
+    direct.logger.addFilter(lambda record: record.getMessage() != "dropped")
+    logs.log_fields(direct.logger, logging.INFO, "dropped", FIELDS)
+    logs.log_fields(direct.logger, logging.INFO, "kept", FIELDS)
+    direct.handler.flush()
+    assert [json.loads(x)["msg"] for x in direct.lines()] == ["seen", "twice", "kept"]
+
+
+def test_log_fields_respects_a_handler_level_and_a_plain_formatter(
+    direct: Logged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sole(direct, monkeypatch)
+    direct.handler.setLevel(logging.ERROR)
+    logs.log_fields(direct.logger, logging.INFO, "below the handler", FIELDS)
+    direct.handler.flush()
+    assert direct.lines() == []
+    direct.handler.setLevel(logging.NOTSET)
+    direct.handler.setFormatter(logging.Formatter("%(levelname)s %(message)s"))
+    logs.log_fields(direct.logger, logging.INFO, "plain", FIELDS)
+    direct.handler.flush()
+    assert direct.lines() == ["INFO plain"]  # formatted by the operator's formatter
