@@ -49,11 +49,14 @@ class _Mailbox:
     getter deque, putters): measurable when every update passes through two mailboxes.
     """
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_items", "_loop", "_waiter")
 
     def __init__(self) -> None:
         self._items: deque[_Envelope] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        # The reader's loop, known once the actor starts (a running-loop lookup is a
+        # getpid() system call: one fewer per message).
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def __len__(self) -> int:
         return len(self._items)
@@ -66,7 +69,7 @@ class _Mailbox:
 
     async def get(self) -> _Envelope:
         while not self._items:
-            self._waiter = asyncio.get_running_loop().create_future()
+            self._waiter = (self._loop or asyncio.get_running_loop()).create_future()
             try:
                 await self._waiter
             finally:
@@ -110,7 +113,8 @@ class Actor(Generic[M]):
         """Start the actor's task. Call once, from the event loop."""
         if self._task is not None:
             raise RuntimeError(f"actor {self.name} already started")
-        self._task = asyncio.get_running_loop().create_task(self._run(), name=f"actor:{self.name}")
+        loop = self._mailbox._loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name=f"actor:{self.name}")
 
     def tell(self, message: M) -> None:
         """Queue ``message``; no reply.
@@ -128,7 +132,8 @@ class Actor(Generic[M]):
             ActorStopped: the actor is stopping.
             MailboxFull: back-pressure; nothing was queued.
         """
-        reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        loop = self._mailbox._loop or asyncio.get_running_loop()
+        reply: asyncio.Future[Any] = loop.create_future()
         self._put(_Envelope(message, reply))
         return reply
 

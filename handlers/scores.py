@@ -56,8 +56,8 @@ def parse_body(body: bytes) -> dict[str, Any]:
         raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
-    unknown = sorted(set(data) - _BODY_FIELDS)
-    if unknown:
+    if not _BODY_FIELDS.issuperset(data):
+        unknown = sorted(set(data) - _BODY_FIELDS)
         raise ApiError(400, "invalid_json", f"unknown field {unknown[0]!r} in the body")
     if "action_token" in data and not isinstance(data["action_token"], str):
         raise ApiError(400, "invalid_json", "'action_token' must be a string")
@@ -134,9 +134,9 @@ class UpdateScoreHandler(ApiHandler):
         connection = self.request.connection
         if isinstance(connection, HTTP1Connection):
             connection.set_body_timeout(None)  # type: ignore[arg-type]
-            self._body_timer = asyncio.get_running_loop().call_later(
-                body_timeout_s(), connection.close
-            )
+            # The stream's own loop: no running-loop lookup (a getpid() system call).
+            loop: asyncio.AbstractEventLoop = connection.stream.io_loop.asyncio_loop  # type: ignore[attr-defined]
+            self._body_timer = loop.call_later(body_timeout_s(), connection.close)
         if self.service.draining:
             self.set_header("Connection", "close")
             self._outcome("shutting_down")
