@@ -141,6 +141,14 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
         _ = self.top_scores_body
         return self._current_etag
 
+    def wants(self, entry: RankedScore) -> bool:
+        """Whether a score change could change the board (see :meth:`TopK.admits`): user
+        actors skip telling it about users who stay outside it, most users in a big game.
+        Answered from the state as of now; changes still queued in the mailbox can only
+        raise the bar, and a refill reads the store, where the change already is.
+        """
+        return not self.loaded or self._topk.admits(entry)
+
     @property
     def published_rows(self) -> tuple[Row, ...]:
         """The top N as of the last publication (``version``)."""

@@ -90,6 +90,18 @@ class TopK:
             self._depart(entry)
         return admitted or old is not None
 
+    def admits(self, entry: RankedScore) -> bool:
+        """Whether :meth:`apply` could put ``entry`` in the cache or change it: the cache
+        holds every user, the user is a member, or the entry ranks at or above the last
+        row. An outsider that stays out changes nothing readers see, so its writer need
+        not send it. (Only the version remembered for it is left older: a stale event of
+        that user from the change feed is then weighed on its own, as it is on every pod
+        that did not make the write.)
+        """
+        if self.complete or entry.user_id in self._by_user or not self._keys:
+            return True
+        return rank_key(entry) <= self._keys[-1]
+
     def remove(self, user_id: str, v: int) -> bool:
         """Take a user off the board (an admin removed it) at version ``v``; return whether
         it was cached. Older events of that user are ignored from now on."""

@@ -122,7 +122,10 @@ class UserActor(Actor[IncrementCommand | AdminCommand]):
         if r.banned:
             change = UserRemoved(r.user_id, r.v)
         else:
-            change = ScoreChanged(RankedScore(r.user_id, r.username, r.score, r.reached_ms, r.v))
+            entry = RankedScore(r.user_id, r.username, r.score, r.reached_ms, r.v)
+            if not self._leaderboard.wants(entry):
+                return  # stays outside the board: nothing to show
+            change = ScoreChanged(entry)
         try:
             self._leaderboard.tell(change)
         except ActorStopped:

@@ -336,3 +336,29 @@ TopKAgainstBruteForce.TestCase.settings = settings(
     max_examples=150, stateful_step_count=60, deadline=None
 )
 test_topk_against_brute_force = TopKAgainstBruteForce.TestCase
+
+
+def test_admits_whatever_could_change_the_cache() -> None:
+    topk = loaded(2, entry("a", 30), entry("b", 20, reached_ms=5), entry("c", 10))
+    assert not topk.complete
+    assert topk.admits(entry("a", 1, v=2))  # a member, even falling
+    assert topk.admits(entry("c", 25, v=2))  # an outsider ranking above the last row
+    assert topk.admits(entry("ab", 20, reached_ms=5))  # ties b, wins on the user id
+    assert not topk.admits(entry("c", 20, reached_ms=5, v=2))  # ties b, loses on it
+    assert not topk.admits(entry("c", 20, reached_ms=6, v=2))  # reached it later: below
+    assert not topk.admits(entry("d", 19))
+    # What admits() refuses, apply() leaves out; what it admits, apply() takes in.
+    assert not topk.apply(entry("d", 19))
+    assert ids(topk) == ["a", "b"]
+    assert topk.apply(entry("ab", 20, reached_ms=5))
+    assert ids(topk) == ["a", "ab"]
+
+
+def test_a_complete_or_empty_cache_admits_everyone() -> None:
+    assert loaded(5, entry("a", 30)).admits(entry("z", 0))  # complete: holds every user
+    empty = TopK(2)
+    empty.load([entry("a", 3), entry("b", 2), entry("c", 1)])
+    for user in ("a", "b"):
+        empty.remove(user, 9)
+    assert not empty.complete and len(empty) == 0
+    assert empty.admits(entry("z", 0))  # nothing to compare with: the owner refills

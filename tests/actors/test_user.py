@@ -481,3 +481,35 @@ async def test_a_newer_write_seen_on_the_feed_drops_the_known_record() -> None:
         s.registry.forget_known()  # the feed lost track: read afresh
         await actor.ask(cmd("alice", 1))
         assert s.store.calls[-1][1] is None
+
+
+async def test_the_board_is_not_told_of_users_who_stay_outside_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with running() as s:
+        told: list[Any] = []
+        tell = s.leaderboard.tell
+
+        def spy(change: Any) -> None:
+            told.append(change)
+            tell(change)
+
+        monkeypatch.setattr(s.leaderboard, "tell", spy)
+        capacity = s.leaderboard._topk.capacity  # top 10 plus headroom
+        for i in range(capacity + 1):  # one more than the cache holds: now incomplete
+            user = f"u{i:02d}"
+            assert score(await s.registry.actor_for(user).ask(cmd(user, 100 - i))) == 100 - i
+        assert await eventually(lambda: len(s.top_rows()) == 10)
+        assert len(told) == capacity + 1  # the cache held everyone until then: all told
+        told.clear()
+        # An outsider below the last cached row: not told, and the board is unchanged.
+        before = s.top_rows()
+        assert score(await s.registry.actor_for("low").ask(cmd("low", 1))) == 1
+        assert told == []
+        # A member and an outsider climbing into the board are told.
+        assert score(await s.registry.actor_for("u05").ask(cmd("u05", 1))) == 96
+        assert score(await s.registry.actor_for("low").ask(cmd("low", 500))) == 501
+        assert [change.entry.user_id for change in told] == ["u05", "low"]
+        await eventually(lambda: s.top_rows() != before)
+        assert s.top_rows()[0] == {"user_id": "low", "username": "Low", "score": 501}
+        assert s.top_rows()[5]["score"] == 96
