@@ -365,3 +365,17 @@ def test_log_fields_respects_a_handler_level_and_a_plain_formatter(
     logs.log_fields(direct.logger, logging.INFO, "plain", FIELDS)
     direct.handler.flush()
     assert direct.lines() == ["INFO plain"]  # formatted by the operator's formatter
+
+
+def test_log_fields_with_a_field_json_cannot_hold_still_writes_its_line(
+    direct: Logged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sole(direct, monkeypatch)
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    logs.log_fields(direct.logger, logging.INFO, "odd", {"cycle": cycle})
+    logs.log_fields(direct.logger, logging.INFO, "next", {"n": 1})
+    direct.handler.flush()
+    odd, following = (json.loads(line) for line in direct.lines())
+    assert (odd["msg"], odd["fields"]) == ("odd", "{'cycle': [[...]]}")
+    assert (following["msg"], following["n"]) == ("next", 1)  # the batch went on
