@@ -156,6 +156,8 @@ class Run:
     )
     server_cpu_s: float = math.nan
     other_cpu_pct: float = math.nan  # the machine's CPU used by processes not of this run
+    # Our server's garbage collections during the run, by generation (None: not scraped).
+    gc_collections: tuple[int, ...] | None = None
 
     @property
     def rps(self) -> float:
@@ -536,6 +538,22 @@ async def prime(server: ServerProcess, tokens: Sequence[str]) -> None:
         http.close()
 
 
+_GC_COLLECTIONS = re.compile(rb'^python_gc_collections_total\{generation="(\d)"\} (\S+)$', re.M)
+
+
+async def gc_collections(server: ServerProcess) -> tuple[int, ...]:
+    """The server's garbage collections so far, by generation (from its ``/metrics``)."""
+    http = Http(server.port)
+    try:
+        status, body = await asyncio.wait_for(http.get("/metrics"), REQUEST_TIMEOUT_S)
+    finally:
+        http.close()
+    found = {int(gen): int(float(count)) for gen, count in _GC_COLLECTIONS.findall(body)}
+    if status != 200 or sorted(found) != [0, 1, 2]:
+        raise RuntimeError(f"{server.kind}: /metrics has no GC counts ({status})")
+    return tuple(found[gen] for gen in (0, 1, 2))
+
+
 class ServerDied(RuntimeError):
     def __init__(self, server: ServerProcess) -> None:
         code = server.proc.returncode
@@ -637,6 +655,7 @@ class Bench:
         if quiet:
             await self.wait_quiet()
         run = Run(server.kind, target.endpoint, connections)
+        gc0 = await gc_collections(server) if server.kind == "ours" else None
         cpu0, sample0 = server.cpu_s(), CpuSample.take(self.servers)
         try:
             if self.loader == "wrk":
@@ -657,6 +676,9 @@ class Bench:
         check_alive(server)
         run.server_cpu_s = server.cpu_s() - cpu0
         run.other_cpu_pct = sample0.other_pct(CpuSample.take(self.servers))
+        if gc0 is not None:
+            gc1 = await gc_collections(server)
+            run.gc_collections = tuple(b - a for a, b in zip(gc0, gc1, strict=True))
         return run
 
     async def wait_quiet(self) -> None:
@@ -859,6 +881,21 @@ def hot_lines(report: Report, args: argparse.Namespace) -> list[str]:
     ]
 
 
+def gc_lines(report: Report) -> list[str]:
+    """Our server's garbage collections during its measured rounds, per route."""
+    lines = []
+    for endpoint in (UPDATE, TOP):
+        runs = [r for r in report.runs("ours", endpoint) if r.gc_collections is not None]
+        if runs:
+            totals = [sum(r.gc_collections[gen] for r in runs) for gen in (0, 1, 2)]  # type: ignore[index]
+            seconds = sum(r.duration_s for r in runs)
+            lines.append(
+                f"our server's garbage collections in its {NAMES[endpoint]} rounds "
+                f"({seconds:.0f} s): generation 0: {totals[0]}, 1: {totals[1]}, 2: {totals[2]}"
+            )
+    return lines
+
+
 def print_report(report: Report, args: argparse.Namespace) -> int:
     print(
         "Results (req/s: median of the rounds, then each round; p50/p99: median of the "
@@ -900,6 +937,7 @@ def print_report(report: Report, args: argparse.Namespace) -> int:
         f"our server: {non2xx} non-2xx, {errors} socket errors in {total:,} requests "
         "(warm-ups and the hot-user phase included)"
     )
+    print("\n".join(gc_lines(report)))
     failed = non2xx > 0 or errors > 0 or not report.ours_alive
     if not report.ours_alive:
         print("our server exited during the run: the report above is incomplete")

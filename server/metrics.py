@@ -16,6 +16,7 @@ from prometheus_client import (
     CollectorRegistry,
     Counter,
     Gauge,
+    GCCollector,
     Histogram,
     disable_created_metrics,
     generate_latest,
@@ -89,6 +90,9 @@ class Metrics:
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        # python_gc_collections_total{generation} and friends, read from gc.get_stats()
+        # when scraped (server/gc_tuning.py is why they matter).
+        GCCollector(registry=self.registry)
         self.updates = Counter(
             "scoreboard_updates",
             "Score update requests by outcome (the error code, or 'applied' / 'replayed').",

@@ -45,6 +45,9 @@ def assert_complete_report(out: str, loader: str) -> None:
         assert re.search(rf"^  {re.escape(endpoint)}: [\d,]+ / [\d,]+ = [\d.]+x$", out, re.M), out
     assert "hot-user, 16 connections" in out
     assert re.search(r"^our server: 0 non-2xx, 0 socket errors in [\d,]+ requests", out, re.M), out
+    for endpoint in ("POST /api/update-score", "GET /api/top-scores"):  # scraped from /metrics
+        gc_line = rf"^our server's garbage collections in its {re.escape(endpoint)} rounds \("
+        assert re.search(gc_line + r"\d+ s\): generation 0: \d+, 1: \d+, 2: \d+$", out, re.M), out
 
 
 def test_updates_benchmark_quick_run_with_the_python_loader() -> None:

@@ -173,7 +173,10 @@ def service_series() -> dict[str, Series]:
     }
     series: dict[str, Series] = {}
     for family in metrics.registry.collect():
-        labels = frozenset(label_names[family.name])
+        if family.name in label_names:
+            labels = frozenset(label_names[family.name])
+        else:  # a custom collector (the GC's): its samples name their labels
+            labels = frozenset(label for s in family.samples for label in s.labels)
         if family.type == "counter":
             names = {f"{family.name}_total": labels}
         elif family.type == "histogram":

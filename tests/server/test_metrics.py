@@ -6,6 +6,7 @@ them; one request over a real server checks that the handlers feed them the same
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import pytest
@@ -137,6 +138,17 @@ def test_two_instances_count_apart() -> None:
     assert sample(two, COUNT, route="healthz", method="GET") is None
     assert sample(two, UPDATES, outcome="applied") is None
     assert sample(one, UPDATES, outcome="applied") == 1
+
+
+def test_the_collectors_runs_are_exported_by_generation() -> None:
+    metrics = Metrics()
+    before = sample(metrics, "python_gc_collections_total", generation="0")
+    assert before is not None
+    gc.collect(0)
+    after = sample(metrics, "python_gc_collections_total", generation="0")
+    assert after is not None and after >= before + 1  # read from gc at scrape time
+    for generation in ("1", "2"):
+        assert sample(metrics, "python_gc_collections_total", generation=generation) is not None
 
 
 async def test_a_request_with_an_unknown_method_is_counted_as_other_by_a_server() -> None:
