@@ -48,6 +48,27 @@ def header(request: HTTPServerRequest, name: str) -> str | None:
     return ",".join(values) if values else None
 
 
+_access_log = logging.getLogger("scoreboard.access")
+
+
+def access_log(request: HTTPServerRequest, status: int) -> None:
+    """The access log line of an answered request: DEBUG below 400, INFO for client errors,
+    WARNING for server errors."""
+    level = logging.DEBUG if status < 400 else logging.INFO if status < 500 else logging.WARNING
+    if _access_log.isEnabledFor(level):
+        _access_log.log(
+            level,
+            "request",
+            extra={
+                "method": request.method,
+                "path": request.path,
+                "status": status,
+                "duration_ms": round(request.request_time() * 1000, 3),
+                "remote_ip": request.remote_ip,
+            },
+        )
+
+
 def body_timeout_s() -> float:
     """:data:`BODY_TIMEOUT_S`, read when used (tests lower it)."""
     return BODY_TIMEOUT_S

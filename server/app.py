@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import logging
-
 import tornado.web
+from tornado.routing import Router
 
 from handlers.admin import BanHandler, ResetHandler, UserHandler
-from handlers.base import NotFoundHandler
+from handlers.base import NotFoundHandler, access_log
+from handlers.fast_reads import FastReads
 from handlers.openapi import OpenApiHandler
 from handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
 from handlers.scores import TopScoresHandler, UpdateScoreHandler
@@ -46,22 +46,11 @@ def make_app(service: Service) -> tornado.web.Application:
     )
 
 
-_access_log = logging.getLogger("scoreboard.access")
+def make_router(service: Service) -> Router:
+    """What the HTTP server serves: plain reads of the top 10 answered without a
+    ``RequestHandler`` (``handlers/fast_reads.py``), everything else by :func:`make_app`."""
+    return FastReads(make_app(service), service)
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
-    status = handler.get_status()
-    level = logging.DEBUG if status < 400 else logging.INFO if status < 500 else logging.WARNING
-    if _access_log.isEnabledFor(level):
-        request = handler.request
-        _access_log.log(
-            level,
-            "request",
-            extra={
-                "method": request.method,
-                "path": request.path,
-                "status": status,
-                "duration_ms": round(request.request_time() * 1000, 3),
-                "remote_ip": request.remote_ip,
-            },
-        )
+    access_log(handler.request, handler.get_status())

@@ -19,7 +19,7 @@ import tornado.httpserver
 import tornado.netutil
 
 from handlers.base import body_timeout_s
-from server.app import make_app
+from server.app import make_router
 from server.service import Service, create_store
 from server.settings import Settings, SettingsError
 from server.store.port import ScoreStore
@@ -68,7 +68,7 @@ async def run_server(
         await service.stop()
         raise
     http = tornado.httpserver.HTTPServer(
-        make_app(service),
+        make_router(service),
         ssl_options=ssl_options,
         max_body_size=MAX_REQUEST_BYTES,
         max_header_size=MAX_HEADER_BYTES,
