@@ -315,6 +315,19 @@ async def test_kill_all_fails_pending_asks_with_actor_stopped() -> None:
 # --- batched increments and the known record ----------------------------------------------
 
 
+def tells_to_the_board(s: System, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """Every message user actors tell the leaderboard from now on (still delivered)."""
+    told: list[Any] = []
+    tell = s.leaderboard.tell
+
+    def spy(change: Any) -> None:
+        told.append(change)
+        tell(change)
+
+    monkeypatch.setattr(s.leaderboard, "tell", spy)
+    return told
+
+
 def record_of(decision: Decision) -> UserRecord:
     assert isinstance(decision, Applied), decision
     return decision.record
@@ -324,14 +337,7 @@ async def test_increments_queued_behind_a_slow_one_go_to_the_store_in_one_call(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with running() as s:
-        told: list[Any] = []
-        tell = s.leaderboard.tell
-
-        def spy(change: Any) -> None:
-            told.append(change)
-            tell(change)
-
-        monkeypatch.setattr(s.leaderboard, "tell", spy)
+        told = tells_to_the_board(s, monkeypatch)
         actor = s.registry.actor_for("alice")
         s.store.gate.clear()
         first = actor.ask(cmd("alice", 1))
@@ -487,14 +493,7 @@ async def test_the_board_is_not_told_of_users_who_stay_outside_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with running() as s:
-        told: list[Any] = []
-        tell = s.leaderboard.tell
-
-        def spy(change: Any) -> None:
-            told.append(change)
-            tell(change)
-
-        monkeypatch.setattr(s.leaderboard, "tell", spy)
+        told = tells_to_the_board(s, monkeypatch)
         capacity = s.leaderboard._topk.capacity  # top 10 plus headroom
         for i in range(capacity + 1):  # one more than the cache holds: now incomplete
             user = f"u{i:02d}"
