@@ -144,10 +144,15 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
     def wants(self, entry: RankedScore) -> bool:
         """Whether a score change could change the board (see :meth:`TopK.admits`): user
         actors skip telling it about users who stay outside it, most users in a big game.
-        Answered from the state as of now; changes still queued in the mailbox can only
-        raise the bar, and a refill reads the store, where the change already is.
+
+        While a refill is owed (one failed), every change is wanted: each one retries it.
+        Otherwise it is answered from the cache as of now. A refill queued behind (or a
+        ``ReloadTop``) reads the store, where the change already is. On MongoDB a write a
+        concurrent refill's read missed comes back on the change feed moments later,
+        which also settles the version the cache remembers for that user.
         """
-        return not self.loaded or self._topk.admits(entry)
+        topk = self._topk
+        return not self.loaded or topk.needs_refill(self.top_n) or topk.admits(entry)
 
     @property
     def published_rows(self) -> tuple[Row, ...]:

@@ -39,6 +39,9 @@ def is_plain_read(request: httputil.HTTPServerRequest) -> bool:
         and request.path == TOP_SCORES_PATH
         and not headers.get_list("Origin")  # CORS: the handler decides
         and not headers.get_list("If-None-Match")  # may be a 304: the handler decides
+        # A body (form data the application would parse and may refuse): the handler.
+        and not headers.get_list("Content-Length")
+        and not headers.get_list("Transfer-Encoding")
     )
 
 
@@ -58,8 +61,7 @@ class FastReads(Router):
 
 
 class TopScoresAnswer(httputil.HTTPMessageDelegate):
-    """Answers one plain read when its request ends (a body, if any, is ignored, as the
-    handler ignores it)."""
+    """Answers one plain read when its request ends."""
 
     def __init__(self, service: Service, request: httputil.HTTPServerRequest) -> None:
         self.service = service

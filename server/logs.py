@@ -88,12 +88,16 @@ class _Entry:
     fields: dict[str, Any]
 
     def text(self) -> str:
+        """The line; never raises, so one odd entry cannot cost its batch."""
         try:
             return self.formatter.line(
                 self.created, self.levelname, self.logger, self.msg, self.fields
             )
         except Exception:  # a field JSON can't hold (a cycle, say): still say what it was
-            fields = {"fields": repr(self.fields)}
+            try:
+                fields = {"fields": repr(self.fields)}
+            except Exception:  # even its repr() fails
+                fields = {"fields": "<unprintable>"}
             return self.formatter.line(self.created, self.levelname, self.logger, self.msg, fields)
 
 

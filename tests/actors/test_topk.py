@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 from hypothesis import settings
 from hypothesis import strategies as st
@@ -297,6 +299,18 @@ class TopKAgainstBruteForce(RuleBasedStateMachine):
     @rule(user=st.sampled_from(USERS), tick=st.integers(0, 2))
     def admin_reset(self, user: str, tick: int) -> None:
         self.write(user, 0, tick)
+
+    @rule(user=st.sampled_from(USERS), score=st.integers(0, 100), tick=st.integers(0, 2))
+    def what_admits_refuses_changes_nothing(self, user: str, score: int, tick: int) -> None:
+        # A user actor skips telling the board what admits() refuses: applying it anyway
+        # (to a copy) must change nothing anyone sees.
+        probe = RankedScore(
+            user, user.upper(), score, self.clock + tick, self.versions.get(user, 0) + 1
+        )
+        if not self.topk.admits(probe):
+            told = copy.deepcopy(self.topk)
+            assert not told.apply(probe)
+            assert told.rows(told.capacity) == self.topk.rows(self.topk.capacity)
 
     @rule(user=st.sampled_from(USERS))
     def delete(self, user: str) -> None:

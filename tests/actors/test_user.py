@@ -505,6 +505,8 @@ async def test_the_board_is_not_told_of_users_who_stay_outside_it(
         before = s.top_rows()
         assert score(await s.registry.actor_for("low").ask(cmd("low", 1))) == 1
         assert told == []
+        await asyncio.sleep(0.05)
+        assert s.top_rows() == before
         # A member and an outsider climbing into the board are told.
         assert score(await s.registry.actor_for("u05").ask(cmd("u05", 1))) == 96
         assert score(await s.registry.actor_for("low").ask(cmd("low", 500))) == 501
@@ -512,3 +514,36 @@ async def test_the_board_is_not_told_of_users_who_stay_outside_it(
         await eventually(lambda: s.top_rows() != before)
         assert s.top_rows()[0] == {"user_id": "low", "username": "Low", "score": 501}
         assert s.top_rows()[5]["score"] == 96
+
+
+async def test_while_a_failed_refill_is_owed_every_update_is_told_and_retries_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with running() as s:
+        capacity = s.leaderboard._topk.capacity  # top 10 plus headroom
+        for i in range(capacity + 10):
+            user = f"u{i:02d}"
+            await s.registry.actor_for(user).ask(cmd(user, 100 - i))
+        assert await eventually(lambda: s.top_rows()[0]["user_id"] == "u00")
+        # The store cannot list the top while the admins remove eleven of the cached users:
+        # the board is left short, and its refill fails.
+        real_top = s.store.top
+
+        async def unavailable(limit: int) -> Any:
+            raise StoreError("the store is down")
+
+        monkeypatch.setattr(s.store, "top", unavailable)
+        for i in range(11):
+            user = f"u{i:02d}"
+            await s.registry.actor_for(user).ask(AdminCommand(AdminAction.REMOVE, T0 + 1))
+        assert await eventually(lambda: len(s.top_rows()) == capacity - 11)
+        assert len(s.top_rows()) < 10
+        # The store is back. A user far below the board updates: that retries the refill.
+        monkeypatch.setattr(s.store, "top", real_top)
+        told = tells_to_the_board(s, monkeypatch)
+        assert score(await s.registry.actor_for("u29").ask(cmd("u29", 1))) == 72
+        assert len(told) == 1
+        expected = [f"u{i:02d}" for i in range(11, 21)]
+        assert await eventually(lambda: [r["user_id"] for r in s.top_rows()] == expected), (
+            s.top_rows()
+        )

@@ -3,6 +3,7 @@ the same answer as the handler's, and everything else left to the handler."""
 
 from __future__ import annotations
 
+import logging
 import re
 from typing import Any
 
@@ -40,6 +41,8 @@ def test_only_a_get_of_the_top_scores_without_origin_or_validator_is_plain() -> 
     assert not is_plain_read(request(uri="/api/update-score"))
     assert not is_plain_read(request(Origin="https://game.example"))
     assert not is_plain_read(request(If_None_Match='"abc"'))
+    assert not is_plain_read(request(Content_Length="3"))  # a body the app may refuse
+    assert not is_plain_read(request(Transfer_Encoding="chunked"))
 
 
 def shape(response: tornado.httpclient.HTTPResponse) -> list[tuple[str, str]]:
@@ -95,11 +98,7 @@ async def test_plain_reads_skip_the_handler_and_the_rest_still_reach_it(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with serving() as client:
-
-        def broken(handler: TopScoresHandler) -> None:
-            raise RuntimeError("the handler was used")
-
-        monkeypatch.setattr(TopScoresHandler, "get", broken)
+        no_handler(monkeypatch)
         plain = await client.request("GET", PATH)
         assert plain.code == 200
         assert body_of(plain) == {"top_scores": []}
@@ -117,8 +116,20 @@ async def test_plain_reads_skip_the_handler_and_the_rest_still_reach_it(
         assert (post.code, body_of(post)["error"]) == (405, "method_not_allowed")
 
 
-async def test_plain_reads_are_counted_like_handled_ones() -> None:
+def no_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make TopScoresHandler fail: whatever still works was answered by the fast path."""
+
+    def broken(handler: TopScoresHandler) -> None:
+        raise RuntimeError("the handler was used")
+
+    monkeypatch.setattr(TopScoresHandler, "get", broken)
+
+
+async def test_plain_reads_are_counted_like_handled_ones(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     async with serving() as client:
+        no_handler(monkeypatch)
         metrics = client.running.service.metrics
 
         def counted() -> tuple[float | None, float | None]:
@@ -137,3 +148,18 @@ async def test_plain_reads_are_counted_like_handled_ones() -> None:
             assert (await client.request("GET", PATH)).code == 200
         after = counted()
         assert after == ((before[0] or 0) + 3, (before[1] or 0) + 3)
+
+
+async def test_plain_reads_write_the_access_log_line_handled_ones_write(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serving() as client:
+        with caplog.at_level(logging.DEBUG, logger="scoreboard.access"):
+            await read_both_ways(client, monkeypatch)
+        lines = [r for r in caplog.records if r.name == "scoreboard.access"]
+        fields = ("method", "path", "status", "remote_ip")
+        assert [tuple(r.__dict__[f] for f in fields) for r in lines] == [
+            ("GET", PATH, 200, "127.0.0.1")
+        ] * 2
+        assert [r.levelno for r in lines] == [logging.DEBUG] * 2
+        assert all(r.__dict__["duration_ms"] >= 0 for r in lines)

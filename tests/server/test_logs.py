@@ -379,3 +379,21 @@ def test_log_fields_with_a_field_json_cannot_hold_still_writes_its_line(
     odd, following = (json.loads(line) for line in direct.lines())
     assert (odd["msg"], odd["fields"]) == ("odd", "{'cycle': [[...]]}")
     assert (following["msg"], following["n"]) == ("next", 1)  # the batch went on
+
+
+def test_a_field_whose_repr_fails_costs_its_batch_nothing(
+    direct: Logged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sole(direct, monkeypatch)
+
+    class Unprintable:
+        def __repr__(self) -> str:
+            raise RuntimeError("no repr")
+
+    logs.log_fields(direct.logger, logging.INFO, "before", {})
+    logs.log_fields(direct.logger, logging.INFO, "odd", {"thing": Unprintable()})
+    logs.log_fields(direct.logger, logging.INFO, "after", {})
+    direct.handler.flush()
+    entries = [json.loads(line) for line in direct.lines()]
+    assert [e["msg"] for e in entries] == ["before", "odd", "after"]
+    assert entries[1]["fields"] == "<unprintable>"

@@ -79,6 +79,10 @@ async def test_https_and_wss_round_trip_with_hsts(tmp_path: Path) -> None:
         )
         assert body_of(response) == {"status": "success", "new_score": 4}
         assert response.headers["Strict-Transport-Security"].startswith("max-age=")
+        read = await http.fetch(base + "/api/top-scores", ssl_options=trust, raise_error=False)
+        assert read.code == 200  # a plain read, answered by handlers/fast_reads.py
+        hsts = read.headers["Strict-Transport-Security"]
+        assert hsts == response.headers["Strict-Transport-Security"]
         ws = await tornado.websocket.websocket_connect(
             tornado.httpclient.HTTPRequest(
                 f"wss://127.0.0.1:{client.running.port}/ws/scoreboard", ssl_options=trust
