@@ -11,7 +11,7 @@ import secrets
 import time
 from collections.abc import Callable
 from http import HTTPStatus
-from typing import Any
+from typing import Any, Final
 
 import tornado.web
 from tornado.httputil import HTTPServerRequest
@@ -37,6 +37,8 @@ _STATUS_CODES = {
 
 
 _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]+")
+JSON_CONTENT_TYPE: Final = "application/json; charset=utf-8"
+HSTS: Final = "max-age=31536000"  # Strict-Transport-Security, on every answer over TLS
 BODY_TIMEOUT_S = 10.0  # a client trickling a body cannot hold a request open for longer
 
 
@@ -94,7 +96,7 @@ class ApiHandler(tornado.web.RequestHandler):
         self.request_id = request_id(header(self.request, "X-Request-ID"))
 
     def set_default_headers(self) -> None:
-        self.set_header("Content-Type", "application/json; charset=utf-8")
+        self.set_header("Content-Type", JSON_CONTENT_TYPE)
         self.set_header("X-Content-Type-Options", "nosniff")
 
     def on_connection_close(self) -> None:
@@ -141,7 +143,7 @@ class ApiHandler(tornado.web.RequestHandler):
         """Headers of every answer, errors included."""
         self.set_header("X-Request-ID", self.request_id)
         if self.service.settings.uses_tls:
-            self.set_header("Strict-Transport-Security", "max-age=31536000")
+            self.set_header("Strict-Transport-Security", HSTS)
         if self.request.method != "GET" or self.route.startswith("admin"):
             self.set_header("Cache-Control", "no-store")  # writes, and player data
         self.allow_origin()
@@ -258,7 +260,7 @@ def render_error(handler: tornado.web.RequestHandler, status_code: int, exc_info
             message = exc.log_message % exc.args if exc.args else exc.log_message
         else:
             message = HTTPStatus(status_code).phrase
-    handler.set_header("Content-Type", "application/json; charset=utf-8")
+    handler.set_header("Content-Type", JSON_CONTENT_TYPE)
     handler.finish(json.dumps({"error": code, "message": message}))
 
 

@@ -3,8 +3,8 @@
 The top 10 is the most read route and its answer is encoded once per change, so what a
 read costs is Tornado's per-request machinery: a ``RequestHandler`` (its headers, its
 UI namespaces, a coroutine run as a task). :class:`FastReads` sits in front of the
-application as its router: a plain read of the top 10 (GET, no ``Origin``, no
-``If-None-Match``, the board loaded) is answered at once by :class:`TopScoresAnswer`,
+application as its router: a plain read of the top 10 (GET, no body, no ``Origin``,
+no ``If-None-Match``, the board loaded) is answered at once by :class:`TopScoresAnswer`,
 with the same status, headers and body as :class:`handlers.scores.TopScoresHandler`;
 every other request goes to the application unchanged (CORS, conditional requests,
 errors, other methods and routes).
@@ -20,14 +20,12 @@ from tornado import httputil
 from tornado.routing import Router
 from tornado.web import Application
 
-from handlers.base import access_log, header, request_id
+from handlers.base import HSTS, JSON_CONTENT_TYPE, access_log, header, request_id
 from server.service import Service
 
 TOP_SCORES_PATH: Final = "/api/top-scores"
-ROUTE: Final = "top_scores"
+ROUTE: Final = "top_scores"  # the route label of its metrics (server/app.py uses it too)
 SERVER_HEADER: Final = f"TornadoServer/{tornado.version}"  # what RequestHandler sends
-CONTENT_TYPE: Final = "application/json; charset=utf-8"
-HSTS: Final = "max-age=31536000"
 _OK: Final = httputil.ResponseStartLine("", 200, "OK")
 
 
@@ -74,7 +72,7 @@ class TopScoresAnswer(httputil.HTTPMessageDelegate):
         # The handler's headers, in its order (Tornado's defaults, then ours).
         headers = httputil.HTTPHeaders()
         headers["Server"] = SERVER_HEADER
-        headers["Content-Type"] = CONTENT_TYPE
+        headers["Content-Type"] = JSON_CONTENT_TYPE
         headers["Date"] = httputil.format_timestamp(time.time())
         headers["X-Content-Type-Options"] = "nosniff"
         headers["X-Request-Id"] = request_id(header(request, "X-Request-ID"))

@@ -7,7 +7,8 @@ from tornado.routing import Router
 
 from handlers.admin import BanHandler, ResetHandler, UserHandler
 from handlers.base import NotFoundHandler, access_log
-from handlers.fast_reads import FastReads
+from handlers.fast_reads import ROUTE as TOP_SCORES_ROUTE
+from handlers.fast_reads import TOP_SCORES_PATH, FastReads
 from handlers.openapi import OpenApiHandler
 from handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
 from handlers.scores import TopScoresHandler, UpdateScoreHandler
@@ -27,7 +28,7 @@ def make_app(service: Service) -> tornado.web.Application:
     return tornado.web.Application(
         [
             (r"/api/update-score", UpdateScoreHandler, route("update_score")),
-            (r"/api/top-scores", TopScoresHandler, route("top_scores")),
+            (TOP_SCORES_PATH, TopScoresHandler, route(TOP_SCORES_ROUTE)),
             (r"/ws/scoreboard", ScoreboardSocket, {"service": service}),
             (r"/healthz", HealthHandler, route("healthz")),
             (r"/readyz", ReadyHandler, route("readyz")),
