@@ -10,8 +10,20 @@ from server.store.records import Decision, IncrementCommand, RankedScore, UserRe
 
 
 class StoreError(Exception):
-    """The store failed (unreachable, I/O error, too much contention). Nothing was applied
-    unless the store says otherwise; the caller answers 500 ``database_error``."""
+    """The store failed in a way it could not classify (a bug, a corrupt record, too much
+    contention). Nothing is known to be applied; the caller answers 500 ``database_error``."""
+
+
+class StoreUnavailable(StoreError):
+    """The store cannot take the call right now (unreachable, no primary, read-only, disk
+    full) and nothing was applied: a condition that passes. The caller answers 503
+    ``database_unavailable`` with ``Retry-After``."""
+
+
+class StoreTimeout(StoreError):
+    """The call's deadline passed before the store answered: a write may or may not have
+    been applied. The caller answers 503 ``database_timeout``; the client retries with the
+    same ``Idempotency-Key`` to learn the outcome without applying it twice."""
 
 
 class ScoreStore(Protocol):
