@@ -6,7 +6,8 @@ the user's actor last wrote, which saves the read), run the pure
 document's version ``v`` is still the one decided on (or insert it if it did not exist).
 Another pod that wrote in between makes the write match nothing, and the increment is
 decided again on the fresh document. Within a pod the user's actor already serializes
-writes, so a retry only happens when another pod wrote the same user.
+writes, so a retry only happens when another pod wrote the same user. The write sets only
+the fields and log slots that changed (:mod:`server.store.mongo_documents`).
 
 The adapter keeps to the calls that PyMongo's async API and mongomock-motor (the test
 double) share: ``find_one``, ``insert_one``, ``update_one``, ``find().sort().limit()`` with
@@ -29,6 +30,7 @@ from server.store.admin import AdminChange
 from server.store.changes import Change, ChangeFeed, LocalChangeFeed
 from server.store.increments import IncrementPolicy, decide_all
 from server.store.mongo_changes import MongoChangeFeed
+from server.store.mongo_documents import to_document, to_record, update_of
 from server.store.port import StoreError
 from server.store.records import Decision, IncrementCommand, RankedScore, UserRecord
 
@@ -39,33 +41,6 @@ _BACKOFF_S: Final = 0.002  # first retry waits up to this; doubles per attempt, 
 PING_TIMEOUT_S: Final = 2.0
 _RANK_SORT: Final = [("score", DESCENDING), ("reached_ms", ASCENDING), ("_id", ASCENDING)]
 _RANK_FIELDS: Final = {"username": 1, "score": 1, "reached_ms": 1, "v": 1}
-
-
-def _to_record(doc: dict[str, Any]) -> UserRecord:
-    return UserRecord(
-        user_id=doc["_id"],
-        username=doc["username"],
-        score=doc["score"],
-        v=doc["v"],
-        reached_ms=doc["reached_ms"],
-        recent_keys=tuple((k, s) for k, s in doc.get("recent_keys", ())),
-        accepted_ms=tuple(doc.get("accepted_ms", ())),
-        used_actions=tuple((j, e) for j, e in doc.get("used_actions", ())),
-        banned=bool(doc.get("banned", False)),
-    )
-
-
-def _to_fields(record: UserRecord) -> dict[str, Any]:
-    return {
-        "username": record.username,
-        "score": record.score,
-        "v": record.v,
-        "reached_ms": record.reached_ms,
-        "recent_keys": [list(pair) for pair in record.recent_keys],
-        "accepted_ms": list(record.accepted_ms),
-        "used_actions": [list(pair) for pair in record.used_actions],
-        "banned": record.banned,
-    }
 
 
 def _to_ranked(doc: dict[str, Any]) -> RankedScore:
@@ -178,21 +153,20 @@ class MongoStore:
                         continue  # nothing to write proves ``known`` current: read it
                 else:
                     doc = await self._users.find_one({"_id": user_id})
-                    current = _to_record(doc) if doc is not None else None
+                    current = to_record(doc) if doc is not None else None
                     answer, new = step(current)
                     if new is None:
                         return answer
-                fields = _to_fields(new)
                 if current is None:
                     try:
-                        await self._users.insert_one({"_id": user_id, **fields})
+                        await self._users.insert_one(to_document(new))
                     except DuplicateKeyError:
                         lost_race = True
                         continue  # another pod created the user first: decide again
                     self._written(new)
                     return answer
                 result = await self._users.update_one(
-                    {"_id": user_id, "v": current.v}, {"$set": fields}
+                    {"_id": user_id, "v": current.v}, update_of(current, new)
                 )
                 if result.matched_count == 1:
                     self._written(new)

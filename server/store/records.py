@@ -2,7 +2,42 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Final, NamedTuple
+
+# The seq of keys stored before keys had one: below any real seq (a version, >= 1),
+# ordered by their position in the stored list (which was oldest first).
+LEGACY_KEY_SEQ: Final = -(1 << 40)
+
+
+class RememberedKey(NamedTuple):
+    """An idempotency key a user sent, with what its request produced.
+
+    ``seq`` orders the keys (the user's version ``v`` after the write that stored it; keys
+    stored before it was recorded get negative ones, oldest lowest). ``fingerprint``
+    identifies the request that used the key (see :attr:`IncrementCommand.fingerprint`);
+    ``None`` for keys stored before fingerprints were.
+    """
+
+    key: str
+    score: int
+    seq: int
+    fingerprint: str | None = None
+
+
+def keys_from_stored(entries: Iterable[Sequence[Any]]) -> tuple[RememberedKey, ...]:
+    """Decode a stored key ring: ``[key, score, seq, fingerprint]`` entries, and the
+    ``[key, score]`` pairs stored before seq and fingerprint were (see
+    :data:`LEGACY_KEY_SEQ`), in the same slots."""
+    keys = []
+    for slot, entry in enumerate(entries):
+        if len(entry) >= 4:
+            fingerprint = None if entry[3] is None else str(entry[3])
+            keys.append(RememberedKey(str(entry[0]), int(entry[1]), int(entry[2]), fingerprint))
+        else:
+            keys.append(RememberedKey(str(entry[0]), int(entry[1]), LEGACY_KEY_SEQ + slot))
+    return tuple(keys)
 
 
 @dataclass(frozen=True, slots=True)
@@ -12,10 +47,15 @@ class UserRecord:
     ``v`` is the per-user write version: it grows by one on every write, so readers
     (the leaderboard, other pods) can drop stale events. ``reached_ms`` is when the
     current score was reached; it breaks ties (first to reach a score ranks higher).
-    ``recent_keys`` holds the last idempotency keys with the score each one produced,
-    oldest first. ``accepted_ms`` holds the times of the accepted updates inside the
-    rate-limit window, oldest first. ``used_actions`` holds ``(jti, expires_ms)`` of the
-    proof-of-action tokens spent and not yet expired, so each is accepted once.
+
+    The three logs are rings of slots: a write fills a free slot or overwrites one whose
+    entry no longer counts, so it changes a few slots, never moves the others (MongoDB
+    then writes and replicates only those slots; see :mod:`server.store.mongo_documents`).
+    Their order in the tuple means nothing. ``recent_keys`` holds the user's last
+    idempotency keys (the newest by ``seq``). ``accepted_ms`` holds the times of accepted
+    updates; those older than the rate-limit window no longer count. ``used_actions``
+    holds ``(jti, expires_ms)`` of spent proof-of-action tokens; the expired ones no
+    longer count.
     """
 
     user_id: str
@@ -23,7 +63,7 @@ class UserRecord:
     score: int
     v: int
     reached_ms: int
-    recent_keys: tuple[tuple[str, int], ...] = ()
+    recent_keys: tuple[RememberedKey, ...] = ()
     accepted_ms: tuple[int, ...] = ()
     used_actions: tuple[tuple[str, int], ...] = ()
     banned: bool = False
@@ -31,7 +71,12 @@ class UserRecord:
 
 @dataclass(frozen=True, slots=True)
 class IncrementCommand:
-    """A validated request to add ``amount`` to a user's score at time ``now_ms``."""
+    """A validated request to add ``amount`` to a user's score at time ``now_ms``.
+
+    ``fingerprint``: a digest of what the request asks for, stored with its
+    ``idempotency_key``: a later request with the same key and another fingerprint is a
+    different request (:class:`KeyReused`). ``None``: not compared.
+    """
 
     user_id: str
     username: str
@@ -39,6 +84,7 @@ class IncrementCommand:
     now_ms: int
     idempotency_key: str | None = None
     action: SpentAction | None = None
+    fingerprint: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +114,11 @@ class Replayed:
 
 
 @dataclass(frozen=True, slots=True)
+class KeyReused:
+    """The idempotency key was seen before with a different request: nothing applied."""
+
+
+@dataclass(frozen=True, slots=True)
 class RateLimited:
     """Too many accepted updates in the window; the client may retry after ``retry_after_s``."""
 
@@ -84,7 +135,7 @@ class Banned:
     """An admin removed this user from the board: their updates are refused."""
 
 
-Decision = Applied | Replayed | RateLimited | ActionReplayed | Banned
+Decision = Applied | Replayed | KeyReused | RateLimited | ActionReplayed | Banned
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,13 @@ from server.store.admin import AdminChange
 from server.store.changes import Change, ChangeFeed, LocalChangeFeed, NoOtherWriters
 from server.store.increments import IncrementPolicy, decide_all
 from server.store.port import StoreError
-from server.store.records import Decision, IncrementCommand, RankedScore, UserRecord
+from server.store.records import (
+    Decision,
+    IncrementCommand,
+    RankedScore,
+    UserRecord,
+    keys_from_stored,
+)
 
 log = logging.getLogger(__name__)
 
@@ -87,14 +93,13 @@ class _Pending:
 
 
 def _row_to_record(row: tuple[Any, ...]) -> UserRecord:
-    keys = tuple((str(k), int(s)) for k, s in json.loads(row[5]))
     return UserRecord(
         user_id=row[0],
         username=row[1],
         score=row[2],
         v=row[3],
         reached_ms=row[4],
-        recent_keys=keys,
+        recent_keys=keys_from_stored(json.loads(row[5])),
         accepted_ms=tuple(json.loads(row[6])),
         used_actions=tuple((str(j), int(e)) for j, e in json.loads(row[7])),
         banned=bool(row[8]),

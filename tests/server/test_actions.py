@@ -105,10 +105,12 @@ def test_decide_spends_a_jti_once_and_forgets_it_after_expiry() -> None:
     assert isinstance(decide(first.record, command("j-1", 2_000), policy), ActionReplayed)
     second = decide(first.record, command("j-2", 2_000), policy)
     assert isinstance(second, Applied) and second.new_score == 20
-    # Past its expiry the jti is dropped: the token itself can no longer pass.
+    # Past its expiry the jti no longer counts (the token itself can no longer pass):
+    # its slot is reused, so the log does not grow.
     later = decide(second.record, command("j-3", 61_000), policy)
     assert isinstance(later, Applied)
-    assert later.record.used_actions == (("j-3", 61_000),)
+    assert later.record.used_actions == (("j-3", 61_000), ("j-2", 61_000))
+    assert isinstance(decide(later.record, command("j-2", 61_000), policy), Applied)
 
 
 def test_an_idempotent_retry_of_a_spent_action_answers_its_first_result() -> None:

@@ -42,6 +42,7 @@ from server.store.records import (
     IncrementCommand,
     RankedScore,
     RateLimited,
+    RememberedKey,
     Replayed,
     UserRecord,
 )
@@ -79,7 +80,7 @@ def test_change_of_maps_a_user_record_to_its_board_entry_and_ban_flag() -> None:
         score=42,
         v=7,
         reached_ms=T0 + 3,
-        recent_keys=(("k", 42),),
+        recent_keys=(RememberedKey("k", 42, 7),),
         accepted_ms=(T0,),
         used_actions=(("jti", T0 + 60_000),),
         banned=True,

@@ -38,6 +38,7 @@ from server.store.records import (
     IncrementCommand,
     RankedScore,
     RateLimited,
+    RememberedKey,
     Replayed,
     UserRecord,
 )
@@ -685,7 +686,7 @@ async def test_apply_increments_with_the_current_known_record(backend: Backend) 
             [cmd("alice", 2, now_ms=T0 + 1), cmd("alice", 1, now_ms=T0 + 2, key="a")], known
         )
         assert applied(decisions[0]).record == replace(
-            known, score=5, v=2, reached_ms=T0 + 1, recent_keys=(("a", 3),)
+            known, score=5, v=2, reached_ms=T0 + 1, recent_keys=(RememberedKey("a", 3, 1),)
         )
         assert decisions[1] == Replayed(3)
         assert await store.get_score("alice") == RankedScore("alice", "Alice", 5, T0 + 1, 2)
@@ -741,7 +742,7 @@ async def test_a_key_replayed_only_in_the_stale_known_is_applied(backend: Backen
     policy = IncrementPolicy(rate_limit_per_minute=0, idempotency_keys=1)
     async with backend.opened(policy) as store:
         stale = applied(await store.apply_increment(cmd("alice", 3, key="k"))).record
-        assert stale.recent_keys == (("k", 3),)
+        assert stale.recent_keys == (RememberedKey("k", 3, 1),)
         applied(await store.apply_increment(cmd("alice", 4, now_ms=T0 + 1, key="newer")))
         decisions = await store.apply_increments([cmd("alice", 2, now_ms=T0 + 2, key="k")], stale)
         assert (applied(decisions[0]).new_score, applied(decisions[0]).record.v) == (9, 3)
@@ -773,10 +774,13 @@ async def test_a_known_record_of_a_user_the_store_does_not_have(backend: Backend
     """A made-up (or deleted) known: no write may silently land on a missing row; the
     answer is that of a new user."""
     async with backend.opened() as store:
-        ghost = UserRecord("ghost", "Ghost", score=50, v=7, reached_ms=T0, recent_keys=(("k", 50),))
+        ghost = UserRecord(
+            "ghost", "Ghost", score=50, v=7, reached_ms=T0, recent_keys=(RememberedKey("k", 50, 7),)
+        )
         decisions = await store.apply_increments([cmd("ghost", 2, now_ms=T0 + 1, key="k")], ghost)
+        keys = (RememberedKey("k", 2, 1),)
         assert applied(decisions[0]).record == UserRecord(
-            "ghost", "Ghost", score=2, v=1, reached_ms=T0 + 1, recent_keys=(("k", 2),)
+            "ghost", "Ghost", score=2, v=1, reached_ms=T0 + 1, recent_keys=keys
         )
         assert await store.get_score("ghost") == RankedScore("ghost", "Ghost", 2, T0 + 1, 1)
         # A made-up v of 0 neither.
