@@ -46,10 +46,21 @@ def create_store(settings: Settings, *, feed: LocalChangeFeed | None = None) -> 
     """
     policy = IncrementPolicy(rate_limit_per_minute=settings.rate_limit_per_minute)
     if settings.mongodb_uri is not None:
+        # timeoutMS: every operation, the wait for the majority included, has a deadline
+        # (and overrides wTimeoutMS/socketTimeoutMS); server selection stops at it too.
         client: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(
-            settings.mongodb_uri, w="majority", tz_aware=True, appname="scoreboard"
+            settings.mongodb_uri,
+            w="majority",
+            tz_aware=True,
+            appname="scoreboard",
+            timeoutMS=round(settings.store_timeout_s * 1000),
         )
-        return MongoStore(client[settings.mongodb_db], policy, client=client)
+        return MongoStore(
+            client[settings.mongodb_db],
+            policy,
+            client=client,
+            timeout_s=settings.store_timeout_s,
+        )
     return SqliteStore(
         settings.sqlite_path, policy, synchronous=settings.sqlite_synchronous, feed=feed
     )

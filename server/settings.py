@@ -56,6 +56,7 @@ class Settings:
     port: int = 8000
     mongodb_uri: str | None = None
     mongodb_db: str = "scoreboard"
+    store_timeout_s: float = 5.0
     sqlite_path: str = "scoreboard.db"
     sqlite_synchronous: str = "FULL"
     jwt_secret: str | None = None
@@ -257,6 +258,12 @@ OPTIONS: tuple[Option, ...] = (
     Option("port", _int_range(0, 65535), "port to listen on (0: any free port)"),
     Option("mongodb_uri", _optional_text, "MongoDB URI; unset: the embedded SQLite store"),
     Option("mongodb_db", _text, "MongoDB database name"),
+    Option(
+        "store_timeout_s",
+        # Above the change stream's 1 s wait for events, which the driver requires.
+        _float_range(2, 300),
+        "deadline of each MongoDB store call, seconds (the driver's timeoutMS)",
+    ),
     Option("sqlite_path", _text, "SQLite file of the embedded store (':memory:' allowed)"),
     Option(
         "sqlite_synchronous",

@@ -9,6 +9,10 @@ decided again on the fresh document. Within a pod the user's actor already seria
 writes, so a retry only happens when another pod wrote the same user. The write sets only
 the fields and log slots that changed (:mod:`server.store.mongo_documents`).
 
+Every call has a deadline (``timeout_s``, the client's ``timeoutMS``), and its driver
+errors are told apart by :func:`server.store.mongo_errors.store_error`: nothing applied
+(``StoreUnavailable``), outcome unknown (``StoreTimeout``), anything else (``StoreError``).
+
 The adapter keeps to the calls that PyMongo's async API and mongomock-motor (the test
 double) share: ``find_one``, ``insert_one``, ``update_one``, ``find().sort().limit()`` with
 ``to_list``, ``create_index`` and the ``ping`` command.
@@ -22,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
+import pymongo
 from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError, PyMongoError
@@ -31,6 +36,7 @@ from server.store.changes import Change, ChangeFeed, LocalChangeFeed
 from server.store.increments import IncrementPolicy, decide_all
 from server.store.mongo_changes import MongoChangeFeed
 from server.store.mongo_documents import to_document, to_record, update_of
+from server.store.mongo_errors import store_error
 from server.store.port import StoreError
 from server.store.records import Decision, IncrementCommand, RankedScore, UserRecord
 
@@ -41,6 +47,8 @@ _BACKOFF_S: Final = 0.002  # first retry waits up to this; doubles per attempt, 
 PING_TIMEOUT_S: Final = 2.0
 _RANK_SORT: Final = [("score", DESCENDING), ("reached_ms", ASCENDING), ("_id", ASCENDING)]
 _RANK_FIELDS: Final = {"username": 1, "score": 1, "reached_ms": 1, "v": 1}
+# What a store call can raise besides the driver's errors: a value BSON cannot encode.
+_ENCODING_ERRORS: Final = (OverflowError, InvalidDocument)
 
 
 def _to_ranked(doc: dict[str, Any]) -> RankedScore:
@@ -59,6 +67,9 @@ class MongoStore:
         feed: an in-process feed to publish this store's writes to, in place of the
             change stream (mongomock has no ``watch()``); pass one feed to every store on
             the same database, as the tests do.
+        timeout_s: the deadline of each store call as a whole (a compare-and-set's reads,
+            writes and retries together), applied with ``pymongo.timeout``; ``None``: each
+            operation has the client's own ``timeoutMS``, if any.
     """
 
     def __init__(
@@ -68,6 +79,7 @@ class MongoStore:
         *,
         client: Any = None,
         feed: LocalChangeFeed | None = None,
+        timeout_s: float | None = None,
     ) -> None:
         self._db = database
         self._users = database[COLLECTION]
@@ -75,6 +87,7 @@ class MongoStore:
         self.changes: ChangeFeed = feed if feed is not None else MongoChangeFeed(self._users)
         self._policy = policy
         self._client = client
+        self._timeout_s = timeout_s
         self._closed = False
 
     def _check_open(self) -> None:
@@ -82,10 +95,18 @@ class MongoStore:
             raise StoreError("the MongoDB store is closed")
 
     async def open(self) -> None:
+        """Create the ranking index (idempotent).
+
+        Raises:
+            StoreUnavailable: MongoDB cannot be reached (or has no primary) now: try again.
+            StoreError: it answered with an error (e.g. not authorized).
+        """
         try:
-            await self._users.create_index(_RANK_SORT, name="rank")
+            with pymongo.timeout(self._timeout_s):
+                await self._users.create_index(_RANK_SORT, name="rank")
         except PyMongoError as exc:
-            raise StoreError(f"cannot prepare MongoDB collection: {exc}") from exc
+            error = store_error(exc, write=False)
+            raise type(error)(f"cannot prepare MongoDB collection {COLLECTION!r}: {error}") from exc
 
     async def close(self) -> None:
         self._closed = True
@@ -134,46 +155,57 @@ class MongoStore:
 
         ``step`` returns ``(answer, record to store or None)``. With ``known`` (the record
         as the caller last saw it), the first attempt skips the read: one round trip when
-        it is still current. Its answer stands only if its write matched.
+        it is still current. Its answer stands only if its write matched. The write sets
+        only what ``step`` changed (:func:`update_of`). Reads, writes and retries share
+        one deadline.
+
+        Raises:
+            StoreUnavailable: nothing was applied (see :func:`store_error`).
+            StoreTimeout: the write's outcome is unknown.
+            StoreError: anything else; nothing is known to be applied.
         """
         self._check_open()
+        writing = False
         try:
-            lost_race = False
-            for attempt in range(_MAX_ATTEMPTS):
-                if lost_race:
-                    # Lost a race with another pod: back off a little, with jitter, so two
-                    # pods hammering one user do not keep colliding in lockstep.
-                    await asyncio.sleep(random.uniform(0, _BACKOFF_S * 2 ** min(attempt, 6)))
-                fresh = known is None
-                if known is not None:
-                    current: UserRecord | None = known
-                    known = None
-                    answer, new = step(current)
-                    if new is None:
-                        continue  # nothing to write proves ``known`` current: read it
-                else:
-                    doc = await self._users.find_one({"_id": user_id})
-                    current = to_record(doc) if doc is not None else None
-                    answer, new = step(current)
-                    if new is None:
+            with pymongo.timeout(self._timeout_s):
+                lost_race = False
+                for attempt in range(_MAX_ATTEMPTS):
+                    if lost_race:
+                        # Lost a race with another pod: back off a little, with jitter, so
+                        # two pods hammering one user do not keep colliding in lockstep.
+                        await asyncio.sleep(random.uniform(0, _BACKOFF_S * 2 ** min(attempt, 6)))
+                    fresh = known is None
+                    if known is not None:
+                        current: UserRecord | None = known
+                        known = None
+                        answer, new = step(current)
+                        if new is None:
+                            continue  # nothing to write proves ``known`` current: read it
+                    else:
+                        doc = await self._users.find_one({"_id": user_id})
+                        current = to_record(doc) if doc is not None else None
+                        answer, new = step(current)
+                        if new is None:
+                            return answer
+                    writing = True
+                    if current is None:
+                        try:
+                            await self._users.insert_one(to_document(new))
+                        except DuplicateKeyError:
+                            lost_race, writing = True, False
+                            continue  # another pod created the user first: decide again
+                        self._written(new)
                         return answer
-                if current is None:
-                    try:
-                        await self._users.insert_one(to_document(new))
-                    except DuplicateKeyError:
-                        lost_race = True
-                        continue  # another pod created the user first: decide again
-                    self._written(new)
-                    return answer
-                result = await self._users.update_one(
-                    {"_id": user_id, "v": current.v}, update_of(current, new)
-                )
-                if result.matched_count == 1:
-                    self._written(new)
-                    return answer
-                lost_race = fresh  # a stale ``known`` is no race: read again at once
-        except (PyMongoError, OverflowError, InvalidDocument) as exc:
-            raise StoreError(f"MongoDB error: {exc}") from exc
+                    result = await self._users.update_one(
+                        {"_id": user_id, "v": current.v}, update_of(current, new)
+                    )
+                    writing = False
+                    if result.matched_count == 1:
+                        self._written(new)
+                        return answer
+                    lost_race = fresh  # a stale ``known`` is no race: read again at once
+        except (PyMongoError, *_ENCODING_ERRORS) as exc:
+            raise store_error(exc, write=writing) from exc
         raise StoreError(f"too much write contention on user {user_id!r}")
 
     def _written(self, record: UserRecord) -> None:
@@ -183,22 +215,23 @@ class MongoStore:
     async def rank(self, user_id: str) -> int | None:
         self._check_open()
         try:
-            doc = await self._users.find_one({"_id": user_id})
-            if doc is None or doc.get("banned"):
-                return None
-            score, reached = doc["score"], doc["reached_ms"]
-            ahead = await self._users.count_documents(
-                {
-                    "banned": {"$ne": True},
-                    "$or": [
-                        {"score": {"$gt": score}},
-                        {"score": score, "reached_ms": {"$lt": reached}},
-                        {"score": score, "reached_ms": reached, "_id": {"$lt": user_id}},
-                    ],
-                }
-            )
+            with pymongo.timeout(self._timeout_s):
+                doc = await self._users.find_one({"_id": user_id})
+                if doc is None or doc.get("banned"):
+                    return None
+                score, reached = doc["score"], doc["reached_ms"]
+                ahead = await self._users.count_documents(
+                    {
+                        "banned": {"$ne": True},
+                        "$or": [
+                            {"score": {"$gt": score}},
+                            {"score": score, "reached_ms": {"$lt": reached}},
+                            {"score": score, "reached_ms": reached, "_id": {"$lt": user_id}},
+                        ],
+                    }
+                )
         except PyMongoError as exc:
-            raise StoreError(f"MongoDB error: {exc}") from exc
+            raise store_error(exc, write=False) from exc
         return int(ahead) + 1
 
     async def top(self, limit: int) -> list[RankedScore]:
@@ -206,17 +239,19 @@ class MongoStore:
         if limit <= 0:
             return []  # limit(0) means "no limit" to MongoDB
         try:
-            active = {"banned": {"$ne": True}}
-            cursor = self._users.find(active, _RANK_FIELDS).sort(_RANK_SORT).limit(limit)
-            docs = await cursor.to_list(limit)
+            with pymongo.timeout(self._timeout_s):
+                active = {"banned": {"$ne": True}}
+                cursor = self._users.find(active, _RANK_FIELDS).sort(_RANK_SORT).limit(limit)
+                docs = await cursor.to_list(limit)
         except PyMongoError as exc:
-            raise StoreError(f"MongoDB error: {exc}") from exc
+            raise store_error(exc, write=False) from exc
         return [_to_ranked(doc) for doc in docs]
 
     async def get_score(self, user_id: str) -> RankedScore | None:
         self._check_open()
         try:
-            doc = await self._users.find_one({"_id": user_id}, _RANK_FIELDS)
+            with pymongo.timeout(self._timeout_s):
+                doc = await self._users.find_one({"_id": user_id}, _RANK_FIELDS)
         except PyMongoError as exc:
-            raise StoreError(f"MongoDB error: {exc}") from exc
+            raise store_error(exc, write=False) from exc
         return _to_ranked(doc) if doc is not None else None

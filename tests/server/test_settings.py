@@ -139,6 +139,9 @@ INVALID = [
     ("port", "-1"),
     ("port", "80\n81"),
     ("mongodb_db", ""),
+    ("store_timeout_s", "1"),  # not above the change stream's 1 s wait, which the driver needs
+    ("store_timeout_s", "301"),
+    ("store_timeout_s", "nan"),
     ("sqlite_path", " "),
     ("sqlite_synchronous", "OFF"),
     ("jwt_secret", "too-short"),
@@ -222,6 +225,13 @@ def test_an_invalid_flag_names_the_environment_variable_on_one_line(field: str, 
     env = f"SCOREBOARD_{field.upper()}"
     flag = "--" + field.replace("_", "-")
     assert_one_line_naming(refused([flag, raw]), env)
+
+
+def test_store_timeout_default_and_value() -> None:
+    assert load_settings([], {}).store_timeout_s == 5.0
+    env = {"SCOREBOARD_STORE_TIMEOUT_S": "2.5"}
+    assert load_settings([], env).store_timeout_s == 2.5
+    assert load_settings(["--store-timeout-s", "30"], env).store_timeout_s == 30.0
 
 
 def test_live_stream_defaults() -> None:

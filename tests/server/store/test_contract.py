@@ -12,6 +12,7 @@ counts the write conflicts it sees, so the tests can check the retry really ran.
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 import threading
 import uuid
@@ -22,24 +23,31 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+import bson
 import pymongo
+import pymongo.errors
 import pytest
 from mongomock_motor import AsyncMongoMockClient
 from pymongo.errors import DuplicateKeyError
 
 from server.store.admin import AdminAction
+from server.store.changes import FeedHistoryLost
 from server.store.increments import IncrementPolicy
-from server.store.mongodb import MongoStore
-from server.store.port import ScoreStore, StoreError
+from server.store.mongo_changes import MongoChangeFeed
+from server.store.mongodb import COLLECTION, MongoStore
+from server.store.port import ScoreStore, StoreError, StoreTimeout, StoreUnavailable
 from server.store.records import (
+    ActionReplayed,
     Applied,
     Banned,
     Decision,
     IncrementCommand,
+    KeyReused,
     RankedScore,
     RateLimited,
     RememberedKey,
     Replayed,
+    SpentAction,
     UserRecord,
 )
 from server.store.sqlite import SqliteStore
@@ -151,10 +159,11 @@ class Backend:
                 self._mock_db = AsyncMongoMockClient()[self.db_name]
             return MongoStore(_YieldingDatabase(self._mock_db, self.stats), policy)
         assert self.kind == "mongodb" and MONGODB_URI
+        # As in production (server.service.create_store): a deadline on every operation.
         client: pymongo.AsyncMongoClient[dict[str, Any]] = pymongo.AsyncMongoClient(
-            MONGODB_URI, w="majority", serverSelectionTimeoutMS=int(scaled(5) * 1000)
+            MONGODB_URI, w="majority", timeoutMS=int(scaled(5) * 1000)
         )
-        return MongoStore(client[self.db_name], policy, client=client)
+        return MongoStore(client[self.db_name], policy, client=client, timeout_s=scaled(5))
 
     @asynccontextmanager
     async def opened(self, policy: IncrementPolicy = UNLIMITED) -> AsyncIterator[ScoreStore]:
@@ -188,6 +197,13 @@ def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]
 
 @pytest.fixture(params=[pytest.param("mongomock"), pytest.param("mongodb", marks=NEEDS_MONGODB)])
 def mongo_backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+    b = Backend(request.param, tmp_path)
+    yield b
+    b.drop()
+
+
+@pytest.fixture(params=[pytest.param("mongodb", marks=NEEDS_MONGODB)])
+def real_mongodb(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
     b = Backend(request.param, tmp_path)
     yield b
     b.drop()
@@ -330,6 +346,71 @@ async def test_a_replay_is_answered_even_when_rate_limited(backend: Backend) -> 
         assert isinstance(await store.apply_increment(cmd("alice", 1, now_ms=T0 + 1)), RateLimited)
         replay = await store.apply_increment(cmd("alice", 4, now_ms=T0 + 2, key="once"))
         assert replay == Replayed(new_score=4)
+
+
+async def test_a_key_reused_with_another_request_is_refused_and_stored_nothing(
+    backend: Backend,
+) -> None:
+    async with backend.opened() as store:
+        first = replace(cmd("alice", 5, key="k"), fingerprint="f-five")
+        applied(await store.apply_increment(first))
+        other = replace(first, amount=7, now_ms=T0 + 1, fingerprint="f-seven")
+        assert await store.apply_increment(other) == KeyReused()
+        assert await store.apply_increment(replace(first, now_ms=T0 + 2)) == Replayed(5)
+        assert await store.get_score("alice") == RankedScore("alice", "Alice", 5, T0, 1)
+    if backend.kind != "sqlite-memory":  # the fingerprint was stored, not only remembered
+        async with backend.opened() as reopened:
+            assert await reopened.apply_increment(other) == KeyReused()
+
+
+async def store_as_the_previous_version(store: ScoreStore, user: str) -> None:
+    """Write ``user``'s record as the previous version stored it: plain lists, keys as
+    ``[key, score]`` pairs without seq or fingerprint."""
+    keys = [[f"old-{i}", i + 1] for i in range(3)]
+    accepted = [T0 - 61_000, T0 - 30_000, T0 - 20_000]  # the first one out of the window
+    used = [["jti-old", T0 + 60_000]]
+    if isinstance(store, SqliteStore):
+        row = (user, user.title(), 3, 3, T0 - 20_000, *map(json.dumps, (keys, accepted, used)))
+        await store._call(
+            lambda conn: conn.execute(
+                "INSERT INTO users_scores (user_id, username, score, v, reached_ms, "
+                "recent_keys, accepted_ms, used_actions) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                row,
+            )
+        )
+        return
+    assert isinstance(store, MongoStore)
+    document = {"_id": user, "username": user.title(), "score": 3, "v": 3, "banned": False}
+    document |= {"reached_ms": T0 - 20_000, "recent_keys": keys, "accepted_ms": accepted}
+    await store._users.insert_one(document | {"used_actions": used})
+
+
+async def test_a_record_stored_by_the_previous_version_is_read_and_extended(
+    backend: Backend,
+) -> None:
+    policy = IncrementPolicy(rate_limit_per_minute=3, idempotency_keys=3)
+    async with backend.opened(policy) as store:
+        await store_as_the_previous_version(store, "old")
+        # Its keys replay (they carry no fingerprint: any request matches them)...
+        keyed = replace(cmd("old", 9, key="old-1"), fingerprint="f")
+        assert await store.apply_increment(keyed) == Replayed(2)
+        # ...its spent action and its rate-limit log still count...
+        spent = replace(cmd("old", 1), action=SpentAction("jti-old", T0 + 60_000))
+        assert await store.apply_increment(spent) == ActionReplayed()
+        # (two of the three accepted times are in the window: one more fits)
+        new = applied(await store.apply_increment(replace(keyed, idempotency_key="new-1")))
+        assert (new.new_score, new.record.v) == (12, 4)
+        assert await store.apply_increment(cmd("old", 1, now_ms=T0 + 1)) == RateLimited(30)
+        # New keys have fingerprints, and push out the oldest old keys first.
+        reused = replace(keyed, idempotency_key="new-1", now_ms=T0 + 2, fingerprint="g")
+        assert await store.apply_increment(reused) == KeyReused()
+        assert await store.apply_increment(cmd("old", 1, now_ms=T0 + 2, key="old-0")) == (
+            RateLimited(30)  # forgotten: a new update (refused by the rate limit)
+        )
+        assert await store.apply_increment(cmd("old", 1, now_ms=T0 + 2, key="old-2")) == (
+            Replayed(3)
+        )
+        assert await store.get_score("old") == RankedScore("old", "Old", 12, T0, 4)
 
 
 # --- rate limit ------------------------------------------------------------------------
@@ -871,3 +952,106 @@ async def test_sqlite_known_fast_path_reads_nothing(sqlite_backend: Backend) -> 
         assert applied(decision).new_score == 7
         assert len(selects()) == 1  # stale: the update matched nothing, so it read
         await store._call(lambda conn: conn.set_trace_callback(None))
+
+
+# --- a real replica set only: the oplog, deadlines, the change stream -----------------------
+
+
+def proven_keyed(i: int) -> IncrementCommand:
+    """An increment that grows all three logs: a key, a spent action, an accepted time."""
+    return replace(
+        cmd("alice", 1, now_ms=T0 + i, key=f"{uuid.UUID(int=i)}"),
+        action=SpentAction(f"{uuid.UUID(int=10**6 + i)}", T0 + 300_000),
+        fingerprint="0123456789abcdef0123456789abcdef",
+    )
+
+
+async def test_mongodb_oplog_entries_stay_small_however_full_the_logs(
+    real_mongodb: Backend,
+) -> None:
+    """Each write's oplog entry holds the changed slots, not the user's whole logs: after
+    64 keys, 300 accepted times and 300 spent actions, the last entries are as small as
+    the first (the whole document is over 20 KB)."""
+    policy = IncrementPolicy(rate_limit_per_minute=1000, idempotency_keys=64, used_actions=1024)
+    async with real_mongodb.opened(policy) as store:
+        known = None
+        for i in range(300):
+            decision = (await store.apply_increments([proven_keyed(i)], known))[0]
+            known = applied(decision).record
+    assert MONGODB_URI
+    client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(MONGODB_URI)
+    with client:
+        namespace = f"{real_mongodb.db_name}.{COLLECTION}"
+        entries = list(
+            client["local"]["oplog.rs"]
+            .find({"ns": namespace, "op": "u", "o2._id": "alice"})
+            .sort("$natural", -1)
+            .limit(100)
+        )
+        document = client[real_mongodb.db_name][COLLECTION].find_one({"_id": "alice"})
+    assert len(entries) == 100 and document is not None
+    assert max(len(bson.encode(entry["o"])) for entry in entries) < 1_000
+    assert len(bson.encode(document)) > 20_000
+
+
+@pytest.mark.parametrize(
+    ("failure", "expected"),
+    [
+        # The update reaches the primary and waits past the deadline.
+        ({"blockConnection": True, "blockTimeMS": 8_000}, StoreTimeout),
+        # Applied on the primary, the majority's acknowledgement timed out.
+        (
+            {"writeConcernError": {"code": 64, "errmsg": "waiting for replication timed out"}},
+            StoreTimeout,
+        ),
+        # Refused by a primary that stepped down (the driver retries until the deadline):
+        # nothing applied.
+        ({"errorCode": 10107}, StoreUnavailable),
+    ],
+    ids=["blocked", "majority-timeout", "not-primary"],
+)
+async def test_mongodb_a_failed_write_says_whether_it_may_have_applied(
+    real_mongodb: Backend, failure: dict[str, Any], expected: type[StoreError]
+) -> None:
+    """With the server's failCommand fail point on every ``update`` (needs
+    ``enableTestCommands``; skipped otherwise), until the deadline; a retry with the same
+    key then learns the outcome, applied once at most."""
+    assert MONGODB_URI
+    async with real_mongodb.opened() as store:
+        applied(await store.apply_increment(cmd("alice", 1, key="first")))
+        client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(MONGODB_URI)
+        with client:
+            try:
+                client.admin.command(
+                    "configureFailPoint",
+                    "failCommand",
+                    mode="alwaysOn",
+                    data={"failCommands": ["update"], **failure},
+                )
+            except pymongo.errors.OperationFailure as exc:
+                pytest.skip(f"the server has no failCommand fail point: {exc}")
+            try:
+                with pytest.raises(StoreError) as raised:
+                    await store.apply_increment(cmd("alice", 5, now_ms=T0 + 1, key="second"))
+            finally:
+                client.admin.command("configureFailPoint", "failCommand", mode="off")
+        assert type(raised.value) is expected
+        retry = await store.apply_increment(cmd("alice", 5, now_ms=T0 + 2, key="second"))
+        assert isinstance(retry, Applied | Replayed) and retry.new_score == 6
+
+
+async def test_mongodb_an_unusable_resume_token_means_reload_not_retry(
+    real_mongodb: Backend,
+) -> None:
+    """A resume token the server cannot use (error 260, 280, ...): resuming from it again
+    would fail forever, so the feed says to start from now and reload."""
+    async with real_mongodb.opened() as store:
+        assert isinstance(store, MongoStore)
+        feed = MongoChangeFeed(store._users)
+        with pytest.raises(FeedHistoryLost) as raised:
+            stream = await feed.watch({"_data": "not a resume token"})
+            try:
+                await stream.next_batch()
+            finally:
+                await stream.close()
+        assert raised.value.reason in {"history_lost", "not_resumable"}
