@@ -170,8 +170,9 @@ class Metrics:
         self.stream_restarts = Counter(
             "scoreboard_change_stream_restarts",
             "Change stream restarts by reason: 'interrupted' (resumed from the token); "
-            "'history_lost', 'invalidated' or 'error' (reopened from now, the top K "
-            "reloaded); 'reload_failed' (the store could not be read; retried).",
+            "'history_lost', 'invalidated', 'not_resumable' or 'error' (reopened from "
+            "now, the top K reloaded); 'reload_failed' (the store could not be read; "
+            "retried).",
             ["reason"],
             registry=self.registry,
         )

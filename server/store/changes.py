@@ -9,8 +9,9 @@ behave like pods on one MongoDB replica set.
 A stream is opened at a position (now, or just after a resume token) and yields the
 changes written after it, in write order. Errors say what the reader must do:
 :class:`FeedInterrupted`: reconnect and resume from the last token;
-:class:`FeedHistoryLost` (and :class:`FeedInvalidated`): the resume point is gone, so open
-a new stream from now and reload the top K from the store.
+:class:`FeedHistoryLost` (and :class:`FeedInvalidated`, :class:`FeedNotResumable`): the
+resume point is gone or unusable, so open a new stream from now and reload the top K from
+the store.
 """
 
 from __future__ import annotations
@@ -25,6 +26,18 @@ from typing import Final, Protocol
 from server.store.records import RankedScore, UserRecord
 
 DEFAULT_HISTORY: Final = 100_000
+# Every reason a change-feed reader restarts its stream for (the ``reason`` label of
+# ``scoreboard_change_stream_restarts_total``): resumed from the token ("interrupted"),
+# reopened from now and the top K reloaded (the :class:`FeedHistoryLost` family, and
+# "error": anything unexpected), or the reload itself failed ("reload_failed").
+RESTART_REASONS: Final = (
+    "interrupted",
+    "history_lost",
+    "invalidated",
+    "not_resumable",
+    "error",
+    "reload_failed",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +83,13 @@ class FeedInvalidated(FeedHistoryLost):
     """The collection was dropped or renamed: the stream ended; start anew and reload."""
 
     reason = "invalidated"
+
+
+class FeedNotResumable(FeedHistoryLost):
+    """The stream failed in a way resuming cannot mend (MongoDB's non-resumable errors:
+    280 ChangeStreamFatalError, 260 InvalidResumeToken, ...): start anew and reload."""
+
+    reason = "not_resumable"
 
 
 class ChangeStream(Protocol):

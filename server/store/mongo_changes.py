@@ -18,7 +18,7 @@ import datetime
 from collections.abc import Mapping
 from typing import Any, Final
 
-from pymongo.errors import OperationFailure, PyMongoError
+from pymongo.errors import ConnectionFailure, CursorNotFound, OperationFailure, PyMongoError
 
 from server.store.changes import (
     Change,
@@ -27,6 +27,7 @@ from server.store.changes import (
     FeedHistoryLost,
     FeedInterrupted,
     FeedInvalidated,
+    FeedNotResumable,
     Reload,
 )
 from server.store.records import RankedScore
@@ -114,10 +115,29 @@ class MongoChangeFeed:
         return _MongoStream(stream, resume_token)
 
 
+def resumable(exc: PyMongoError) -> bool:
+    """Whether a change stream that raised ``exc`` can go on from its resume token.
+
+    The change-streams specification's rule, as PyMongo applies it (its private
+    ``change_stream_shared._resumable``): a network error or a server that stepped down
+    (``ConnectionFailure``: ``AutoReconnect``, ``NotPrimaryError``, ``NetworkTimeout``),
+    a cursor the server no longer knows (``CursorNotFound``), and any server error
+    labelled ``ResumableChangeStreamError``. And a timeout (the client's ``timeoutMS``):
+    the driver keeps such a stream open to resume it.
+    """
+    if isinstance(exc, ConnectionFailure | CursorNotFound) or exc.timeout:
+        return True
+    return isinstance(exc, OperationFailure) and exc.has_error_label("ResumableChangeStreamError")
+
+
 def _feed_error(exc: PyMongoError) -> Exception:
+    """The feed error for ``exc``: resume (:class:`FeedInterrupted`) only when resuming
+    can work; otherwise reopen from now and reload, or the same token fails forever."""
     if isinstance(exc, OperationFailure) and exc.code == CHANGE_STREAM_HISTORY_LOST:
         return FeedHistoryLost(f"change stream history lost: {exc}")
-    return FeedInterrupted(f"change stream error: {exc}")
+    if resumable(exc):
+        return FeedInterrupted(f"change stream error: {exc}")
+    return FeedNotResumable(f"change stream error, not resumable: {exc}")
 
 
 class _MongoStream:
@@ -135,8 +155,9 @@ class _MongoStream:
     async def next_batch(self) -> list[ChangeEvent]:
         try:
             # The driver resumes once by itself on a resumable error; what it raises
-            # after that is an outage or a lost history. try_next returns a buffered
-            # change at once, and waits at most MAX_AWAIT_MS for a new batch.
+            # after that is an outage, a lost history or a non-resumable error. try_next
+            # returns a buffered change at once, and waits at most MAX_AWAIT_MS for a
+            # new batch.
             change = await self._stream.try_next()
         except PyMongoError as exc:
             raise _feed_error(exc) from exc

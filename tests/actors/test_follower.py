@@ -21,11 +21,13 @@ from actors.follower import FeedFollower, backoff_delay
 from actors.leaderboard import LeaderboardActor
 from server.metrics import Metrics
 from server.store.changes import (
+    RESTART_REASONS,
     Change,
     ChangeEvent,
     FeedHistoryLost,
     FeedInterrupted,
     FeedInvalidated,
+    FeedNotResumable,
     LocalChangeFeed,
     Reload,
 )
@@ -367,6 +369,7 @@ async def test_an_interrupted_stream_resumes_from_the_last_token_without_a_reloa
     [
         (FeedHistoryLost("resume point gone"), "history_lost"),
         (FeedInvalidated("collection dropped"), "invalidated"),
+        (FeedNotResumable("error 280: change stream fatal error"), "not_resumable"),
     ],
 )
 async def test_a_lost_history_reopens_from_now_and_then_reloads(
@@ -657,3 +660,13 @@ async def test_the_follower_reports_each_write_and_each_reload() -> None:
     feed.publish([Reload()])
     await eventually(lambda: reloads == [True], "the reload reported")
     await follower.stop()
+
+
+def test_every_restart_reason_is_named_in_the_metrics_help() -> None:
+    """The reasons the follower counts (``exc.reason`` of the feed's errors, and its own)
+    are all in RESTART_REASONS, which names them for dashboards and zero-initialisation."""
+    help_text = Metrics().stream_restarts._documentation
+    for reason in RESTART_REASONS:
+        assert f"'{reason}'" in help_text, reason
+    for error in (FeedHistoryLost, FeedInvalidated, FeedNotResumable):
+        assert error.reason in RESTART_REASONS

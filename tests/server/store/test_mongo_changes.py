@@ -17,14 +17,25 @@ from typing import Any
 
 import mongomock
 import pytest
-from pymongo.errors import AutoReconnect, NetworkTimeout, OperationFailure, PyMongoError
+from pymongo.errors import (
+    AutoReconnect,
+    CursorNotFound,
+    ExecutionTimeout,
+    NetworkTimeout,
+    NotPrimaryError,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+)
 
 from server.store.changes import (
+    RESTART_REASONS,
     Change,
     ChangeEvent,
     FeedHistoryLost,
     FeedInterrupted,
     FeedInvalidated,
+    FeedNotResumable,
     Reload,
 )
 from server.store.mongo_changes import (
@@ -158,19 +169,55 @@ def test_error_286_means_history_lost() -> None:
     assert isinstance(error, FeedHistoryLost) and error.reason == "history_lost"
 
 
+RESUMABLE = {"errorLabels": ["ResumableChangeStreamError"]}
+
+
 @pytest.mark.parametrize(
     "exc",
     [
-        OperationFailure("interrupted", code=11601),
-        OperationFailure("no code"),
+        OperationFailure("interrupted", code=11601, details=RESUMABLE),
+        OperationFailure("primary stepped down", code=189, details=RESUMABLE),
+        CursorNotFound("cursor id not found", code=43),
         AutoReconnect("primary stepped down"),
+        NotPrimaryError("not primary"),
         NetworkTimeout("timed out"),
+        ServerSelectionTimeoutError("no primary"),
+        ExecutionTimeout("operation exceeded time limit", code=50),  # the client's timeoutMS
+    ],
+    ids=[
+        "labelled-resumable",
+        "stepped-down",
+        "cursor-not-found",
+        "auto-reconnect",
+        "not-primary",
+        "network-timeout",
+        "server-selection",
+        "csot-timeout",
+    ],
+)
+def test_resumable_errors_mean_interrupted(exc: PyMongoError) -> None:
+    assert type(_feed_error(exc)) is FeedInterrupted
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        OperationFailure("change stream fatal error", code=280),
+        OperationFailure("invalid resume token", code=260),
+        OperationFailure("cursor killed", code=237),
+        OperationFailure("not authorized", code=13),
+        OperationFailure("no code"),
         PyMongoError("anything else"),
     ],
-    ids=["operation-failure", "no-code", "auto-reconnect", "network-timeout", "other"],
+    ids=["fatal-280", "invalid-token-260", "cursor-killed", "unauthorized", "no-code", "other"],
 )
-def test_other_driver_errors_mean_interrupted(exc: PyMongoError) -> None:
-    assert type(_feed_error(exc)) is FeedInterrupted
+def test_errors_resuming_cannot_mend_mean_reload(exc: PyMongoError) -> None:
+    """Resuming from the same token would fail the same way forever: start from now and
+    reload (the restart metric's reason says which)."""
+    error = _feed_error(exc)
+    assert type(error) is FeedNotResumable
+    assert isinstance(error, FeedHistoryLost) and error.reason == "not_resumable"
+    assert error.reason in RESTART_REASONS
 
 
 # --- the pipeline as data ------------------------------------------------------------------
@@ -304,7 +351,7 @@ async def test_watch_asks_for_the_pipeline_lookups_and_the_resume_point() -> Non
     [
         (OperationFailure("resume token not found", code=286), FeedHistoryLost),
         (AutoReconnect("no primary"), FeedInterrupted),
-        (OperationFailure("not authorized", code=13), FeedInterrupted),
+        (OperationFailure("invalid resume token", code=260), FeedNotResumable),
     ],
 )
 async def test_watch_maps_driver_errors(error: PyMongoError, expected: type[Exception]) -> None:
@@ -352,7 +399,7 @@ async def test_a_cursor_that_closed_by_itself_is_an_interruption() -> None:
     [
         (OperationFailure("history lost", code=286), FeedHistoryLost),
         (AutoReconnect("connection reset"), FeedInterrupted),
-        (OperationFailure("cursor killed", code=237), FeedInterrupted),
+        (OperationFailure("change stream fatal error", code=280), FeedNotResumable),
     ],
 )
 async def test_next_batch_maps_driver_errors_and_keeps_the_token(
