@@ -20,7 +20,7 @@ from actors.base import ActorCancelled, ActorStopped, MailboxFull
 from server.auth import Identity
 from server.errors import ApiError
 from server.service import Service
-from server.store.port import StoreError
+from server.store.port import StoreError, StoreTimeout, StoreUnavailable
 from server.throttle import client_address
 
 log = logging.getLogger(__name__)
@@ -185,8 +185,10 @@ async def ask_user_actor(service: Service, user_id: str, message: Any) -> Any:
     """Ask the user's actor and map its failures to API errors.
 
     Raises:
-        ApiError: 503 ``busy`` (mailbox full) or ``shutting_down``; 500 ``database_error``
-            (the store failed, or a shutdown timeout cut the write: outcome unknown).
+        ApiError: 503 ``busy`` (mailbox full) or ``shutting_down``; 503
+            ``database_unavailable`` (nothing applied) or ``database_timeout`` (outcome
+            unknown); 500 ``database_error`` (the store failed, or a shutdown timeout cut
+            the write: outcome unknown).
     """
     try:
         return await service.users.actor_for(user_id).ask(message)
@@ -204,6 +206,21 @@ async def ask_user_actor(service: Service, user_id: str, message: Any) -> Any:
     except ActorStopped:
         raise ApiError(
             503, "shutting_down", "the server is shutting down", {"Retry-After": "1"}
+        ) from None
+    except StoreUnavailable:
+        raise ApiError(
+            503,
+            "database_unavailable",
+            "the score store cannot be reached right now; nothing was applied, retry later",
+            {"Retry-After": "1"},
+        ) from None
+    except StoreTimeout:
+        raise ApiError(
+            503,
+            "database_timeout",
+            "the score store did not answer in time: the outcome is unknown; "
+            "retry with the same Idempotency-Key",
+            {"Retry-After": "1"},
         ) from None
     except StoreError:
         raise ApiError(500, "database_error", "the score store failed; retry later") from None

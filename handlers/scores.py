@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 from typing import Any, Final
 
@@ -18,8 +19,10 @@ from server.store.records import (
     Applied,
     Banned,
     IncrementCommand,
+    KeyReused,
     RateLimited,
     Replayed,
+    SpentAction,
 )
 
 MAX_BODY_BYTES: Final = 4096
@@ -116,6 +119,20 @@ def parse_idempotency_key(value: str | None) -> str | None:
     return value
 
 
+def request_fingerprint(amount: int, action_jti: str | None) -> str:
+    """A digest of what an update asks for, to tell a retry from another request that
+    reuses its ``Idempotency-Key`` (IETF draft "The Idempotency-Key HTTP Header Field").
+
+    Made of what decides the outcome, once parsed and checked: the increment and the
+    proof-of-action token's ``jti`` (the user is the token's, and keys are per user).
+    So the same request written differently (whitespace, key order, an ``increment`` of
+    1 left out, the action's points written out) has the same fingerprint. The first
+    16 bytes of the SHA-256 of the canonical JSON ``[amount, jti]``, in hex.
+    """
+    canonical = json.dumps([amount, action_jti], separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:32]
+
+
 @tornado.web.stream_request_body
 class UpdateScoreHandler(ApiHandler):
     """Adds to the caller's score, exactly once per idempotency key, within the rate limit.
@@ -195,12 +212,19 @@ class UpdateScoreHandler(ApiHandler):
             now_ms=service.clock_ms(),
             idempotency_key=key,
             action=spent,
+            fingerprint=None if key is None else request_fingerprint(amount, _jti(spent)),
         )
         decision = await ask_user_actor(service, identity.user_id, command)
         if isinstance(decision, Banned):
             raise ApiError(403, "user_banned", "an admin removed this player from the board")
         if isinstance(decision, ActionReplayed):
             raise ApiError(409, "action_replayed", "this action token was already used")
+        if isinstance(decision, KeyReused):
+            raise ApiError(
+                422,
+                "idempotency_key_reused",
+                "this Idempotency-Key was used with a different request; use a new key",
+            )
         if isinstance(decision, RateLimited):
             raise ApiError(
                 429,
@@ -208,7 +232,11 @@ class UpdateScoreHandler(ApiHandler):
                 f"at most {service.settings.rate_limit_per_minute} updates per minute",
                 {"Retry-After": str(decision.retry_after_s)},
             )
-        self._outcome("applied" if isinstance(decision, Applied) else "replayed")
+        if isinstance(decision, Replayed):
+            self._outcome("replayed")
+            self.set_header("Idempotent-Replayed", "true")
+        else:
+            self._outcome("applied")
         assert isinstance(decision, Applied | Replayed)
         self._audit.new_score = decision.new_score
         return decision.new_score
@@ -225,6 +253,10 @@ class UpdateScoreHandler(ApiHandler):
             audit.outcome = audit.outcome or f"http_{self.get_status()}"
             audit.emit(self.request.request_time())
         super().on_finish()
+
+
+def _jti(spent: SpentAction | None) -> str | None:
+    return None if spent is None else spent.jti
 
 
 def _body_too_large() -> ApiError:

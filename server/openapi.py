@@ -20,6 +20,9 @@ MAX_BODY_BYTES: Final = 4096  # handlers.scores.MAX_BODY_BYTES (not imported: no
 MAX_IDEMPOTENCY_KEY_CHARS: Final = 128
 
 JSON: Final = "application/json"
+_BUSY: Final = ("busy", "shutting_down")
+# What a user actor's store call answers when the store is down or late (503).
+_STORE_UNAVAILABLE: Final = ("database_unavailable", "database_timeout")
 ADMIN_SCOPE: Final = "scores:admin"
 
 _ERROR_MESSAGES: Final[dict[int, str]] = {
@@ -30,6 +33,7 @@ _ERROR_MESSAGES: Final[dict[int, str]] = {
     409: "Conflict",
     413: "The body is too large",
     415: "The body is not JSON",
+    422: "The request cannot be processed",
     429: "Too many requests",
     500: "The server failed",
     503: "Unavailable for now",
@@ -101,7 +105,7 @@ def _admin_operation(
             "404": _error(404, ["not_found"]),
             "429": _error(429, ["auth_throttled"], retry_after=True),
             "500": _error(500, ["database_error", "internal_error"]),
-            "503": _error(503, ["busy", "shutting_down"], retry_after=True),
+            "503": _error(503, [*_BUSY, *_STORE_UNAVAILABLE], retry_after=True),
         },
     }
 
@@ -135,7 +139,9 @@ def openapi_document(
             "token's action type) to the score of the token's `sub`, at most once per "
             "`Idempotency-Key`, within the per-user rate limit. Checks run in this order: "
             "body size, token, body, action token, idempotency key, then (atomically in "
-            "the store) idempotent replay, spent action, rate limit, increment."
+            "the store) idempotent replay (or 422 for a key reused with another "
+            "request), spent action, rate limit, increment. 503 `database_timeout`: the "
+            "outcome is unknown; retry with the same `Idempotency-Key` to learn it."
         ),
         "security": [{"bearerAuth": []}],
         "parameters": [
@@ -145,7 +151,10 @@ def openapi_document(
                 "required": False,
                 "description": (
                     "A retry with a key among the user's last 64 is not applied again; it "
-                    "answers the first result's `new_score` with 200."
+                    "answers the first result's `new_score` with 200 and "
+                    "`Idempotent-Replayed: true`. The same key with a different request "
+                    "(another increment or action token) answers 422 "
+                    "`idempotency_key_reused`."
                 ),
                 "schema": {
                     "type": "string",
@@ -200,6 +209,13 @@ def openapi_document(
                 "headers": {
                     "X-Request-ID": _header("X-Request-ID"),
                     "Cache-Control": _header("Cache-Control"),
+                    "Idempotent-Replayed": {
+                        "description": (
+                            "`true` on a replay: the answer of the first request with this "
+                            "`Idempotency-Key`, nothing applied now; absent otherwise"
+                        ),
+                        "schema": {"type": "string", "const": "true"},
+                    },
                 },
                 "content": {
                     JSON: {
@@ -221,9 +237,10 @@ def openapi_document(
             "409": _error(409, ["action_replayed"]),
             "413": _error(413, ["body_too_large"]),
             "415": _error(415, ["unsupported_media_type"]),
+            "422": _error(422, ["idempotency_key_reused"]),
             "429": _error(429, ["auth_throttled", "rate_limited"], retry_after=True),
             "500": _error(500, ["database_error", "internal_error"]),
-            "503": _error(503, ["busy", "shutting_down"], retry_after=True),
+            "503": _error(503, [*_BUSY, *_STORE_UNAVAILABLE], retry_after=True),
         },
     }
     top_scores = {

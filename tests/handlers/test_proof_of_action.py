@@ -93,3 +93,22 @@ async def test_a_token_replayed_at_once_on_two_apps_sharing_the_store_wins_once(
     # Five tokens, each applied exactly once: 5 x 10 points.
     async with serving(sqlite_path=path, **ACTIONS) as again:
         assert (await again.top())[0]["score"] == 50
+
+
+async def test_an_idempotency_key_reused_with_another_action_token_is_refused() -> None:
+    """The action's jti is part of the request's fingerprint: the same key with another
+    token (even worth the same points) is another request, not a retry."""
+    async with serving(**ACTIONS) as client:
+        alice = make_token("alice")
+        key = {"Idempotency-Key": "quest-once"}
+        first = await client.update(alice, action("alice", "kill", "k-1"), headers=key)
+        assert body_of(first)["new_score"] == 10
+        retry = await client.update(alice, action("alice", "kill", "k-1"), headers=key)
+        assert (retry.code, body_of(retry)["new_score"]) == (200, 10)
+        assert retry.headers.get("Idempotent-Replayed") == "true"
+        other = await client.update(alice, action("alice", "kill", "k-2"), headers=key)
+        assert other.code == 422
+        assert body_of(other)["error"] == "idempotency_key_reused"
+        # Not spent by the refused request: k-2 still counts once, under a new key.
+        fresh = await client.update(alice, action("alice", "kill", "k-2"))
+        assert body_of(fresh)["new_score"] == 20

@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 import tornado.httpclient
 
+from handlers.scores import request_fingerprint
 from server.store.increments import IncrementPolicy
-from server.store.port import StoreError
+from server.store.port import StoreError, StoreTimeout, StoreUnavailable
 from server.store.records import Decision, IncrementCommand, UserRecord
 from server.store.sqlite import SqliteStore
 from tests.conftest import Client, body_of, make_token, scaled, serving
@@ -173,6 +174,73 @@ async def test_idempotent_retry_is_not_applied_twice() -> None:
         assert body_of(await client.update(token, {"increment": 3}, headers=key))["new_score"] == 3
 
 
+def test_a_request_fingerprint_is_what_decides_the_outcome() -> None:
+    fingerprint = request_fingerprint(5, None)
+    assert fingerprint == hashlib.sha256(b"[5,null]").hexdigest()[:32]
+    assert request_fingerprint(5, None) == fingerprint  # the same request, the same digest
+    others = {request_fingerprint(6, None), request_fingerprint(5, "jti-1")}
+    others.add(request_fingerprint(5, "jti-2"))
+    assert fingerprint not in others and len(others) == 3
+
+
+async def test_a_replay_is_marked_and_only_a_replay() -> None:
+    async with serving() as client:
+        token = make_token("retrier")
+        key = {"Idempotency-Key": "action-42"}
+        first = await client.update(token, {"increment": 3}, headers=key)
+        assert "Idempotent-Replayed" not in first.headers
+        again = await client.update(token, {"increment": 3}, headers=key)
+        assert again.headers["Idempotent-Replayed"] == "true"
+        assert body_of(again) == {"status": "success", "new_score": 3}
+        unkeyed = await client.update(token, {"increment": 3})
+        assert "Idempotent-Replayed" not in unkeyed.headers
+
+
+async def test_a_key_reused_with_another_body_is_refused_with_422() -> None:
+    async with serving() as client:
+        token = make_token("reuser")
+        key = {"Idempotency-Key": "k-1"}
+        assert body_of(await client.update(token, {"increment": 3}, headers=key))["new_score"] == 3
+        reused = await client.update(token, {"increment": 4}, headers=key)
+        assert reused.code == 422
+        assert body_of(reused) == {
+            "error": "idempotency_key_reused",
+            "message": "this Idempotency-Key was used with a different request; use a new key",
+        }
+        assert "Idempotent-Replayed" not in reused.headers
+        # The same request written differently is the same request: a replay.
+        same = await client.update(token, b' {\n  "increment" :3 }', headers=key)
+        assert (same.code, body_of(same)["new_score"]) == (200, 3)
+        assert same.headers["Idempotent-Replayed"] == "true"
+        # No body and {"increment": 1} mean the same.
+        other = {"Idempotency-Key": "k-2"}
+        assert body_of(await client.update(token, b"", headers=other))["new_score"] == 4
+        same = await client.update(token, {"increment": 1}, headers=other)
+        assert (same.code, body_of(same)["new_score"]) == (200, 4)
+        assert (await client.update(token, {"increment": 2}, headers=other)).code == 422
+        assert await eventually_top(
+            client, [{"user_id": "reuser", "username": "reuser", "score": 4}]
+        )
+
+
+async def test_a_key_stored_before_fingerprints_answers_any_body_as_a_replay() -> None:
+    """A record written by the previous version: its keys have no fingerprint."""
+    store = SqliteStore(":memory:", IncrementPolicy())
+    async with serving(store=store) as client:
+        await store._call(
+            lambda conn: conn.execute(
+                "INSERT INTO users_scores (user_id, username, score, v, reached_ms, recent_keys) "
+                "VALUES ('old', 'Old', 7, 2, 0, '[[\"k-old\", 7]]')"
+            )
+        )
+        token = make_token("old")
+        replay = await client.update(token, {"increment": 9}, headers={"Idempotency-Key": "k-old"})
+        assert (replay.code, body_of(replay)["new_score"]) == (200, 7)
+        assert replay.headers["Idempotent-Replayed"] == "true"
+        applied = await client.update(token, {"increment": 9}, headers={"Idempotency-Key": "k-new"})
+        assert body_of(applied)["new_score"] == 16
+
+
 async def test_idempotency_key_over_128_characters_is_refused() -> None:
     async with serving() as client:
         response = await client.update(
@@ -298,6 +366,47 @@ async def test_store_failure_answers_500_database_error() -> None:
             "error": "database_error",
             "message": "the score store failed; retry later",
         }
+
+
+class UnavailableStore(SqliteStore):
+    """A store that cannot be reached (nothing applied), or that answered too late."""
+
+    error: StoreError = StoreUnavailable("MongoDB error: no primary")
+
+    async def apply_increments(
+        self, cmds: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "code", "message"),
+    [
+        (
+            StoreUnavailable("no primary"),
+            "database_unavailable",
+            "the score store cannot be reached right now; nothing was applied, retry later",
+        ),
+        (
+            StoreTimeout("timed out"),
+            "database_timeout",
+            "the score store did not answer in time: the outcome is unknown; "
+            "retry with the same Idempotency-Key",
+        ),
+    ],
+)
+async def test_a_store_down_or_late_answers_503_with_retry_after(
+    error: StoreError, code: str, message: str
+) -> None:
+    store = UnavailableStore(":memory:", IncrementPolicy())
+    store.error = error
+    async with serving(store=store) as client:
+        response = await client.update(make_token("unlucky"))
+        assert response.code == 503
+        assert response.headers["Retry-After"] == "1"
+        assert body_of(response) == {"error": code, "message": message}
+        registry = client.running.service.metrics.registry
+        assert registry.get_sample_value("scoreboard_updates_total", {"outcome": code}) == 1
 
 
 class BrokenStore(SqliteStore):

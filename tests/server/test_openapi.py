@@ -154,9 +154,10 @@ def test_update_score_is_described_in_full() -> None:
         headers.add(parameter["name"])
     assert headers == {"Idempotency-Key", "X-Request-ID"}
     statuses = {int(s) for s in operation["responses"]}
-    assert statuses == {200, 400, 401, 403, 409, 413, 415, 429, 500, 503}
+    assert statuses == {200, 400, 401, 403, 409, 413, 415, 422, 429, 500, 503}
     for status in (429, 503):
         assert "Retry-After" in operation["responses"][str(status)]["headers"]
+    assert "Idempotent-Replayed" in operation["responses"]["200"]["headers"]
 
 
 def test_admin_operations_need_the_admin_scope() -> None:
