@@ -962,7 +962,7 @@ def proven_keyed(i: int) -> IncrementCommand:
     return replace(
         cmd("alice", 1, now_ms=T0 + i, key=f"{uuid.UUID(int=i)}"),
         action=SpentAction(f"{uuid.UUID(int=10**6 + i)}", T0 + 300_000),
-        fingerprint="0123456789abcdef0123456789abcdef",
+        fingerprint="0123456789abcdef",
     )
 
 
