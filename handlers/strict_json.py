@@ -36,7 +36,9 @@ def loads_strict(body: bytes, max_depth: int = MAX_DEPTH) -> Any:
     if body.count(b"[") + body.count(b"{") > max_depth:
         depth = nesting_depth(body)
         if depth > max_depth:
-            raise JsonRefused(f"the JSON nests {depth} levels deep; at most {max_depth} are allowed")
+            raise JsonRefused(
+                f"the JSON nests {depth} levels deep; at most {max_depth} are allowed"
+            )
     try:
         data = json.loads(body)
     except ValueError:  # UnicodeDecodeError included
