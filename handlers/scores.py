@@ -241,6 +241,8 @@ class TopScoresHandler(ApiHandler):
             raise ApiError(503, "not_ready", "the leaderboard is loading", {"Retry-After": "1"})
         self.finish(leaderboard.top_scores_body)
 
+    head = get  # the same status and headers, no body (Tornado drops it for HEAD)
+
     def check_etag_header(self) -> bool:
         # Most readers send no If-None-Match: skip Tornado's lookup of it (a KeyError).
         return bool(self.request.headers.get_list("If-None-Match")) and super().check_etag_header()

@@ -299,7 +299,8 @@ def openapi_document(
                 "Live scoreboard: authenticated score updates, the top scores, admin actions "
                 'against cheaters. Every error is `{"error": code, "message": text}`; the '
                 "code is stable. Unknown routes answer 404 `not_found`, a wrong method 405 "
-                "`method_not_allowed`. The live stream is a WebSocket at `/ws/scoreboard` "
+                "`method_not_allowed`. Every GET route also answers HEAD: the same status "
+                "and headers, no body. The live stream is a WebSocket at `/ws/scoreboard` "
                 "(see docs/protocol.md)."
             ),
         },
