@@ -32,7 +32,7 @@ class Identity:
 
 REALM: Final = "scoreboard"
 # RFC 6750's error_description: printable ASCII without '"' and '\\'.
-_NOT_IN_DESCRIPTION: Final = re.compile(r'[^\x20\x21\x23-\x5b\x5d-\x7e]')
+_NOT_IN_DESCRIPTION: Final = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
 
 
 def challenge(
