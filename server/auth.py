@@ -225,13 +225,18 @@ def mint_token(
     ttl_s: int = 3600,
     issuer: str | None = None,
     audience: str | None = None,
+    scopes: tuple[str, ...] = (),
     now: float | None = None,
 ) -> str:
-    """Sign an HS256 token for ``sub`` valid for ``ttl_s`` seconds (development and tests)."""
+    """Sign an HS256 token for ``sub`` valid for ``ttl_s`` seconds (development and tests);
+    ``scopes`` go in the ``scope`` claim, space-separated (OAuth 2), as :func:`scopes_of`
+    reads it."""
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {"sub": sub, "iat": issued, "exp": issued + ttl_s}
     if name:
         claims["name"] = name
+    if scopes:
+        claims["scope"] = " ".join(scopes)
     if issuer:
         claims["iss"] = issuer
     if audience:
