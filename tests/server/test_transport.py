@@ -353,3 +353,38 @@ async def test_headers_over_16_kib_get_431_over_tls_too(tmp_path: Path) -> None:
                 await writer.wait_closed()
         assert (status, json.loads(body)["error"]) == (431, "headers_too_large")
         assert headers["strict-transport-security"] == "max-age=31536000"
+
+
+# --- bodies over the 1 MiB bound (what docs/api.md says of them) ---------------------------
+
+OVER_1_MIB = 2 * 1024 * 1024
+
+
+async def test_an_update_announcing_a_body_over_1_mib_gets_the_json_413_unread() -> None:
+    async with serving() as client, raw_connection(client.running.port) as (reader, writer):
+        writer.write(post_head("/api/update-score", OVER_1_MIB, make_token("big")))
+        status, _, body = await read_answer(reader)  # no byte of the body was sent
+        assert (status, json.loads(body)["error"]) == (413, "body_too_large")
+        assert await asyncio.wait_for(reader.read(), scaled(5)) == b""  # then closed
+
+
+@pytest.mark.parametrize(
+    ("path", "chunked"),
+    [("/healthz", False), ("/api/users/u1/reset", False), ("/api/update-score", True)],
+)
+async def test_other_bodies_over_1_mib_get_a_bare_400_and_the_connection_closed(
+    path: str, chunked: bool
+) -> None:
+    async with serving() as client, raw_connection(client.running.port) as (reader, writer):
+        if chunked:
+            head = post_head(path, 0, make_token("big")).replace(
+                b"Content-Length: 0", b"Transfer-Encoding: chunked"
+            )
+            chunk = b"%x\r\n" % (64 * 1024) + b" " * (64 * 1024) + b"\r\n"
+            writer.write(head + chunk * 17)  # 1.06 MiB
+        else:
+            writer.write(post_head(path, OVER_1_MIB))
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(5))
+        assert answer == b"HTTP/1.1 400 Bad Request\r\n\r\n"  # Tornado's, not JSON
+        with contextlib.suppress(ConnectionResetError):  # the rest of the body was unread
+            assert await asyncio.wait_for(reader.read(), scaled(5)) == b""
