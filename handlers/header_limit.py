@@ -101,8 +101,10 @@ class _HeaderGuard:
             stream.io_loop.remove_timeout(self._linger)
             stream.io_loop.remove_handler(stream.socket)
             self._linger = None
-        del stream.close  # the class's own close again; no stream <-> guard cycle is left
-        stream.close(exc_info)
+        # The class's own close again, so no stream <-> guard cycle is left. A guard may be
+        # called again (Tornado schedules ``close`` callbacks): that is the class's close.
+        vars(stream).pop("close", None)
+        type(stream).close(stream, exc_info)
 
     def _answer(self) -> bool:
         """Send the 431 and start lingering; False if it cannot be sent at once."""

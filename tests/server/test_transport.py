@@ -388,3 +388,17 @@ async def test_other_bodies_over_1_mib_get_a_bare_400_and_the_connection_closed(
         assert answer == b"HTTP/1.1 400 Bad Request\r\n\r\n"  # Tornado's, not JSON
         with contextlib.suppress(ConnectionResetError):  # the rest of the body was unread
             assert await asyncio.wait_for(reader.read(), scaled(5)) == b""
+
+
+async def test_a_stream_closed_twice_through_its_guard_closes_once_and_keeps_no_cycle() -> None:
+    async with serving() as client, raw_connection(client.running.port) as (reader, writer):
+        writer.write(get_head("/healthz", 100))
+        assert (await read_answer(reader))[0] == 200
+        (connection,) = client.running.http._connections  # type: ignore[attr-defined]
+        stream = connection.stream
+        guard = stream.close
+        guard()  # as a callback Tornado scheduled earlier would
+        guard()
+        assert stream.closed()
+        assert "close" not in vars(stream)  # the class's close again
+        assert await asyncio.wait_for(reader.read(), scaled(5)) == b""
