@@ -14,6 +14,7 @@ from typing import Any, Final, cast
 from actors.user import AdminCommand
 from handlers.base import ApiHandler, ask_user_actor, header
 from server.audit import audit_log
+from server.auth import challenge
 from server.errors import ApiError
 from server.store.admin import AdminAction
 from server.store.port import StoreError
@@ -65,7 +66,12 @@ class AdminHandler(ApiHandler):
         identity = self.authenticate(header(self.request, "Authorization"))
         self._audit["admin"] = identity.user_id
         if ADMIN_SCOPE not in identity.scopes:
-            raise ApiError(403, "forbidden", f"this needs a token with the {ADMIN_SCOPE} scope")
+            raise ApiError(
+                403,
+                "forbidden",
+                f"this needs a token with the {ADMIN_SCOPE} scope",
+                challenge("insufficient_scope", scope=ADMIN_SCOPE),
+            )
         return identity.user_id
 
     async def act(self, user_id: str, action: AdminAction) -> UserRecord:
@@ -113,6 +119,8 @@ class UserHandler(AdminHandler):
             "banned": rank is None,
         }
         self.write_json(body)
+
+    head = get
 
     async def delete(self, user_id: str) -> None:
         record = await self.act(user_id, AdminAction.REMOVE)

@@ -40,6 +40,10 @@ _REQUEST_ID = re.compile(r"[A-Za-z0-9_-]+")
 JSON_CONTENT_TYPE: Final = "application/json; charset=utf-8"
 HSTS: Final = "max-age=31536000"  # Strict-Transport-Security, on every answer over TLS
 BODY_TIMEOUT_S = 10.0  # a client trickling a body cannot hold a request open for longer
+# CORS: the response headers a browser script may read beyond the safelisted ones, and
+# the request headers it may send.
+EXPOSED_HEADERS: Final = "Retry-After, ETag, X-Request-ID, Idempotent-Replayed"
+ALLOWED_REQUEST_HEADERS: Final = "Authorization, Content-Type, Idempotency-Key, X-Request-ID"
 
 
 def header(request: HTTPServerRequest, name: str) -> str | None:
@@ -144,7 +148,7 @@ class ApiHandler(tornado.web.RequestHandler):
         self.set_header("X-Request-ID", self.request_id)
         if self.service.settings.uses_tls:
             self.set_header("Strict-Transport-Security", HSTS)
-        if self.request.method != "GET" or self.route.startswith("admin"):
+        if self.request.method not in ("GET", "HEAD") or self.route.startswith("admin"):
             self.set_header("Cache-Control", "no-store")  # writes, and player data
         self.allow_origin()
 
@@ -155,6 +159,7 @@ class ApiHandler(tornado.web.RequestHandler):
             self.set_header(
                 "Access-Control-Allow-Origin", "*" if self.service.origins.any else origin
             )
+            self.set_header("Access-Control-Expose-Headers", EXPOSED_HEADERS)
             self.add_header("Vary", "Origin")
 
     def options(self, *args: Any) -> None:
@@ -162,10 +167,9 @@ class ApiHandler(tornado.web.RequestHandler):
         origin = header(self.request, "Origin")
         if origin is None or not self.service.origins.allows(origin):
             raise ApiError(403, "origin_not_allowed", "this origin may not call the API")
-        self.set_header("Access-Control-Allow-Methods", "GET, POST, DELETE, OPTIONS")
-        self.set_header(
-            "Access-Control-Allow-Headers", "Authorization, Content-Type, Idempotency-Key"
-        )
+        # This route's own methods, as its 405 answers list them in Allow.
+        self.set_header("Access-Control-Allow-Methods", ", ".join(allowed_methods(type(self))))
+        self.set_header("Access-Control-Allow-Headers", ALLOWED_REQUEST_HEADERS)
         self.set_header("Access-Control-Max-Age", "600")
         self.set_status(204)
         self.finish()

@@ -12,3 +12,5 @@ class OpenApiHandler(ApiHandler):
     def get(self) -> None:
         settings = self.service.settings
         self.finish(openapi_body(settings.max_increment, settings.top_n))
+
+    head = get

@@ -14,6 +14,8 @@ class HealthHandler(ApiHandler):
     def get(self) -> None:
         self.write_json({"status": "ok"})
 
+    head = get  # probes may use HEAD: the same status and headers, no body
+
 
 class ReadyHandler(ApiHandler):
     """Ready: the store answers and the leaderboard is loaded; 503 otherwise."""
@@ -23,6 +25,8 @@ class ReadyHandler(ApiHandler):
             raise ApiError(503, "not_ready", "the store is unreachable or the board is loading")
         self.write_json({"status": "ready"})
 
+    head = get
+
 
 class MetricsHandler(ApiHandler):
     """Prometheus text exposition."""
@@ -30,3 +34,5 @@ class MetricsHandler(ApiHandler):
     def get(self) -> None:
         self.set_header("Content-Type", CONTENT_TYPE_LATEST)
         self.finish(self.service.metrics.render())
+
+    head = get

@@ -11,6 +11,7 @@ import tornado.web
 from tornado.http1connection import HTTP1Connection
 
 from handlers.base import ApiHandler, ask_user_actor, body_timeout_s, header
+from handlers.strict_json import JsonRefused, loads_strict
 from server.actions import ProvenAction
 from server.audit import UpdateAudit
 from server.errors import ApiError
@@ -49,14 +50,15 @@ def parse_body(body: bytes) -> dict[str, Any]:
     """The update body as an object (empty body: ``{}``).
 
     Raises:
-        ApiError: 400 ``invalid_json``.
+        ApiError: 400 ``invalid_json`` (not JSON, not an object, an unknown field, nesting
+            deeper than :data:`handlers.strict_json.MAX_DEPTH`, or a key given twice).
     """
     if not body.strip():
         return {}
     try:
-        data: Any = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
-        raise ApiError(400, "invalid_json", "the body is not valid JSON") from None
+        data: Any = loads_strict(body)
+    except JsonRefused as exc:
+        raise ApiError(400, "invalid_json", str(exc)) from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
     if not _BODY_FIELDS.issuperset(data):
@@ -273,6 +275,8 @@ class TopScoresHandler(ApiHandler):
         if not leaderboard.loaded:
             raise ApiError(503, "not_ready", "the leaderboard is loading", {"Retry-After": "1"})
         self.finish(leaderboard.top_scores_body)
+
+    head = get  # the same status and headers, no body (Tornado drops it for HEAD)
 
     def check_etag_header(self) -> bool:
         # Most readers send no If-None-Match: skip Tornado's lookup of it (a KeyError).

@@ -2,7 +2,8 @@
 
 Query parameters: ``format=seed`` (default: the whole top N per change) or ``format=delta``
 (only what changed); ``since=EPOCH:VERSION`` to resume a delta stream; ``token=<JWT>``
-(required when ``SCOREBOARD_WS_REQUIRE_AUTH`` is on). See docs/protocol.md.
+(required when ``SCOREBOARD_WS_REQUIRE_AUTH`` is on, else an invalid one is ignored). See
+docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from tornado.iostream import IOStream
 from tornado.websocket import WebSocketProtocol, WebSocketProtocol13
 
 from actors.stream import Since, parse_since
-from handlers.base import authenticate, client_of, header, render_error
+from handlers.base import client_of, header, render_error
+from handlers.ws_auth import check_watcher_token
 from server.errors import ApiError
 from server.service import Service
 
@@ -66,11 +68,7 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
             except ValueError as exc:
                 raise ApiError(400, "invalid_since", str(exc)) from None
         token = self.get_query_argument("token", None)
-        if token is not None:  # a token given must be valid
-            client = client_of(self.request, service)
-            authenticate(service, client, lambda: service.verifier.verify(token))
-        elif service.settings.ws_require_auth:
-            raise ApiError(401, "missing_token", "this scoreboard needs ?token=<JWT>")
+        check_watcher_token(service, token, client_of(self.request, service))
         if service.draining:
             raise ApiError(503, "shutting_down", "the server is shutting down")
         origin = header(self.request, "Origin")

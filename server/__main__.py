@@ -13,6 +13,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TextIO
 
+from handlers.admin import ADMIN_SCOPE
 from server import logs
 from server.auth import mint_token
 from server.gc_tuning import tune_for_serving
@@ -134,16 +135,31 @@ def print_demo_banner(settings: Settings, jwt_key: str, port: int, out: TextIO) 
 
 
 def token_command(argv: Sequence[str], environ: Mapping[str, str]) -> int:
-    """``python -m server token --sub ID [--name NAME] [--ttl SECONDS]``: print a token."""
+    """``python -m server token --sub ID [--name NAME] [--ttl SECONDS] [--scope SCOPE]...``:
+    print a token."""
     parser = argparse.ArgumentParser(
         prog="python -m server token",
         description="Mint an HS256 token with SCOREBOARD_JWT_SECRET (and its issuer/audience).",
     )
-    parser.add_argument("--sub", required=True, help="the user id")
-    parser.add_argument("--name", help="the display name")
-    parser.add_argument("--ttl", type=int, default=3600, help="seconds valid (default 3600)")
-    parser.add_argument("--secret", help="the key (default: SCOREBOARD_JWT_SECRET)")
+    parser.add_argument("--sub", required=True, metavar="ID", help="the user id")
+    parser.add_argument("--name", metavar="NAME", help="the display name")
+    parser.add_argument(
+        "--ttl", type=int, default=3600, metavar="SECONDS", help="seconds valid (default 3600)"
+    )
+    parser.add_argument(
+        "--scope",
+        action="append",
+        default=[],
+        metavar="SCOPE",
+        help=f"a scope to grant, e.g. {ADMIN_SCOPE} for the admin routes; repeat it, or "
+        "give several separated by spaces",
+    )
+    parser.add_argument(
+        "--secret", metavar="SECRET", help="the key (default: SCOREBOARD_JWT_SECRET)"
+    )
     args = parser.parse_args(list(argv))
+    # Each --scope may hold several, as the claim does; each kept once, in order.
+    scopes = tuple(dict.fromkeys(word for given in args.scope for word in given.split()))
     env = dict(environ)
     if args.secret:
         env["SCOREBOARD_JWT_SECRET"] = args.secret
@@ -170,6 +186,7 @@ def token_command(argv: Sequence[str], environ: Mapping[str, str]) -> int:
             ttl_s=args.ttl,
             issuer=settings.jwt_issuer,
             audience=settings.jwt_audience,
+            scopes=scopes,
         )
     )
     return 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import time
 import unicodedata
 from collections.abc import Callable
@@ -29,8 +30,31 @@ class Identity:
     scopes: frozenset[str] = frozenset()
 
 
+REALM: Final = "scoreboard"
+# RFC 6750's error_description: printable ASCII without '"' and '\\'.
+_NOT_IN_DESCRIPTION: Final = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
+
+
+def challenge(
+    error: str | None = None, description: str | None = None, scope: str | None = None
+) -> dict[str, str]:
+    """The ``WWW-Authenticate`` header of a refusal (RFC 6750 section 3), to pass as an
+    ``ApiError``'s headers: the Bearer scheme and realm; ``error`` only when a bearer token
+    was sent and refused (``invalid_token``, 401) or lacks a scope (``insufficient_scope``,
+    403), with ``description`` (characters the RFC forbids there are dropped) and ``scope``.
+    """
+    value = f'Bearer realm="{REALM}"'
+    if error is not None:
+        value += f', error="{error}"'
+    if description:
+        value += f', error_description="{_NOT_IN_DESCRIPTION.sub("", description)}"'
+    if scope:
+        value += f', scope="{scope}"'
+    return {"WWW-Authenticate": value}
+
+
 def _invalid(message: str) -> ApiError:
-    return ApiError(401, "invalid_token", message)
+    return ApiError(401, "invalid_token", message, challenge("invalid_token", message))
 
 
 def _printable(text: str) -> str:
@@ -117,11 +141,20 @@ class TokenVerifier:
         """
         if not header:
             raise ApiError(
-                401, "missing_token", "an Authorization: Bearer <token> header is required"
+                401,
+                "missing_token",
+                "an Authorization: Bearer <token> header is required",
+                challenge(),
             )
         scheme, _, credentials = header.strip().partition(" ")
         if scheme.lower() != "bearer":
-            raise _invalid("the Authorization header must use the Bearer scheme")
+            # Another scheme is no bearer token: the challenge names no error (RFC 6750 3.1).
+            raise ApiError(
+                401,
+                "invalid_token",
+                "the Authorization header must use the Bearer scheme",
+                challenge(),
+            )
         return self.verify(credentials.strip())
 
     def verify(self, token: str) -> Identity:
@@ -139,7 +172,7 @@ class TokenVerifier:
                 return identity
             self._verified_chars -= len(token)
         if not token:
-            raise ApiError(401, "missing_token", "the bearer token is empty")
+            raise ApiError(401, "missing_token", "the bearer token is empty", challenge())
         if len(token.encode()) > MAX_TOKEN_BYTES:
             raise _invalid(f"the token is longer than {MAX_TOKEN_BYTES} bytes")
         try:
@@ -192,13 +225,18 @@ def mint_token(
     ttl_s: int = 3600,
     issuer: str | None = None,
     audience: str | None = None,
+    scopes: tuple[str, ...] = (),
     now: float | None = None,
 ) -> str:
-    """Sign an HS256 token for ``sub`` valid for ``ttl_s`` seconds (development and tests)."""
+    """Sign an HS256 token for ``sub`` valid for ``ttl_s`` seconds (development and tests);
+    ``scopes`` go in the ``scope`` claim, space-separated (OAuth 2), as :func:`scopes_of`
+    reads it."""
     issued = int(time.time() if now is None else now)
     claims: dict[str, Any] = {"sub": sub, "iat": issued, "exp": issued + ttl_s}
     if name:
         claims["name"] = name
+    if scopes:
+        claims["scope"] = " ".join(scopes)
     if issuer:
         claims["iss"] = issuer
     if audience:

@@ -137,6 +137,12 @@ class Metrics:
             "WebSocket clients closed (1013) for staying over the buffer bound.",
             registry=self.registry,
         )
+        self.ws_ignored_tokens = Counter(
+            "scoreboard_ws_ignored_tokens",
+            "Invalid ?token= values ignored on WebSocket upgrades (auth not required: the "
+            "connection opened anonymously).",
+            registry=self.registry,
+        )
         self.broadcast_seconds = Histogram(
             "scoreboard_broadcast_duration_seconds",
             "Time to write one publication to every WebSocket client.",

@@ -18,6 +18,7 @@ from server.settings import Settings
 _DEFAULTS: Final = Settings()
 MAX_BODY_BYTES: Final = 4096  # handlers.scores.MAX_BODY_BYTES (not imported: no cycle)
 MAX_IDEMPOTENCY_KEY_CHARS: Final = 128
+MAX_JSON_DEPTH: Final = 16  # handlers.strict_json.MAX_DEPTH
 
 JSON: Final = "application/json"
 _BUSY: Final = ("busy", "shutting_down")
@@ -34,6 +35,7 @@ _ERROR_MESSAGES: Final[dict[int, str]] = {
     413: "The body is too large",
     415: "The body is not JSON",
     422: "The request cannot be processed",
+    431: "The request headers are too large",
     429: "Too many requests",
     500: "The server failed",
     503: "Unavailable for now",
@@ -49,12 +51,20 @@ def _header(name: str) -> dict[str, str]:
 
 
 def _error(
-    status: int, codes: list[str], *, retry_after: bool = False, request_id: bool = True
+    status: int,
+    codes: list[str],
+    *,
+    retry_after: bool = False,
+    request_id: bool = True,
+    challenge: bool = False,
 ) -> dict[str, Any]:
-    """A response whose body is ``{"error": one of codes, "message": text}``."""
+    """A response whose body is ``{"error": one of codes, "message": text}``; a 401 (and a
+    403 with ``challenge``) carries ``WWW-Authenticate``."""
     headers: dict[str, Any] = {"X-Request-ID": _header("X-Request-ID")} if request_id else {}
     if retry_after:
         headers["Retry-After"] = _header("Retry-After")
+    if status == 401 or challenge:
+        headers["WWW-Authenticate"] = _header("WWW-Authenticate")
     return {
         "description": f"{_ERROR_MESSAGES[status]}: {', '.join(f'`{c}`' for c in codes)}",
         "headers": headers,
@@ -101,7 +111,7 @@ def _admin_operation(
         "responses": {
             "200": ok,
             "401": _error(401, ["missing_token", "invalid_token"]),
-            "403": _error(403, ["forbidden"]),
+            "403": _error(403, ["forbidden"], challenge=True),
             "404": _error(404, ["not_found"]),
             "429": _error(429, ["auth_throttled"], retry_after=True),
             "500": _error(500, ["database_error", "internal_error"]),
@@ -169,8 +179,9 @@ def openapi_document(
         "requestBody": {
             "required": False,
             "description": (
-                f"At most {MAX_BODY_BYTES} bytes; an empty body means `{{}}`. Unknown fields "
-                "are refused (`invalid_json`)."
+                f"At most {MAX_BODY_BYTES} bytes; an empty body means `{{}}`. Unknown fields, "
+                f"nesting deeper than {MAX_JSON_DEPTH} levels and a key given twice are "
+                "refused (`invalid_json`)."
             ),
             "content": {
                 JSON: {
@@ -307,7 +318,7 @@ def openapi_document(
     for operation in (reset_user, ban_user, unban_user):
         operation["responses"]["200"]["headers"]["Cache-Control"] = _header("Cache-Control")
 
-    return {
+    document: dict[str, Any] = {
         "openapi": "3.1.0",
         "info": {
             "title": "Scoreboard",
@@ -316,7 +327,8 @@ def openapi_document(
                 "Live scoreboard: authenticated score updates, the top scores, admin actions "
                 'against cheaters. Every error is `{"error": code, "message": text}`; the '
                 "code is stable. Unknown routes answer 404 `not_found`, a wrong method 405 "
-                "`method_not_allowed`. The live stream is a WebSocket at `/ws/scoreboard` "
+                "`method_not_allowed`. Every GET route also answers HEAD: the same status "
+                "and headers, no body. The live stream is a WebSocket at `/ws/scoreboard` "
                 "(see docs/protocol.md)."
             ),
         },
@@ -400,7 +412,7 @@ def openapi_document(
                         f"configured. Admin endpoints need `{ADMIN_SCOPE}` in `scope`. "
                         "Failed authentications are throttled per client address "
                         "(429 `auth_throttled`). Request headers over 16 KiB in all are "
-                        "refused by closing the connection."
+                        "answered 431 `headers_too_large` and the connection is closed."
                     ),
                 }
             },
@@ -434,6 +446,16 @@ def openapi_document(
                     "required": True,
                     "schema": {"type": "string", "pattern": "^[0-9]+$"},
                 },
+                "WWW-Authenticate": {
+                    "description": (
+                        'An RFC 6750 challenge: `Bearer realm="scoreboard"`, with '
+                        '`error="invalid_token"` and an `error_description` when a bearer '
+                        'token was refused, or `error="insufficient_scope"` and the `scope` '
+                        "an admin route needs"
+                    ),
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^Bearer realm="},
+                },
                 "Cache-Control": {
                     "description": "Writes are never cached",
                     "required": True,
@@ -453,6 +475,11 @@ def openapi_document(
             },
         },
     }
+    # Any request's headers may pass the server's 16 KiB bound, whatever the route.
+    for item in document["paths"].values():
+        for operation in item.values():
+            operation["responses"]["431"] = _error(431, ["headers_too_large"])
+    return document
 
 
 def _preflight() -> dict[str, Any]:
@@ -462,9 +489,11 @@ def _preflight() -> dict[str, Any]:
         "tags": ["scores"],
         "summary": "CORS preflight",
         "description": (
-            "Answered from `SCOREBOARD_ALLOWED_ORIGINS`: 204 with the allowed methods and "
-            "headers for an allowed `Origin`, else 403 `origin_not_allowed`. Every API "
-            "route answers preflights the same way."
+            "Answered from `SCOREBOARD_ALLOWED_ORIGINS`: 204 with the route's own methods "
+            "(as its `Allow` lists them) and the request headers a page may send, for an "
+            "allowed `Origin`, else 403 `origin_not_allowed`. Every API route answers "
+            "preflights the same way. Answers to an allowed `Origin` expose `Retry-After`, "
+            "`ETag`, `X-Request-ID` and `Idempotent-Replayed` to the page."
         ),
         "security": [],
         "parameters": [

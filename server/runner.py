@@ -19,6 +19,7 @@ import tornado.httpserver
 import tornado.netutil
 
 from handlers.base import body_timeout_s
+from handlers.header_limit import HeaderLimitedServer
 from server.app import make_router
 from server.service import Service, create_store
 from server.settings import Settings, SettingsError
@@ -30,7 +31,7 @@ GOING_AWAY = 1001
 # Larger bodies are cut off (bare 400, connection closed) before a handler sees them; the
 # update handler streams its body and answers 413 for anything over 4 KiB up to this.
 MAX_REQUEST_BYTES = 1024 * 1024
-MAX_HEADER_BYTES = 16 * 1024  # room for an 8 KiB token; larger headers are refused
+MAX_HEADER_BYTES = 16 * 1024  # room for an 8 KiB token; larger headers get 431
 
 
 @dataclass(slots=True)
@@ -67,7 +68,7 @@ async def run_server(
     except BaseException:
         await service.stop()
         raise
-    http = tornado.httpserver.HTTPServer(
+    http = HeaderLimitedServer(  # answers 431 to headers over max_header_size
         make_router(service),
         ssl_options=ssl_options,
         max_body_size=MAX_REQUEST_BYTES,

@@ -2,7 +2,8 @@
 
 Parsing is pure (argv and environ in, :class:`Settings` out) so it is tested as data.
 A flag wins over its environment variable, which wins over the default. An invalid value
-raises :class:`SettingsError` naming the setting; the entry point prints it on one line.
+raises :class:`SettingsError` naming the setting as it was given (the flag or the
+variable); the entry point prints it on one line.
 """
 
 from __future__ import annotations
@@ -41,11 +42,12 @@ SUPPORTED_ALGORITHMS = frozenset(
 
 
 class SettingsError(ValueError):
-    """An invalid setting. ``str()`` is one line that names it."""
+    """An invalid setting. ``str()`` is one line that names it as it was given: the flag
+    for a value from the command line, else the environment variable."""
 
-    def __init__(self, env: str, message: str) -> None:
-        super().__init__(f"invalid setting {env}: {message}")
-        self.env = env
+    def __init__(self, setting: str, message: str) -> None:
+        super().__init__(f"invalid setting {setting}: {message}")
+        self.setting = setting
 
 
 @dataclass(frozen=True, slots=True)
@@ -238,11 +240,13 @@ def _log_level(raw: str) -> str:
 
 @dataclass(frozen=True, slots=True)
 class Option:
-    """One setting: its field in :class:`Settings`, its parser and its help text."""
+    """One setting: its field in :class:`Settings`, its parser and its help text, and the
+    placeholder ``--help`` shows for its value (unset: see :func:`placeholder`)."""
 
     field: str
     parse: Callable[[str], Any]
     help: str
+    metavar: str | None = None
 
     @property
     def env(self) -> str:
@@ -254,29 +258,46 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("host", _text, "address to listen on"),
-    Option("port", _int_range(0, 65535), "port to listen on (0: any free port)"),
-    Option("mongodb_uri", _optional_text, "MongoDB URI; unset: the embedded SQLite store"),
-    Option("mongodb_db", _text, "MongoDB database name"),
+    Option("host", _text, "address to listen on", metavar="ADDRESS"),
+    Option("port", _int_range(0, 65535), "port to listen on (0: any free port)", metavar="PORT"),
+    Option(
+        "mongodb_uri",
+        _optional_text,
+        "MongoDB URI; unset: the embedded SQLite store",
+        metavar="URI",
+    ),
+    Option("mongodb_db", _text, "MongoDB database name", metavar="NAME"),
     Option(
         "store_timeout_s",
         # Above the change stream's 1 s wait for events, which the driver requires.
         _float_range(2, 300),
         "deadline of each MongoDB store call, seconds (the driver's timeoutMS)",
     ),
-    Option("sqlite_path", _text, "SQLite file of the embedded store (':memory:' allowed)"),
+    Option(
+        "sqlite_path",
+        _text,
+        "SQLite file of the embedded store (':memory:' allowed)",
+        metavar="PATH",
+    ),
     Option(
         "sqlite_synchronous",
         _choice("FULL", "NORMAL"),
         "SQLite durability: FULL survives power loss, NORMAL only a process crash",
+        metavar="FULL|NORMAL",
     ),
     Option(
         "jwt_secret",
         _secret,
         "HS256 key (32+ bytes); unset with no public key and no "
         "MongoDB: a random per-process key and a printed demo token",
+        metavar="SECRET",
     ),
-    Option("jwt_public_key", _public_key, "PEM public key (text or file path) for RS256/ES256"),
+    Option(
+        "jwt_public_key",
+        _public_key,
+        "PEM public key (text or file path) for RS256/ES256",
+        metavar="PEM|PATH",
+    ),
     Option(
         "jwt_algorithms",
         _algorithms,
@@ -304,7 +325,9 @@ OPTIONS: tuple[Option, ...] = (
         "queued increments per user before answering 503 busy",
     ),
     Option("user_idle_s", _float_range(0.01, 86_400), "idle time before a user actor is evicted"),
-    Option("log_level", _log_level, "DEBUG, INFO, WARNING or ERROR"),
+    Option(
+        "log_level", _log_level, "DEBUG, INFO, WARNING or ERROR", metavar="DEBUG|INFO|WARNING|ERROR"
+    ),
     Option(
         "allowed_origins",
         _origins,
@@ -339,15 +362,24 @@ OPTIONS: tuple[Option, ...] = (
         _networks,
         "proxies (addresses or CIDRs, comma list) whose X-Forwarded-For is believed",
     ),
-    Option("tls_cert", _readable_file, "PEM certificate chain: serve HTTPS/WSS directly"),
-    Option("tls_key", _readable_file, "PEM private key of --tls-cert"),
+    Option(
+        "tls_cert",
+        _readable_file,
+        "PEM certificate chain: serve HTTPS/WSS directly",
+        metavar="PATH",
+    ),
+    Option("tls_key", _readable_file, "PEM private key of --tls-cert", metavar="PATH"),
     Option(
         "action_secret",
         _secret,
         "HS256 key of the game's action service; set: every update needs an action_token",
+        metavar="SECRET",
     ),
     Option(
-        "action_points", _action_points, 'JSON object: action type -> points, e.g. {"kill": 10}'
+        "action_points",
+        _action_points,
+        'JSON object: action type -> points, e.g. {"kill": 10}',
+        metavar="JSON",
     ),
     Option(
         "action_max_ttl_s",
@@ -358,6 +390,34 @@ OPTIONS: tuple[Option, ...] = (
         "ws_history_size", _int_range(1, 100_000), "versions of deltas kept for resuming clients"
     ),
 )
+
+
+_UNIT_PLACEHOLDERS: tuple[tuple[str, str], ...] = (
+    ("_s", "SECONDS"),
+    ("_ms", "MS"),
+    ("_bytes", "BYTES"),
+)
+
+
+def placeholder(option: Option) -> str:
+    """What ``--help`` shows for an option's value: its ``metavar``; else the unit its name
+    ends with (``_s``: SECONDS, ``_ms``: MS, ``_bytes``: BYTES); else the kind of its
+    default (``true|false``, ``N``, ``NUMBER``, ``LIST`` for a comma list, ``TEXT``)."""
+    if option.metavar is not None:
+        return option.metavar
+    for suffix, shown in _UNIT_PLACEHOLDERS:
+        if option.field.endswith(suffix):
+            return shown
+    default = getattr(Settings(), option.field)
+    if isinstance(default, bool):
+        return "true|false"
+    if isinstance(default, int):
+        return "N"
+    if isinstance(default, float):
+        return "NUMBER"
+    if isinstance(default, tuple):
+        return "LIST"
+    return "TEXT"
 
 
 def _default_text(option: Option) -> str:
@@ -380,14 +440,14 @@ def build_parser(prog: str = "python -m server") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=prog,
         description="Live scoreboard service. Every flag is also an environment variable.",
-        epilog="Subcommand: 'python -m server token --sub ID [--name NAME] [--ttl SECONDS]' "
-        "mints a token with SCOREBOARD_JWT_SECRET.",
+        epilog="Subcommand: 'python -m server token --sub ID [--name NAME] [--ttl SECONDS] "
+        "[--scope SCOPE]...' mints a token with SCOREBOARD_JWT_SECRET.",
     )
     for option in OPTIONS:
         parser.add_argument(
             option.flag,
             dest=option.field,
-            metavar=option.field.split("_")[-1].upper(),
+            metavar=placeholder(option),
             default=None,
             help=f"{option.help} [env {option.env}; default {_default_text(option)}]",
         )
@@ -405,16 +465,16 @@ def load_settings(argv: Sequence[str] = (), environ: Mapping[str, str] | None = 
     args = build_parser().parse_args(list(argv))
     values: dict[str, Any] = {}
     for option in OPTIONS:
-        raw = getattr(args, option.field)
+        raw, given_as = getattr(args, option.field), option.flag
         if raw is None:
-            raw = environ.get(option.env)
+            raw, given_as = environ.get(option.env), option.env
         if raw is None:
             continue
         try:
             values[option.field] = option.parse(raw)
         except ValueError as exc:
             message = f"{exc} (got {raw!r})" if _shown(option) else str(exc)
-            raise SettingsError(option.env, message) from None
+            raise SettingsError(given_as, message) from None
     if "ws_ping_timeout_s" not in values and values.get("ws_ping_interval_s"):
         # Unset, the timeout follows a shorter interval rather than contradict it.
         values["ws_ping_timeout_s"] = min(

@@ -30,6 +30,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.config import PositiveDataAcceptanceConfig
 
+from handlers.strict_json import MAX_DEPTH
 from server.auth import TokenVerifier
 from server.errors import ApiError
 from server.openapi import openapi_document
@@ -246,9 +247,17 @@ update_objects = st.dictionaries(
 )
 
 
+def depth_of(data: Any) -> int:
+    """How deep ``data`` nests arrays and objects (0 for a scalar)."""
+    if not isinstance(data, dict | list):
+        return 0
+    children = data.values() if isinstance(data, dict) else data
+    return 1 + max(map(depth_of, children), default=0)
+
+
 def expected_update(data: Any) -> tuple[int, str | None]:
     """What the contract says an update with JSON body ``data`` gets (proof of action off)."""
-    if not isinstance(data, dict):
+    if depth_of(data) > MAX_DEPTH or not isinstance(data, dict):
         return 400, "invalid_json"
     if set(data) - {"increment", "action_token"}:
         return 400, "invalid_json"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 from collections.abc import AsyncIterator
@@ -15,6 +16,7 @@ import pytest
 import tornado.httpclient
 import tornado.websocket
 
+from server.logs import JsonFormatter
 from tests.conftest import Client, body_of, make_token, scaled, serving
 from tests.handlers.test_ws import assert_silent, close, metrics_text, receive
 
@@ -447,14 +449,37 @@ async def test_require_auth_refuses_upgrades_without_a_valid_token() -> None:
             assert (await receive(ws))["event"] == "snapshot"
 
 
-async def test_without_require_auth_a_token_is_optional_but_must_be_valid() -> None:
-    async with serving() as client:
-        response = await refused(client, "?token=not-a-jwt")
-        assert response.code == 401
-        assert body_of(response)["error"] == "invalid_token"
+async def test_without_require_auth_an_invalid_token_is_ignored_logged_and_counted(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    expired = make_token("p1", ttl_s=-3600)
+    forged = make_token("p1", secret="another-secret-that-is-32-bytes-long!!")
+    invalid = ["not-a-jwt", expired, forged, ""]
+    # Two failures a minute would throttle the address, were these counted as failures.
+    async with serving(auth_failures_per_minute=2) as client:
+        with caplog.at_level(logging.INFO, logger="handlers.ws_auth"):
+            for token in invalid:
+                async with connected(client, f"?format=delta&token={token}") as ws:
+                    assert (await receive(ws))["event"] == "snapshot"  # opened anonymously
         async with connected(client) as ws, connected(client, f"?token={make_token()}") as ws2:
             assert (await receive(ws))["event"] == "snapshot"
             assert (await receive(ws2))["event"] == "snapshot"
+        metrics = await metrics_text(client)
+        assert "scoreboard_ws_ignored_tokens_total 4.0" in metrics
+        lines = [r for r in caplog.records if r.name == "handlers.ws_auth"]
+        assert [r.error for r in lines] == [  # type: ignore[attr-defined]
+            "invalid_token",
+            "invalid_token",
+            "invalid_token",
+            "missing_token",
+        ]
+        assert "expired" in lines[1].reason  # type: ignore[attr-defined]
+        logged = "\n".join(JsonFormatter().format(r) for r in lines)
+        for token in (expired, forged):
+            assert token not in logged and token.split(".")[1] not in logged
+        # Nothing was counted against the address: a valid update is not throttled.
+        response = await client.update(make_token("p1"), {"increment": 1})
+        assert response.code == 200
 
 
 async def test_websocket_origins_outside_the_allow_list_are_refused() -> None:

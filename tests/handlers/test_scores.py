@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -88,6 +89,37 @@ async def test_bad_bodies_get_400_with_a_stable_code(body: bytes, code: str) -> 
         assert body_of(response)["error"] == code
         assert body_of(response)["message"]
         assert await client.top() == []  # nothing applied
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        (b"[" * 3000, "nests 3000 levels deep"),  # json.loads would raise RecursionError
+        (b'{"increment": ' + b"[" * 17 + b"1" + b"]" * 17 + b"}", "nests 18 levels deep"),
+        (b'{"increment": 5, "increment": 1}', "'increment' appears twice"),
+        (b'{"increment": {"a": 1, "a": 2}}', "'a' appears twice"),
+    ],
+)
+async def test_deep_nesting_and_duplicate_keys_get_400_invalid_json(
+    body: bytes, message: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with serving() as client:
+        with caplog.at_level(logging.WARNING):
+            response = await client.update(make_token("bob"), body)
+        assert response.code == 400
+        assert body_of(response)["error"] == "invalid_json"
+        assert message in body_of(response)["message"]
+        assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+        assert await client.top() == []  # nothing applied
+
+
+async def test_nesting_within_the_bound_and_colons_in_strings_are_plain_json() -> None:
+    async with serving() as client:
+        token = make_token("bob")
+        within = b'{"increment": ' + b"[" * 15 + b"1" + b"]" * 15 + b"}"
+        assert body_of(await client.update(token, within))["error"] == "invalid_increment"
+        response = await client.update(token, b'{"increment": 3, "action_token": "a:b:{["}')
+        assert body_of(response) == {"status": "success", "new_score": 3}
 
 
 async def test_largest_increment_is_accepted() -> None:

@@ -540,3 +540,15 @@ def test_the_remembered_identity_is_the_fully_checked_one(decoded: list[str]) ->
         full.username,
         full.scopes,
     )
+
+
+def test_a_token_whose_json_nests_thousands_deep_is_refused_not_a_crash(
+    verifier: TokenVerifier,
+) -> None:
+    # json.loads raises RecursionError on such JSON; the token's header is parsed before
+    # any signature is checked, so anyone can send one (issue 11, finding 11).
+    deep = base64.urlsafe_b64encode(b"[" * 3000).rstrip(b"=").decode()
+    for token in (f"{deep}.e30.c2ln", f"eyJhbGciOiJIUzI1NiJ9.{deep}.c2ln"):
+        with pytest.raises(ApiError) as refused:
+            verifier.verify(token)
+        assert (refused.value.status, refused.value.code) == (401, "invalid_token")

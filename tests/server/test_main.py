@@ -188,6 +188,17 @@ def post_update(
         conn.close()
 
 
+def get_json(port: int, path: str, token: str, timeout_s: float = 10) -> tuple[int, Any]:
+    """GET ``path`` with a bearer token on a fresh connection; (status, parsed JSON body)."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=scaled(timeout_s))
+    try:
+        conn.request("GET", path, headers={"Authorization": f"Bearer {token}"})
+        response = conn.getresponse()
+        return response.status, json.loads(response.read())
+    finally:
+        conn.close()
+
+
 def expected_default(field: str) -> str:
     value = getattr(Settings(), field)
     if field == "jwt_algorithms":
@@ -233,6 +244,15 @@ def test_an_invalid_setting_exits_2_with_one_line_naming_it(variable: str, value
     assert "listening" not in result.stdout
     if variable == "SCOREBOARD_JWT_SECRET":
         assert value not in lines[0]  # a secret is never echoed back
+
+
+def test_an_invalid_flag_exits_2_naming_the_flag_not_the_variable() -> None:
+    env = server_env(host="127.0.0.1", sqlite_path=":memory:")
+    result = run_cli("--port", "abc", env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "error: invalid setting --port: must be a whole number from 0 to 65535 (got 'abc')"
+    ]
 
 
 def test_mongodb_without_a_jwt_key_refuses_to_start_without_connecting() -> None:
@@ -332,6 +352,35 @@ def test_token_subcommand_mints_a_token_the_server_accepts(launch: Any, tmp_path
     assert other.returncode == 0, other.stderr
     status, _ = post_update(port, other.stdout.strip())
     assert status == 401
+    server.signal(signal.SIGTERM)
+    assert server.wait(15) == 0, server.stderr
+
+
+def test_token_subcommand_mints_an_admin_token_with_scope(launch: Any, tmp_path: Path) -> None:
+    env = server_env(jwt_secret=SECRET)
+    minted = run_cli(
+        "token", "--sub", "ops", "--scope", "scores:admin", "--scope", "a b a", env=env
+    )
+    assert minted.returncode == 0, minted.stderr
+    admin = minted.stdout.strip()
+    claims = jwt.decode(admin, SECRET, algorithms=["HS256"])
+    assert claims["scope"] == "scores:admin a b"  # space-separated, each once
+    player = run_cli("token", "--sub", "alice", env=env).stdout.strip()
+    assert "scope" not in jwt.decode(player, SECRET, algorithms=["HS256"])
+
+    server = launch(
+        server_env(
+            port="0", host="127.0.0.1", sqlite_path=str(tmp_path / "t.db"), jwt_secret=SECRET
+        )
+    )
+    port = server.wait_listening()
+    assert post_update(port, player)[0] == 200
+    status, user = get_json(port, "/api/users/alice", admin)
+    assert (status, user["user_id"], user["score"]) == (200, "alice", 1)
+    assert get_json(port, "/api/users/alice", player) == (
+        403,
+        {"error": "forbidden", "message": "this needs a token with the scores:admin scope"},
+    )
     server.signal(signal.SIGTERM)
     assert server.wait(15) == 0, server.stderr
 

@@ -14,6 +14,7 @@ from server.settings import (
     SettingsError,
     build_parser,
     load_settings,
+    placeholder,
 )
 from tests.conftest import SECRET
 
@@ -51,10 +52,10 @@ def refused(argv: list[str] | None = None, /, **env: str) -> SettingsError:
     return info.value
 
 
-def assert_one_line_naming(error: SettingsError, env: str) -> None:
+def assert_one_line_naming(error: SettingsError, setting: str) -> None:
     message = str(error)
-    assert error.env == env
-    assert message.startswith(f"invalid setting {env}: ")
+    assert error.setting == setting
+    assert message.startswith(f"invalid setting {setting}: ")
     assert "\n" not in message
     assert "\r" not in message
 
@@ -221,10 +222,11 @@ def test_an_invalid_environment_variable_is_named_on_one_line(field: str, raw: s
 
 
 @pytest.mark.parametrize(("field", "raw"), INVALID)
-def test_an_invalid_flag_names_the_environment_variable_on_one_line(field: str, raw: str) -> None:
-    env = f"SCOREBOARD_{field.upper()}"
+def test_an_invalid_flag_is_named_as_the_flag_on_one_line(field: str, raw: str) -> None:
     flag = "--" + field.replace("_", "-")
-    assert_one_line_naming(refused([flag, raw]), env)
+    assert_one_line_naming(refused([flag, raw]), flag)
+    # The same value from the environment names the variable.
+    assert_one_line_naming(refused(**{field: raw}), f"SCOREBOARD_{field.upper()}")
 
 
 def test_store_timeout_default_and_value() -> None:
@@ -483,6 +485,35 @@ def test_help_mentions_every_setting_env_name_and_flag(monkeypatch: pytest.Monke
         assert option.flag in text, option.flag
     assert "[env SCOREBOARD_PORT; default 8000]" in text
     assert "[env SCOREBOARD_JWT_SECRET; default unset]" in text
+
+
+# What a value looks like, for --help: units, kinds, and a few names of their own.
+PLACEHOLDERS = {"N", "SECONDS", "MS", "BYTES", "LIST", "TEXT", "true|false", "NUMBER"} | {
+    "ADDRESS", "PORT", "URI", "NAME", "PATH", "SECRET", "PEM|PATH", "JSON",
+    "FULL|NORMAL", "DEBUG|INFO|WARNING|ERROR",
+}  # fmt: skip
+
+
+def test_help_shows_a_meaningful_placeholder_for_every_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("COLUMNS", "200")
+    text = build_parser().format_help()
+    for option in OPTIONS:
+        shown = placeholder(option)
+        assert shown in PLACEHOLDERS, (option.flag, shown)
+        assert f"{option.flag} {shown}" in text
+    for flag, shown in [
+        ("--rate-limit-per-minute", "N"),
+        ("--ws-require-auth", "true|false"),
+        ("--jwt-leeway-s", "SECONDS"),
+        ("--ws-max-buffer-bytes", "BYTES"),
+        ("--broadcast-interval-ms", "MS"),
+        ("--mongodb-uri", "URI"),
+        ("--trusted-proxies", "LIST"),
+        ("--sqlite-synchronous", "FULL|NORMAL"),
+    ]:
+        assert f"{flag} {shown}" in text
 
 
 def test_an_unknown_flag_exits(capsys: pytest.CaptureFixture[str]) -> None:

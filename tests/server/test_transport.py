@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import handlers.base
+import handlers.header_limit
 from server.store.increments import IncrementPolicy
 from server.store.records import Decision, IncrementCommand, UserRecord
 from server.store.sqlite import SqliteStore
@@ -266,3 +267,138 @@ async def test_the_body_time_limit_does_not_cover_answering(body_timeout: float)
     async with serving(store=store) as client:
         response = await client.update(make_token("patient"), {"increment": 7})
         assert body_of(response) == {"status": "success", "new_score": 7}
+
+
+# --- headers over the limit ------------------------------------------------------------
+
+
+def get_head(path: str, header_bytes: int) -> bytes:
+    """A GET whose ``X-Padding`` header makes the request head about ``header_bytes`` long."""
+    head = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Padding: "
+    return (head + "p" * max(0, header_bytes - len(head) - 4) + "\r\n\r\n").encode()
+
+
+async def read_answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(5))
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = {k.lower(): v for k, v in (line.split(": ", 1) for line in header_lines if line)}
+    body = await reader.readexactly(int(headers["content-length"]))
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize("header_bytes", [16 * 1024 + 100, 64 * 1024, 512 * 1024])
+async def test_headers_over_16_kib_get_431_with_the_json_error(header_bytes: int) -> None:
+    async with serving() as client:
+        async with raw_connection(client.running.port) as (reader, writer):
+            # Everything is written before anything is read, as curl does.
+            writer.write(get_head("/api/top-scores", header_bytes))
+            status, headers, body = await read_answer(reader)
+            assert status == 431
+            assert json.loads(body)["error"] == "headers_too_large"
+            assert "16384 bytes" in json.loads(body)["message"]
+            assert headers["content-type"] == "application/json; charset=utf-8"
+            assert headers["connection"] == "close"
+            assert headers["x-request-id"]
+            assert "strict-transport-security" not in headers
+            assert await asyncio.wait_for(reader.read(), scaled(5)) == b""  # then it ends
+        # Just under the limit is served as usual.
+        async with raw_connection(client.running.port) as (reader, writer):
+            writer.write(get_head("/api/top-scores", 16 * 1024 - 100))
+            status, _, body = await read_answer(reader)
+            assert (status, json.loads(body)) == (200, {"top_scores": []})
+    assert client.running.clean_exit
+
+
+async def test_a_kept_alive_connection_gets_431_for_its_second_request() -> None:
+    async with serving() as client, raw_connection(client.running.port) as (reader, writer):
+        writer.write(get_head("/healthz", 200))
+        assert (await read_answer(reader))[0] == 200
+        writer.write(get_head("/healthz", 40 * 1024))
+        status, _, body = await read_answer(reader)
+        assert (status, json.loads(body)["error"]) == (431, "headers_too_large")
+
+
+async def test_a_refused_client_that_keeps_sending_does_not_hold_up_a_shutdown(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(handlers.header_limit, "LINGER_S", 3600.0)  # only the shutdown ends it
+    async with contextlib.AsyncExitStack() as stack:
+        async with serving() as client:
+            reader, writer = await asyncio.open_connection("127.0.0.1", client.running.port)
+            stack.push_async_callback(close_writer, writer)  # after the server stopped
+            writer.write(get_head("/healthz", 20 * 1024)[:-4])  # the head never ends
+            assert (await read_answer(reader))[0] == 431
+            writer.write(b"more" * 1000)
+            await writer.drain()
+        assert client.running.clean_exit  # the lingering connection was closed, not waited for
+
+
+async def close_writer(writer: asyncio.StreamWriter) -> None:
+    writer.close()
+    with contextlib.suppress(OSError):
+        await writer.wait_closed()
+
+
+async def test_headers_over_16_kib_get_431_over_tls_too(tmp_path: Path) -> None:
+    cert, key = self_signed(tmp_path)
+    trust = ssl.create_default_context(cafile=cert)
+    async with serving(tls_cert=cert, tls_key=key) as client:
+        reader, writer = await asyncio.open_connection("127.0.0.1", client.running.port, ssl=trust)
+        try:
+            writer.write(get_head("/healthz", 20 * 1024))
+            status, headers, body = await read_answer(reader)
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError, ssl.SSLError):
+                await writer.wait_closed()
+        assert (status, json.loads(body)["error"]) == (431, "headers_too_large")
+        assert headers["strict-transport-security"] == "max-age=31536000"
+
+
+# --- bodies over the 1 MiB bound (what docs/api.md says of them) ---------------------------
+
+OVER_1_MIB = 2 * 1024 * 1024
+
+
+async def test_an_update_announcing_a_body_over_1_mib_gets_the_json_413_unread() -> None:
+    async with serving() as client, raw_connection(client.running.port) as (reader, writer):
+        writer.write(post_head("/api/update-score", OVER_1_MIB, make_token("big")))
+        status, _, body = await read_answer(reader)  # no byte of the body was sent
+        assert (status, json.loads(body)["error"]) == (413, "body_too_large")
+        assert await asyncio.wait_for(reader.read(), scaled(5)) == b""  # then closed
+
+
+@pytest.mark.parametrize(
+    ("path", "chunked"),
+    [("/healthz", False), ("/api/users/u1/reset", False), ("/api/update-score", True)],
+)
+async def test_other_bodies_over_1_mib_get_a_bare_400_and_the_connection_closed(
+    path: str, chunked: bool
+) -> None:
+    async with serving() as client, raw_connection(client.running.port) as (reader, writer):
+        if chunked:
+            head = post_head(path, 0, make_token("big")).replace(
+                b"Content-Length: 0", b"Transfer-Encoding: chunked"
+            )
+            chunk = b"%x\r\n" % (64 * 1024) + b" " * (64 * 1024) + b"\r\n"
+            writer.write(head + chunk * 17)  # 1.06 MiB
+        else:
+            writer.write(post_head(path, OVER_1_MIB))
+        answer = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), scaled(5))
+        assert answer == b"HTTP/1.1 400 Bad Request\r\n\r\n"  # Tornado's, not JSON
+        with contextlib.suppress(ConnectionResetError):  # the rest of the body was unread
+            assert await asyncio.wait_for(reader.read(), scaled(5)) == b""
+
+
+async def test_a_stream_closed_twice_through_its_guard_closes_once_and_keeps_no_cycle() -> None:
+    async with serving() as client, raw_connection(client.running.port) as (reader, writer):
+        writer.write(get_head("/healthz", 100))
+        assert (await read_answer(reader))[0] == 200
+        (connection,) = client.running.http._connections  # type: ignore[attr-defined]
+        stream = connection.stream
+        guard = stream.close
+        guard()  # as a callback Tornado scheduled earlier would
+        guard()
+        assert stream.closed()
+        assert "close" not in vars(stream)  # the class's close again
+        assert await asyncio.wait_for(reader.read(), scaled(5)) == b""
