@@ -22,6 +22,9 @@ MAX_IDEMPOTENCY_KEY_CHARS: Final = 128
 JSON: Final = "application/json"
 ADMIN_SCOPE: Final = "scores:admin"
 
+# What a route that writes through a user's actor answers with 503.
+STORE_503: Final = ["busy", "shutting_down", "database_unavailable", "database_timeout"]
+
 _ERROR_MESSAGES: Final[dict[int, str]] = {
     400: "The request is malformed",
     401: "Not authenticated",
@@ -101,7 +104,7 @@ def _admin_operation(
             "404": _error(404, ["not_found"]),
             "429": _error(429, ["auth_throttled"], retry_after=True),
             "500": _error(500, ["database_error", "internal_error"]),
-            "503": _error(503, ["busy", "shutting_down"], retry_after=True),
+            "503": _error(503, STORE_503, retry_after=True),
         },
     }
 
@@ -223,7 +226,7 @@ def openapi_document(
             "415": _error(415, ["unsupported_media_type"]),
             "429": _error(429, ["auth_throttled", "rate_limited"], retry_after=True),
             "500": _error(500, ["database_error", "internal_error"]),
-            "503": _error(503, ["busy", "shutting_down"], retry_after=True),
+            "503": _error(503, STORE_503, retry_after=True),
         },
     }
     top_scores = {
@@ -344,7 +347,13 @@ def openapi_document(
                 "get": {
                     "operationId": "ready",
                     "tags": ["operations"],
-                    "summary": "Readiness: the store answers and the leaderboard is loaded",
+                    "summary": "Readiness: this pod can serve what it has",
+                    "description": (
+                        "200 while the leaderboard is loaded, the server is not shutting "
+                        "down, and both the change feed was open and the store passed its "
+                        "background probe (SQLite: a write; MongoDB: a ping) within "
+                        "`SCOREBOARD_READY_MAX_STALENESS_S`."
+                    ),
                     "security": [],
                     "parameters": [_request_id_param()],
                     "responses": {
@@ -517,7 +526,7 @@ def _websocket() -> dict[str, Any]:
             "401": _error(401, ["missing_token", "invalid_token"], request_id=False),
             "403": _error(403, ["origin_not_allowed"], request_id=False),
             "429": _error(429, ["auth_throttled"], retry_after=True, request_id=False),
-            "503": _error(503, ["shutting_down"], request_id=False),
+            "503": _error(503, ["shutting_down", "not_ready"], request_id=False),
         },
     }
 
