@@ -23,7 +23,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from handlers.base import _STATUS_CODES
 from server.app import make_app
-from server.metrics import LoopHistogram, Metrics
+from server.metrics import RESTART_REASONS, LoopHistogram, Metrics
 from server.settings import OPTIONS, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -217,10 +217,7 @@ def known_label_values() -> dict[str, frozenset[str]]:
     return {
         "route": frozenset(routes().values()),
         "outcome": outcome_values(),
-        # server/metrics.py names them in the help of scoreboard_change_stream_restarts.
-        "reason": frozenset(
-            {"interrupted", "history_lost", "invalidated", "error", "reload_failed"}
-        ),
+        "reason": frozenset(RESTART_REASONS),
     }
 
 
