@@ -100,7 +100,7 @@ class GuardedStore:
         self._passing = ok
         if ok:
             self.last_probe_ok = now
-            if not self.breaker.closed:
+            if self.breaker.proven and not self.breaker.closed:
                 log.info("the store passed its probe: writes go to it again")
             self.breaker.succeeded()
         else:
