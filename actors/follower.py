@@ -23,6 +23,7 @@ from typing import Final
 from actors.base import ActorStopped
 from actors.leaderboard import LeaderboardActor, ReloadTop, ScoreChanged, UserRemoved
 from actors.tasks import cancel_and_wait
+from server.log_throttle import LogThrottle, error_key, log_throttled
 from server.metrics import Metrics
 from server.store.changes import (
     Change,
@@ -62,6 +63,7 @@ class FeedFollower:
         on_version: told ``(user_id, v)`` of every write on the feed (the user actors
             drop records older than that, so their next write needs no failed try).
         on_reload: told when the top K is reloaded (nothing cached can be trusted).
+        clock_s: monotonic seconds, for :meth:`live_at`.
     """
 
     def __init__(
@@ -76,6 +78,7 @@ class FeedFollower:
         draw: Callable[[], float] = random.random,
         on_version: Callable[[str, int], None] = lambda user_id, v: None,
         on_reload: Callable[[], None] = lambda: None,
+        clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
         self._feed = feed
         self._leaderboard = leaderboard
@@ -86,6 +89,9 @@ class FeedFollower:
         self._draw = draw
         self._on_version = on_version
         self._on_reload = on_reload
+        self._clock_s = clock_s
+        self._last_live: float | None = None  # when the last stream closed
+        self._throttle = LogThrottle()
         self._stream: ChangeStream | None = None
         self._token: object | None = None
         self._reload_needed = False
@@ -96,16 +102,24 @@ class FeedFollower:
         """Whether a stream is open right now."""
         return self._stream is not None
 
+    def live_at(self) -> float | None:
+        """When a stream was last open (monotonic; now while one is); ``None``: never.
+        Readiness allows a bounded time since (``SCOREBOARD_READY_MAX_STALENESS_S``)."""
+        return self._clock_s() if self._stream is not None else self._last_live
+
     async def open(self) -> None:
-        """Open the stream at the feed's current end. Call before the leaderboard loads.
+        """Open the stream at the feed's current end. Call before the leaderboard loads;
+        again (after a failed load) it keeps a stream already open.
 
         A feed that cannot be reached now is not fatal: the running follower keeps
         trying, and reloads the top K once its stream is open.
         """
+        if self._stream is not None:
+            return
         try:
             self._set_stream(await self._feed.watch(None))
         except (FeedInterrupted, FeedHistoryLost) as exc:
-            log.warning("change feed not open at start; retrying in the background: %s", exc)
+            self._warn("change feed not open at start; retrying in the background: %s", exc)
             self._reload_needed = True
 
     def start(self) -> None:
@@ -136,23 +150,36 @@ class FeedFollower:
                 attempt = 0
                 continue
             except FeedHistoryLost as exc:
-                log.warning("change feed lost its place (%s); reloading the top K", exc)
+                self._warn("change feed lost its place (%s); reloading the top K", exc)
                 await self._restart(exc.reason, from_now=True)
             except FeedInterrupted as exc:
-                log.warning("change feed interrupted; resuming: %s", exc)
+                self._warn("change feed interrupted; resuming: %s", exc)
                 await self._restart("interrupted", from_now=False)
             except _ReloadFailed:
-                log.warning("the top K could not be reloaded from the store; retrying")
+                self._warn("the top K could not be reloaded from the store; retrying")
                 self._metrics.stream_restarts.labels("reload_failed").inc()
             except ActorStopped:
                 return  # the leaderboard is shutting down: nothing left to feed
-            except Exception:
+            except Exception as exc:
                 # Resuming from the same token could meet the same bad event forever:
                 # start from now and reload instead, so the board is right again.
-                log.exception("change feed follower failed; restarting from now")
+                log_throttled(
+                    log,
+                    self._throttle,
+                    logging.ERROR,
+                    "change feed follower failed; restarting from now",
+                    key=error_key(exc),
+                    exc_info=exc,
+                )
                 await self._restart("error", from_now=True)
             await asyncio.sleep(backoff_delay(attempt, self._base_s, self._cap_s, self._draw()))
             attempt += 1
+
+    def _warn(self, msg: str, exc: Exception | None = None) -> None:
+        """A warning, at most once per interval for the same error (an outage repeats it)."""
+        key = error_key(exc) if exc is not None else None
+        args = (exc,) if exc is not None else ()
+        log_throttled(log, self._throttle, logging.WARNING, msg, *args, key=key)
 
     async def _restart(self, reason: str, *, from_now: bool) -> None:
         """Close the stream; ``from_now``: forget the token and reload once reopened."""
@@ -198,4 +225,5 @@ class FeedFollower:
         stream, self._stream = self._stream, None
         self._metrics.stream_watching.set(0)
         if stream is not None:
+            self._last_live = self._clock_s()
             await stream.close()

@@ -28,6 +28,7 @@ from actors.stream import (
     update_message,
 )
 from actors.topk import Row, TopK
+from server.log_throttle import LogThrottle, error_key, log_throttled
 from server.store.port import ScoreStore, StoreError
 from server.store.records import RankedScore
 
@@ -123,6 +124,7 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
         self._current_etag = ""
         self._published: tuple[Row, ...] = ()
         self._snapshots: dict[str, str] = {}
+        self._throttle = LogThrottle()
 
     # --- read side (called from handlers, on the event loop) -----------------------------
 
@@ -222,8 +224,15 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
     async def _refill(self) -> bool:
         try:
             ranked = await self._store.top(self._topk.capacity)
-        except StoreError:
-            log.exception("leaderboard refill failed; the next change retries")
+        except StoreError as exc:
+            log_throttled(
+                log,
+                self._throttle,
+                logging.ERROR,
+                "leaderboard refill failed; the next change retries",
+                key=error_key(exc),
+                exc_info=exc,
+            )
             return False
         self._topk.load(ranked)
         return True

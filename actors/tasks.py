@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 log = logging.getLogger(__name__)
 
 
-async def cancel_and_wait(task: asyncio.Task[None] | None) -> None:
+async def cancel_and_wait(task: asyncio.Task[Any] | None) -> None:
     """Cancel ``task`` (``None``: nothing to do) and return once it has ended.
 
     A task that had already failed is logged here rather than raised: its owner is

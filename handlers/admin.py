@@ -12,7 +12,7 @@ import logging
 from typing import Any, Final, cast
 
 from actors.user import AdminCommand
-from handlers.base import ApiHandler, ask_user_actor, header
+from handlers.base import ApiHandler, ask_user_actor, header, store_failure
 from server.audit import audit_log
 from server.auth import challenge
 from server.errors import ApiError
@@ -107,8 +107,8 @@ class UserHandler(AdminHandler):
         try:
             row = await store.get_score(user_id)
             rank = await store.rank(user_id) if row is not None else None
-        except StoreError:
-            raise ApiError(500, "database_error", "the score store failed; retry") from None
+        except StoreError as exc:
+            raise store_failure(self.service, exc) from None
         if row is None:
             raise ApiError(404, "not_found", f"no user {user_id!r}")
         body: dict[str, Any] = {

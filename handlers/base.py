@@ -17,6 +17,7 @@ import tornado.web
 from tornado.httputil import HTTPServerRequest
 
 from actors.base import ActorCancelled, ActorStopped, MailboxFull
+from actors.deadlines import AskTimedOut
 from server.auth import Identity
 from server.errors import ApiError
 from server.service import Service
@@ -188,14 +189,28 @@ def allowed_methods(handler: type[tornado.web.RequestHandler]) -> list[str]:
 async def ask_user_actor(service: Service, user_id: str, message: Any) -> Any:
     """Ask the user's actor and map its failures to API errors.
 
+    Refused at once while the store is known to be down; bounded by
+    ``SCOREBOARD_UPDATE_TIMEOUT_S`` (past it the request is answered, though the message
+    may still be applied later).
+
     Raises:
-        ApiError: 503 ``busy`` (mailbox full) or ``shutting_down``; 503
-            ``database_unavailable`` (nothing applied) or ``database_timeout`` (outcome
-            unknown); 500 ``database_error`` (the store failed, or a shutdown timeout cut
-            the write: outcome unknown).
+        ApiError: 503 ``busy`` (mailbox full), ``shutting_down``, ``database_unavailable``
+            (nothing applied) or ``database_timeout`` (outcome unknown); 500
+            ``database_error`` (the store failed, or a shutdown timeout cut the write).
     """
+    store = service.store
+    if store.refusing():
+        raise unavailable(service)
     try:
-        return await service.users.actor_for(user_id).ask(message)
+        reply = service.users.actor_for(user_id).ask(message)
+        deadlines = service.ask_deadlines
+        deadlines.watch(reply)
+        try:
+            return await reply
+        finally:
+            deadlines.forget(reply)
+    except AskTimedOut:
+        raise timed_out() from None
     except ActorCancelled:
         # Stopped mid-write by a shutdown timeout: it may or may not have been applied.
         raise ApiError(
@@ -211,23 +226,39 @@ async def ask_user_actor(service: Service, user_id: str, message: Any) -> Any:
         raise ApiError(
             503, "shutting_down", "the server is shutting down", {"Retry-After": "1"}
         ) from None
-    except StoreUnavailable:
-        raise ApiError(
-            503,
-            "database_unavailable",
-            "the score store cannot be reached right now; nothing was applied, retry later",
-            {"Retry-After": "1"},
-        ) from None
-    except StoreTimeout:
-        raise ApiError(
-            503,
-            "database_timeout",
-            "the score store did not answer in time: the outcome is unknown; "
-            "retry with the same Idempotency-Key",
-            {"Retry-After": "1"},
-        ) from None
-    except StoreError:
-        raise ApiError(500, "database_error", "the score store failed; retry later") from None
+    except StoreError as exc:
+        raise store_failure(service, exc) from None
+
+
+def store_failure(service: Service, exc: StoreError) -> ApiError:
+    """The API error for a store failure: 503 when it passes (unavailable: nothing was
+    applied; timeout: the outcome is unknown), 500 ``database_error`` otherwise."""
+    if isinstance(exc, StoreUnavailable):
+        return unavailable(service)
+    if isinstance(exc, StoreTimeout):
+        return timed_out()
+    return ApiError(500, "database_error", "the score store failed; retry later")
+
+
+def unavailable(service: Service) -> ApiError:
+    """503 ``database_unavailable``, with the time until writes are tried again."""
+    return ApiError(
+        503,
+        "database_unavailable",
+        "the score store is unavailable and nothing was applied; retry later",
+        {"Retry-After": str(service.store.retry_after_s())},
+    )
+
+
+def timed_out() -> ApiError:
+    """503 ``database_timeout``: no answer in time, the outcome is unknown."""
+    return ApiError(
+        503,
+        "database_timeout",
+        "the score store did not answer in time: the outcome is unknown; "
+        "retry with the same Idempotency-Key",
+        {"Retry-After": "1"},
+    )
 
 
 def client_of(request: HTTPServerRequest, service: Service) -> str:

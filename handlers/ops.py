@@ -18,11 +18,16 @@ class HealthHandler(ApiHandler):
 
 
 class ReadyHandler(ApiHandler):
-    """Ready: the store answers and the leaderboard is loaded; 503 otherwise."""
+    """Ready: this pod can serve what it has (:mod:`server.readiness`); 503 otherwise.
 
-    async def get(self) -> None:
-        if not await self.service.ready():
-            raise ApiError(503, "not_ready", "the store is unreachable or the board is loading")
+    Answered from state the service keeps (the store is probed in the background), so
+    a probe of the pod never waits on the store.
+    """
+
+    def get(self) -> None:
+        reason = self.service.not_ready_reason()
+        if reason is not None:
+            raise ApiError(503, "not_ready", reason)
         self.write_json({"status": "ready"})
 
     head = get

@@ -71,6 +71,8 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
         check_watcher_token(service, token, client_of(self.request, service))
         if service.draining:
             raise ApiError(503, "shutting_down", "the server is shutting down")
+        if not service.leaderboard.loaded:  # the store has not answered yet
+            raise ApiError(503, "not_ready", "the leaderboard is loading", {"Retry-After": "1"})
         origin = header(self.request, "Origin")
         if origin is not None and not service.origins.allows(origin):
             # Refused here (not only by Tornado's check_origin) to answer with a JSON body.

@@ -13,11 +13,13 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TextIO
 
+from actors.tasks import cancel_and_wait
 from handlers.admin import ADMIN_SCOPE
 from server import logs
 from server.auth import mint_token
 from server.gc_tuning import tune_for_serving
 from server.runner import run_server
+from server.service import Service
 from server.settings import Settings, SettingsError, load_settings
 from server.store.port import StoreError
 
@@ -65,7 +67,7 @@ async def serve(settings: Settings, jwt_key: str, *, demo: bool = False) -> int:
     stop = asyncio.Event()
     # The handlers stay installed through the shutdown, so a second signal can cut it short.
     with _signals_set(stop):
-        async with run_server(settings, jwt_key) as running:
+        async with run_server(settings, jwt_key, wait_for_store=False) as running:
             store = "mongodb" if settings.uses_mongodb else f"sqlite:{settings.sqlite_path}"
             tuning = tune_for_serving()  # after startup: what it allocated is frozen
             log.info(
@@ -80,9 +82,30 @@ async def serve(settings: Settings, jwt_key: str, *, demo: bool = False) -> int:
             )
             if demo:
                 print_demo_banner(settings, jwt_key, running.port, sys.stderr)
-            await stop.wait()
+            await until_stopped(stop, running.service)
             log.info("stopping")
     return 0 if running.clean_exit else 1
+
+
+async def until_stopped(stop: asyncio.Event, service: Service) -> None:
+    """Return once ``stop`` is set.
+
+    Raises:
+        StoreError: the service cannot use its store (not a passing unavailability,
+            which it retries): the process must exit.
+    """
+    loop = asyncio.get_running_loop()
+    stopped = loop.create_task(stop.wait(), name="stop-signal")
+    started = loop.create_task(service.started(), name="store-started")
+    try:
+        await asyncio.wait({stopped, started}, return_when=asyncio.FIRST_COMPLETED)
+        if started.done():
+            started.result()
+            await stopped
+    finally:
+        for task in (stopped, started):
+            if not task.done():
+                await cancel_and_wait(task)
 
 
 @contextmanager

@@ -6,7 +6,7 @@ import tornado.web
 from tornado.routing import Router
 
 from handlers.admin import BanHandler, ResetHandler, UserHandler
-from handlers.base import NotFoundHandler, access_log
+from handlers.base import NotFoundHandler, access_log, allowed_methods
 from handlers.fast_reads import ROUTE as TOP_SCORES_ROUTE
 from handlers.fast_reads import TOP_SCORES_PATH, FastReads
 from handlers.openapi import OpenApiHandler
@@ -49,8 +49,18 @@ def make_app(service: Service) -> tornado.web.Application:
 
 def make_router(service: Service) -> Router:
     """What the HTTP server serves: plain reads of the top 10 answered without a
-    ``RequestHandler`` (``handlers/fast_reads.py``), everything else by :func:`make_app`."""
-    return FastReads(make_app(service), service)
+    ``RequestHandler`` (``handlers/fast_reads.py``), everything else by :func:`make_app`.
+
+    Each route's latency series exist from start (at zero), for every method it answers
+    but the CORS preflight: alerts on a route's latency see it before its first request.
+    """
+    app = make_app(service)
+    for rule in app.wildcard_router.rules:
+        route = rule.target_kwargs.get("route")
+        if route is not None and isinstance(rule.target, type):
+            methods = allowed_methods(rule.target)
+            service.metrics.expect_requests(route, (m for m in methods if m != "OPTIONS"))
+    return FastReads(app, service)
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:

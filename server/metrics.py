@@ -10,7 +10,7 @@ import bisect
 import itertools
 import math
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Final
 
 from prometheus_client import (
     CollectorRegistry,
@@ -25,11 +25,45 @@ from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from server.store.changes import RESTART_REASONS
+
 # The *_created series double the exposition and no alert or dashboard here uses them.
 disable_created_metrics()  # type: ignore[no-untyped-call]
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "DELETE", "PATCH", "PUT", "OPTIONS"})
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+# Every value of a label the alerts select on exists at zero from start: increase() over
+# a series created by its first event misses that event (the first history loss, the
+# first database_error of a pod).
+# scoreboard_updates_total{outcome}: applied, replayed, and every error code the update
+# route answers (tests/server/test_metrics.py checks them against the OpenAPI document).
+UPDATE_OUTCOMES: Final = (
+    "applied",
+    "replayed",
+    "invalid_json",
+    "invalid_increment",
+    "invalid_idempotency_key",
+    "invalid_action",
+    "missing_token",
+    "invalid_token",
+    "action_forbidden",
+    "user_banned",
+    "action_replayed",
+    "idempotency_key_reused",
+    "body_too_large",
+    "unsupported_media_type",
+    "auth_throttled",
+    "rate_limited",
+    "database_error",
+    "internal_error",
+    "busy",
+    "shutting_down",
+    "database_unavailable",
+    "database_timeout",
+)
+# scoreboard_http_responses_total{status}: the server errors every route can answer.
+SERVER_ERRORS: Final = ("500", "503")
 
 
 class _Series:
@@ -187,6 +221,16 @@ class Metrics:
             "1 while the change stream is open and delivering, 0 while it reconnects.",
             registry=self.registry,
         )
+        self.store_available = Gauge(
+            "scoreboard_store_available",
+            "1 while writes go to the store, 0 while they are refused at once (503 "
+            "database_unavailable: a recent StoreUnavailable or a failing probe).",
+            registry=self.registry,
+        )
+        for outcome in UPDATE_OUTCOMES:
+            self.updates.labels(outcome)
+        for reason in RESTART_REASONS:
+            self.stream_restarts.labels(reason)
 
         # Labelled children, looked up once: labels() costs microseconds per call.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
@@ -212,17 +256,27 @@ class Metrics:
             child = self._outcome_children[outcome] = self.updates.labels(outcome)
         child.inc()
 
+    def expect_requests(self, route: str, methods: Iterable[str]) -> None:
+        """Create the series of ``route`` at zero: its latency for each of ``methods``,
+        and its count of the server errors it can answer (500, 503)."""
+        for method in methods:
+            self.request_seconds.labels(route, method if method in _METHODS else "other")
+        for status in SERVER_ERRORS:
+            self.responses.labels(route, status)
+
     def track(
         self,
         *,
         user_actors: Callable[[], float],
         mailbox_depth: Callable[[], float],
         leaderboard_version: Callable[[], float],
+        store_available: Callable[[], float],
     ) -> None:
         """Bind the gauges of live state to the functions that read it."""
         self.user_actors.set_function(user_actors)
         self.mailbox_depth.set_function(mailbox_depth)
         self.leaderboard_version.set_function(leaderboard_version)
+        self.store_available.set_function(store_available)
 
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""

@@ -26,6 +26,9 @@ _BUSY: Final = ("busy", "shutting_down")
 _STORE_UNAVAILABLE: Final = ("database_unavailable", "database_timeout")
 ADMIN_SCOPE: Final = "scores:admin"
 
+# What a route that writes through a user's actor answers with 503.
+STORE_503: Final = ["busy", "shutting_down", "database_unavailable", "database_timeout"]
+
 _ERROR_MESSAGES: Final[dict[int, str]] = {
     400: "The request is malformed",
     401: "Not authenticated",
@@ -115,7 +118,7 @@ def _admin_operation(
             "404": _error(404, ["not_found"]),
             "429": _error(429, ["auth_throttled"], retry_after=True),
             "500": _error(500, ["database_error", "internal_error"]),
-            "503": _error(503, [*_BUSY, *_STORE_UNAVAILABLE], retry_after=True),
+            "503": _error(503, STORE_503, retry_after=True),
         },
     }
 
@@ -251,7 +254,7 @@ def openapi_document(
             "422": _error(422, ["idempotency_key_reused"]),
             "429": _error(429, ["auth_throttled", "rate_limited"], retry_after=True),
             "500": _error(500, ["database_error", "internal_error"]),
-            "503": _error(503, [*_BUSY, *_STORE_UNAVAILABLE], retry_after=True),
+            "503": _error(503, STORE_503, retry_after=True),
         },
     }
     top_scores = {
@@ -373,7 +376,13 @@ def openapi_document(
                 "get": {
                     "operationId": "ready",
                     "tags": ["operations"],
-                    "summary": "Readiness: the store answers and the leaderboard is loaded",
+                    "summary": "Readiness: this pod can serve what it has",
+                    "description": (
+                        "200 while the leaderboard is loaded, the server is not shutting "
+                        "down, and both the change feed was open and the store passed its "
+                        "background probe (SQLite: a write; MongoDB: a ping) within "
+                        "`SCOREBOARD_READY_MAX_STALENESS_S`."
+                    ),
                     "security": [],
                     "parameters": [_request_id_param()],
                     "responses": {
@@ -563,7 +572,7 @@ def _websocket() -> dict[str, Any]:
             "401": _error(401, ["missing_token", "invalid_token"], request_id=False),
             "403": _error(403, ["origin_not_allowed"], request_id=False),
             "429": _error(429, ["auth_throttled"], retry_after=True, request_id=False),
-            "503": _error(503, ["shutting_down"], request_id=False),
+            "503": _error(503, ["shutting_down", "not_ready"], request_id=False),
         },
     }
 

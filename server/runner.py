@@ -46,25 +46,36 @@ class RunningServer:
 
 @asynccontextmanager
 async def run_server(
-    settings: Settings, jwt_key: str, *, store: ScoreStore | None = None
+    settings: Settings,
+    jwt_key: str,
+    *,
+    store: ScoreStore | None = None,
+    wait_for_store: bool = True,
 ) -> AsyncIterator[RunningServer]:
     """Start the service and listen on ``settings.host:settings.port`` (0: a free port).
 
-    Leaving the block shuts down gracefully; ``RunningServer.clean_exit`` then says whether
-    it finished within the shutdown timeout.
+    The server listens before the service reaches its store, so ``/healthz`` answers
+    while the store is tried; the block is entered once the first attempt ended
+    (connected, or retrying in the background while the store is unavailable). Leaving
+    the block shuts down gracefully; ``RunningServer.clean_exit`` then says whether it
+    finished within the shutdown timeout.
+
+    Args:
+        wait_for_store: enter the block only once the store is open and the board loaded
+            (tests); ``python -m server`` enters after the first attempt and watches
+            :meth:`Service.started` itself.
 
     Raises:
-        StoreError: the store could not be opened or read at start.
+        StoreError: the store cannot be used (any error but ``StoreUnavailable``, which is
+            retried) on the first attempt, or on a later one with ``wait_for_store``.
+        SettingsError: the TLS certificate or key cannot be loaded.
         OSError: the address could not be bound.
     """
     service = Service(settings, store if store is not None else create_store(settings), jwt_key)
-    try:
-        await service.start()
-    except BaseException:
-        await service.stop()
-        raise
+    await service.start()
     try:
         ssl_options = tls_context(settings)
+        sockets = tornado.netutil.bind_sockets(settings.port, settings.host, family=socket.AF_INET)
     except BaseException:
         await service.stop()
         raise
@@ -76,14 +87,12 @@ async def run_server(
         body_timeout=body_timeout_s(),  # the update route keeps its own, cheaper timer
         idle_connection_timeout=75,
     )
-    try:
-        sockets = tornado.netutil.bind_sockets(settings.port, settings.host, family=socket.AF_INET)
-    except BaseException:
-        await service.stop()
-        raise
     http.add_sockets(sockets)
     running = RunningServer(service, http, sockets[0].getsockname()[1])
     try:
+        await service.first_attempt()
+        if wait_for_store:
+            await service.started()
         yield running
     finally:
         running.clean_exit = await shutdown(running, settings.shutdown_timeout_s)
@@ -123,10 +132,7 @@ async def shutdown(running: RunningServer, timeout_s: float) -> bool:
             await service.stop()
     except TimeoutError:
         log.error("shutdown timed out; stopping what is left", extra={"timeout_s": timeout_s})
-        await service.users.kill_all()
-        await service.leaderboard.kill()
-        await service.fanout.stop()
-        await service.store.close()
+        await service.kill()
         return False
     log.info("shutdown complete")
     return True

@@ -1,32 +1,39 @@
 """The running service: store, actors, token verifier and metrics, wired together.
 
 :class:`Service` is what handlers receive (through route kwargs); it owns the lifecycle
-of everything below the HTTP layer: :meth:`start` opens the store and loads the
-leaderboard, :meth:`stop` drains every mailbox into the store, then closes it.
+of everything below the HTTP layer: :meth:`start` connects to the store in the
+background (opens it, opens the change feed, loads the leaderboard, retrying while the
+store is unavailable), :meth:`stop` drains every mailbox into the store, then closes it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 from collections.abc import Callable
 
 from pymongo import AsyncMongoClient
 
-from actors.follower import FeedFollower
+from actors.deadlines import AskDeadlines
+from actors.follower import BASE_BACKOFF_S, MAX_BACKOFF_S, FeedFollower, backoff_delay
 from actors.leaderboard import LeaderboardActor
+from actors.tasks import cancel_and_wait
 from actors.user import UserRegistry
 from handlers.fanout import Fanout
 from server.actions import ActionVerifier
 from server.auth import TokenVerifier
+from server.log_throttle import LogThrottle, error_key, log_throttled
 from server.metrics import Metrics
 from server.origins import AllowedOrigins
+from server.readiness import not_ready_reason
 from server.settings import Settings
 from server.store.changes import LocalChangeFeed
+from server.store.guard import GuardedStore
 from server.store.increments import IncrementPolicy
 from server.store.mongodb import MongoStore
-from server.store.port import ScoreStore
+from server.store.port import ScoreStore, StoreUnavailable
 from server.store.sqlite import SqliteStore
 from server.throttle import FailedAuthThrottle, parse_networks
 
@@ -71,7 +78,8 @@ class Service:
 
     Args:
         settings: the validated settings.
-        store: the store port; :meth:`start` opens it and :meth:`stop` closes it.
+        store: the store adapter; :meth:`start` opens it and :meth:`stop` closes it.
+            Everything here uses it through a :class:`GuardedStore` (:attr:`store`).
         jwt_key: the secret or public key tokens are checked with.
         clock_ms: wall-clock time in milliseconds, passed into every increment.
     """
@@ -85,7 +93,7 @@ class Service:
         clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.settings = settings
-        self.store = store
+        self.store = GuardedStore(store, probe_interval_s=settings.store_probe_interval_s)
         self.clock_ms = clock_ms
         self.metrics = Metrics()
         self.verifier = TokenVerifier(
@@ -109,7 +117,7 @@ class Service:
             else None
         )
         self.leaderboard = LeaderboardActor(
-            store,
+            self.store,
             settings.top_n,
             settings.broadcast_interval_ms / 1000,
             history_size=settings.ws_history_size,
@@ -121,13 +129,13 @@ class Service:
             slow_timeout_s=settings.ws_slow_client_timeout_s,
         )
         self.users = UserRegistry(
-            store,
+            self.store,
             self.leaderboard,
             mailbox_size=settings.mailbox_size,
             idle_s=settings.user_idle_s,
         )
         self.follower = FeedFollower(
-            store.changes,
+            self.store.changes,
             self.leaderboard,
             self.metrics,
             on_version=self.users.saw_version,
@@ -137,7 +145,12 @@ class Service:
             user_actors=lambda: len(self.users),
             mailbox_depth=self.users.mailbox_depth,
             leaderboard_version=lambda: self.leaderboard.version,
+            store_available=lambda: float(self.store.breaker.closed),
         )
+        self.ask_deadlines = AskDeadlines(settings.update_timeout_s)
+        self._connecting: asyncio.Task[None] | None = None
+        self._tried = asyncio.Event()  # the first attempt to reach the store ended
+        self._throttle = LogThrottle()
         self.draining = False
         self._in_flight = 0
         self._no_requests = asyncio.Event()
@@ -159,33 +172,136 @@ class Service:
         await self._no_requests.wait()
 
     async def start(self) -> None:
-        """Open the store and its change feed, load the top K, start the actors.
+        """Start what needs no store, and connect to the store in the background.
 
-        The feed opens before the load, so no other pod's write falls between them.
-
-        Raises:
-            StoreError: the store could not be opened or read.
+        Until connected, updates answer 503 ``database_unavailable``, reads and
+        ``/readyz`` 503 ``not_ready``. :meth:`started` says when it is done, or why it
+        cannot be.
         """
-        await self.store.open()
-        await self.follower.open()
-        await self.leaderboard.load()
-        self.leaderboard.start()
-        self.follower.start()
+        if self._connecting is not None:
+            raise RuntimeError("the service already started")
         self.fanout.start()
         self.users.start()
+        self.ask_deadlines.start()
+        self._connecting = asyncio.get_running_loop().create_task(
+            self._connect(), name="store-connect"
+        )
 
-    async def ready(self) -> bool:
-        """Whether the store answers and the leaderboard is loaded (``/readyz``)."""
-        return not self.draining and self.leaderboard.loaded and await self.store.ping()
+    async def first_attempt(self) -> None:
+        """Return once the first attempt to reach the store ended: connected, or retrying
+        in the background (the store is unavailable).
+
+        Raises:
+            StoreError: the store cannot be used (see :meth:`started`).
+        """
+        task = self._connecting
+        if task is None:
+            raise RuntimeError("the service was not started")
+        tried = asyncio.get_running_loop().create_task(self._tried.wait())
+        try:
+            await asyncio.wait({task, tried}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            await cancel_and_wait(tried)
+        if task.done():
+            task.result()
+
+    async def started(self) -> None:
+        """Return once the store is open and the leaderboard loaded and running.
+
+        Cancelling the caller does not cancel the connection.
+
+        Raises:
+            StoreError: the store cannot be used (anything but ``StoreUnavailable``, which
+                is retried): the process must exit.
+        """
+        task = self._connecting
+        if task is None:
+            raise RuntimeError("the service was not started")
+        await asyncio.wait({task})
+        task.result()
+
+    async def _connect(self) -> None:
+        """Open the store and the change feed, load the top K (the feed first, so no
+        write falls between them), retrying with jittered exponential backoff while the
+        store is unavailable; then start the actors and the store's probe."""
+        opened = False
+        attempt = 0
+        while True:
+            try:
+                if not opened:
+                    await self.store.open()
+                    opened = True
+                await self.follower.open()
+                # Writes wait for a passing probe: a store that reads but cannot write
+                # (a read-only or full SQLite file) serves its board, refuses updates.
+                await self.store.probe()
+                await self.leaderboard.load()
+                break
+            except StoreUnavailable as exc:
+                log_throttled(
+                    log,
+                    self._throttle,
+                    logging.WARNING,
+                    "the store is unavailable; retrying: %s",
+                    exc,
+                    key=error_key(exc),
+                )
+            self._tried.set()
+            delay = backoff_delay(attempt, BASE_BACKOFF_S, MAX_BACKOFF_S, random.random())
+            await asyncio.sleep(delay)
+            attempt += 1
+        # Loaded and started in one step (no await between): a read that finds the
+        # board loaded finds every part of the service running.
+        self.leaderboard.start()
+        self.follower.start()
+        self.store.start_probing()
+        self._tried.set()
+        log.info("store connected", extra={"attempts": attempt + 1})
+
+    def not_ready_reason(self) -> str | None:
+        """Why ``/readyz`` answers 503 now (``None``: ready). See :mod:`server.readiness`."""
+        return not_ready_reason(
+            time.monotonic(),
+            draining=self.draining,
+            loaded=self.leaderboard.loaded,
+            feed_live_at=self.follower.live_at(),
+            store_ok_at=self.store.ok_at(),
+            max_staleness_s=self.settings.ready_max_staleness_s,
+        )
 
     async def stop(self) -> None:
-        """Drain every user mailbox into the store, stop the leaderboard, close the store.
+        """Stop connecting, drain every user mailbox into the store, stop the
+        leaderboard, close the store.
 
         Idempotent. Call after the HTTP side stopped taking requests.
         """
         self.draining = True
+        await self._stop_connecting()
         await self.users.stop()
         await self.follower.stop()
         await self.leaderboard.stop()
         await self.fanout.stop()
+        await self.ask_deadlines.stop()
         await self.store.close()
+
+    async def kill(self) -> None:
+        """Stop now, after :meth:`stop` ran out of time: cancel every actor (their
+        pending asks fail), then close the store."""
+        self.draining = True
+        await self._stop_connecting()
+        await self.users.kill_all()
+        await self.follower.stop()
+        await self.leaderboard.kill()
+        await self.fanout.stop()
+        await self.ask_deadlines.stop()
+        await self.store.close()
+
+    async def _stop_connecting(self) -> None:
+        task, self._connecting = self._connecting, None
+        if task is None:
+            return
+        if task.done():
+            if not task.cancelled():
+                task.exception()  # a fatal error: :meth:`started` reported it
+            return
+        await cancel_and_wait(task)

@@ -89,6 +89,9 @@ class Settings:
     action_secret: str | None = None
     action_points: tuple[tuple[str, int], ...] = ()
     action_max_ttl_s: int = 300
+    update_timeout_s: float = 10.0
+    ready_max_staleness_s: float = 30.0
+    store_probe_interval_s: float = 1.0
 
     @property
     def uses_mongodb(self) -> bool:
@@ -388,6 +391,23 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "ws_history_size", _int_range(1, 100_000), "versions of deltas kept for resuming clients"
+    ),
+    Option(
+        "update_timeout_s",
+        _float_range(0.1, 3600),
+        "longest wait for an update or admin action before 503 database_timeout "
+        "(its outcome is then unknown)",
+    ),
+    Option(
+        "ready_max_staleness_s",
+        _float_range(0, 3600),
+        "time /readyz stays 200 after the change feed was last open and the store last "
+        "passed its probe",
+    ),
+    Option(
+        "store_probe_interval_s",
+        _float_range(0.05, 60),
+        "time between background probes of the store (SQLite: a write; MongoDB: a ping)",
     ),
 )
 

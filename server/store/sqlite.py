@@ -6,6 +6,11 @@ transaction (group commit); if one fails, the transaction is rolled back and the
 again each in its own savepoint, so one failing job cannot undo the others. Then it
 resolves the callers' futures on the event loop. An increment is answered only after its
 transaction committed, so an answered increment survives ``kill -9`` of the process.
+
+One process per file: :mod:`server.store.file_lock` refuses a second one at open. Errors
+of a condition that passes (a full disk, a read-only file, I/O errors, a lock held too
+long) are :class:`~server.store.port.StoreUnavailable`; they are logged at most once per
+interval per kind, with a count.
 """
 
 from __future__ import annotations
@@ -21,10 +26,12 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
+from server.log_throttle import LogThrottle, error_key, log_throttled
 from server.store.admin import AdminChange
 from server.store.changes import Change, ChangeFeed, LocalChangeFeed, NoOtherWriters
+from server.store.file_lock import ProcessFileLock
 from server.store.increments import IncrementPolicy, decide_all
-from server.store.port import StoreError
+from server.store.port import StoreError, StoreUnavailable
 from server.store.records import (
     Decision,
     IncrementCommand,
@@ -80,8 +87,41 @@ _ADDED_COLUMNS: Final = (
     ("used_actions", "TEXT NOT NULL DEFAULT '[]'"),
     ("banned", "INTEGER NOT NULL DEFAULT 0"),
 )
+# The probe's row: readiness asks whether a write commits, not whether a read answers.
+_HEALTH_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS scoreboard_health (
+    id          INTEGER PRIMARY KEY CHECK (id = 1),
+    probed_ms   INTEGER NOT NULL
+);
+"""
+_PROBE: Final = (
+    "INSERT INTO scoreboard_health (id, probed_ms) VALUES (1, ?) "
+    "ON CONFLICT (id) DO UPDATE SET probed_ms = excluded.probed_ms"
+)
 _STOP: Final = object()
 PING_TIMEOUT_S: Final = 2.0
+# Primary result codes of conditions that pass (or that an operator fixes without a
+# restart): the caller answers 503 database_unavailable, not 500.
+_UNAVAILABLE_CODES: Final = frozenset(
+    {
+        sqlite3.SQLITE_BUSY,
+        sqlite3.SQLITE_LOCKED,
+        sqlite3.SQLITE_NOMEM,
+        sqlite3.SQLITE_READONLY,
+        sqlite3.SQLITE_IOERR,
+        sqlite3.SQLITE_FULL,
+        sqlite3.SQLITE_CANTOPEN,
+    }
+)
+
+
+def store_error(what: str, exc: BaseException) -> StoreError:
+    """The store error for ``exc`` raised while doing ``what``: :class:`StoreUnavailable`
+    for a full disk, a read-only file, an I/O error or a lock held too long."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if isinstance(code, int) and code & 0xFF in _UNAVAILABLE_CODES:
+        return StoreUnavailable(f"{what}: {exc}")
+    return StoreError(f"{what}: {exc}")
 
 
 class _Pending:
@@ -170,8 +210,18 @@ class SqliteStore:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
+        self._lock = ProcessFileLock(path) if path != ":memory:" else None
+        self._throttle = LogThrottle()  # the writer thread's
 
     async def open(self) -> None:
+        """Lock the file for this process, connect and create the schema.
+
+        Raises:
+            FileInUse: another process uses the file.
+            StoreError: the file cannot be opened (any SQLite error here is fatal).
+        """
+        if self._lock is not None:
+            self._lock.acquire()
         self._loop = asyncio.get_running_loop()
         ready: asyncio.Future[None] = self._loop.create_future()
         self._thread = threading.Thread(
@@ -191,10 +241,13 @@ class SqliteStore:
         await asyncio.to_thread(self._thread.join)
 
     async def ping(self) -> bool:
+        """Whether a write commits now: one row of ``scoreboard_health`` is written in the
+        writer's next transaction (a full disk, a read-only file fail it)."""
+        now_ms = time.time_ns() // 1_000_000
         try:
-            # Bounded, so /readyz answers 503 quickly when the writer is stuck (e.g. locked).
+            # Bounded, so a stuck writer (e.g. locked) fails the probe in time.
             async with asyncio.timeout(PING_TIMEOUT_S):
-                await self._call(lambda conn: conn.execute("SELECT 1").fetchone())
+                await self._call(lambda conn: conn.execute(_PROBE, (now_ms,)))
         except (StoreError, TimeoutError):
             return False
         return True
@@ -291,7 +344,7 @@ class SqliteStore:
         if self._path != ":memory:":
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        conn.executescript(_SCHEMA)
+        conn.executescript(_SCHEMA + _HEALTH_SCHEMA)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(users_scores)")}
         for column, kind in _ADDED_COLUMNS:
             if column not in columns:  # a file made by an earlier version
@@ -311,6 +364,7 @@ class SqliteStore:
         except sqlite3.Error as exc:
             error = StoreError(f"cannot open SQLite store at {self._path!r}: {exc}")
             self._closed = True  # later calls fail at once instead of waiting on no thread
+            self._release_lock()  # before open() returns: the file is free again
             loop.call_soon_threadsafe(_settle, ready, None, error)
             self._fail_all(StoreError("the SQLite store failed to open"))
             return
@@ -343,6 +397,7 @@ class SqliteStore:
             self._closed = True
             with contextlib.suppress(Exception):
                 conn.close()
+            self._release_lock()
             error = StoreError("the SQLite store stopped")
             for pending in batch:
                 with contextlib.suppress(RuntimeError):
@@ -383,20 +438,33 @@ class SqliteStore:
                     conn.execute("RELEASE job")
                 except Exception as exc:
                     del self._written[written_before:]
+                    if not conn.in_transaction:
+                        # SQLite rolled the whole transaction back (a full disk, an I/O
+                        # error): every job of it failed, for this job's reason.
+                        raise
                     conn.execute("ROLLBACK TO job")
                     conn.execute("RELEASE job")
-                    log.exception("sqlite job failed")
-                    results.append((None, StoreError(f"SQLite error: {exc}")))
+                    self._log_error("sqlite job failed", exc)
+                    results.append((None, store_error("SQLite error", exc)))
             conn.execute("COMMIT")
         except sqlite3.Error as exc:
-            log.exception("sqlite transaction failed")
+            self._log_error("sqlite transaction failed", exc)
             self._written.clear()
             if conn.in_transaction:
                 with contextlib.suppress(sqlite3.Error):
                     conn.execute("ROLLBACK")
-            error = StoreError(f"SQLite transaction failed: {exc}")
+            error = store_error("SQLite transaction failed", exc)
             return [(None, error)] * len(batch)
         return results
+
+    def _log_error(self, msg: str, exc: BaseException) -> None:
+        """In the writer thread: a full disk fails every job alike; log each kind at most
+        once per interval, with a count."""
+        log_throttled(log, self._throttle, logging.ERROR, msg, key=error_key(exc), exc_info=exc)
+
+    def _release_lock(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
     def _committed(
         self,

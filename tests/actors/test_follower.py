@@ -533,6 +533,29 @@ async def test_the_watching_gauge_is_zero_while_reconnecting() -> None:
     assert set(feed.watched[1:]) == {"t1"}  # every retry resumes from the same token
 
 
+async def test_it_says_when_its_stream_was_last_open_for_readiness() -> None:
+    log: list[str] = []
+    now = [100.0]
+    feed = DownFeed(log, ScriptedStream("t0", FeedInterrupted("cut")))
+    follower, board, _ = make(feed, FakeStore(log), clock_s=lambda: now[0])
+    assert follower.live_at() is None  # never open
+    await follower.open()
+    assert follower.live_at() == 100.0  # open: live as of now
+    now[0] = 105.0
+    assert follower.live_at() == 105.0
+    await follower.open()  # a second open (after a failed load) keeps the stream
+    assert feed.watched == [None]
+    await board.load()
+    board.start()
+    follower.start()
+    await eventually(lambda: not follower.watching, "the stream was cut")
+    now[0] = 130.0
+    assert follower.live_at() == 105.0  # the last time it was open
+    feed.up.set()
+    await eventually(lambda: follower.watching, "open again")
+    assert follower.live_at() == 130.0
+
+
 # --- lifecycle ---------------------------------------------------------------------------------
 
 

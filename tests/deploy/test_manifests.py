@@ -460,22 +460,41 @@ def test_workload_selectors_match_their_templates() -> None:
 # --- ingress and autoscaling ---------------------------------------------------------------
 
 
+def ingress_paths() -> dict[str, dict[str, Any]]:
+    """Each path prefix the Ingresses route -> the Ingress that routes it."""
+    return {
+        path["path"]: ingress.body
+        for ingress in build.of_kind("Ingress")
+        for rule in ingress.body["spec"]["rules"]
+        for path in rule["http"]["paths"]
+    }
+
+
+def timeouts(ingress: dict[str, Any]) -> set[float]:
+    annotations = ingress["metadata"]["annotations"]
+    return {
+        float(annotations[f"nginx.ingress.kubernetes.io/{name}"])
+        for name in ("proxy-read-timeout", "proxy-send-timeout")
+    }
+
+
 def test_ingress_routes_the_api_and_the_live_stream_over_tls_only() -> None:
-    (ingress,) = build.of_kind("Ingress")
-    spec, annotations = ingress.body["spec"], ingress.body["metadata"]["annotations"]
-    for name in ("proxy-read-timeout", "proxy-send-timeout"):
-        assert int(annotations[f"nginx.ingress.kubernetes.io/{name}"]) >= 3600
-    tls_hosts = {h for t in spec["tls"] for h in t["hosts"]}
     service = build.get("Service", "scoreboard")
     prefixes = []
-    for rule in spec["rules"]:
-        assert rule["host"] in tls_hosts
-        for path in rule["http"]["paths"]:
-            backend = path["backend"]["service"]
-            assert backend["name"] == service["metadata"]["name"]
-            assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
-            assert path["pathType"] == "Prefix"
-            prefixes.append(path["path"])
+    for ingress in build.of_kind("Ingress"):
+        spec = ingress.body["spec"]
+        tls_hosts = {h for t in spec["tls"] for h in t["hosts"]}
+        annotations = ingress.body["metadata"]["annotations"]
+        assert annotations["nginx.ingress.kubernetes.io/ssl-redirect"] == "true"
+        for rule in spec["rules"]:
+            assert rule["host"] in tls_hosts
+            for path in rule["http"]["paths"]:
+                backend = path["backend"]["service"]
+                assert backend["name"] == service["metadata"]["name"]
+                assert backend["port"]["name"] in {p["name"] for p in service["spec"]["ports"]}
+                assert path["pathType"] == "Prefix"
+                prefixes.append(path["path"])
+    assert len(prefixes) == len(set(prefixes))
 
     def routed(url: str) -> bool:
         return any(url == p or url.startswith(p.rstrip("/") + "/") for p in prefixes)
@@ -484,6 +503,20 @@ def test_ingress_routes_the_api_and_the_live_stream_over_tls_only() -> None:
         assert is_route(public) and routed(public), public
     for internal in ("/metrics", "/healthz", "/readyz"):
         assert is_route(internal) and not routed(internal), internal
+
+
+def test_only_the_live_stream_gets_the_hour_long_proxy_timeout() -> None:
+    """A stuck write must not hold an API request for an hour: the server's own deadline
+    (SCOREBOARD_UPDATE_TIMEOUT_S, answered 503 database_timeout) comes first, then the
+    ingress's, well before a WebSocket's."""
+    paths = ingress_paths()
+    assert paths["/api"] is not paths["/ws"], "one Ingress: one timeout for both"
+    update_timeout = float(configured("SCOREBOARD_UPDATE_TIMEOUT_S"))
+    for timeout in timeouts(paths["/api"]):
+        assert update_timeout + 5 <= timeout <= 60, timeout
+    ping_interval = float(configured("SCOREBOARD_WS_PING_INTERVAL_S"))
+    for timeout in timeouts(paths["/ws"]):
+        assert timeout >= 3600 and timeout > ping_interval
 
 
 def adapter_rules() -> list[dict[str, Any]]:

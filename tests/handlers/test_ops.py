@@ -106,10 +106,14 @@ async def test_readyz_is_200_when_the_store_answers_and_the_board_is_loaded() ->
 
 async def test_readyz_is_503_while_the_store_does_not_answer() -> None:
     store = ControlledStore()
-    async with serving(store=store) as client:
+    # No staleness allowed: unready from the first failed probe.
+    async with serving(store=store, ready_max_staleness_s=0, store_probe_interval_s=0.05) as client:
         assert (await client.request("GET", "/readyz")).code == 200
         store.healthy = False
-        response = await client.request("GET", "/readyz")
+        deadline = time.monotonic() + scaled(5)
+        while (response := await client.request("GET", "/readyz")).code == 200:
+            assert time.monotonic() < deadline, "still ready"
+            await asyncio.sleep(0.02)
         assert response.code == 503
         assert response.headers["Content-Type"].startswith("application/json")
         body = body_of(response)
@@ -118,7 +122,10 @@ async def test_readyz_is_503_while_the_store_does_not_answer() -> None:
         # Alive all the same, and ready again once the store answers.
         assert (await client.request("GET", "/healthz")).code == 200
         store.healthy = True
-        assert (await client.request("GET", "/readyz")).code == 200
+        deadline = time.monotonic() + scaled(5)
+        while (await client.request("GET", "/readyz")).code != 200:
+            assert time.monotonic() < deadline, "not ready again"
+            await asyncio.sleep(0.02)
 
 
 async def test_readyz_is_503_while_draining() -> None:

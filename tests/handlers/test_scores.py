@@ -417,7 +417,7 @@ class UnavailableStore(SqliteStore):
         (
             StoreUnavailable("no primary"),
             "database_unavailable",
-            "the score store cannot be reached right now; nothing was applied, retry later",
+            "the score store is unavailable and nothing was applied; retry later",
         ),
         (
             StoreTimeout("timed out"),

@@ -392,3 +392,34 @@ def test_token_subcommand_without_a_secret_exits_2_and_says_why() -> None:
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1, result.stderr
     assert "SCOREBOARD_JWT_SECRET is not set" in lines[0]
+
+
+def test_a_second_server_on_the_same_sqlite_file_exits_1_naming_the_file(
+    launch: Any, tmp_path: Path
+) -> None:
+    db = tmp_path / "shared.db"
+    env = server_env(port="0", host="127.0.0.1", sqlite_path=str(db), jwt_secret=SECRET)
+    first = launch(env)
+    port = first.wait_listening()
+    second = run_cli(env=env)
+    assert second.returncode == 1, second.stdout + second.stderr
+    lines = second.stderr.strip().splitlines()
+    assert len(lines) == 1, second.stderr
+    assert lines[0].startswith("error: cannot start: ")
+    assert str(db) in lines[0] and "another process" in lines[0]
+    # The first one never noticed, and its board is its own.
+    assert post_update(port, make_token("alice"))[0] == 200
+    first.signal(signal.SIGTERM)
+    assert first.wait(15) == 0, first.stderr
+
+
+def test_a_store_that_cannot_be_opened_exits_1_with_one_line_naming_it(tmp_path: Path) -> None:
+    not_a_db = tmp_path / "notes.txt"
+    not_a_db.write_text("not a database " * 100)
+    result = run_cli(
+        env=server_env(port="0", host="127.0.0.1", sqlite_path=str(not_a_db), jwt_secret=SECRET)
+    )
+    assert result.returncode == 1, result.stdout + result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: cannot start: ") and str(not_a_db) in lines[0]

@@ -12,7 +12,9 @@ from typing import Any
 import pytest
 import tornado.httpclient
 
-from server.metrics import Metrics
+from server.metrics import UPDATE_OUTCOMES, Metrics
+from server.openapi import openapi_document
+from server.store.changes import RESTART_REASONS
 from tests.conftest import scaled, serving
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(10))
@@ -21,6 +23,7 @@ COUNT = "scoreboard_request_duration_seconds_count"
 SUM = "scoreboard_request_duration_seconds_sum"
 RESPONSES = "scoreboard_http_responses_total"
 UPDATES = "scoreboard_updates_total"
+RESTARTS = "scoreboard_change_stream_restarts_total"
 
 
 def sample(metrics: Metrics, name: str, **labels: str) -> float | None:
@@ -128,7 +131,31 @@ def test_update_outcomes_are_counted_and_add_up() -> None:
     assert sample(metrics, UPDATES, outcome="applied") == 3
     assert sample(metrics, UPDATES, outcome="rate_limited") == 1
     assert sample(metrics, UPDATES, outcome="replayed") == 1
-    assert sample(metrics, UPDATES, outcome="invalid_token") is None
+    assert sample(metrics, UPDATES, outcome="invalid_token") == 0  # there from start
+
+
+def test_every_update_outcome_and_restart_reason_exists_at_zero_from_start() -> None:
+    """increase() over a series born with its first event misses that event: the alerts'
+    series must be there before anything happened."""
+    metrics = Metrics()
+    for outcome in UPDATE_OUTCOMES:
+        assert sample(metrics, UPDATES, outcome=outcome) == 0, outcome
+    for reason in RESTART_REASONS:
+        assert sample(metrics, RESTARTS, reason=reason) == 0, reason
+
+
+def test_the_update_outcomes_are_what_the_update_route_answers() -> None:
+    """applied, replayed and every error code the OpenAPI document gives the route."""
+    operation = openapi_document()["paths"]["/api/update-score"]["post"]
+    codes = set()
+    for response in operation["responses"].values():
+        schema = response.get("content", {}).get("application/json", {}).get("schema", {})
+        for part in schema.get("allOf", []):
+            codes.update(part.get("properties", {}).get("error", {}).get("enum", []))
+    # A 431 is answered before any handler runs (handlers/header_limit.py): no outcome.
+    codes.discard("headers_too_large")
+    assert set(UPDATE_OUTCOMES) == codes | {"applied", "replayed"}
+    assert len(UPDATE_OUTCOMES) == len(set(UPDATE_OUTCOMES))
 
 
 def test_two_instances_count_apart() -> None:
@@ -136,7 +163,7 @@ def test_two_instances_count_apart() -> None:
     one.request_done("healthz", "GET", 200, 0.001)
     one.update_outcome("applied")
     assert sample(two, COUNT, route="healthz", method="GET") is None
-    assert sample(two, UPDATES, outcome="applied") is None
+    assert sample(two, UPDATES, outcome="applied") == 0
     assert sample(one, UPDATES, outcome="applied") == 1
 
 

@@ -192,6 +192,12 @@ INVALID = [
     ("action_points", '{"kill": 1.5}'),
     ("ws_history_size", "0"),
     ("ws_history_size", "100001"),
+    ("update_timeout_s", "0"),
+    ("update_timeout_s", "later"),
+    ("ready_max_staleness_s", "-1"),
+    ("ready_max_staleness_s", "3601"),
+    ("store_probe_interval_s", "0"),
+    ("store_probe_interval_s", "61"),
 ]
 # These accept any text (an empty one means unset).
 FREE_TEXT = {"mongodb_uri", "jwt_issuer", "jwt_audience"}
