@@ -550,6 +550,13 @@ def _checked(settings: Settings) -> Settings:
         raise SettingsError(
             "SCOREBOARD_WS_PING_TIMEOUT_S", "must not be longer than SCOREBOARD_WS_PING_INTERVAL_S"
         )
+    if settings.uses_mongodb and settings.update_timeout_s <= settings.store_timeout_s:
+        # The store's own deadline must answer first: it knows whether anything was applied.
+        raise SettingsError(
+            "SCOREBOARD_UPDATE_TIMEOUT_S",
+            f"must be longer than SCOREBOARD_STORE_TIMEOUT_S ({settings.store_timeout_s:g} s) "
+            "with MongoDB, so a store that does not answer is reported by its own deadline",
+        )
     if settings.uses_mongodb and not (settings.jwt_secret or settings.jwt_public_key):
         raise SettingsError(
             "SCOREBOARD_JWT_SECRET",

@@ -368,3 +368,27 @@ async def test_any_other_store_error_at_start_is_fatal() -> None:
         async with serving(store=store):
             pass
     assert store.opens == 1  # not retried
+
+
+async def test_a_pod_whose_mongodb_is_unreachable_at_start_serves_unready(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Finding 5 end to end, with the real driver: nothing listens on port 1, so every
+    attempt fails with the adapter's StoreUnavailable by the store deadline, and the pod
+    stays up, unready, refusing writes at once, instead of exiting."""
+    settings = settings_for(
+        mongodb_uri="mongodb://127.0.0.1:1/?directConnection=true", store_timeout_s=2.0
+    )
+    async with run_server(settings, SECRET, wait_for_store=False) as running:
+        client = Client(running)
+        assert (await client.request("GET", "/healthz")).code == 200
+        readyz = await client.request("GET", "/readyz")
+        assert (readyz.code, error_of(readyz)) == (503, "not_ready")
+        update = await client.update(make_token("early"), {"increment": 1})
+        assert (update.code, error_of(update)) == (503, "database_unavailable")
+
+        async def retry_logged() -> bool:
+            return "the store is unavailable; retrying" in caplog.text
+
+        await eventually(retry_logged, "a retry logged")
+    assert running.clean_exit

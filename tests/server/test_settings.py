@@ -534,3 +534,18 @@ def test_tls_needs_both_the_certificate_and_the_key(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings([], {"SCOREBOARD_TLS_CERT": str(cert)})
     assert "SCOREBOARD_TLS_KEY" in str(caught.value)
+
+
+def test_with_mongodb_the_update_deadline_must_outlast_the_store_deadline() -> None:
+    env = {
+        "SCOREBOARD_MONGODB_URI": "mongodb://db/?replicaSet=rs0",
+        "SCOREBOARD_JWT_SECRET": "s" * 32,
+        "SCOREBOARD_STORE_TIMEOUT_S": "5",
+    }
+    with pytest.raises(SettingsError) as error:
+        load_settings([], {**env, "SCOREBOARD_UPDATE_TIMEOUT_S": "5"})
+    assert error.value.setting == "SCOREBOARD_UPDATE_TIMEOUT_S"
+    assert "SCOREBOARD_STORE_TIMEOUT_S (5 s)" in str(error.value)
+    assert load_settings([], {**env, "SCOREBOARD_UPDATE_TIMEOUT_S": "6"}).update_timeout_s == 6
+    # The embedded store has no such deadline: any update deadline goes.
+    assert load_settings([], {"SCOREBOARD_UPDATE_TIMEOUT_S": "1"}).update_timeout_s == 1
