@@ -196,7 +196,8 @@ async def ask_user_actor(service: Service, user_id: str, message: Any) -> Any:
     Raises:
         ApiError: 503 ``busy`` (mailbox full), ``shutting_down``, ``database_unavailable``
             (nothing applied) or ``database_timeout`` (outcome unknown); 500
-            ``database_error`` (the store failed, or a shutdown timeout cut the write).
+            ``database_error`` (the store failed unexpectedly). A write cut by a shutdown
+            timeout is a ``database_timeout`` too.
     """
     store = service.store
     if store.refusing():
@@ -212,12 +213,9 @@ async def ask_user_actor(service: Service, user_id: str, message: Any) -> Any:
     except AskTimedOut:
         raise timed_out() from None
     except ActorCancelled:
-        # Stopped mid-write by a shutdown timeout: it may or may not have been applied.
-        raise ApiError(
-            500,
-            "database_error",
-            "the outcome is unknown; retry with the same Idempotency-Key",
-        ) from None
+        # Stopped mid-write by a shutdown timeout: it may or may not have been applied,
+        # as when a deadline passes.
+        raise timed_out() from None
     except MailboxFull:
         raise ApiError(
             503, "busy", "too many requests queued for this user", {"Retry-After": "1"}

@@ -296,6 +296,24 @@ async def test_an_update_whose_store_never_answers_gets_503_database_timeout() -
         store.released.set()  # the stuck write ends; the shutdown need not wait for it
 
 
+async def test_a_write_cut_by_a_shutdown_timeout_gets_503_database_timeout() -> None:
+    """What a killed actor was writing may or may not be stored: the same answer as a
+    deadline, never a 500."""
+    store = SwitchedStore()
+    async with serving(store=store, update_timeout_s=60) as client:
+        store.hang = True
+        pending = asyncio.ensure_future(client.update(make_token("cut"), {"increment": 1}))
+
+        async def writing() -> bool:
+            return store.writes > 0
+
+        await eventually(writing, "the write started")
+        await client.running.service.users.kill_all()
+        response = await pending
+        assert (response.code, error_of(response)) == (503, "database_timeout")
+        store.released.set()
+
+
 async def test_an_admin_action_whose_store_never_answers_gets_503_database_timeout() -> None:
     store = SwitchedStore()
     async with serving(store=store, update_timeout_s=0.3) as client:
