@@ -7,6 +7,7 @@ Query parameters: ``format=seed`` (default: the whole top N per change) or ``for
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import tornado.websocket
@@ -91,8 +92,16 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         assert self.ws_connection is not None
-        self.out = self.ws_connection.stream
-        self.service.fanout.join(self, self._since)
+        service = self.service
+        stream = self.ws_connection.stream
+        self.out = stream
+        send_buffer = service.settings.ws_send_buffer_bytes
+        sock = stream.socket if stream is not None else None
+        if send_buffer and sock is not None:
+            # The kernel would otherwise let a client that stops reading take megabytes
+            # before the fan-out's own bound sees a byte.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+        service.fanout.join(self, self._since)
 
     def on_message(self, message: str | bytes) -> None:
         # The stream is one-way; client messages are ignored (their size is bounded).

@@ -181,6 +181,22 @@ class Metrics:
             registry=self.registry,
         )
 
+        # Bounds under heavy or hostile clients (issue 11).
+        self.broadcast_step_seconds = Histogram(
+            "scoreboard_broadcast_step_seconds",
+            "Time one step of a broadcast held the event loop (a broadcast to many clients "
+            "is written in steps that yield in between).",
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+            registry=self.registry,
+        )
+        self.event_loop_lag = Histogram(
+            "scoreboard_event_loop_lag_seconds",
+            "How late the event loop ran a timer (sampled every 0.1 s): how long any request "
+            "may have waited behind other work.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
+
         # Labelled children, looked up once: labels() costs microseconds per call.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._outcome_children: dict[str, Any] = {}

@@ -125,6 +125,7 @@ async def shutdown(running: RunningServer, timeout_s: float) -> bool:
         await service.users.kill_all()
         await service.leaderboard.kill()
         await service.fanout.stop()
+        await service.loop_lag.stop()
         await service.store.close()
         return False
     log.info("shutdown complete")

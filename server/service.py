@@ -20,6 +20,7 @@ from actors.user import UserRegistry
 from handlers.fanout import Fanout
 from server.actions import ActionVerifier
 from server.auth import TokenVerifier
+from server.loop_lag import LoopLagMonitor
 from server.metrics import Metrics
 from server.origins import AllowedOrigins
 from server.settings import Settings
@@ -115,6 +116,7 @@ class Service:
             mailbox_size=settings.mailbox_size,
             idle_s=settings.user_idle_s,
         )
+        self.loop_lag = LoopLagMonitor(self.metrics.event_loop_lag.observe)
         self.follower = FeedFollower(
             store.changes,
             self.leaderboard,
@@ -162,6 +164,7 @@ class Service:
         self.follower.start()
         self.fanout.start()
         self.users.start()
+        self.loop_lag.start()
 
     async def ready(self) -> bool:
         """Whether the store answers and the leaderboard is loaded (``/readyz``)."""
@@ -177,4 +180,5 @@ class Service:
         await self.follower.stop()
         await self.leaderboard.stop()
         await self.fanout.stop()
+        await self.loop_lag.stop()
         await self.store.close()

@@ -74,7 +74,7 @@ class Settings:
     log_level: str = "INFO"
     allowed_origins: tuple[str, ...] = ("*",)
     ws_require_auth: bool = False
-    ws_max_buffer_bytes: int = 1024 * 1024
+    ws_max_buffer_bytes: int = 256 * 1024
     ws_slow_client_timeout_s: float = 10.0
     ws_ping_interval_s: float = 20.0
     ws_ping_timeout_s: float = 20.0
@@ -86,6 +86,7 @@ class Settings:
     action_secret: str | None = None
     action_points: tuple[tuple[str, int], ...] = ()
     action_max_ttl_s: int = 300
+    ws_send_buffer_bytes: int = 64 * 1024
 
     @property
     def uses_mongodb(self) -> bool:
@@ -349,6 +350,12 @@ OPTIONS: tuple[Option, ...] = (
     ),
     Option(
         "ws_history_size", _int_range(1, 100_000), "versions of deltas kept for resuming clients"
+    ),
+    Option(
+        "ws_send_buffer_bytes",
+        _int_range(0, 1 << 26),
+        "kernel send buffer (SO_SNDBUF) of each WebSocket, so a client that stops reading is "
+        "noticed soon (0: the kernel's autotuning, up to megabytes)",
     ),
 )
 

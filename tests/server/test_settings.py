@@ -188,6 +188,8 @@ INVALID = [
     ("action_points", '{"kill": 1.5}'),
     ("ws_history_size", "0"),
     ("ws_history_size", "100001"),
+    ("ws_send_buffer_bytes", "-1"),
+    ("ws_send_buffer_bytes", "64KiB"),
 ]
 # These accept any text (an empty one means unset).
 FREE_TEXT = {"mongodb_uri", "jwt_issuer", "jwt_audience"}
@@ -228,7 +230,8 @@ def test_live_stream_defaults() -> None:
     settings = load_settings([], {})
     assert settings.allowed_origins == ("*",)
     assert settings.ws_require_auth is False
-    assert settings.ws_max_buffer_bytes == 1024 * 1024
+    assert settings.ws_max_buffer_bytes == 256 * 1024
+    assert settings.ws_send_buffer_bytes == 64 * 1024
     assert settings.ws_history_size == 256
     assert 0 < settings.ws_ping_timeout_s <= settings.ws_ping_interval_s
 
