@@ -17,6 +17,7 @@ import tornado.web
 from tornado.httputil import HTTPServerRequest
 
 from actors.base import ActorCancelled, ActorStopped, MailboxFull
+from actors.user import RegistryFull
 from server.auth import Identity
 from server.errors import ApiError
 from server.service import Service
@@ -200,6 +201,10 @@ async def ask_user_actor(service: Service, user_id: str, message: Any) -> Any:
     except MailboxFull:
         raise ApiError(
             503, "busy", "too many requests queued for this user", {"Retry-After": "1"}
+        ) from None
+    except RegistryFull:
+        raise ApiError(
+            503, "busy", "too many users active at once; retry shortly", {"Retry-After": "1"}
         ) from None
     except ActorStopped:
         raise ApiError(

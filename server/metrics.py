@@ -196,6 +196,18 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=self.registry,
         )
+        self.user_actors_displaced = Counter(
+            "scoreboard_user_actors_displaced",
+            "Idle user actors stopped before their idle time because the registry was full "
+            "(SCOREBOARD_MAX_USER_ACTORS).",
+            registry=self.registry,
+        )
+        self.ws_address_refusals = Counter(
+            "scoreboard_ws_address_refusals",
+            "WebSocket upgrades refused (429) because their address had "
+            "SCOREBOARD_WS_MAX_PER_ADDRESS connections open.",
+            registry=self.registry,
+        )
 
         # Labelled children, looked up once: labels() costs microseconds per call.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}

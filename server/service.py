@@ -18,6 +18,7 @@ from actors.follower import FeedFollower
 from actors.leaderboard import LeaderboardActor
 from actors.user import UserRegistry
 from handlers.fanout import Fanout
+from handlers.ws_addresses import OpenPerAddress
 from server.actions import ActionVerifier
 from server.auth import TokenVerifier
 from server.loop_lag import LoopLagMonitor
@@ -115,7 +116,10 @@ class Service:
             self.leaderboard,
             mailbox_size=settings.mailbox_size,
             idle_s=settings.user_idle_s,
+            max_actors=settings.max_user_actors,
+            on_displaced=self.metrics.user_actors_displaced.inc,
         )
+        self.ws_addresses = OpenPerAddress(settings.ws_max_per_address)
         self.loop_lag = LoopLagMonitor(self.metrics.event_loop_lag.observe)
         self.follower = FeedFollower(
             store.changes,

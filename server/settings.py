@@ -87,6 +87,8 @@ class Settings:
     action_points: tuple[tuple[str, int], ...] = ()
     action_max_ttl_s: int = 300
     ws_send_buffer_bytes: int = 64 * 1024
+    ws_max_per_address: int = 256
+    max_user_actors: int = 50_000
 
     @property
     def uses_mongodb(self) -> bool:
@@ -356,6 +358,17 @@ OPTIONS: tuple[Option, ...] = (
         _int_range(0, 1 << 26),
         "kernel send buffer (SO_SNDBUF) of each WebSocket, so a client that stops reading is "
         "noticed soon (0: the kernel's autotuning, up to megabytes)",
+    ),
+    Option(
+        "ws_max_per_address",
+        _int_range(0, 1_000_000),
+        "open WebSockets per client address before 429 (0: no limit)",
+    ),
+    Option(
+        "max_user_actors",
+        _int_range(1, 10_000_000),
+        "live user actors; when full, the least recently used idle one is stopped, and with "
+        "none idle an update answers 503 busy",
     ),
 )
 

@@ -196,6 +196,25 @@ async def test_stop_is_idempotent() -> None:
     assert actor.seen == ["x"]
 
 
+async def test_stop_soon_returns_the_actors_own_task_which_ends_after_the_queue() -> None:
+    never_started = Recorder()
+    assert never_started.stop_soon() is None
+    with pytest.raises(ActorStopped):
+        never_started.tell("late")
+    actor = Recorder()
+    actor.start()
+    actor.tell("x")
+    tasks_before = len(asyncio.all_tasks())
+    task = actor.stop_soon()
+    assert task is not None and actor.stop_soon() is task  # idempotent
+    assert len(asyncio.all_tasks()) == tasks_before  # no task to wait on the stop
+    with pytest.raises(ActorStopped):
+        actor.tell("late")
+    await task
+    assert actor.seen == ["x"]
+    assert actor.on_stop_calls == 1
+
+
 async def test_stop_before_start_refuses_messages() -> None:
     actor = Recorder()
     await actor.stop()

@@ -190,6 +190,9 @@ INVALID = [
     ("ws_history_size", "100001"),
     ("ws_send_buffer_bytes", "-1"),
     ("ws_send_buffer_bytes", "64KiB"),
+    ("ws_max_per_address", "-1"),
+    ("max_user_actors", "0"),
+    ("max_user_actors", "unlimited"),
 ]
 # These accept any text (an empty one means unset).
 FREE_TEXT = {"mongodb_uri", "jwt_issuer", "jwt_audience"}
@@ -232,6 +235,7 @@ def test_live_stream_defaults() -> None:
     assert settings.ws_require_auth is False
     assert settings.ws_max_buffer_bytes == 256 * 1024
     assert settings.ws_send_buffer_bytes == 64 * 1024
+    assert settings.ws_max_per_address == 256
     assert settings.ws_history_size == 256
     assert 0 < settings.ws_ping_timeout_s <= settings.ws_ping_interval_s
 
