@@ -48,7 +48,8 @@ server's ``scoreboard_event_loop_lag_seconds`` histogram (timer lateness sampled
   live user actors seen, RSS per user.
 - ``watchers``: ``--watchers`` WebSocket clients that read everything (pings answered),
   and ``--watcher-rate`` top-10 changes a second for ``--watchers-s`` s with the default
-  broadcast interval (100 ms). Reported also: the broadcast step histogram (how many
+  broadcast interval (100 ms) and no cap on WebSockets per address (they all come from
+  127.0.0.1). Reported also: the broadcast step histogram (how many
   steps held the loop over 5 ms) on a server that has it.
 
 Against another checkout (``--repo``) the figures compare the two servers under the same
@@ -796,7 +797,8 @@ async def watchers(args: argparse.Namespace, tmp: Path) -> Report:
                     client.abort()
                 clients.clear()
 
-    await WithWatchers(args, tmp, report).run({}, attack)
+    # Every watcher comes from 127.0.0.1 here.
+    await WithWatchers(args, tmp, report).run({"SCOREBOARD_WS_MAX_PER_ADDRESS": "0"}, attack)
     return report
 
 
