@@ -176,11 +176,17 @@ _SAMPLE = re.compile(r"^(\w+)(?:\{([^}]*)\})? (\S+)$", re.M)
 
 
 async def scrape(http: Http) -> dict[str, float]:
-    """Every sample of ``/metrics`` as ``name{labels}`` -> value ({} if unreachable)."""
-    try:
-        status, body = await asyncio.wait_for(http.get("/metrics"), 10)
-    except (OSError, asyncio.IncompleteReadError, TimeoutError):
-        http.close()
+    """Every sample of ``/metrics`` as ``name{labels}`` -> value ({} if unreachable).
+
+    Tried twice: the server closes a keep-alive connection idle for 75 s.
+    """
+    for _attempt in range(2):
+        try:
+            status, body = await asyncio.wait_for(http.get("/metrics"), 10)
+            break
+        except (OSError, asyncio.IncompleteReadError, TimeoutError):
+            http.close()
+    else:
         return {}
     if status != 200:
         return {}
@@ -232,13 +238,25 @@ def bucket_text(bound: float) -> str:
 
 
 def steps_over(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
+    """How many broadcast steps took longer than ``seconds``, and how the steps spread."""
     name = "scoreboard_broadcast_step_seconds"
-    ends, starts = dict(buckets(after, name)), dict(buckets(before, name))
+    ends, starts = buckets(after, name), dict(buckets(before, name))
     if not ends:
         return "n/a"
-    total = ends[math.inf] - starts.get(math.inf, 0.0)
-    within = ends[seconds] - starts.get(seconds, 0.0)
-    return f"{total - within:.0f} of {total:.0f} steps over {seconds * 1000:g} ms"
+    counts = [(bound, count - starts.get(bound, 0.0)) for bound, count in ends]
+    total = counts[-1][1]
+    within = dict(counts)[seconds]
+    spread, previous = [], 0.0
+    for bound, count in counts:
+        if count > previous:
+            spread.append(
+                f"{bucket_text(bound).replace('> 5 s', '> 100 ms')}: {count - previous:.0f}"
+            )
+        previous = count
+    return (
+        f"{total - within:.0f} of {total:.0f} steps over {seconds * 1000:g} ms "
+        f"({', '.join(spread)})"
+    )
 
 
 def counter_delta(before: dict[str, float], after: dict[str, float], name: str) -> str:

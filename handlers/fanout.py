@@ -2,8 +2,9 @@
 
 Per publication the two messages (seed ``update`` and ``delta``) are framed once. The
 fan-out then walks its watchers a slice at a time: each step writes to watchers until
-``step_budget_s`` has passed, then yields to the event loop and continues in the next
-iteration, so no request waits behind a whole fan-out. Publications that arrive during a
+``step_budget_s`` has passed, then yields to the event loop and continues in its next
+iteration, after the I/O ready then: a request waits for one step, never for a whole
+fan-out. Publications that arrive during a
 walk wait for it to end and then go out together, in one walk, their frames joined: each
 watcher still gets every version, in order, in one ``send``.
 
@@ -56,9 +57,12 @@ class Cancellable(Protocol):
 Schedule = Callable[[Callable[[], None]], Cancellable]
 
 
-def call_soon(callback: Callable[[], None]) -> Cancellable:
-    """Run ``callback`` in the event loop's next iteration, after the I/O that is ready."""
-    return asyncio.get_running_loop().call_soon(callback)
+def after_ready_io(callback: Callable[[], None]) -> Cancellable:
+    """Run ``callback`` in the event loop's next iteration, after the callbacks of the I/O
+    that is ready then: asyncio queues a timer that is due behind them, whereas a
+    ``call_soon`` callback would run first. A request that arrives during a broadcast
+    waits for one step, not two."""
+    return asyncio.get_running_loop().call_later(0, callback)
 
 
 class Batch:
@@ -126,7 +130,7 @@ class Fanout:
         max_buffer_bytes: int,
         slow_timeout_s: float,
         step_budget_s: float = STEP_BUDGET_S,
-        schedule: Schedule = call_soon,
+        schedule: Schedule = after_ready_io,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._leaderboard = leaderboard
