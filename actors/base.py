@@ -42,6 +42,16 @@ class _Envelope:
 _STOP: Final = _Envelope(None, None)
 
 
+class QueuedCount:
+    """Messages queued in every mailbox that shares it: a gauge read in O(1) (summing the
+    depths of 50,000 user actors held the event loop ~20 ms per ``/metrics`` scrape)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
 class _Mailbox:
     """A FIFO of envelopes with one waiting reader (the actor's task).
 
@@ -49,9 +59,10 @@ class _Mailbox:
     getter deque, putters): measurable when every update passes through two mailboxes.
     """
 
-    __slots__ = ("_items", "_loop", "_waiter")
+    __slots__ = ("_count", "_items", "_loop", "_waiter")
 
-    def __init__(self) -> None:
+    def __init__(self, count: QueuedCount) -> None:
+        self._count = count
         self._items: deque[_Envelope] = deque()
         self._waiter: asyncio.Future[None] | None = None
         # The reader's loop, known once the actor starts (a running-loop lookup is a
@@ -63,6 +74,7 @@ class _Mailbox:
 
     def put(self, envelope: _Envelope) -> None:
         self._items.append(envelope)
+        self._count.n += 1
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -74,12 +86,14 @@ class _Mailbox:
                 await self._waiter
             finally:
                 self._waiter = None
+        self._count.n -= 1
         return self._items.popleft()
 
     def peek(self) -> _Envelope | None:
         return self._items[0] if self._items else None
 
     def pop(self) -> _Envelope:
+        self._count.n -= 1
         return self._items.popleft()
 
 
@@ -90,12 +104,15 @@ class Actor(Generic[M]):
         name: for logs and the task name.
         mailbox_size: the most queued messages (0: unbounded). A full mailbox makes
             :meth:`tell` and :meth:`ask` raise :class:`MailboxFull` at once.
+        queued: counts this actor's queued messages with those of other actors sharing it.
     """
 
-    def __init__(self, name: str, mailbox_size: int = 0) -> None:
+    def __init__(
+        self, name: str, mailbox_size: int = 0, *, queued: QueuedCount | None = None
+    ) -> None:
         self.name = name
         # The mailbox itself is unbounded so the stop marker always fits; _put enforces the bound.
-        self._mailbox = _Mailbox()
+        self._mailbox = _Mailbox(queued if queued is not None else QueuedCount())
         self._mailbox_size = mailbox_size
         self._task: asyncio.Task[None] | None = None
         self._stopping = False

@@ -25,7 +25,8 @@ and the hostile clients, as a real client of a busy pod would. For each scenario
 - after: those clients gone, ``--settle`` s later (``--window`` s).
 
 Per phase: the server's RSS at its end (VmRSS from /proc; "during" also the most seen,
-sampled every 0.5 s), the probe's p50 / p99 per route, and the event loop's lag from the
+sampled every 0.5 s), the probe's p50 / p99 per route, the server's garbage collections
+of generations 1 and 2 (``python_gc_collections_total``), and the event loop's lag from the
 server's ``scoreboard_event_loop_lag_seconds`` histogram (timer lateness sampled every
 0.1 s; p50 / p99 as the histogram bucket they fall in, and the worst bucket reached;
 "n/a" on a server without that metric). The scenarios:
@@ -100,6 +101,7 @@ from bench.memory import Pass, run_pass
 SECRET = "hostile-bench-secret-that-is-at-least-32-bytes"
 SCENARIOS = ("stalled", "pings", "connections", "users", "watchers")
 PONG_EVERY_S = 5.0
+GCS = 'python_gc_collections_total{generation="%d"}'
 MIB = 1024 * 1024
 
 # --- the server -----------------------------------------------------------------------------
@@ -843,7 +845,7 @@ def print_report(report: Report) -> None:
     print("   server settings: " + " ".join(f"{k}={v}" for k, v in sorted(shown.items())))
     print(
         f"   {'phase':<8}{'RSS MiB':>10}{'max MiB':>10}   {'top-scores p50/p99 ms':<23}"
-        f"{'healthz p50/p99 ms':<20}{'errors':>7}   loop lag p50 / p99"
+        f"{'healthz p50/p99 ms':<20}{'errors':>7}{'GCs g1/g2':>11}   loop lag p50 / p99"
     )
     for phase in report.phases:
         samples = report.latencies.get(phase.name, {})
@@ -854,12 +856,19 @@ def print_report(report: Report) -> None:
             f"   {phase.name:<8}{phase.rss_mib:>10.1f}{phase.max_rss_mib:>10.1f}   "
             f"{percentiles(samples.get('/api/top-scores', [])):<23}"
             f"{percentiles(samples.get('/healthz', [])):<20}"
-            f"{len(samples.get('errors', [])):>7}   {lag}"
+            f"{len(samples.get('errors', [])):>7}"
+            f"{gcs(phase):>11}   {lag}"
         )
     for line in report.details:
         print(f"   - {line}")
     for line in report.problems:
         print(f"   ! {line}")
+
+
+def gcs(phase: Phase) -> str:
+    """Garbage collections of generations 1 and 2 (full) during the phase."""
+    before, after = phase.metrics_before, phase.metrics_after
+    return "/".join(counter_delta(before, after, GCS % generation) for generation in (1, 2))
 
 
 def describe_code(repo: Path) -> str:

@@ -604,3 +604,33 @@ async def test_busy_actors_are_passed_over_and_a_registry_of_busy_ones_refuses()
         dave = s.registry.actor_for("dave")  # idle ones again: room
         assert score(await dave.ask(cmd("dave"))) == 1
         assert len(s.registry) == 2
+
+
+async def test_a_sweep_evicts_a_slice_at_a_time_and_spares_what_was_used_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("actors.user._SWEEP_SLICE", 10)
+    clock = FakeClock()
+    async with running(idle_s=10, clock=clock, sweeper=False) as s:
+        actors = [s.registry.actor_for(f"u{i:02d}") for i in range(35)]
+        for actor in actors:
+            await actor.ask(cmd(actor.user_id))
+        clock.now += 11  # every one idle long enough
+        seen: list[int] = []
+
+        async def watch() -> None:
+            while True:
+                seen.append(len(s.registry))
+                if len(seen) == 2:  # the first slice went: the last user comes back
+                    await s.registry.actor_for("u34").ask(cmd("u34"))
+                await asyncio.sleep(0)
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            assert await s.registry.sweep() == 34
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        assert 25 in seen and 15 in seen  # the loop ran between slices
+        assert s.registry.actor_for("u34") is actors[34]  # used meanwhile: kept
+        assert len(s.registry) == 1
