@@ -192,7 +192,7 @@ class UserRegistry:
         return len(self._actors)
 
     def mailbox_depth(self) -> int:
-        """Messages queued in all user mailboxes (stop markers included), in O(1)."""
+        """Messages queued in all user mailboxes, in O(1)."""
         return self._queued.n
 
     def saw_version(self, user_id: str, v: int) -> None:

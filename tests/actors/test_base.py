@@ -607,8 +607,11 @@ async def test_actors_sharing_a_count_add_up_their_queued_messages() -> None:
         first.tell("x")
     second.tell("y")
     assert queued.n == first.depth + second.depth == 4
+    stopping = asyncio.ensure_future(first.stop())
+    await asyncio.sleep(0)
+    assert queued.n == 4  # the stop marker is no message
     gate.set()
-    await asyncio.gather(first.stop(), second.stop())
+    await asyncio.gather(stopping, second.stop())
     assert queued.n == 0
     killed = Recorder()
     killed._mailbox = _Mailbox(queued)
