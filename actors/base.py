@@ -42,6 +42,17 @@ class _Envelope:
 _STOP: Final = _Envelope(None, None)
 
 
+class QueuedCount:
+    """Messages queued in every mailbox that shares it, stop markers not counted: a gauge
+    read in O(1) (summing the depths of 50,000 user actors held the event loop ~20 ms per
+    ``/metrics`` scrape)."""
+
+    __slots__ = ("n",)
+
+    def __init__(self) -> None:
+        self.n = 0
+
+
 class _Mailbox:
     """A FIFO of envelopes with one waiting reader (the actor's task).
 
@@ -49,9 +60,10 @@ class _Mailbox:
     getter deque, putters): measurable when every update passes through two mailboxes.
     """
 
-    __slots__ = ("_items", "_loop", "_waiter")
+    __slots__ = ("_count", "_items", "_loop", "_waiter")
 
-    def __init__(self) -> None:
+    def __init__(self, count: QueuedCount) -> None:
+        self._count = count
         self._items: deque[_Envelope] = deque()
         self._waiter: asyncio.Future[None] | None = None
         # The reader's loop, known once the actor starts (a running-loop lookup is a
@@ -63,6 +75,8 @@ class _Mailbox:
 
     def put(self, envelope: _Envelope) -> None:
         self._items.append(envelope)
+        if envelope is not _STOP:
+            self._count.n += 1
         waiter = self._waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
@@ -74,13 +88,18 @@ class _Mailbox:
                 await self._waiter
             finally:
                 self._waiter = None
-        return self._items.popleft()
+        return self._taken(self._items.popleft())
 
     def peek(self) -> _Envelope | None:
         return self._items[0] if self._items else None
 
     def pop(self) -> _Envelope:
-        return self._items.popleft()
+        return self._taken(self._items.popleft())
+
+    def _taken(self, envelope: _Envelope) -> _Envelope:
+        if envelope is not _STOP:
+            self._count.n -= 1
+        return envelope
 
 
 class Actor(Generic[M]):
@@ -90,12 +109,15 @@ class Actor(Generic[M]):
         name: for logs and the task name.
         mailbox_size: the most queued messages (0: unbounded). A full mailbox makes
             :meth:`tell` and :meth:`ask` raise :class:`MailboxFull` at once.
+        queued: counts this actor's queued messages with those of other actors sharing it.
     """
 
-    def __init__(self, name: str, mailbox_size: int = 0) -> None:
+    def __init__(
+        self, name: str, mailbox_size: int = 0, *, queued: QueuedCount | None = None
+    ) -> None:
         self.name = name
         # The mailbox itself is unbounded so the stop marker always fits; _put enforces the bound.
-        self._mailbox = _Mailbox()
+        self._mailbox = _Mailbox(queued if queued is not None else QueuedCount())
         self._mailbox_size = mailbox_size
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -139,15 +161,26 @@ class Actor(Generic[M]):
 
     async def stop(self) -> None:
         """Process what is queued, then end. Idempotent; returns once the task ended."""
+        task = self.stop_soon()
+        if task is not None:
+            # wait(), not shield(): it neither re-raises the task's cancellation (after
+            # kill) nor cancels the task when the caller is cancelled.
+            await asyncio.wait({task})
+
+    def stop_soon(self) -> asyncio.Task[None] | None:
+        """Like :meth:`stop`, without waiting: return the actor's task (None if it never
+        started), which ends once what is queued is processed. Idempotent.
+
+        Costs nothing per call beyond the stop message, unlike a task running
+        :meth:`stop` (about 2.5 KB while it waits).
+        """
         if self._task is None:
             self._stopping = True
-            return
+            return None
         if not self._stopping:
             self._stopping = True
             self._mailbox.put(_STOP)
-        # wait(), not shield(): it neither re-raises the task's cancellation (after kill)
-        # nor cancels the task when the caller is cancelled.
-        await asyncio.wait({self._task})
+        return self._task
 
     async def kill(self) -> None:
         """Cancel the actor now; queued asks fail with :class:`ActorStopped`."""

@@ -18,6 +18,7 @@ from tornado.httputil import HTTPServerRequest
 
 from actors.base import ActorCancelled, ActorStopped, MailboxFull
 from actors.deadlines import AskTimedOut
+from actors.user import RegistryFull
 from server.auth import Identity
 from server.errors import ApiError
 from server.service import Service
@@ -219,6 +220,10 @@ async def ask_user_actor(service: Service, user_id: str, message: Any) -> Any:
     except MailboxFull:
         raise ApiError(
             503, "busy", "too many requests queued for this user", {"Retry-After": "1"}
+        ) from None
+    except RegistryFull:
+        raise ApiError(
+            503, "busy", "too many users active at once; retry shortly", {"Retry-After": "1"}
         ) from None
     except ActorStopped:
         raise ApiError(

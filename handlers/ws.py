@@ -8,6 +8,7 @@ docs/protocol.md.
 
 from __future__ import annotations
 
+import socket
 from typing import Any
 
 import tornado.websocket
@@ -50,6 +51,7 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
         self.wants_delta = False
         self.out = None
         self._since: Since | None = None
+        self._address: str | None = None  # counted in service.ws_addresses while open
 
     def prepare(self) -> None:
         service = self.service
@@ -77,6 +79,22 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
         if origin is not None and not service.origins.allows(origin):
             # Refused here (not only by Tornado's check_origin) to answer with a JSON body.
             raise ApiError(403, "origin_not_allowed", "this origin may not open the scoreboard")
+        self._check_address()
+
+    def _check_address(self) -> None:
+        """Refuse the upgrade while this address has its most WebSockets open.
+
+        Nothing yields between here and :meth:`open`, so the count cannot be overtaken.
+        """
+        addresses = self.service.ws_addresses
+        if addresses.limit and addresses.full(client_of(self.request, self.service)):
+            self.service.metrics.ws_address_refusals.inc()
+            raise ApiError(
+                429,
+                "too_many_connections",
+                f"this address has {addresses.limit} WebSockets open; close one first",
+                {"Retry-After": "10"},
+            )
 
     def check_origin(self, origin: str) -> bool:
         return self.service.origins.allows(origin)
@@ -91,8 +109,19 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         assert self.ws_connection is not None
-        self.out = self.ws_connection.stream
-        self.service.fanout.join(self, self._since)
+        service = self.service
+        stream = self.ws_connection.stream
+        self.out = stream
+        if service.ws_addresses.limit:
+            self._address = client_of(self.request, service)
+            service.ws_addresses.opened(self._address)
+        send_buffer = service.settings.ws_send_buffer_bytes
+        sock = stream.socket if stream is not None else None
+        if send_buffer and sock is not None:
+            # The kernel would otherwise let a client that stops reading take megabytes
+            # before the fan-out's own bound sees a byte.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
+        service.fanout.join(self, self._since)
 
     def on_message(self, message: str | bytes) -> None:
         # The stream is one-way; client messages are ignored (their size is bounded).
@@ -101,6 +130,9 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
     def on_close(self) -> None:
         self.out = None
         self.service.fanout.leave(self)
+        address, self._address = self._address, None
+        if address is not None:
+            self.service.ws_addresses.closed(address)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         render_error(self, status_code, kwargs.get("exc_info"))

@@ -232,6 +232,34 @@ class Metrics:
         for reason in RESTART_REASONS:
             self.stream_restarts.labels(reason)
 
+        # Bounds under heavy or hostile clients (issue 11).
+        self.broadcast_step_seconds = Histogram(
+            "scoreboard_broadcast_step_seconds",
+            "Time one step of a broadcast held the event loop (a broadcast to many clients "
+            "is written in steps that yield in between).",
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+            registry=self.registry,
+        )
+        self.event_loop_lag = Histogram(
+            "scoreboard_event_loop_lag_seconds",
+            "How late the event loop ran a timer (sampled every 0.1 s): how long any request "
+            "may have waited behind other work.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+            registry=self.registry,
+        )
+        self.user_actors_displaced = Counter(
+            "scoreboard_user_actors_displaced",
+            "Idle user actors stopped before their idle time because the registry was full "
+            "(SCOREBOARD_MAX_USER_ACTORS).",
+            registry=self.registry,
+        )
+        self.ws_address_refusals = Counter(
+            "scoreboard_ws_address_refusals",
+            "WebSocket upgrades refused (429) because their address had "
+            "SCOREBOARD_WS_MAX_PER_ADDRESS connections open.",
+            registry=self.registry,
+        )
+
         # Labelled children, looked up once: labels() costs microseconds per call.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._outcome_children: dict[str, Any] = {}

@@ -571,7 +571,9 @@ def _websocket() -> dict[str, Any]:
             ),
             "401": _error(401, ["missing_token", "invalid_token"], request_id=False),
             "403": _error(403, ["origin_not_allowed"], request_id=False),
-            "429": _error(429, ["auth_throttled"], retry_after=True, request_id=False),
+            "429": _error(
+                429, ["auth_throttled", "too_many_connections"], retry_after=True, request_id=False
+            ),
             "503": _error(503, ["shutting_down", "not_ready"], request_id=False),
         },
     }

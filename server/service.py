@@ -22,9 +22,11 @@ from actors.leaderboard import LeaderboardActor
 from actors.tasks import cancel_and_wait
 from actors.user import UserRegistry
 from handlers.fanout import Fanout
+from handlers.ws_addresses import OpenPerAddress
 from server.actions import ActionVerifier
 from server.auth import TokenVerifier
 from server.log_throttle import LogThrottle, error_key, log_throttled
+from server.loop_lag import LoopLagMonitor
 from server.metrics import Metrics
 from server.origins import AllowedOrigins
 from server.readiness import not_ready_reason
@@ -133,7 +135,11 @@ class Service:
             self.leaderboard,
             mailbox_size=settings.mailbox_size,
             idle_s=settings.user_idle_s,
+            max_actors=settings.max_user_actors,
+            on_displaced=self.metrics.user_actors_displaced.inc,
         )
+        self.ws_addresses = OpenPerAddress(settings.ws_max_per_address)
+        self.loop_lag = LoopLagMonitor(self.metrics.event_loop_lag.observe)
         self.follower = FeedFollower(
             self.store.changes,
             self.leaderboard,
@@ -183,6 +189,7 @@ class Service:
         self.fanout.start()
         self.users.start()
         self.ask_deadlines.start()
+        self.loop_lag.start()
         self._connecting = asyncio.get_running_loop().create_task(
             self._connect(), name="store-connect"
         )
@@ -282,6 +289,7 @@ class Service:
         await self.leaderboard.stop()
         await self.fanout.stop()
         await self.ask_deadlines.stop()
+        await self.loop_lag.stop()
         await self.store.close()
 
     async def kill(self) -> None:
@@ -294,6 +302,7 @@ class Service:
         await self.leaderboard.kill()
         await self.fanout.stop()
         await self.ask_deadlines.stop()
+        await self.loop_lag.stop()
         await self.store.close()
 
     async def _stop_connecting(self) -> None:

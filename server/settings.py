@@ -77,7 +77,7 @@ class Settings:
     log_level: str = "INFO"
     allowed_origins: tuple[str, ...] = ("*",)
     ws_require_auth: bool = False
-    ws_max_buffer_bytes: int = 1024 * 1024
+    ws_max_buffer_bytes: int = 256 * 1024
     ws_slow_client_timeout_s: float = 10.0
     ws_ping_interval_s: float = 20.0
     ws_ping_timeout_s: float = 20.0
@@ -92,6 +92,9 @@ class Settings:
     update_timeout_s: float = 10.0
     ready_max_staleness_s: float = 30.0
     store_probe_interval_s: float = 1.0
+    ws_send_buffer_bytes: int = 64 * 1024
+    ws_max_per_address: int = 256
+    max_user_actors: int = 50_000
 
     @property
     def uses_mongodb(self) -> bool:
@@ -408,6 +411,23 @@ OPTIONS: tuple[Option, ...] = (
         "store_probe_interval_s",
         _float_range(0.05, 60),
         "time between background probes of the store (SQLite: a write; MongoDB: a ping)",
+    ),
+    Option(
+        "ws_send_buffer_bytes",
+        _int_range(0, 1 << 26),
+        "kernel send buffer (SO_SNDBUF) of each WebSocket, so a client that stops reading is "
+        "noticed soon (0: the kernel's autotuning, up to megabytes)",
+    ),
+    Option(
+        "ws_max_per_address",
+        _int_range(0, 1_000_000),
+        "open WebSockets per client address before 429 (0: no limit)",
+    ),
+    Option(
+        "max_user_actors",
+        _int_range(1, 10_000_000),
+        "live user actors; when full, the least recently used idle one is stopped, and with "
+        "none idle an update answers 503 busy",
     ),
 )
 

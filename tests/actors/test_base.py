@@ -8,7 +8,15 @@ from typing import Any
 
 import pytest
 
-from actors.base import Actor, ActorCancelled, ActorStopped, MailboxFull, _Envelope, _Mailbox
+from actors.base import (
+    Actor,
+    ActorCancelled,
+    ActorStopped,
+    MailboxFull,
+    QueuedCount,
+    _Envelope,
+    _Mailbox,
+)
 from tests.conftest import scaled
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(10))
@@ -194,6 +202,25 @@ async def test_stop_is_idempotent() -> None:
     await actor.stop()
     assert actor.on_stop_calls == 1
     assert actor.seen == ["x"]
+
+
+async def test_stop_soon_returns_the_actors_own_task_which_ends_after_the_queue() -> None:
+    never_started = Recorder()
+    assert never_started.stop_soon() is None
+    with pytest.raises(ActorStopped):
+        never_started.tell("late")
+    actor = Recorder()
+    actor.start()
+    actor.tell("x")
+    tasks_before = len(asyncio.all_tasks())
+    task = actor.stop_soon()
+    assert task is not None and actor.stop_soon() is task  # idempotent
+    assert len(asyncio.all_tasks()) == tasks_before  # no task to wait on the stop
+    with pytest.raises(ActorStopped):
+        actor.tell("late")
+    await task
+    assert actor.seen == ["x"]
+    assert actor.on_stop_calls == 1
 
 
 async def test_stop_before_start_refuses_messages() -> None:
@@ -506,7 +533,7 @@ async def test_depth_counts_the_queued_messages_not_those_in_a_batch() -> None:
 
 
 async def test_the_mailbox_wakes_its_waiting_reader_on_put() -> None:
-    mailbox = _Mailbox()
+    mailbox = _Mailbox(QueuedCount())
     reader = asyncio.ensure_future(mailbox.get())
     for _ in range(3):
         await asyncio.sleep(0)
@@ -563,3 +590,34 @@ async def test_a_batch_answered_short_fails_every_ask_and_the_actor_goes_on() ->
     assert all(isinstance(f.exception(), RuntimeError) for f in done)
     assert await asyncio.wait_for(actor.ask("later"), SHORT) == "later"
     await actor.stop()
+
+
+async def test_actors_sharing_a_count_add_up_their_queued_messages() -> None:
+    queued = QueuedCount()
+    gate = asyncio.Event()
+    first, second = Recorder(), Recorder()
+    first._mailbox = _Mailbox(queued)
+    second._mailbox = _Mailbox(queued)
+    for actor in (first, second):
+        actor.start()
+        actor.tell(("wait", gate))
+    await asyncio.wait_for(first.started.wait(), SHORT)
+    await asyncio.wait_for(second.started.wait(), SHORT)
+    for _ in range(3):
+        first.tell("x")
+    second.tell("y")
+    assert queued.n == first.depth + second.depth == 4
+    stopping = asyncio.ensure_future(first.stop())
+    await asyncio.sleep(0)
+    assert queued.n == 4  # the stop marker is no message
+    gate.set()
+    await asyncio.gather(stopping, second.stop())
+    assert queued.n == 0
+    killed = Recorder()
+    killed._mailbox = _Mailbox(queued)
+    killed.start()
+    pending = [killed.ask(i) for i in range(3)]
+    await killed.kill()  # queued asks failed: no longer queued
+    assert queued.n == 0
+    results = await asyncio.gather(*pending, return_exceptions=True)
+    assert all(isinstance(e, ActorStopped) for e in results)

@@ -14,7 +14,7 @@ import pytest
 
 from actors.base import ActorStopped, MailboxFull
 from actors.leaderboard import LeaderboardActor
-from actors.user import AdminCommand, UserActor, UserRegistry
+from actors.user import AdminCommand, RegistryFull, UserActor, UserRegistry
 from server.store.admin import AdminAction, AdminChange
 from server.store.increments import IncrementPolicy
 from server.store.port import StoreError
@@ -109,13 +109,21 @@ async def running(
     mailbox_size: int = 0,
     clock: Callable[[], float] = time.monotonic,
     sweeper: bool = True,
+    max_actors: int = 1_000_000,
+    on_displaced: Callable[[], None] = lambda: None,
 ) -> AsyncIterator[System]:
     sqlite = SqliteStore(":memory:", POLICY)
     await sqlite.open()
     store = GatedStore(sqlite)
     leaderboard = LeaderboardActor(store, top_n=10, broadcast_interval_s=0)
     registry = UserRegistry(
-        store, leaderboard, mailbox_size=mailbox_size, idle_s=idle_s, clock=clock
+        store,
+        leaderboard,
+        mailbox_size=mailbox_size,
+        idle_s=idle_s,
+        max_actors=max_actors,
+        on_displaced=on_displaced,
+        clock=clock,
     )
     try:
         await leaderboard.load()
@@ -547,3 +555,82 @@ async def test_while_a_failed_refill_is_owed_every_update_is_told_and_retries_it
         assert await eventually(lambda: [r["user_id"] for r in s.top_rows()] == expected), (
             s.top_rows()
         )
+
+
+# --- a cap on live actors (issue 11, finding 9) --------------------------------------------
+
+
+async def test_a_full_registry_displaces_the_least_recently_used_idle_actor() -> None:
+    displaced: list[None] = []
+    async with running(max_actors=3, on_displaced=lambda: displaced.append(None)) as s:
+        actors = {u: s.registry.actor_for(u) for u in ("alice", "bob", "carol")}
+        for user, actor in actors.items():
+            await actor.ask(cmd(user))
+        assert s.registry.actor_for("alice") is actors["alice"]  # alice: used again
+        dave = s.registry.actor_for("dave")
+        assert len(s.registry) == 3
+        assert len(displaced) == 1
+        # bob was the least recently used: stopped, and a new actor if he comes back.
+        assert await eventually(lambda: not actors["bob"].running)
+        assert s.registry.actor_for("alice") is actors["alice"]
+        assert s.registry.actor_for("carol") is actors["carol"]
+        assert s.registry.actor_for("dave") is dave
+        assert score(await dave.ask(cmd("dave"))) == 1
+        # bob's score was kept by the store, not by his actor.
+        again = s.registry.actor_for("bob")
+        assert again is not actors["bob"]
+        assert score(await again.ask(cmd("bob"))) == 2
+        assert len(s.registry) == 3
+
+
+async def test_busy_actors_are_passed_over_and_a_registry_of_busy_ones_refuses() -> None:
+    async with running(max_actors=2) as s:
+        alice, bob = s.registry.actor_for("alice"), s.registry.actor_for("bob")
+        await bob.ask(cmd("bob"))
+        s.store.gate.clear()
+        in_progress = alice.ask(cmd("alice"))  # alice is the least recently used, and busy
+        await asyncio.wait_for(s.store.entered.wait(), scaled(2))
+        carol = s.registry.actor_for("carol")  # bob, idle, makes room
+        assert await eventually(lambda: not bob.running)
+        assert alice.running
+        queued = carol.ask(cmd("carol"))
+        # Now every actor is busy (alice in the store, carol queued behind the gate).
+        with pytest.raises(RegistryFull):
+            s.registry.actor_for("dave")
+        assert len(s.registry) == 2
+        s.store.gate.set()
+        assert score(await in_progress) == 1
+        assert score(await queued) == 1
+        dave = s.registry.actor_for("dave")  # idle ones again: room
+        assert score(await dave.ask(cmd("dave"))) == 1
+        assert len(s.registry) == 2
+
+
+async def test_a_sweep_evicts_a_slice_at_a_time_and_spares_what_was_used_meanwhile(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr("actors.user._SWEEP_SLICE", 10)
+    clock = FakeClock()
+    async with running(idle_s=10, clock=clock, sweeper=False) as s:
+        actors = [s.registry.actor_for(f"u{i:02d}") for i in range(35)]
+        for actor in actors:
+            await actor.ask(cmd(actor.user_id))
+        clock.now += 11  # every one idle long enough
+        seen: list[int] = []
+
+        async def watch() -> None:
+            while True:
+                seen.append(len(s.registry))
+                if len(seen) == 2:  # the first slice went: the last user comes back
+                    await s.registry.actor_for("u34").ask(cmd("u34"))
+                await asyncio.sleep(0)
+
+        watcher = asyncio.ensure_future(watch())
+        try:
+            assert await s.registry.sweep() == 34
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+        assert 25 in seen and 15 in seen  # the loop ran between slices
+        assert s.registry.actor_for("u34") is actors[34]  # used meanwhile: kept
+        assert len(s.registry) == 1

@@ -198,6 +198,11 @@ INVALID = [
     ("ready_max_staleness_s", "3601"),
     ("store_probe_interval_s", "0"),
     ("store_probe_interval_s", "61"),
+    ("ws_send_buffer_bytes", "-1"),
+    ("ws_send_buffer_bytes", "64KiB"),
+    ("ws_max_per_address", "-1"),
+    ("max_user_actors", "0"),
+    ("max_user_actors", "unlimited"),
 ]
 # These accept any text (an empty one means unset).
 FREE_TEXT = {"mongodb_uri", "jwt_issuer", "jwt_audience"}
@@ -246,7 +251,9 @@ def test_live_stream_defaults() -> None:
     settings = load_settings([], {})
     assert settings.allowed_origins == ("*",)
     assert settings.ws_require_auth is False
-    assert settings.ws_max_buffer_bytes == 1024 * 1024
+    assert settings.ws_max_buffer_bytes == 256 * 1024
+    assert settings.ws_send_buffer_bytes == 64 * 1024
+    assert settings.ws_max_per_address == 256
     assert settings.ws_history_size == 256
     assert 0 < settings.ws_ping_timeout_s <= settings.ws_ping_interval_s
 

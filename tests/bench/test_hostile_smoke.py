@@ -1,0 +1,30 @@
+"""The hostile-clients benchmark still runs (for a few seconds): measured, not asserted on."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import scaled
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_hostile_benchmark_quick_run_reports_every_scenario() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench.hostile", "--quick"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=scaled(180),
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    for scenario in ("stalled", "pings", "connections", "users", "watchers"):
+        assert f"== {scenario}:" in result.stdout, result.stdout
+    for phase in ("before", "during", "after"):
+        assert f"   {phase} " in result.stdout
+    assert "loop lag p50 / p99" in result.stdout
+    assert "connected 20 watchers" in result.stdout
+    assert "(200: 200)" in result.stdout  # every user answered
