@@ -278,28 +278,25 @@ class Service:
 
     async def stop(self) -> None:
         """Stop connecting, drain every user mailbox into the store, stop the
-        leaderboard, close the store.
+        leaderboard (it publishes what is pending), close the store.
 
         Idempotent. Call after the HTTP side stopped taking requests.
         """
-        self.draining = True
-        await self._stop_connecting()
-        await self.users.stop()
-        await self.follower.stop()
-        await self.leaderboard.stop()
-        await self.fanout.stop()
-        await self.ask_deadlines.stop()
-        await self.loop_lag.stop()
-        await self.store.close()
+        await self._shut_down(drain=True)
 
     async def kill(self) -> None:
         """Stop now, after :meth:`stop` ran out of time: cancel every actor (their
         pending asks fail), then close the store."""
+        await self._shut_down(drain=False)
+
+    async def _shut_down(self, *, drain: bool) -> None:
+        """One order for both ways down: actors first (they write to the store), the
+        store last."""
         self.draining = True
         await self._stop_connecting()
-        await self.users.kill_all()
+        await (self.users.stop() if drain else self.users.kill_all())
         await self.follower.stop()
-        await self.leaderboard.kill()
+        await (self.leaderboard.stop() if drain else self.leaderboard.kill())
         await self.fanout.stop()
         await self.ask_deadlines.stop()
         await self.loop_lag.stop()
