@@ -144,11 +144,12 @@ class ServerProcess:
         tick = os.sysconf("SC_CLK_TCK")
         return int(fields[11]) / tick, int(fields[12]) / tick
 
-    def stop(self) -> None:
+    def stop(self, timeout_s: float = 10) -> None:
+        """SIGTERM (a graceful stop), then SIGKILL past ``timeout_s``."""
         if self.proc.poll() is None:
             self.proc.terminate()
             try:
-                self.proc.wait(10)
+                self.proc.wait(timeout_s)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(5)

@@ -142,16 +142,6 @@ def start_server(
     return ServerProcess("ours", port, proc, log_path), settings
 
 
-def stop_server(server: ServerProcess) -> None:
-    if server.proc.poll() is None:
-        server.proc.terminate()
-        try:
-            server.proc.wait(30)
-        except subprocess.TimeoutExpired:
-            server.proc.kill()
-            server.proc.wait(5)
-
-
 def rss_mib(server: ServerProcess) -> float:
     return server.rss_kb() / 1024
 
@@ -405,7 +395,7 @@ class Scenario:
                     report.latencies[phase.name] = probe.samples(phase.start, phase.end)
             http.close()
             died = server.proc.poll()
-            stop_server(server)
+            server.stop(timeout_s=30)
             if died is not None:
                 report.problems.append(f"the server exited ({died}) during the scenario")
 
