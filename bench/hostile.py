@@ -3,7 +3,7 @@
     python -m bench.hostile                      # every scenario at full size (a few minutes)
     python -m bench.hostile --scenarios stalled watchers
     python -m bench.hostile --quick              # every scenario, tiny: a few seconds each
-    python -m bench.hostile --repo /work/main    # the same against another checkout
+    python -m bench.hostile --repo ../before     # the same against another checkout
 
 Everything runs on 127.0.0.1, bounded in count and in time, and stops by itself (a hard
 ``--timeout``). Exit status 1 when a server died or a scenario could not be run as
