@@ -599,3 +599,14 @@ def test_secrets_are_marked_as_placeholders() -> None:
     for resource in build.of_kind("Secret"):
         assert resource.path.name == "secret.example.yaml", resource
         assert "PLACEHOLDERS" in resource.path.read_text(), resource
+
+
+def test_the_replica_set_has_an_oplog_sized_for_the_resume_window() -> None:
+    """Without --oplogSize, mongod takes 5 % of the disk, which the docs cannot turn into a
+    resume window; the window in docs/deploy.md is computed from this size."""
+    args = mongo["spec"]["template"]["spec"]["containers"][0]["args"]
+    assert "--oplogSize" in args
+    size_mb = int(args[args.index("--oplogSize") + 1])
+    assert size_mb == 2048
+    deploy_doc = (K8S.parents[1] / "docs" / "deploy.md").read_text()
+    assert "`--oplogSize 2048`" in deploy_doc
