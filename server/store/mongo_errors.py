@@ -9,12 +9,17 @@ of the first attempt that may have written: a :class:`ServerSelectionTimeoutErro
 raised by a write means no attempt reached a server.
 
 - Nothing can have been applied: no server could be selected (no primary, unreachable),
-  no pooled connection was free, the server refused the command as not primary, or the
-  call only read. :class:`~server.store.port.StoreUnavailable`: a condition that passes.
+  the server refused our credentials (a connection authenticates before it carries any
+  command; while a new replica set is initialised, the application's user may not exist
+  yet), the driver says so (``NoWritesPerformed``), or the call only read; for a read,
+  also no pooled connection free or a server that is not primary.
+  :class:`~server.store.port.StoreUnavailable`: a condition that passes.
 - A write that may have been applied: the deadline passed or the connection failed after
   it was sent, the majority did not acknowledge it (a write-concern error: applied on
   the primary, maybe rolled back later), or it failed with an error the driver would
-  retry (``RetryableWriteError``) and it ran out of time.
+  retry (``RetryableWriteError``) and it ran out of time. Also "not primary" and "no
+  pooled connection" on a write: the driver retries a write until the deadline and
+  raises the last attempt's error, which may follow an earlier attempt that was sent.
   :class:`~server.store.port.StoreTimeout`: the outcome is unknown; the client retries
   with the same ``Idempotency-Key``.
 - Anything else (a refused command, a document MongoDB cannot store, a bug):
@@ -26,6 +31,7 @@ from __future__ import annotations
 from pymongo.errors import (
     ConnectionFailure,
     NotPrimaryError,
+    OperationFailure,
     PyMongoError,
     ServerSelectionTimeoutError,
     WaitQueueTimeoutError,
@@ -34,7 +40,12 @@ from pymongo.errors import (
 
 from server.store.port import StoreError, StoreTimeout, StoreUnavailable
 
-_NOTHING_SENT = (ServerSelectionTimeoutError, WaitQueueTimeoutError, NotPrimaryError)
+# Never sent, whichever attempt raised it (the driver keeps the error of an attempt that
+# was sent over a later server selection failure).
+_NEVER_SENT = (ServerSelectionTimeoutError,)
+# Not sent by the attempt that raised it; on a write an earlier attempt may have been.
+_NOT_SENT_THIS_TIME = (WaitQueueTimeoutError, NotPrimaryError)
+AUTHENTICATION_FAILED = 18
 
 
 def store_error(exc: Exception, *, write: bool) -> StoreError:
@@ -50,9 +61,14 @@ def store_error(exc: Exception, *, write: bool) -> StoreError:
         message names the driver's error.
     """
     message = f"MongoDB error: {type(exc).__name__}: {exc}"
-    if isinstance(exc, _NOTHING_SENT):
+    if (
+        isinstance(exc, _NEVER_SENT)
+        or (isinstance(exc, OperationFailure) and exc.code == AUTHENTICATION_FAILED)
+        or (isinstance(exc, PyMongoError) and exc.has_error_label("NoWritesPerformed"))
+        or (not write and isinstance(exc, _NOT_SENT_THIS_TIME))
+    ):
         return StoreUnavailable(message)
-    if isinstance(exc, ConnectionFailure | WriteConcernError) or (
+    if isinstance(exc, ConnectionFailure | WriteConcernError | WaitQueueTimeoutError) or (
         isinstance(exc, PyMongoError)
         and (exc.timeout or exc.has_error_label("RetryableWriteError"))
     ):

@@ -34,13 +34,31 @@ CASES: dict[str, tuple[Exception, type[StoreError], type[StoreError]]] = {
         StoreUnavailable,
         StoreUnavailable,
     ),
+    # The driver retries a write until the deadline and raises the last attempt's error:
+    # "no pooled connection" or "not primary" may follow an attempt that was sent.
     "pool-checkout": (
         WaitQueueTimeoutError("timed out waiting for a connection"),
-        *[StoreUnavailable] * 2,
+        StoreTimeout,
+        StoreUnavailable,
     ),
-    # The server refused it: it is not (or no longer) the primary.
     "not-primary": (
         NotPrimaryError("not primary", {"code": 10107, "errmsg": "not primary"}),
+        StoreTimeout,
+        StoreUnavailable,
+    ),
+    # ... unless the driver knows no attempt wrote.
+    "not-primary-no-writes": (
+        NotPrimaryError(
+            "not primary",
+            {"code": 10107, "errmsg": "not primary", "errorLabels": ["NoWritesPerformed"]},
+        ),
+        StoreUnavailable,
+        StoreUnavailable,
+    ),
+    # Credentials are checked when a connection opens, before it carries a command (a new
+    # replica set's init Job creates the application's user after the primary is up).
+    "authentication-failed": (
+        OperationFailure("Authentication failed.", 18),
         StoreUnavailable,
         StoreUnavailable,
     ),
