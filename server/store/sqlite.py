@@ -88,12 +88,10 @@ _ADDED_COLUMNS: Final = (
     ("banned", "INTEGER NOT NULL DEFAULT 0"),
 )
 # The probe's row: readiness asks whether a write commits, not whether a read answers.
-_HEALTH_SCHEMA: Final = """
-CREATE TABLE IF NOT EXISTS scoreboard_health (
-    id          INTEGER PRIMARY KEY CHECK (id = 1),
-    probed_ms   INTEGER NOT NULL
-);
-"""
+_HEALTH_TABLE: Final = (
+    "CREATE TABLE IF NOT EXISTS scoreboard_health "
+    "(id INTEGER PRIMARY KEY CHECK (id = 1), probed_ms INTEGER NOT NULL)"
+)
 _PROBE: Final = (
     "INSERT INTO scoreboard_health (id, probed_ms) VALUES (1, ?) "
     "ON CONFLICT (id) DO UPDATE SET probed_ms = excluded.probed_ms"
@@ -244,10 +242,18 @@ class SqliteStore:
         """Whether a write commits now: one row of ``scoreboard_health`` is written in the
         writer's next transaction (a full disk, a read-only file fail it)."""
         now_ms = time.time_ns() // 1_000_000
+
+        def probe(conn: sqlite3.Connection) -> None:
+            # The table is made here, not at open: a file that cannot be written (one
+            # made by an earlier version, now read-only) still opens, serves its board
+            # and is not ready.
+            conn.execute(_HEALTH_TABLE)
+            conn.execute(_PROBE, (now_ms,))
+
         try:
             # Bounded, so a stuck writer (e.g. locked) fails the probe in time.
             async with asyncio.timeout(PING_TIMEOUT_S):
-                await self._call(lambda conn: conn.execute(_PROBE, (now_ms,)))
+                await self._call(probe)
         except (StoreError, TimeoutError):
             return False
         return True
@@ -338,13 +344,16 @@ class SqliteStore:
         if self._feed is not None:
             self._written.append(record)
 
+    def _open_connection(self) -> sqlite3.Connection:
+        return sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self._path, isolation_level=None, check_same_thread=False)
+        conn = self._open_connection()
         conn.execute("PRAGMA busy_timeout = 10000")
         if self._path != ":memory:":
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
-        conn.executescript(_SCHEMA + _HEALTH_SCHEMA)
+        conn.executescript(_SCHEMA)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(users_scores)")}
         for column, kind in _ADDED_COLUMNS:
             if column not in columns:  # a file made by an earlier version

@@ -188,7 +188,9 @@ async def test_a_read_only_sqlite_database_is_not_ready_and_refuses_updates_at_o
     path = str(tmp_path / "scores.db")
     async with serving(sqlite_path=path) as client:
         assert (await client.update(make_token("ann"), {"increment": 3})).code == 200
-    store = ReadOnlySqliteStore(path)
+    with sqlite3.connect(path) as conn:  # a file an earlier version made: no probe's table
+        conn.execute("DROP TABLE scoreboard_health")
+    store = ReadOnlySqliteStore(path, IncrementPolicy(rate_limit_per_minute=0))
     async with serving(store=store, sqlite_path=path) as client:
         readyz = await client.request("GET", "/readyz")
         assert readyz.code == 503
@@ -233,22 +235,13 @@ async def test_a_full_disk_answers_503_with_retry_after_and_logs_once_per_interv
 
 class ReadOnlySqliteStore(SqliteStore):
     """The embedded store on a file it may read but not write: SQLite's read-only open
-    (``mode=ro``), which refuses writes even to root, unlike ``chmod``."""
+    (``mode=ro``), which refuses writes even to root, unlike ``chmod``. Everything else
+    the store does at open runs as it does on a real read-only file."""
 
-    def __init__(self, path: str) -> None:
-        super().__init__(path, IncrementPolicy(rate_limit_per_minute=0))
-        self._ro_path = path
-
-    def _connect(self) -> sqlite3.Connection:
-        super()._connect().close()  # the schema, as the real store makes it
-        conn = sqlite3.connect(
-            f"file:{self._ro_path}?mode=ro",
-            uri=True,
-            isolation_level=None,
-            check_same_thread=False,
+    def _open_connection(self) -> sqlite3.Connection:
+        return sqlite3.connect(
+            f"file:{self._path}?mode=ro", uri=True, isolation_level=None, check_same_thread=False
         )
-        conn.execute("PRAGMA busy_timeout = 10000")
-        return conn
 
 
 class FullDiskSqliteStore(SqliteStore):
