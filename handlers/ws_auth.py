@@ -7,6 +7,7 @@ import logging
 from handlers.base import authenticate
 from server.auth import challenge
 from server.errors import ApiError
+from server.log_throttle import log_throttled
 from server.service import Service
 
 log = logging.getLogger(__name__)
@@ -19,7 +20,7 @@ def check_watcher_token(service: Service, token: str | None, client: str) -> Non
     client's address, as for any authentication). Auth not required: a token that does
     not verify is no reason to refuse a stream anyone may watch (a client would retry
     forever with its expired token): it is ignored, so the connection opens anonymously,
-    logged (its reason, never the token) and counted
+    logged (its reason, never the token; one line per kind per 10 s) and counted
     (``scoreboard_ws_ignored_tokens_total``). Nothing is counted against the address
     then: the answer is the same for any token, so there is nothing to guess at.
 
@@ -36,7 +37,12 @@ def check_watcher_token(service: Service, token: str | None, client: str) -> Non
             service.verifier.verify(token)
         except ApiError as refused:
             service.metrics.ws_ignored_tokens.inc()
-            log.info(
+            # A client reconnecting in a loop with an expired token must not fill the log.
+            log_throttled(
+                log,
+                service.log_throttle,
+                logging.INFO,
                 "ignored an invalid optional WebSocket token",
+                key=refused.message,
                 extra={"client": client, "error": refused.code, "reason": refused.message},
             )

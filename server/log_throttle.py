@@ -73,6 +73,7 @@ def log_throttled(
     *args: object,
     key: Hashable = None,
     exc_info: BaseException | bool | None = None,
+    extra: dict[str, object] | None = None,
 ) -> None:
     """Log ``msg`` unless ``throttle`` leaves it out; a line written after some were left
     out carries their number in the field ``suppressed``.
@@ -80,9 +81,12 @@ def log_throttled(
     Args:
         key: what else, besides the logger and ``msg``, makes lines identical (e.g.
             :func:`error_key` of the exception).
+        extra: fields of the line written (those of the first line of an interval).
     """
     left_out = throttle.admit((logger.name, msg, key), time.monotonic())
     if left_out is None:
         return
-    extra = {"suppressed": left_out} if left_out else None
-    logger.log(level, msg, *args, exc_info=exc_info, extra=extra)
+    fields = dict(extra or {})
+    if left_out:
+        fields["suppressed"] = left_out
+    logger.log(level, msg, *args, exc_info=exc_info, extra=fields or None)

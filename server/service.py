@@ -156,7 +156,8 @@ class Service:
         self.ask_deadlines = AskDeadlines(settings.update_timeout_s)
         self._connecting: asyncio.Task[None] | None = None
         self._tried = asyncio.Event()  # the first attempt to reach the store ended
-        self._throttle = LogThrottle()
+        # Repeated identical log lines of this service: one per interval, with a count.
+        self.log_throttle = LogThrottle()
         self.draining = False
         self._in_flight = 0
         self._no_requests = asyncio.Event()
@@ -247,7 +248,7 @@ class Service:
             except StoreUnavailable as exc:
                 log_throttled(
                     log,
-                    self._throttle,
+                    self.log_throttle,
                     logging.WARNING,
                     "the store is unavailable; retrying: %s",
                     exc,

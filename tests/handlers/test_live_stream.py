@@ -461,11 +461,16 @@ async def test_without_require_auth_an_invalid_token_is_ignored_logged_and_count
             for token in invalid:
                 async with connected(client, f"?format=delta&token={token}") as ws:
                     assert (await receive(ws))["event"] == "snapshot"  # opened anonymously
+            # A client reconnecting in a loop with its expired token: counted every time,
+            # logged once per interval.
+            for _ in range(3):
+                async with connected(client, f"?token={expired}") as ws:
+                    assert (await receive(ws))["event"] == "snapshot"
         async with connected(client) as ws, connected(client, f"?token={make_token()}") as ws2:
             assert (await receive(ws))["event"] == "snapshot"
             assert (await receive(ws2))["event"] == "snapshot"
         metrics = await metrics_text(client)
-        assert "scoreboard_ws_ignored_tokens_total 4.0" in metrics
+        assert "scoreboard_ws_ignored_tokens_total 7.0" in metrics
         lines = [r for r in caplog.records if r.name == "handlers.ws_auth"]
         assert [r.error for r in lines] == [  # type: ignore[attr-defined]
             "invalid_token",
