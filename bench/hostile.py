@@ -229,9 +229,14 @@ def bucket_text(bound: float) -> str:
     return "> 5 s" if math.isinf(bound) else f"<= {bound * 1000:g} ms"
 
 
-def steps_over(before: dict[str, float], after: dict[str, float], seconds: float) -> str:
-    """How many broadcast steps took longer than ``seconds``, and how the steps spread."""
-    name = "scoreboard_broadcast_step_seconds"
+def steps_over(
+    before: dict[str, float],
+    after: dict[str, float],
+    seconds: float,
+    name: str = "scoreboard_broadcast_step_seconds",
+) -> str:
+    """How many broadcast steps took longer than ``seconds``, and how the steps spread
+    (``name``: the steps' wall-clock histogram, or their CPU time's)."""
     ends, starts = buckets(after, name), dict(buckets(before, name))
     if not ends:
         return "n/a"
@@ -793,12 +798,18 @@ async def watchers(args: argparse.Namespace, tmp: Path) -> Report:
                 await asyncio.sleep(self.args.settle)
             await super().phase(name, server, http, work)
             if name == "during":
+                during = self.report.phases[-1]
                 report.details.append(
-                    "broadcast steps: "
+                    "broadcast steps, wall clock: "
+                    + steps_over(during.metrics_before, during.metrics_after, 0.005)
+                )
+                report.details.append(
+                    "broadcast steps, their own CPU time: "
                     + steps_over(
-                        self.report.phases[-1].metrics_before,
-                        self.report.phases[-1].metrics_after,
+                        during.metrics_before,
+                        during.metrics_after,
                         0.005,
+                        "scoreboard_broadcast_step_cpu_seconds",
                     )
                 )
                 closed = sum(1 for c in clients if not c.open)

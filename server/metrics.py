@@ -240,6 +240,13 @@ class Metrics:
             buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
             registry=self.registry,
         )
+        self.broadcast_step_cpu_seconds = Histogram(
+            "scoreboard_broadcast_step_cpu_seconds",
+            "CPU time of one step of a broadcast (the thread's): the step's own cost, "
+            "without time the process was not running.",
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1),
+            registry=self.registry,
+        )
         self.event_loop_lag = Histogram(
             "scoreboard_event_loop_lag_seconds",
             "How late the event loop ran a timer (sampled every 0.1 s): how long any request "

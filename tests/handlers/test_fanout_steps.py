@@ -151,6 +151,10 @@ async def test_a_broadcast_goes_out_a_slice_per_step_and_what_happens_between_is
         )
         assert metric(fanout, "scoreboard_broadcast_duration_seconds_count") == 2
         assert metric(fanout, "scoreboard_broadcast_step_seconds_count") == 1 + taken
+        # Each step's own CPU time too (what the step cost, without the OS's pauses).
+        assert metric(fanout, "scoreboard_broadcast_step_cpu_seconds_count") == 1 + taken
+        cpu = metric(fanout, "scoreboard_broadcast_step_cpu_seconds_sum")
+        assert 0 < cpu <= metric(fanout, "scoreboard_broadcast_step_seconds_sum") * 1.5
         assert metric(fanout, "scoreboard_ws_messages_total") == 99 + 100 * 2 + 1
 
 
