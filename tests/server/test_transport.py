@@ -7,6 +7,7 @@ import contextlib
 import datetime
 import ipaddress
 import json
+import socket
 import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -331,6 +332,37 @@ async def test_a_refused_client_that_keeps_sending_does_not_hold_up_a_shutdown(
             writer.write(b"more" * 1000)
             await writer.drain()
         assert client.running.clean_exit  # the lingering connection was closed, not waited for
+
+
+def send_all_then_read(port: int, request: bytes) -> bytes:
+    """What a plain client gets that writes all of ``request`` before it reads, to the end
+    of the stream (a blocking socket: run it in a thread). Its small send buffer stands in
+    for a slow network: it is still sending when the server answers."""
+    with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+        sock.settimeout(scaled(10))
+        sock.connect(("127.0.0.1", port))
+        sock.sendall(request)
+        received = []
+        while chunk := sock.recv(64 * 1024):
+            received.append(chunk)
+        return b"".join(received)
+
+
+async def test_a_refused_client_still_sending_reads_the_whole_431_then_the_end(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The server drains what the client still sends after the 431: closing with unread
+    input would make the kernel answer a reset, which fails the client's send or throws
+    away the answer it has not read yet."""
+    monkeypatch.setattr(handlers.header_limit, "LINGER_S", scaled(30))  # however loaded
+    async with serving() as client:
+        request = get_head("/healthz", 20 * 1024) + b"x" * (600 * 1024)  # under the 1 MiB cap
+        answer = await asyncio.to_thread(send_all_then_read, client.running.port, request)
+        head, _, body = answer.partition(b"\r\n\r\n")
+        assert head.startswith(b"HTTP/1.1 431 ")
+        assert json.loads(body)["error"] == "headers_too_large"  # all of it, then the end
+    assert client.running.clean_exit
 
 
 async def close_writer(writer: asyncio.StreamWriter) -> None:
