@@ -27,8 +27,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from tornado.iostream import IOStream
-
 from actors.leaderboard import LeaderboardActor, Publication
 from actors.stream import Replay, Since, plan_resume, resumed_message
 from actors.tasks import cancel_and_wait
@@ -76,13 +74,12 @@ class Batch:
     versions it lacks.
     """
 
-    __slots__ = ("_frames", "_suffixes", "count", "delta", "first", "last", "seed")
+    __slots__ = ("_frames", "_suffixes", "count", "delta", "first", "seed")
 
     def __init__(self, publications: Sequence[Publication]) -> None:
         if not publications:
             raise ValueError("a batch needs a publication")
         self.first = publications[0].version
-        self.last = publications[-1].version
         self.count = len(publications)
         seed = [text_frame(p.update) for p in publications]
         delta = [text_frame(p.delta) for p in publications]
@@ -205,7 +202,7 @@ class Fanout:
         else:
             messages = [board.snapshot("new")]
         seat = Outbox(watcher, board.version)
-        if not self._send(seat, stream, b"".join(text_frame(m) for m in messages)):
+        if not seat.send(stream, b"".join(text_frame(m) for m in messages)):
             return
         self._seats[watcher] = seat
         self._metrics.websockets.set(len(self._seats))
@@ -302,22 +299,8 @@ class Fanout:
                     skipped += n
                     continue
                 if seat.frames is None and not stream._write_buffer:
-                    if type(stream) is IOStream:
-                        # Most clients take the frames whole: no Future, no buffer.
-                        sock = stream.socket
-                        if sock is None:
-                            continue
-                        try:
-                            taken = sock.send(data)
-                        except BlockingIOError:
-                            taken = 0
-                        except OSError:
-                            continue  # reset; Tornado notices on its next read
-                        if taken != len(data):
-                            seat.push(stream, memoryview(data)[taken:])
-                    elif not seat.push(stream, data):
-                        continue
-                    sent += n
+                    if seat.send(stream, data):
+                        sent += n
                     continue
                 # A client with nothing queued always gets the frames, even more than the
                 # bound; otherwise its queue may not pass the bound.
@@ -330,21 +313,6 @@ class Fanout:
             except Exception:  # one broken watcher must not stop the walk for the others
                 log.exception("writing to a WebSocket client failed")
         return sent, skipped
-
-    def _send(self, seat: Outbox, stream: IOStream, data: bytes) -> bool:
-        """Write ``data`` to ``seat``'s connection whatever its queue; False if closed."""
-        if seat.frames is not None or stream._write_buffer or type(stream) is not IOStream:
-            return seat.push(stream, data)
-        sock = stream.socket
-        if sock is None:
-            return False
-        try:
-            taken = sock.send(data)
-        except BlockingIOError:
-            taken = 0
-        except OSError:
-            return False
-        return taken == len(data) or seat.push(stream, memoryview(data)[taken:])
 
     # --- slow clients ------------------------------------------------------------------
 
@@ -367,7 +335,7 @@ class Fanout:
                 del self._lagging[seat]
                 seat.lagging = False
                 seat.base = board.version  # the snapshot covers every version up to it
-                if self._send(seat, stream, text_frame(board.snapshot(RESYNC))):
+                if seat.send(stream, text_frame(board.snapshot(RESYNC))):
                     self._metrics.ws_resyncs.inc()
             elif now - since > self._slow_timeout:
                 del self._lagging[seat]

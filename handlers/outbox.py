@@ -1,7 +1,7 @@
 """One WebSocket connection's broadcast frames on their way out, in order, bounded.
 
 Frames go straight to the socket while it takes them whole (the fan-out does that inline,
-see :meth:`handlers.fanout.Fanout._write_slice`). When it does not, the rest waits here,
+see :meth:`Outbox.send`). When it does not, the rest waits here,
 in this connection's :class:`Outbox`, as whole frames, and is handed to Tornado's stream a
 chunk at a time: one ``IOStream.write`` (one Future) per chunk of up to
 :data:`CHUNK_BYTES`, the next chunk once the previous one is sent. So a client that stops
@@ -64,6 +64,28 @@ class Outbox:
         """Bytes written to this connection that the socket has not taken yet."""
         buffer = stream._write_buffer  # None once the stream is closed
         return self._queued + (len(buffer) if buffer is not None else 0)
+
+    def send(self, stream: IOStream, data: bytes) -> bool:
+        """Write ``data`` (whole frames) to ``stream``'s socket at once when nothing waits
+        here or in the stream and the socket takes it; queue what it does not take.
+
+        Most clients take every frame whole: then there is no Future and no buffer.
+
+        Returns:
+            False if the connection is closed or reset (Tornado notices on its next read).
+        """
+        if self.frames is not None or stream._write_buffer or type(stream) is not IOStream:
+            return self.push(stream, data)
+        sock = stream.socket
+        if sock is None:
+            return False
+        try:
+            taken = sock.send(data)
+        except BlockingIOError:
+            taken = 0
+        except OSError:
+            return False
+        return taken == len(data) or self.push(stream, memoryview(data)[taken:])
 
     def push(self, stream: IOStream, data: bytes | memoryview) -> bool:
         """Queue ``data`` (whole frames, or the rest of one already begun) behind what is
