@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from actors.tasks import cancel_and_wait
+from server.support.tasks import cancel_and_wait
 
 
 class AskTimedOut(Exception):

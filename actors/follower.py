@@ -22,10 +22,8 @@ from typing import Final
 
 from actors.base import ActorStopped
 from actors.leaderboard import LeaderboardActor, ReloadTop, ScoreChanged, UserRemoved
-from actors.tasks import cancel_and_wait
-from server.log_throttle import LogThrottle, error_key, log_throttled
-from server.metrics import Metrics
 from server.store.changes import (
+    RESTART_REASONS,
     Change,
     ChangeEvent,
     ChangeFeed,
@@ -33,6 +31,9 @@ from server.store.changes import (
     FeedHistoryLost,
     FeedInterrupted,
 )
+from server.support.log_throttle import LogThrottle, error_key, log_throttled
+from server.support.metrics import Metrics
+from server.support.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
@@ -83,6 +84,8 @@ class FeedFollower:
         self._feed = feed
         self._leaderboard = leaderboard
         self._metrics = metrics
+        for reason in RESTART_REASONS:  # at zero from the start: increase() sees the first
+            metrics.stream_restarts.labels(reason)
         self._base_s = base_backoff_s
         self._cap_s = max_backoff_s
         self._clock_ms = clock_ms

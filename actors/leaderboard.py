@@ -1,6 +1,6 @@
 """The leaderboard actor: the top K in memory, fed by score changes, broadcast per tick.
 
-It owns the :class:`~actors.topk.TopK` cache and the subscribers (WebSocket handlers).
+It owns the :class:`~server.domain.topk.TopK` cache and the subscribers (WebSocket handlers).
 Changes inside one broadcast interval are coalesced: at most one broadcast per interval,
 and only when the visible top N really changed. Each message is encoded once per tick,
 never per subscriber, and handed to every subscriber without waiting on any of them.
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from actors.base import Actor
-from actors.stream import (
+from server.domain.deltas import (
     StreamHistory,
     delta_message,
     diff_rows,
@@ -27,10 +27,10 @@ from actors.stream import (
     snapshot_message,
     update_message,
 )
-from actors.topk import Row, TopK
-from server.log_throttle import LogThrottle, error_key, log_throttled
+from server.domain.records import RankedScore
+from server.domain.topk import Row, TopK
 from server.store.port import ScoreStore, StoreError
-from server.store.records import RankedScore
+from server.support.log_throttle import LogThrottle, error_key, log_throttled
 
 log = logging.getLogger(__name__)
 

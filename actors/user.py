@@ -18,10 +18,10 @@ from typing import Any
 
 from actors.base import Actor, ActorStopped, QueuedCount
 from actors.leaderboard import LeaderboardActor, ScoreChanged, UserRemoved
-from actors.tasks import cancel_and_wait
+from server.domain.records import Applied, Decision, IncrementCommand, RankedScore, UserRecord
 from server.store.admin import AdminAction
 from server.store.port import ScoreStore
-from server.store.records import Applied, Decision, IncrementCommand, RankedScore, UserRecord
+from server.support.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

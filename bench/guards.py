@@ -26,9 +26,9 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from actors.deadlines import AskDeadlines
+from server.domain.records import IncrementCommand
 from server.store.changes import NoOtherWriters
 from server.store.guard import GuardedStore
-from server.store.records import IncrementCommand
 
 CMD = IncrementCommand("user", "User", 1, 0, None)
 

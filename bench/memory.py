@@ -59,13 +59,13 @@ What the server keeps per user, and its bound (read from the code):
   with its mailbox (at most ``SCOREBOARD_MAILBOX_SIZE`` queued increments) and one asyncio
   task; a sweeper every ``idle_s / 2`` stops every actor idle (empty mailbox, nothing in
   progress) for ``SCOREBOARD_USER_IDLE_S``. So: users active within the last idle period.
-- the verified-token cache (``server/auth.py``, ``TokenVerifier``): at most
+- the verified-token cache (``server/domain/tokens.py``, ``TokenVerifier``): at most
   ``VERIFIED_CACHE_SIZE`` (10,000) tokens, each kept until its ``exp`` at the latest; when
   full, the oldest inserted goes first (insertion order; a hit does not refresh it).
-- the leaderboard (``actors/topk.py``, ``TopK``): K = N + max(10, N) rows (20 for the top
+- the leaderboard (``server/domain/topk.py``, ``TopK``): K = N + max(10, N) rows (20 for the top
   10) and the last version of users that left or never entered the cache, so a stale event
   cannot bring them back: at most 4,096 user ids (``remembered``), oldest out.
-- the failed-auth throttle (``server/throttle.py``): per client address, not per user,
+- the failed-auth throttle (``server/domain/throttle.py``): per client address, not per user,
   and only for addresses that failed (none here): at most 65,536 addresses, each with at
   most the limit's timestamps; its address-key cache holds 4,096.
 - the change feed: one SQLite store on its own (``python -m server``) keeps nothing

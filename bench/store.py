@@ -15,8 +15,8 @@ import os
 import tempfile
 import time
 
-from server.store.increments import IncrementPolicy
-from server.store.records import IncrementCommand
+from server.domain.increments import IncrementPolicy
+from server.domain.records import IncrementCommand
 from server.store.sqlite import SqliteStore
 
 

@@ -13,15 +13,14 @@ from typing import Any, Final, cast
 
 from actors.user import AdminCommand
 from handlers.base import ApiHandler, ask_user_actor, header, store_failure
-from server.audit import audit_log
-from server.auth import challenge
-from server.errors import ApiError
+from handlers.errors import ApiError
+from server.domain.records import UserRecord
+from server.domain.tokens import MAX_USER_ID_CHARS, challenge
 from server.store.admin import AdminAction
 from server.store.port import StoreError
-from server.store.records import UserRecord
+from server.support.audit import audit_log
 
 ADMIN_SCOPE: Final = "scores:admin"
-MAX_USER_ID_CHARS: Final = 128
 
 log = logging.getLogger(__name__)
 

@@ -19,11 +19,11 @@ from tornado.httputil import HTTPServerRequest
 from actors.base import ActorCancelled, ActorStopped, MailboxFull
 from actors.deadlines import AskTimedOut
 from actors.user import RegistryFull
-from server.auth import Identity
-from server.errors import ApiError
-from server.service import Service
+from handlers.context import Backend
+from handlers.errors import ApiError
+from server.domain.throttle import client_address
+from server.domain.tokens import Identity
 from server.store.port import StoreError, StoreTimeout, StoreUnavailable
-from server.throttle import client_address
 
 log = logging.getLogger(__name__)
 
@@ -91,10 +91,10 @@ _ID_COUNTER = itertools.count(1)
 class ApiHandler(tornado.web.RequestHandler):
     """Answers errors as ``{"error": code, "message": text}`` and records each request."""
 
-    service: Service
+    service: Backend
     route: str
 
-    def initialize(self, service: Service, route: str = "other") -> None:
+    def initialize(self, service: Backend, route: str = "other") -> None:
         self.service = service
         self.route = route
         service.request_started()
@@ -187,7 +187,7 @@ def allowed_methods(handler: type[tornado.web.RequestHandler]) -> list[str]:
     ]
 
 
-async def ask_user_actor(service: Service, user_id: str, message: Any) -> Any:
+async def ask_user_actor(service: Backend, user_id: str, message: Any) -> Any:
     """Ask the user's actor and map its failures to API errors.
 
     Refused at once while the store is known to be down; bounded by
@@ -233,7 +233,7 @@ async def ask_user_actor(service: Service, user_id: str, message: Any) -> Any:
         raise store_failure(service, exc) from None
 
 
-def store_failure(service: Service, exc: StoreError) -> ApiError:
+def store_failure(service: Backend, exc: StoreError) -> ApiError:
     """The API error for a store failure: 503 when it passes (unavailable: nothing was
     applied; timeout: the outcome is unknown), 500 ``database_error`` otherwise."""
     if isinstance(exc, StoreUnavailable):
@@ -243,7 +243,7 @@ def store_failure(service: Service, exc: StoreError) -> ApiError:
     return ApiError(500, "database_error", "the score store failed; retry later")
 
 
-def unavailable(service: Service) -> ApiError:
+def unavailable(service: Backend) -> ApiError:
     """503 ``database_unavailable``, with the time until writes are tried again."""
     return ApiError(
         503,
@@ -264,14 +264,14 @@ def timed_out() -> ApiError:
     )
 
 
-def client_of(request: HTTPServerRequest, service: Service) -> str:
+def client_of(request: HTTPServerRequest, service: Backend) -> str:
     """The address a request came from, through the service's trusted proxies."""
     return client_address(
         request.remote_ip or "", header(request, "X-Forwarded-For"), service.trusted_proxies
     )
 
 
-def authenticate(service: Service, client: str, verify: Callable[[], Identity]) -> Identity:
+def authenticate(service: Backend, client: str, verify: Callable[[], Identity]) -> Identity:
     """Run ``verify`` unless ``client`` failed too often lately; count its failures.
 
     Raises:

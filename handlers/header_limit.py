@@ -12,7 +12,7 @@ closes for real. Closing with unread data would make the kernel answer a reset, 
 can destroy the 431 before the client reads it (the lingering close that nginx does).
 
 The replacement is an instance attribute, not a subclass: the fan-out's direct-write
-path applies to streams whose type is exactly ``IOStream`` (handlers/outbox.py).
+path applies to streams whose type is exactly ``IOStream`` (handlers/live/outbox.py).
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from handlers.base import ApiHandler
-from server.openapi import openapi_body
+from handlers.openapi_spec import openapi_body
 
 
 class OpenApiHandler(ApiHandler):

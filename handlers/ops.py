@@ -5,7 +5,7 @@ from __future__ import annotations
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from handlers.base import ApiHandler
-from server.errors import ApiError
+from handlers.errors import ApiError
 
 
 class HealthHandler(ApiHandler):

@@ -11,11 +11,10 @@ import tornado.web
 from tornado.http1connection import HTTP1Connection
 
 from handlers.base import ApiHandler, ask_user_actor, body_timeout_s, header
+from handlers.errors import ApiError
 from handlers.strict_json import JsonRefused, loads_strict
-from server.actions import ProvenAction
-from server.audit import UpdateAudit
-from server.errors import ApiError
-from server.store.records import (
+from server.domain.actions import ProvenAction
+from server.domain.records import (
     ActionReplayed,
     Applied,
     Banned,
@@ -25,6 +24,7 @@ from server.store.records import (
     Replayed,
     SpentAction,
 )
+from server.support.audit import UpdateAudit
 
 MAX_BODY_BYTES: Final = 4096
 MAX_IDEMPOTENCY_KEY_CHARS: Final = 128

@@ -13,15 +13,15 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TextIO
 
-from actors.tasks import cancel_and_wait
 from handlers.admin import ADMIN_SCOPE
-from server import logs
-from server.auth import mint_token
-from server.gc_tuning import tune_for_serving
+from server.domain.tokens import mint_token
 from server.runner import run_server
 from server.service import Service
 from server.settings import Settings, SettingsError, load_settings
 from server.store.port import StoreError
+from server.support import logs
+from server.support.gc_tuning import tune_for_serving
+from server.support.tasks import cancel_and_wait
 
 log = logging.getLogger("server")
 

@@ -7,12 +7,12 @@ from tornado.routing import Router
 
 from handlers.admin import BanHandler, ResetHandler, UserHandler
 from handlers.base import NotFoundHandler, access_log, allowed_methods
-from handlers.fast_reads import ROUTE as TOP_SCORES_ROUTE
-from handlers.fast_reads import TOP_SCORES_PATH, FastReads
+from handlers.live.socket import ScoreboardSocket
 from handlers.openapi import OpenApiHandler
 from handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
+from handlers.router import ROUTE as TOP_SCORES_ROUTE
+from handlers.router import TOP_SCORES_PATH, FastReads
 from handlers.scores import TopScoresHandler, UpdateScoreHandler
-from handlers.ws import ScoreboardSocket
 from server.service import Service
 
 # Client messages are ignored; bound them so nobody can make the server buffer much.
@@ -49,7 +49,7 @@ def make_app(service: Service) -> tornado.web.Application:
 
 def make_router(service: Service) -> Router:
     """What the HTTP server serves: plain reads of the top 10 answered without a
-    ``RequestHandler`` (``handlers/fast_reads.py``), everything else by :func:`make_app`.
+    ``RequestHandler`` (``handlers/router.py``), everything else by :func:`make_app`.
 
     Each route's latency series exist from start (at zero), for every method it answers
     but the CORS preflight: alerts on a route's latency see it before its first request.

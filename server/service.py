@@ -19,25 +19,25 @@ from pymongo import AsyncMongoClient
 from actors.deadlines import AskDeadlines
 from actors.follower import BASE_BACKOFF_S, MAX_BACKOFF_S, FeedFollower, backoff_delay
 from actors.leaderboard import LeaderboardActor
-from actors.tasks import cancel_and_wait
 from actors.user import UserRegistry
-from handlers.fanout import Fanout
-from handlers.ws_addresses import OpenPerAddress
-from server.actions import ActionVerifier
-from server.auth import TokenVerifier
-from server.log_throttle import LogThrottle, error_key, log_throttled
-from server.loop_lag import LoopLagMonitor
-from server.metrics import Metrics
-from server.origins import AllowedOrigins
+from handlers.live.addresses import OpenPerAddress
+from handlers.live.fanout import Fanout
+from server.domain.actions import ActionVerifier
+from server.domain.increments import IncrementPolicy
+from server.domain.origins import AllowedOrigins
+from server.domain.throttle import FailedAuthThrottle, parse_networks
+from server.domain.tokens import TokenVerifier
 from server.readiness import not_ready_reason
 from server.settings import Settings
 from server.store.changes import LocalChangeFeed
 from server.store.guard import GuardedStore
-from server.store.increments import IncrementPolicy
 from server.store.mongodb import MongoStore
 from server.store.port import ScoreStore, StoreUnavailable
 from server.store.sqlite import SqliteStore
-from server.throttle import FailedAuthThrottle, parse_networks
+from server.support.log_throttle import LogThrottle, error_key, log_throttled
+from server.support.loop_lag import LoopLagMonitor
+from server.support.metrics import Metrics
+from server.support.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

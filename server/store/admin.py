@@ -10,7 +10,7 @@ import dataclasses
 from collections.abc import Callable
 from enum import Enum
 
-from server.store.records import UserRecord
+from server.domain.records import UserRecord
 
 AdminChange = Callable[[UserRecord], UserRecord]
 

@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from server.store.records import RankedScore, UserRecord
+from server.domain.records import RankedScore, UserRecord
 
 DEFAULT_HISTORY: Final = 100_000
 # Every reason a change-feed reader restarts its stream for (the ``reason`` label of

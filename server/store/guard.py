@@ -19,13 +19,13 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from actors.tasks import cancel_and_wait
-from server.log_throttle import LogThrottle, log_throttled
+from server.domain.records import Decision, IncrementCommand, RankedScore, UserRecord
 from server.store.admin import AdminChange
 from server.store.breaker import Breaker
 from server.store.changes import ChangeFeed
 from server.store.port import ScoreStore, StoreError, StoreTimeout, StoreUnavailable
-from server.store.records import Decision, IncrementCommand, RankedScore, UserRecord
+from server.support.log_throttle import LogThrottle, log_throttled
+from server.support.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 

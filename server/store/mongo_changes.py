@@ -20,6 +20,7 @@ from typing import Any, Final
 
 from pymongo.errors import ConnectionFailure, CursorNotFound, OperationFailure, PyMongoError
 
+from server.domain.records import RankedScore
 from server.store.changes import (
     Change,
     ChangeEvent,
@@ -30,7 +31,6 @@ from server.store.changes import (
     FeedNotResumable,
     Reload,
 )
-from server.store.records import RankedScore
 
 CHANGE_STREAM_HISTORY_LOST: Final = 286
 # How long one getMore waits for events; an empty wait still advances the resume token.

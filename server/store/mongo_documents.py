@@ -2,7 +2,7 @@
 
 Pure: data in, data out. Every write is a compare-and-set on the version ``v`` whose update
 ``$set``\\ s only what changed: the scalar fields that differ and, in the three logs (rings
-of slots, see :class:`~server.store.records.UserRecord`), the slots that differ, by
+of slots, see :class:`~server.domain.records.UserRecord`), the slots that differ, by
 numeric path (``"recent_keys.17"``). A slot's ``$set`` is written to the oplog as that one
 array element, so a write costs the same in the oplog whether the user has 0 or 64 keys
 remembered, 0 or 1,000 accepted updates, 0 or 1,024 spent actions. ``$push`` with
@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
-from server.store.records import UserRecord, keys_from_stored
+from server.domain.records import UserRecord, keys_from_stored
 
 T = TypeVar("T")
 

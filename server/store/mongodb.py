@@ -2,7 +2,7 @@
 
 Each increment is one compare-and-set on the user's document: read it (or take the record
 the user's actor last wrote, which saves the read), run the pure
-:func:`server.store.increments.decide_all`, then write the new state only if the
+:func:`server.domain.increments.decide_all`, then write the new state only if the
 document's version ``v`` is still the one decided on (or insert it if it did not exist).
 Another pod that wrote in between makes the write match nothing, and the increment is
 decided again on the fresh document. Within a pod the user's actor already serializes
@@ -31,14 +31,14 @@ from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from server.domain.increments import IncrementPolicy, decide_all
+from server.domain.records import Decision, IncrementCommand, RankedScore, UserRecord
 from server.store.admin import AdminChange
 from server.store.changes import Change, ChangeFeed, LocalChangeFeed
-from server.store.increments import IncrementPolicy, decide_all
 from server.store.mongo_changes import MongoChangeFeed
 from server.store.mongo_documents import to_document, to_record, update_of
 from server.store.mongo_errors import store_error
 from server.store.port import StoreError
-from server.store.records import Decision, IncrementCommand, RankedScore, UserRecord
 
 T = TypeVar("T")
 COLLECTION: Final = "users_scores"

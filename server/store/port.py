@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from server.domain.records import Decision, IncrementCommand, RankedScore, UserRecord
 from server.store.admin import AdminChange
 from server.store.changes import ChangeFeed
-from server.store.records import Decision, IncrementCommand, RankedScore, UserRecord
 
 
 class StoreError(Exception):
@@ -56,7 +56,7 @@ class ScoreStore(Protocol):
         self, cmds: list[IncrementCommand], known: UserRecord | None = None
     ) -> list[Decision]:
         """Apply consecutive increments of one user in one atomic write (see
-        :func:`server.store.increments.decide_all`); one decision per command, in order.
+        :func:`server.domain.increments.decide_all`); one decision per command, in order.
 
         ``known``: the user's record as the caller last saw it. The store may decide on it
         and write with a compare-and-set on its version instead of reading first (one

@@ -26,19 +26,19 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
-from server.log_throttle import LogThrottle, error_key, log_throttled
-from server.store.admin import AdminChange
-from server.store.changes import Change, ChangeFeed, LocalChangeFeed, NoOtherWriters
-from server.store.file_lock import ProcessFileLock
-from server.store.increments import IncrementPolicy, decide_all
-from server.store.port import StoreError, StoreUnavailable
-from server.store.records import (
+from server.domain.increments import IncrementPolicy, decide_all
+from server.domain.records import (
     Decision,
     IncrementCommand,
     RankedScore,
     UserRecord,
     keys_from_stored,
 )
+from server.store.admin import AdminChange
+from server.store.changes import Change, ChangeFeed, LocalChangeFeed, NoOtherWriters
+from server.store.file_lock import ProcessFileLock
+from server.store.port import StoreError, StoreUnavailable
+from server.support.log_throttle import LogThrottle, error_key, log_throttled
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ import pytest
 import actors.follower as follower_module
 from actors.follower import FeedFollower, backoff_delay
 from actors.leaderboard import LeaderboardActor
-from server.metrics import Metrics
+from server.domain.records import RankedScore
 from server.store.changes import (
     RESTART_REASONS,
     Change,
@@ -32,7 +32,7 @@ from server.store.changes import (
     Reload,
 )
 from server.store.port import StoreError
-from server.store.records import RankedScore
+from server.support.metrics import Metrics
 from tests.conftest import scaled
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(10))

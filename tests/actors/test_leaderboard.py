@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 
 from actors.leaderboard import LeaderboardActor, Publication, ScoreChanged
-from actors.stream import Delta, apply_delta, rows_json
-from actors.topk import Row
+from server.domain.deltas import Delta, apply_delta, rows_json
+from server.domain.records import RankedScore
+from server.domain.topk import Row
 from server.store.port import StoreError
-from server.store.records import RankedScore
 from tests.conftest import scaled
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(10))

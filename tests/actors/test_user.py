@@ -15,10 +15,8 @@ import pytest
 from actors.base import ActorStopped, MailboxFull
 from actors.leaderboard import LeaderboardActor
 from actors.user import AdminCommand, RegistryFull, UserActor, UserRegistry
-from server.store.admin import AdminAction, AdminChange
-from server.store.increments import IncrementPolicy
-from server.store.port import StoreError
-from server.store.records import (
+from server.domain.increments import IncrementPolicy
+from server.domain.records import (
     Applied,
     Banned,
     Decision,
@@ -26,6 +24,8 @@ from server.store.records import (
     RankedScore,
     UserRecord,
 )
+from server.store.admin import AdminAction, AdminChange
+from server.store.port import StoreError
 from server.store.sqlite import SqliteStore
 from tests.conftest import scaled
 

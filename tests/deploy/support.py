@@ -23,9 +23,9 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from handlers.base import _STATUS_CODES
 from server.app import make_app
-from server.metrics import LoopHistogram, Metrics
 from server.settings import OPTIONS, Settings
 from server.store.changes import RESTART_REASONS
+from server.support.metrics import LoopHistogram, Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -163,7 +163,7 @@ class Series:
 
 @cache
 def service_series() -> dict[str, Series]:
-    """Every series name ``server.metrics.Metrics``' registry exposes."""
+    """Every series name ``server.support.metrics.Metrics``' registry exposes."""
     metrics = Metrics()
     # The registry lists every family even before it has a sample; label names are only
     # known to the collectors themselves.

@@ -34,7 +34,7 @@ def test_queries_use_real_metrics_and_labels(panel: str, expr: str) -> None:
 
 
 def test_queries_name_only_registry_metrics() -> None:
-    """Every metric a panel draws is one ``server.metrics.Metrics()`` registers."""
+    """Every metric a panel draws is one ``server.support.metrics.Metrics()`` registers."""
     used = set().union(*(analyse(grafana_to_promql(e)).metrics for _, e in targets()))
     assert used <= set(service_series())
 

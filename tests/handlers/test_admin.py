@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from server.logs import JsonFormatter
+from server.support.logs import JsonFormatter
 from tests.conftest import Client, body_of, make_token, scaled, serving
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(30))

@@ -30,10 +30,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.config import PositiveDataAcceptanceConfig
 
+from handlers.errors import ApiError
+from handlers.openapi_spec import openapi_document
 from handlers.strict_json import MAX_DEPTH
-from server.auth import TokenVerifier
-from server.errors import ApiError
-from server.openapi import openapi_document
+from server.domain.tokens import TokenVerifier
 from server.runner import run_server
 from server.settings import Settings
 from tests.conftest import SECRET, make_token, scaled, settings_for

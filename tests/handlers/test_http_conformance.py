@@ -8,7 +8,7 @@ import json
 import pytest
 import tornado.httpclient
 
-from server.auth import challenge
+from server.domain.tokens import challenge
 from tests.conftest import body_of, make_token, scaled, serving
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(30))

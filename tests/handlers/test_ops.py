@@ -12,8 +12,8 @@ import pytest
 import tornado.websocket
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.store.increments import IncrementPolicy
-from server.store.records import Decision, IncrementCommand, UserRecord
+from server.domain.increments import IncrementPolicy
+from server.domain.records import Decision, IncrementCommand, UserRecord
 from server.store.sqlite import SqliteStore
 from tests.conftest import Client, body_of, make_token, scaled, serving
 

@@ -13,9 +13,9 @@ import pytest
 import tornado.httpclient
 
 from handlers.scores import request_fingerprint
-from server.store.increments import IncrementPolicy
+from server.domain.increments import IncrementPolicy
+from server.domain.records import Decision, IncrementCommand, UserRecord
 from server.store.port import StoreError, StoreTimeout, StoreUnavailable
-from server.store.records import Decision, IncrementCommand, UserRecord
 from server.store.sqlite import SqliteStore
 from tests.conftest import Client, body_of, make_token, scaled, serving
 

@@ -10,7 +10,7 @@ import pytest
 from server.store.sqlite import SqliteStore
 from tests.actors.test_user import POLICY, GatedStore
 from tests.conftest import body_of, make_token, scaled, serving, settings_for
-from tests.handlers.test_ws import metrics_text
+from tests.handlers.live.test_socket import metrics_text
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(20))
 

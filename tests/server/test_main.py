@@ -22,8 +22,8 @@ from typing import Any
 import jwt
 import pytest
 
-from server.gc_tuning import GEN0_THRESHOLD
 from server.settings import OPTIONS, Settings
+from server.support.gc_tuning import GEN0_THRESHOLD
 from tests.conftest import SECRET, make_token, scaled
 
 REPO = Path(__file__).resolve().parents[2]
@@ -311,7 +311,7 @@ def test_zero_config_start_prints_a_working_demo_token_and_stops_on_sigterm(
         "stopping",
     ]
     listening = next(e for e in entries if e["msg"] == "listening")
-    # The serving process tuned its collector once started (server/gc_tuning.py).
+    # The serving process tuned its collector once started (server/support/gc_tuning.py).
     assert listening["gc_thresholds"] == [GEN0_THRESHOLD, 10, 10]
     assert listening["gc_frozen_objects"] > 10_000  # modules, routes, settings...
     assert db.exists()

@@ -15,8 +15,8 @@ from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from handlers import base as handler_base
 from handlers import openapi as handler_module
+from handlers.openapi_spec import openapi_body, openapi_document
 from server.app import make_app
-from server.openapi import openapi_body, openapi_document
 from server.service import Service
 from server.settings import Settings
 

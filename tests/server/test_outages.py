@@ -20,11 +20,11 @@ import pytest
 import tornado.httpclient
 import tornado.websocket
 
+from server.domain.increments import IncrementPolicy
+from server.domain.records import Decision, IncrementCommand, RankedScore, UserRecord
 from server.runner import run_server
 from server.store.admin import AdminChange
-from server.store.increments import IncrementPolicy
 from server.store.port import StoreError, StoreUnavailable
-from server.store.records import Decision, IncrementCommand, RankedScore, UserRecord
 from server.store.sqlite import SqliteStore
 from tests.conftest import SECRET, Client, body_of, make_token, scaled, serving, settings_for
 from tests.server.pods import PausableFeed

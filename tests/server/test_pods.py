@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from mongomock_motor import AsyncMongoMockClient
 
+from server.domain.increments import IncrementPolicy
 from server.service import create_store
 from server.settings import Settings
 from server.store.changes import LocalChangeFeed
-from server.store.increments import IncrementPolicy
 from server.store.mongodb import MongoStore
 from server.store.port import ScoreStore
 from tests.conftest import settings_for

@@ -23,8 +23,8 @@ from cryptography.x509.oid import NameOID
 
 import handlers.base
 import handlers.header_limit
-from server.store.increments import IncrementPolicy
-from server.store.records import Decision, IncrementCommand, UserRecord
+from server.domain.increments import IncrementPolicy
+from server.domain.records import Decision, IncrementCommand, UserRecord
 from server.store.sqlite import SqliteStore
 from tests.conftest import body_of, make_token, scaled, serving
 
@@ -82,7 +82,7 @@ async def test_https_and_wss_round_trip_with_hsts(tmp_path: Path) -> None:
         assert body_of(response) == {"status": "success", "new_score": 4}
         assert response.headers["Strict-Transport-Security"].startswith("max-age=")
         read = await http.fetch(base + "/api/top-scores", ssl_options=trust, raise_error=False)
-        assert read.code == 200  # a plain read, answered by handlers/fast_reads.py
+        assert read.code == 200  # a plain read, answered by handlers/router.py
         hsts = read.headers["Strict-Transport-Security"]
         assert hsts == response.headers["Strict-Transport-Security"]
         ws = await tornado.websocket.websocket_connect(

@@ -21,6 +21,17 @@ from typing import Any
 import pytest
 from mongomock_motor import AsyncMongoMockClient
 
+from server.domain.increments import IncrementPolicy
+from server.domain.records import (
+    Applied,
+    Decision,
+    IncrementCommand,
+    RankedScore,
+    RateLimited,
+    RememberedKey,
+    Replayed,
+    UserRecord,
+)
 from server.store.admin import AdminAction
 from server.store.changes import (
     Change,
@@ -32,20 +43,9 @@ from server.store.changes import (
     NoOtherWriters,
     Reload,
 )
-from server.store.increments import IncrementPolicy
 from server.store.mongo_changes import MongoChangeFeed
 from server.store.mongodb import MongoStore
 from server.store.port import ScoreStore, StoreError
-from server.store.records import (
-    Applied,
-    Decision,
-    IncrementCommand,
-    RankedScore,
-    RateLimited,
-    RememberedKey,
-    Replayed,
-    UserRecord,
-)
 from server.store.sqlite import SqliteStore
 from tests.conftest import scaled
 from tests.server.store.test_contract import T0, UNLIMITED

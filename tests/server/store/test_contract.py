@@ -30,13 +30,8 @@ import pytest
 from mongomock_motor import AsyncMongoMockClient
 from pymongo.errors import DuplicateKeyError
 
-from server.store.admin import AdminAction
-from server.store.changes import FeedHistoryLost
-from server.store.increments import IncrementPolicy
-from server.store.mongo_changes import MongoChangeFeed
-from server.store.mongodb import COLLECTION, MongoStore
-from server.store.port import ScoreStore, StoreError, StoreTimeout, StoreUnavailable
-from server.store.records import (
+from server.domain.increments import IncrementPolicy
+from server.domain.records import (
     ActionReplayed,
     Applied,
     Banned,
@@ -50,6 +45,11 @@ from server.store.records import (
     SpentAction,
     UserRecord,
 )
+from server.store.admin import AdminAction
+from server.store.changes import FeedHistoryLost
+from server.store.mongo_changes import MongoChangeFeed
+from server.store.mongodb import COLLECTION, MongoStore
+from server.store.port import ScoreStore, StoreError, StoreTimeout, StoreUnavailable
 from server.store.sqlite import SqliteStore
 from tests.conftest import MONGODB_URI, NEEDS_MONGODB, scaled
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from server.domain.increments import IncrementPolicy
 from server.store.file_lock import LOCK_SUFFIX, FileInUse, ProcessFileLock
-from server.store.increments import IncrementPolicy
 from server.store.sqlite import SqliteStore
 from tests.conftest import scaled
 
@@ -22,7 +22,7 @@ POLICY = IncrementPolicy(rate_limit_per_minute=0)
 # Another process opening a store on the file; prints what happened.
 OTHER_PROCESS = """
 import asyncio, sys
-from server.store.increments import IncrementPolicy
+from server.domain.increments import IncrementPolicy
 from server.store.sqlite import SqliteStore
 from server.store.port import StoreError
 

@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 
+from server.domain.records import Applied, IncrementCommand, RankedScore, UserRecord
 from server.store.admin import AdminAction
 from server.store.breaker import BreakerState
 from server.store.changes import NoOtherWriters
 from server.store.guard import GuardedStore
 from server.store.port import StoreError, StoreTimeout, StoreUnavailable
-from server.store.records import Applied, IncrementCommand, RankedScore, UserRecord
 from tests.conftest import scaled
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(10))

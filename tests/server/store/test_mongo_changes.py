@@ -28,6 +28,7 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
+from server.domain.records import RankedScore
 from server.store.changes import (
     RESTART_REASONS,
     Change,
@@ -46,7 +47,6 @@ from server.store.mongo_changes import (
     _MongoStream,
     event_of,
 )
-from server.store.records import RankedScore
 from tests.conftest import scaled
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(10))

@@ -17,10 +17,8 @@ import mongomock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from server.store.admin import AdminAction
-from server.store.increments import IncrementPolicy, decide
-from server.store.mongo_documents import to_document, to_record, update_of
-from server.store.records import (
+from server.domain.increments import IncrementPolicy, decide
+from server.domain.records import (
     Applied,
     IncrementCommand,
     RememberedKey,
@@ -28,6 +26,8 @@ from server.store.records import (
     UserRecord,
     keys_from_stored,
 )
+from server.store.admin import AdminAction
+from server.store.mongo_documents import to_document, to_record, update_of
 
 T0 = 1_700_000_000_000
 FINGERPRINT = "0123456789abcdef"

@@ -24,11 +24,11 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
+from server.domain.increments import IncrementPolicy
+from server.domain.records import Applied, IncrementCommand, Replayed, SpentAction
 from server.service import create_store
-from server.store.increments import IncrementPolicy
 from server.store.mongodb import MongoStore
 from server.store.port import StoreError, StoreTimeout, StoreUnavailable
-from server.store.records import Applied, IncrementCommand, Replayed, SpentAction
 from tests.conftest import scaled, settings_for
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(30))

@@ -1,0 +1,57 @@
+"""What the web layer uses of the running service.
+
+The composition root (:mod:`server.service`) builds the parts and hands them to the
+handlers as one object (route kwargs); this protocol names the parts, so that the web
+layer depends on the layers below it (actors, store port, domain, support) and never on
+the module that wires them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    from actors.deadlines import AskDeadlines
+    from actors.leaderboard import LeaderboardActor
+    from actors.user import UserRegistry
+    from handlers.live.addresses import OpenPerAddress
+    from handlers.live.fanout import Fanout
+    from server.domain.actions import ActionVerifier
+    from server.domain.origins import AllowedOrigins
+    from server.domain.throttle import FailedAuthThrottle, Network
+    from server.domain.tokens import TokenVerifier
+    from server.settings import Settings
+    from server.store.guard import GuardedStore
+    from server.support.log_throttle import LogThrottle
+    from server.support.metrics import Metrics
+
+
+class Backend(Protocol):
+    """The running service as the handlers see it (``server.service.Service``)."""
+
+    settings: Settings
+    store: GuardedStore
+    clock_ms: Callable[[], int]
+    metrics: Metrics
+    verifier: TokenVerifier
+    origins: AllowedOrigins
+    trusted_proxies: tuple[Network, ...]
+    auth_throttle: FailedAuthThrottle
+    actions: ActionVerifier | None
+    leaderboard: LeaderboardActor
+    fanout: Fanout
+    users: UserRegistry
+    ws_addresses: OpenPerAddress
+    ask_deadlines: AskDeadlines
+    log_throttle: LogThrottle
+    draining: bool
+
+    def request_started(self) -> None:
+        """Count an HTTP request in flight."""
+
+    def request_finished(self) -> None:
+        """Count an HTTP request as answered."""
+
+    def not_ready_reason(self) -> str | None:
+        """Why ``/readyz`` answers 503 now (``None``: ready)."""

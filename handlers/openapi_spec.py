@@ -1,0 +1,587 @@
+"""The OpenAPI 3.1 document of the API, served at ``GET /api/openapi.json``.
+
+It describes every HTTP endpoint, parameter, body, response header and error code; the
+``error`` codes each status can carry are listed as an ``enum`` so a client (or a fuzzer)
+knows exactly which ones to expect. ``docs/api.md`` is the prose version of the same
+contract; ``tests/server/test_openapi.py`` keeps the two and the handlers in step.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any, Final
+
+from handlers.scores import MAX_BODY_BYTES, MAX_IDEMPOTENCY_KEY_CHARS
+from handlers.strict_json import MAX_DEPTH as MAX_JSON_DEPTH
+from server.domain.tokens import MAX_TOKEN_BYTES, MAX_USER_ID_CHARS
+from server.settings import Settings
+
+_DEFAULTS: Final = Settings()
+
+JSON: Final = "application/json"
+_BUSY: Final = ("busy", "shutting_down")
+# What a user actor's store call answers when the store is down or late (503).
+_STORE_UNAVAILABLE: Final = ("database_unavailable", "database_timeout")
+ADMIN_SCOPE: Final = "scores:admin"
+
+# What a route that writes through a user's actor answers with 503.
+STORE_503: Final = ["busy", "shutting_down", "database_unavailable", "database_timeout"]
+
+_ERROR_MESSAGES: Final[dict[int, str]] = {
+    400: "The request is malformed",
+    401: "Not authenticated",
+    403: "Not allowed",
+    404: "Not found",
+    409: "Conflict",
+    413: "The body is too large",
+    415: "The body is not JSON",
+    422: "The request cannot be processed",
+    431: "The request headers are too large",
+    429: "Too many requests",
+    500: "The server failed",
+    503: "Unavailable for now",
+}
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _header(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/headers/{name}"}
+
+
+def _error(
+    status: int,
+    codes: list[str],
+    *,
+    retry_after: bool = False,
+    request_id: bool = True,
+    challenge: bool = False,
+) -> dict[str, Any]:
+    """A response whose body is ``{"error": one of codes, "message": text}``; a 401 (and a
+    403 with ``challenge``) carries ``WWW-Authenticate``."""
+    headers: dict[str, Any] = {"X-Request-ID": _header("X-Request-ID")} if request_id else {}
+    if retry_after:
+        headers["Retry-After"] = _header("Retry-After")
+    if status == 401 or challenge:
+        headers["WWW-Authenticate"] = _header("WWW-Authenticate")
+    return {
+        "description": f"{_ERROR_MESSAGES[status]}: {', '.join(f'`{c}`' for c in codes)}",
+        "headers": headers,
+        "content": {
+            JSON: {
+                "schema": {
+                    "allOf": [
+                        _ref("Error"),
+                        {"type": "object", "properties": {"error": {"enum": codes}}},
+                    ]
+                }
+            }
+        },
+    }
+
+
+def _ok(description: str, schema: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {"X-Request-ID": _header("X-Request-ID")},
+        "content": {JSON: {"schema": schema}},
+    }
+
+
+def _object(properties: dict[str, Any], *, required: list[str] | None = None) -> dict[str, Any]:
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+    }
+
+
+def _admin_operation(
+    operation_id: str, summary: str, description: str, ok: dict[str, Any]
+) -> dict[str, Any]:
+    return {
+        "operationId": operation_id,
+        "tags": ["admin"],
+        "summary": summary,
+        "description": description
+        + f" Needs a bearer token whose `scope` claim contains `{ADMIN_SCOPE}`.",
+        "security": [{"bearerAuth": [ADMIN_SCOPE]}],
+        "parameters": [{"$ref": "#/components/parameters/UserId"}, _request_id_param()],
+        "responses": {
+            "200": ok,
+            "401": _error(401, ["missing_token", "invalid_token"]),
+            "403": _error(403, ["forbidden"], challenge=True),
+            "404": _error(404, ["not_found"]),
+            "429": _error(429, ["auth_throttled"], retry_after=True),
+            "500": _error(500, ["database_error", "internal_error"]),
+            "503": _error(503, STORE_503, retry_after=True),
+        },
+    }
+
+
+def _request_id_param() -> dict[str, str]:
+    return {"$ref": "#/components/parameters/RequestId"}
+
+
+def openapi_document(
+    *, max_increment: int = _DEFAULTS.max_increment, top_n: int = _DEFAULTS.top_n
+) -> dict[str, Any]:
+    """The OpenAPI 3.1 description of every endpoint.
+
+    Args:
+        max_increment: the server's ``SCOREBOARD_MAX_INCREMENT`` (the body's upper bound).
+        top_n: the server's ``SCOREBOARD_TOP_N`` (rows in the top scores).
+    """
+    user_row = _object(
+        {
+            "user_id": {"type": "string"},
+            "username": {"type": "string"},
+            "score": {"type": "integer", "minimum": 0},
+        }
+    )
+    update_score = {
+        "operationId": "updateScore",
+        "tags": ["scores"],
+        "summary": "Add to the caller's score",
+        "description": (
+            "Adds `increment` (or, with proof of action on, the points of the action "
+            "token's action type) to the score of the token's `sub`, at most once per "
+            "`Idempotency-Key`, within the per-user rate limit. Checks run in this order: "
+            "body size, token, body, action token, idempotency key, then (atomically in "
+            "the store) idempotent replay (or 422 for a key reused with another "
+            "request), spent action, rate limit, increment. 503 `database_timeout`: the "
+            "outcome is unknown; retry with the same `Idempotency-Key` to learn it."
+        ),
+        "security": [{"bearerAuth": []}],
+        "parameters": [
+            {
+                "name": "Idempotency-Key",
+                "in": "header",
+                "required": False,
+                "description": (
+                    "A retry with a key among the user's last 64 is not applied again; it "
+                    "answers the first result's `new_score` with 200 and "
+                    "`Idempotent-Replayed: true`. The same key with a different request "
+                    "(another increment or action token) answers 422 "
+                    "`idempotency_key_reused`."
+                ),
+                "schema": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": MAX_IDEMPOTENCY_KEY_CHARS,
+                    # Printable ASCII; HTTP trims spaces around a header value.
+                    "pattern": "^[!-~]([ -~]*[!-~])?$",
+                },
+            },
+            _request_id_param(),
+        ],
+        "requestBody": {
+            "required": False,
+            "description": (
+                f"At most {MAX_BODY_BYTES} bytes; an empty body means `{{}}`. Unknown fields, "
+                f"nesting deeper than {MAX_JSON_DEPTH} levels and a key given twice are "
+                "refused (`invalid_json`)."
+            ),
+            "content": {
+                JSON: {
+                    "schema": {
+                        "type": "object",
+                        "properties": {
+                            "increment": {
+                                "type": "integer",
+                                "minimum": 1,
+                                "maximum": max_increment,
+                                "default": 1,
+                                "description": (
+                                    'Points to add (`true`, `1.0` and `"1"` are refused). '
+                                    "With proof of action on: leave it out, or make it "
+                                    "equal the action's points."
+                                ),
+                            },
+                            "action_token": {
+                                "type": "string",
+                                "description": (
+                                    "Proof of action (required when "
+                                    "`SCOREBOARD_ACTION_SECRET` is set, ignored otherwise): "
+                                    "an HS256 JWT of the game's action service with `sub`, "
+                                    "`jti`, `act` and `exp`; each `jti` is accepted once."
+                                ),
+                            },
+                        },
+                        "additionalProperties": False,
+                    }
+                }
+            },
+        },
+        "responses": {
+            "200": {
+                "description": "Applied, or an idempotent replay of an earlier request",
+                "headers": {
+                    "X-Request-ID": _header("X-Request-ID"),
+                    "Cache-Control": _header("Cache-Control"),
+                    "Idempotent-Replayed": {
+                        "description": (
+                            "`true` on a replay: the answer of the first request with this "
+                            "`Idempotency-Key`, nothing applied now; absent otherwise"
+                        ),
+                        "schema": {"type": "string", "const": "true"},
+                    },
+                },
+                "content": {
+                    JSON: {
+                        "schema": _object(
+                            {
+                                "status": {"const": "success"},
+                                "new_score": {"type": "integer", "minimum": 0},
+                            }
+                        )
+                    }
+                },
+            },
+            "400": _error(
+                400,
+                ["invalid_json", "invalid_increment", "invalid_idempotency_key", "invalid_action"],
+            ),
+            "401": _error(401, ["missing_token", "invalid_token"]),
+            "403": _error(403, ["action_forbidden", "user_banned"]),
+            "409": _error(409, ["action_replayed"]),
+            "413": _error(413, ["body_too_large"]),
+            "415": _error(415, ["unsupported_media_type"]),
+            "422": _error(422, ["idempotency_key_reused"]),
+            "429": _error(429, ["auth_throttled", "rate_limited"], retry_after=True),
+            "500": _error(500, ["database_error", "internal_error"]),
+            "503": _error(503, STORE_503, retry_after=True),
+        },
+    }
+    top_scores = {
+        "operationId": "topScores",
+        "tags": ["scores"],
+        "summary": "The current top scores",
+        "description": (
+            f"At most {top_n} rows, score descending; ties: whoever reached the score first, "
+            "then user id. No authentication."
+        ),
+        "security": [],
+        "parameters": [_request_id_param()],
+        "responses": {
+            "200": _ok(
+                "The top scores",
+                _object({"top_scores": {"type": "array", "maxItems": top_n, "items": user_row}}),
+            ),
+            "503": _error(503, ["not_ready"], retry_after=True),
+        },
+    }
+    get_user = _admin_operation(
+        "getUser",
+        "A user's record and rank",
+        "The user's id, display name, score, 1-based rank on the whole board (null while "
+        "banned: a banned user is off the board) and whether they are banned.",
+        _ok(
+            "The user",
+            _object(
+                {
+                    "user_id": {"type": "string"},
+                    "username": {"type": "string"},
+                    "score": {"type": "integer", "minimum": 0},
+                    "rank": {
+                        "type": ["integer", "null"],
+                        "minimum": 1,
+                        "description": "1-based rank on the whole board; null when banned",
+                    },
+                    "banned": {"type": "boolean"},
+                }
+            ),
+        ),
+    )
+    reset_user = _admin_operation(
+        "resetUser",
+        "Set a user's score to 0",
+        "The live top N is refilled from the store if the user was in it.",
+        _ok(
+            "Reset",
+            _object({"user_id": {"type": "string"}, "score": {"const": 0}}),
+        ),
+    )
+    ban_user = _admin_operation(
+        "banUser",
+        "Remove a user from the board and ban them",
+        "The user's later updates get 403 `user_banned` until the ban is lifted.",
+        _ok("Banned", _object({"user_id": {"type": "string"}, "banned": {"const": True}})),
+    )
+    unban_user = _admin_operation(
+        "unbanUser",
+        "Lift a user's ban",
+        "The user may update again (starting from the score they have now).",
+        _ok("Ban lifted", _object({"user_id": {"type": "string"}, "banned": {"const": False}})),
+    )
+    for operation in (reset_user, ban_user, unban_user):
+        operation["responses"]["200"]["headers"]["Cache-Control"] = _header("Cache-Control")
+
+    document: dict[str, Any] = {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Scoreboard",
+            "version": "0.1.0",
+            "description": (
+                "Live scoreboard: authenticated score updates, the top scores, admin actions "
+                'against cheaters. Every error is `{"error": code, "message": text}`; the '
+                "code is stable. Unknown routes answer 404 `not_found`, a wrong method 405 "
+                "`method_not_allowed`. Every GET route also answers HEAD: the same status "
+                "and headers, no body. The live stream is a WebSocket at `/ws/scoreboard` "
+                "(see docs/protocol.md)."
+            ),
+        },
+        "tags": [
+            {"name": "scores", "description": "Updating and reading scores"},
+            {"name": "admin", "description": f"Needs the `{ADMIN_SCOPE}` scope"},
+            {"name": "operations", "description": "Health, readiness, metrics, this document"},
+            {"name": "live", "description": "The WebSocket stream of the top scores"},
+        ],
+        "paths": {
+            "/api/update-score": {"post": update_score, "options": _preflight()},
+            "/api/top-scores": {"get": top_scores},
+            "/api/users/{user_id}": {"get": get_user, "delete": ban_user},
+            "/api/users/{user_id}/reset": {"post": reset_user},
+            "/api/users/{user_id}/ban": {"delete": unban_user},
+            "/ws/scoreboard": {"get": _websocket()},
+            "/api/openapi.json": {
+                "get": {
+                    "operationId": "openapi",
+                    "tags": ["operations"],
+                    "summary": "This document",
+                    "security": [],
+                    "parameters": [_request_id_param()],
+                    "responses": {
+                        "200": _ok("The OpenAPI 3.1 document", {"type": "object"}),
+                    },
+                }
+            },
+            "/healthz": {
+                "get": {
+                    "operationId": "health",
+                    "tags": ["operations"],
+                    "summary": "Liveness: the process serves HTTP",
+                    "security": [],
+                    "parameters": [_request_id_param()],
+                    "responses": {
+                        "200": _ok("Alive", _object({"status": {"const": "ok"}})),
+                    },
+                }
+            },
+            "/readyz": {
+                "get": {
+                    "operationId": "ready",
+                    "tags": ["operations"],
+                    "summary": "Readiness: this pod can serve what it has",
+                    "description": (
+                        "200 while the leaderboard is loaded, the server is not shutting "
+                        "down, and both the change feed was open and the store passed its "
+                        "background probe (SQLite: a write; MongoDB: a ping) within "
+                        "`SCOREBOARD_READY_MAX_STALENESS_S`."
+                    ),
+                    "security": [],
+                    "parameters": [_request_id_param()],
+                    "responses": {
+                        "200": _ok("Ready", _object({"status": {"const": "ready"}})),
+                        "503": _error(503, ["not_ready"]),
+                    },
+                }
+            },
+            "/metrics": {
+                "get": {
+                    "operationId": "metrics",
+                    "tags": ["operations"],
+                    "summary": "Prometheus text exposition",
+                    "security": [],
+                    "parameters": [_request_id_param()],
+                    "responses": {
+                        "200": {
+                            "description": "The metrics",
+                            "headers": {"X-Request-ID": _header("X-Request-ID")},
+                            "content": {"text/plain": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+        },
+        "components": {
+            "securitySchemes": {
+                "bearerAuth": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": (
+                        "A JWT signed with the configured key and an allow-listed algorithm "
+                        f"(never `none`), at most {MAX_TOKEN_BYTES} bytes, with `sub` (1 to "
+                        f"{MAX_USER_ID_CHARS} characters) and `exp`; `iss`/`aud` when "
+                        f"configured. Admin endpoints need `{ADMIN_SCOPE}` in `scope`. "
+                        "Failed authentications are throttled per client address "
+                        "(429 `auth_throttled`). Request headers over 16 KiB in all are "
+                        "answered 431 `headers_too_large` and the connection is closed."
+                    ),
+                }
+            },
+            "parameters": {
+                "UserId": {
+                    "name": "user_id",
+                    "in": "path",
+                    "required": True,
+                    "description": "The user's id (their tokens' `sub`)",
+                    "schema": {"type": "string", "minLength": 1, "maxLength": MAX_USER_ID_CHARS},
+                },
+                "RequestId": {
+                    "name": "X-Request-ID",
+                    "in": "header",
+                    "required": False,
+                    "description": (
+                        "Echoed back and logged when it is 1 to 128 printable ASCII "
+                        "characters; otherwise the server makes a new one."
+                    ),
+                    "schema": {"type": "string"},
+                },
+            },
+            "headers": {
+                "X-Request-ID": {
+                    "description": "The request id (the caller's, if sane), on every answer",
+                    "required": True,
+                    "schema": {"type": "string", "minLength": 1, "maxLength": 128},
+                },
+                "Retry-After": {
+                    "description": "Seconds to wait before trying again",
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^[0-9]+$"},
+                },
+                "WWW-Authenticate": {
+                    "description": (
+                        'An RFC 6750 challenge: `Bearer realm="scoreboard"`, with '
+                        '`error="invalid_token"` and an `error_description` when a bearer '
+                        'token was refused, or `error="insufficient_scope"` and the `scope` '
+                        "an admin route needs"
+                    ),
+                    "required": True,
+                    "schema": {"type": "string", "pattern": "^Bearer realm="},
+                },
+                "Cache-Control": {
+                    "description": "Writes are never cached",
+                    "required": True,
+                    "schema": {"type": "string", "const": "no-store"},
+                },
+            },
+            "schemas": {
+                "Error": {
+                    "type": "object",
+                    "properties": {
+                        "error": {"type": "string", "description": "Stable, for programs"},
+                        "message": {"type": "string", "description": "Human text"},
+                    },
+                    "required": ["error", "message"],
+                    "additionalProperties": False,
+                }
+            },
+        },
+    }
+    # Any request's headers may pass the server's 16 KiB bound, whatever the route.
+    for item in document["paths"].values():
+        for operation in item.values():
+            operation["responses"]["431"] = _error(431, ["headers_too_large"])
+    return document
+
+
+def _preflight() -> dict[str, Any]:
+    """CORS preflight (every API route answers it the same way)."""
+    return {
+        "operationId": "updateScorePreflight",
+        "tags": ["scores"],
+        "summary": "CORS preflight",
+        "description": (
+            "Answered from `SCOREBOARD_ALLOWED_ORIGINS`: 204 with the route's own methods "
+            "(as its `Allow` lists them) and the request headers a page may send, for an "
+            "allowed `Origin`, else 403 `origin_not_allowed`. Every API route answers "
+            "preflights the same way. Answers to an allowed `Origin` expose `Retry-After`, "
+            "`ETag`, `X-Request-ID` and `Idempotent-Replayed` to the page."
+        ),
+        "security": [],
+        "parameters": [
+            {"name": "Origin", "in": "header", "required": False, "schema": {"type": "string"}},
+            _request_id_param(),
+        ],
+        "responses": {
+            "204": {
+                "description": "Allowed",
+                "headers": {
+                    "X-Request-ID": _header("X-Request-ID"),
+                    "Access-Control-Allow-Origin": {"schema": {"type": "string"}},
+                    "Access-Control-Allow-Methods": {
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                    "Access-Control-Allow-Headers": {
+                        "required": True,
+                        "schema": {"type": "string"},
+                    },
+                    "Access-Control-Max-Age": {"schema": {"type": "string"}},
+                },
+            },
+            "403": _error(403, ["origin_not_allowed"]),
+        },
+    }
+
+
+def _websocket() -> dict[str, Any]:
+    return {
+        "operationId": "scoreboardStream",
+        "tags": ["live"],
+        "summary": "The live top scores (WebSocket upgrade)",
+        "description": (
+            "A WebSocket: a snapshot (or a resume) on connect, then every change of the top "
+            "scores. Messages and resume rules: docs/protocol.md. Errors before the upgrade "
+            "are JSON like any other."
+        ),
+        "security": [],
+        "parameters": [
+            {
+                "name": "format",
+                "in": "query",
+                "required": False,
+                "schema": {"type": "string", "enum": ["seed", "delta"], "default": "seed"},
+            },
+            {
+                "name": "since",
+                "in": "query",
+                "required": False,
+                "description": "`EPOCH:VERSION` of the last message seen, to resume",
+                "schema": {"type": "string"},
+            },
+            {
+                "name": "token",
+                "in": "query",
+                "required": False,
+                "description": "A player JWT; required when `SCOREBOARD_WS_REQUIRE_AUTH` is on",
+                "schema": {"type": "string"},
+            },
+        ],
+        "responses": {
+            "101": {"description": "Switching to the WebSocket protocol"},
+            "400": _error(
+                400, ["invalid_format", "invalid_since", "websocket_required"], request_id=False
+            ),
+            "401": _error(401, ["missing_token", "invalid_token"], request_id=False),
+            "403": _error(403, ["origin_not_allowed"], request_id=False),
+            "429": _error(
+                429, ["auth_throttled", "too_many_connections"], retry_after=True, request_id=False
+            ),
+            "503": _error(503, ["shutting_down", "not_ready"], request_id=False),
+        },
+    }
+
+
+@functools.cache
+def openapi_body(
+    max_increment: int = _DEFAULTS.max_increment, top_n: int = _DEFAULTS.top_n
+) -> bytes:
+    """The document as JSON bytes for a server's limits, encoded once per combination."""
+    document = openapi_document(max_increment=max_increment, top_n=top_n)
+    return json.dumps(document, separators=(",", ":")).encode()
