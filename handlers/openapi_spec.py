@@ -20,9 +20,6 @@ from server.settings import Settings
 _DEFAULTS: Final = Settings()
 
 JSON: Final = "application/json"
-_BUSY: Final = ("busy", "shutting_down")
-# What a user actor's store call answers when the store is down or late (503).
-_STORE_UNAVAILABLE: Final = ("database_unavailable", "database_timeout")
 ADMIN_SCOPE: Final = "scores:admin"
 
 # What a route that writes through a user's actor answers with 503.
