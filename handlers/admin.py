@@ -12,10 +12,10 @@ import logging
 from typing import Any, Final, cast
 
 from actors.user import AdminCommand
-from handlers.base import ApiHandler, ask_user_actor, header, store_failure
-from handlers.errors import ApiError
+from handlers.base import ApiHandler, ask_user_actor, header
+from handlers.errors import ApiError, challenge, failure_refusal
 from server.domain.records import UserRecord
-from server.domain.tokens import MAX_USER_ID_CHARS, challenge
+from server.domain.tokens import MAX_USER_ID_CHARS
 from server.store.admin import AdminAction
 from server.store.port import StoreError
 from server.support.audit import audit_log
@@ -107,7 +107,7 @@ class UserHandler(AdminHandler):
             row = await store.get_score(user_id)
             rank = await store.rank(user_id) if row is not None else None
         except StoreError as exc:
-            raise store_failure(self.service, exc) from None
+            raise failure_refusal(exc, store.retry_after_s) from None
         if row is None:
             raise ApiError(404, "not_found", f"no user {user_id!r}")
         body: dict[str, Any] = {

@@ -16,14 +16,18 @@ from typing import Any, Final
 import tornado.web
 from tornado.httputil import HTTPServerRequest
 
-from actors.base import ActorCancelled, ActorStopped, MailboxFull
-from actors.deadlines import AskTimedOut
-from actors.user import RegistryFull
 from handlers.context import Backend
-from handlers.errors import ApiError
+from handlers.errors import (
+    FAILURE_TYPES,
+    STORE_UNAVAILABLE,
+    ApiError,
+    answer_failure,
+    failure_refusal,
+    refusal,
+)
+from server.domain.errors import TokenRefused
 from server.domain.throttle import client_address
 from server.domain.tokens import Identity
-from server.store.port import StoreError, StoreTimeout, StoreUnavailable
 
 log = logging.getLogger(__name__)
 
@@ -195,14 +199,15 @@ async def ask_user_actor(service: Backend, user_id: str, message: Any) -> Any:
     may still be applied later).
 
     Raises:
-        ApiError: 503 ``busy`` (mailbox full), ``shutting_down``, ``database_unavailable``
-            (nothing applied) or ``database_timeout`` (outcome unknown); 500
-            ``database_error`` (the store failed unexpectedly). A write cut by a shutdown
-            timeout is a ``database_timeout`` too.
+        ApiError: a failure of the store or the actor, answered by
+            :func:`handlers.errors.failure_refusal`: 503 ``busy`` (mailbox full),
+            ``shutting_down``, ``database_unavailable`` (nothing applied) or
+            ``database_timeout`` (outcome unknown); 500 ``database_error`` (the store failed
+            unexpectedly). A write cut by a shutdown timeout is a ``database_timeout`` too.
     """
     store = service.store
     if store.refusing():
-        raise unavailable(service)
+        raise answer_failure(STORE_UNAVAILABLE, store.retry_after_s)
     try:
         reply = service.users.actor_for(user_id).ask(message)
         deadlines = service.ask_deadlines
@@ -211,57 +216,8 @@ async def ask_user_actor(service: Backend, user_id: str, message: Any) -> Any:
             return await reply
         finally:
             deadlines.forget(reply)
-    except AskTimedOut:
-        raise timed_out() from None
-    except ActorCancelled:
-        # Stopped mid-write by a shutdown timeout: it may or may not have been applied,
-        # as when a deadline passes.
-        raise timed_out() from None
-    except MailboxFull:
-        raise ApiError(
-            503, "busy", "too many requests queued for this user", {"Retry-After": "1"}
-        ) from None
-    except RegistryFull:
-        raise ApiError(
-            503, "busy", "too many users active at once; retry shortly", {"Retry-After": "1"}
-        ) from None
-    except ActorStopped:
-        raise ApiError(
-            503, "shutting_down", "the server is shutting down", {"Retry-After": "1"}
-        ) from None
-    except StoreError as exc:
-        raise store_failure(service, exc) from None
-
-
-def store_failure(service: Backend, exc: StoreError) -> ApiError:
-    """The API error for a store failure: 503 when it passes (unavailable: nothing was
-    applied; timeout: the outcome is unknown), 500 ``database_error`` otherwise."""
-    if isinstance(exc, StoreUnavailable):
-        return unavailable(service)
-    if isinstance(exc, StoreTimeout):
-        return timed_out()
-    return ApiError(500, "database_error", "the score store failed; retry later")
-
-
-def unavailable(service: Backend) -> ApiError:
-    """503 ``database_unavailable``, with the time until writes are tried again."""
-    return ApiError(
-        503,
-        "database_unavailable",
-        "the score store is unavailable and nothing was applied; retry later",
-        {"Retry-After": str(service.store.retry_after_s())},
-    )
-
-
-def timed_out() -> ApiError:
-    """503 ``database_timeout``: no answer in time, the outcome is unknown."""
-    return ApiError(
-        503,
-        "database_timeout",
-        "the score store did not answer in time: the outcome is unknown; "
-        "retry with the same Idempotency-Key",
-        {"Retry-After": "1"},
-    )
+    except FAILURE_TYPES as exc:
+        raise failure_refusal(exc, store.retry_after_s) from None
 
 
 def client_of(request: HTTPServerRequest, service: Backend) -> str:
@@ -275,7 +231,8 @@ def authenticate(service: Backend, client: str, verify: Callable[[], Identity]) 
     """Run ``verify`` unless ``client`` failed too often lately; count its failures.
 
     Raises:
-        ApiError: 429 ``auth_throttled``, or the verifier's 401.
+        ApiError: 429 ``auth_throttled``, or the answer to the verifier's
+            :class:`~server.domain.errors.TokenRefused` (401).
     """
     now = time.monotonic()
     wait = service.auth_throttle.retry_after(client, now)
@@ -288,9 +245,9 @@ def authenticate(service: Backend, client: str, verify: Callable[[], Identity]) 
         )
     try:
         return verify()
-    except ApiError:
+    except TokenRefused as refused:
         service.auth_throttle.failed(client, now)
-        raise
+        raise refusal(refused) from None
 
 
 def request_id(given: str | None) -> str:

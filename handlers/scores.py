@@ -11,19 +11,11 @@ import tornado.web
 from tornado.http1connection import HTTP1Connection
 
 from handlers.base import ApiHandler, ask_user_actor, body_timeout_s, header
-from handlers.errors import ApiError
+from handlers.errors import ApiError, refusal
 from handlers.strict_json import JsonRefused, loads_strict
 from server.domain.actions import ProvenAction
-from server.domain.records import (
-    ActionReplayed,
-    Applied,
-    Banned,
-    IncrementCommand,
-    KeyReused,
-    RateLimited,
-    Replayed,
-    SpentAction,
-)
+from server.domain.errors import DomainError, refusal_of
+from server.domain.records import Applied, IncrementCommand, Replayed, SpentAction
 from server.support.audit import UpdateAudit
 
 MAX_BODY_BYTES: Final = 4096
@@ -204,7 +196,10 @@ class UpdateScoreHandler(ApiHandler):
         if service.actions is None:
             amount = parse_increment(data, service.settings.max_increment)
         else:
-            action = service.actions.verify(data.get("action_token"), identity.user_id)
+            try:
+                action = service.actions.verify(data.get("action_token"), identity.user_id)
+            except DomainError as refused:
+                raise refusal(refused) from None
             amount, spent = proven_increment(data, action), action.spent
             self._audit.action = action.act
         self._audit.increment = amount
@@ -219,23 +214,9 @@ class UpdateScoreHandler(ApiHandler):
             fingerprint=None if key is None else request_fingerprint(amount, _jti(spent)),
         )
         decision = await ask_user_actor(service, identity.user_id, command)
-        if isinstance(decision, Banned):
-            raise ApiError(403, "user_banned", "an admin removed this player from the board")
-        if isinstance(decision, ActionReplayed):
-            raise ApiError(409, "action_replayed", "this action token was already used")
-        if isinstance(decision, KeyReused):
-            raise ApiError(
-                422,
-                "idempotency_key_reused",
-                "this Idempotency-Key was used with a different request; use a new key",
-            )
-        if isinstance(decision, RateLimited):
-            raise ApiError(
-                429,
-                "rate_limited",
-                f"at most {service.settings.rate_limit_per_minute} updates per minute",
-                {"Retry-After": str(decision.retry_after_s)},
-            )
+        decided_against = refusal_of(decision, service.settings.rate_limit_per_minute)
+        if decided_against is not None:
+            raise refusal(decided_against)
         if isinstance(decision, Replayed):
             self._outcome("replayed")
             self.set_header("Idempotent-Replayed", "true")

@@ -6,8 +6,8 @@ import logging
 
 from handlers.base import authenticate
 from handlers.context import Backend
-from handlers.errors import ApiError
-from server.domain.tokens import challenge
+from handlers.errors import refusal
+from server.domain.errors import MissingToken, TokenRefused
 from server.support.log_throttle import log_throttled
 
 log = logging.getLogger(__name__)
@@ -30,12 +30,12 @@ def check_watcher_token(service: Backend, token: str | None, client: str) -> Non
     """
     if service.settings.ws_require_auth:
         if token is None:
-            raise ApiError(401, "missing_token", "this scoreboard needs ?token=<JWT>", challenge())
+            raise refusal(MissingToken("this scoreboard needs ?token=<JWT>"))
         authenticate(service, client, lambda: service.verifier.verify(token))
     elif token is not None:
         try:
             service.verifier.verify(token)
-        except ApiError as refused:
+        except TokenRefused as refused:
             service.metrics.ws_ignored_tokens.inc()
             # A client reconnecting in a loop with an expired token must not fill the log.
             log_throttled(

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import jwt
 
-from handlers.errors import ApiError
+from server.domain.errors import ActionForbidden, InvalidAction
 from server.domain.records import SpentAction
 
 MAX_ACTION_TOKEN_BYTES: Final = 4096
@@ -30,10 +30,6 @@ class ProvenAction:
     act: str
     points: int
     spent: SpentAction
-
-
-def _invalid(message: str) -> ApiError:
-    return ApiError(400, "invalid_action", message)
 
 
 class ActionVerifier:
@@ -63,15 +59,15 @@ class ActionVerifier:
         """Check ``token`` proves an action of ``player_id``.
 
         Raises:
-            ApiError: 400 ``invalid_action`` (missing, malformed, bad signature, expired,
-                unknown action type) or 403 ``action_forbidden`` (another player's action).
+            InvalidAction: missing, malformed, bad signature, expired, unknown action type.
+            ActionForbidden: another player's action.
         """
         if token is None:
-            raise _invalid("'action_token' is required: updates need a proof of action")
+            raise InvalidAction("'action_token' is required: updates need a proof of action")
         if not isinstance(token, str) or not token:
-            raise _invalid("'action_token' must be a token string")
+            raise InvalidAction("'action_token' must be a token string")
         if len(token.encode()) > MAX_ACTION_TOKEN_BYTES:
-            raise _invalid(f"'action_token' is longer than {MAX_ACTION_TOKEN_BYTES} bytes")
+            raise InvalidAction(f"'action_token' is longer than {MAX_ACTION_TOKEN_BYTES} bytes")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -81,20 +77,20 @@ class ActionVerifier:
                 leeway=self._leeway,
             )
         except jwt.ExpiredSignatureError:
-            raise _invalid("the action token has expired") from None
+            raise InvalidAction("the action token has expired") from None
         except jwt.InvalidTokenError as exc:
-            raise _invalid(f"the action token is not valid: {exc}") from None
+            raise InvalidAction(f"the action token is not valid: {exc}") from None
         jti, act, exp = claims["jti"], claims["act"], claims["exp"]
         if not isinstance(jti, str) or not jti or len(jti) > MAX_JTI_CHARS or not _utf8(jti):
-            raise _invalid(f"'jti' must be a string of 1 to {MAX_JTI_CHARS} characters")
+            raise InvalidAction(f"'jti' must be a string of 1 to {MAX_JTI_CHARS} characters")
         # Short-lived means short-lived: a spent jti is remembered until its token expires,
         # so a far expiry would also make that memory unbounded.
         if int(exp) - time.time() > self._max_ttl_s + self._leeway:
-            raise _invalid(f"the action token lives longer than {self._max_ttl_s} s")
+            raise InvalidAction(f"the action token lives longer than {self._max_ttl_s} s")
         if not isinstance(act, str) or act not in self._points:
-            raise _invalid(f"unknown action type {act!r}")
+            raise InvalidAction(f"unknown action type {act!r}")
         if claims["sub"] != player_id:
-            raise ApiError(403, "action_forbidden", "the action belongs to another player")
+            raise ActionForbidden("the action belongs to another player")
         # Keep the jti until the token could no longer pass, leeway included.
         expires_ms = (int(exp) + self._leeway) * 1000
         return ProvenAction(act, self._points[act], SpentAction(jti, expires_ms))

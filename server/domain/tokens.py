@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import time
 import unicodedata
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from typing import Any, Final
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from handlers.errors import ApiError
+from server.domain.errors import InvalidToken, MissingToken
 
 MAX_TOKEN_BYTES: Final = 8192
 MAX_USER_ID_CHARS: Final = 128
@@ -30,31 +29,8 @@ class Identity:
     scopes: frozenset[str] = frozenset()
 
 
-REALM: Final = "scoreboard"
-# RFC 6750's error_description: printable ASCII without '"' and '\\'.
-_NOT_IN_DESCRIPTION: Final = re.compile(r"[^\x20\x21\x23-\x5b\x5d-\x7e]")
-
-
-def challenge(
-    error: str | None = None, description: str | None = None, scope: str | None = None
-) -> dict[str, str]:
-    """The ``WWW-Authenticate`` header of a refusal (RFC 6750 section 3), to pass as an
-    ``ApiError``'s headers: the Bearer scheme and realm; ``error`` only when a bearer token
-    was sent and refused (``invalid_token``, 401) or lacks a scope (``insufficient_scope``,
-    403), with ``description`` (characters the RFC forbids there are dropped) and ``scope``.
-    """
-    value = f'Bearer realm="{REALM}"'
-    if error is not None:
-        value += f', error="{error}"'
-    if description:
-        value += f', error_description="{_NOT_IN_DESCRIPTION.sub("", description)}"'
-    if scope:
-        value += f', scope="{scope}"'
-    return {"WWW-Authenticate": value}
-
-
-def _invalid(message: str) -> ApiError:
-    return ApiError(401, "invalid_token", message, challenge("invalid_token", message))
+def _invalid(message: str) -> InvalidToken:
+    return InvalidToken(message, bearer_sent=True)
 
 
 def _printable(text: str) -> str:
@@ -137,23 +113,16 @@ class TokenVerifier:
         """Verify an ``Authorization`` header value.
 
         Raises:
-            ApiError: 401 ``missing_token`` or ``invalid_token``.
+            MissingToken: no header, or an empty bearer token.
+            InvalidToken: another scheme than Bearer, or a token :meth:`verify` refuses.
         """
         if not header:
-            raise ApiError(
-                401,
-                "missing_token",
-                "an Authorization: Bearer <token> header is required",
-                challenge(),
-            )
+            raise MissingToken("an Authorization: Bearer <token> header is required")
         scheme, _, credentials = header.strip().partition(" ")
         if scheme.lower() != "bearer":
-            # Another scheme is no bearer token: the challenge names no error (RFC 6750 3.1).
-            raise ApiError(
-                401,
-                "invalid_token",
-                "the Authorization header must use the Bearer scheme",
-                challenge(),
+            # Another scheme is no bearer token, so none was sent (RFC 6750 section 3.1).
+            raise InvalidToken(
+                "the Authorization header must use the Bearer scheme", bearer_sent=False
             )
         return self.verify(credentials.strip())
 
@@ -161,7 +130,8 @@ class TokenVerifier:
         """Verify a bare token and return who it names.
 
         Raises:
-            ApiError: 401 ``missing_token`` (empty) or ``invalid_token``.
+            MissingToken: the token is empty.
+            InvalidToken: too long, badly signed, expired, or without a usable ``sub``.
         """
         remembered = self._verified.get(token)
         if remembered is not None:
@@ -172,7 +142,7 @@ class TokenVerifier:
                 return identity
             self._verified_chars -= len(token)
         if not token:
-            raise ApiError(401, "missing_token", "the bearer token is empty", challenge())
+            raise MissingToken("the bearer token is empty")
         if len(token.encode()) > MAX_TOKEN_BYTES:
             raise _invalid(f"the token is longer than {MAX_TOKEN_BYTES} bytes")
         try:

@@ -22,6 +22,7 @@ import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
 from handlers.base import _STATUS_CODES
+from handlers.errors import HTTP_ANSWERS
 from server.app import make_app
 from server.settings import OPTIONS, Settings
 from server.store.changes import RESTART_REASONS
@@ -206,8 +207,9 @@ _API_ERROR = re.compile(r'ApiError\(\s*\d{3},\s*"([a-z_]+)"')
 @cache
 def outcome_values() -> frozenset[str]:
     """``scoreboard_updates_total``'s outcomes: every API error code, applied, replayed."""
-    # _STATUS_CODES: the codes of errors Tornado raises itself.
-    codes = {"applied", "replayed", *_STATUS_CODES.values()}
+    # _STATUS_CODES: the codes of errors Tornado raises itself; HTTP_ANSWERS: those of
+    # the domain errors and the store and actor failures.
+    codes = {"applied", "replayed", *_STATUS_CODES.values(), *HTTP_ANSWERS}
     for package in ("handlers", "server"):
         for source in (ROOT / package).rglob("*.py"):
             codes.update(_API_ERROR.findall(source.read_text()))

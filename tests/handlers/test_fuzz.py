@@ -30,9 +30,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis.config import PositiveDataAcceptanceConfig
 
-from handlers.errors import ApiError
+from handlers.errors import refusal
 from handlers.openapi_spec import openapi_document
 from handlers.strict_json import MAX_DEPTH
+from server.domain.errors import TokenRefused
 from server.domain.tokens import TokenVerifier
 from server.runner import run_server
 from server.settings import Settings
@@ -533,11 +534,11 @@ def test_unmutated_tokens_authenticate(
     )
 )
 def test_malformed_authorization_headers(header: str) -> None:
-    """The verifier refuses every such ``Authorization`` value with a 401 (no server)."""
+    """The verifier refuses every such ``Authorization`` value, answered 401 (no server)."""
     verifier = TokenVerifier(SECRET, ("HS256",))
-    with pytest.raises(ApiError) as refused:
+    with pytest.raises(TokenRefused) as refused:
         verifier.verify_header(header)
-    assert refused.value.status == 401
+    assert refusal(refused.value).status == 401
 
 
 # --- the documented answers of a scripted admin session ----------------------------------

@@ -8,7 +8,7 @@ import json
 import pytest
 import tornado.httpclient
 
-from server.domain.tokens import challenge
+from handlers.errors import challenge
 from tests.conftest import body_of, make_token, scaled, serving
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(30))

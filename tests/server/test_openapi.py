@@ -15,6 +15,7 @@ from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 
 from handlers import base as handler_base
 from handlers import openapi as handler_module
+from handlers.errors import HTTP_ANSWERS
 from handlers.openapi_spec import openapi_body, openapi_document
 from server.app import make_app
 from server.service import Service
@@ -28,8 +29,10 @@ API_ERROR = re.compile(r'ApiError\(\s*(\d{3})\s*,\s*"([a-z_]+)"')
 
 
 def source_errors() -> set[tuple[int, str]]:
-    """Every (status, code) an ``ApiError`` is raised with in handlers/ and server/."""
-    found: set[tuple[int, str]] = set()
+    """Every (status, code) an ``ApiError`` is raised with in handlers/ and server/, and
+    every entry of the table that answers the layers below (domain errors, store and actor
+    failures)."""
+    found = {(answer.status, code) for code, answer in HTTP_ANSWERS.items()}
     for folder in ("handlers", "server"):
         for path in sorted((ROOT / folder).rglob("*.py")):
             for status, code in API_ERROR.findall(path.read_text()):

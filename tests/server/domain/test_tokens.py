@@ -15,7 +15,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from handlers.errors import ApiError
+from server.domain.errors import TokenRefused
 from server.domain.tokens import (
     MAX_TOKEN_BYTES,
     MAX_USER_ID_CHARS,
@@ -74,11 +74,13 @@ def rs_verifier(rsa_pem: str) -> TokenVerifier:
     return TokenVerifier(rsa_pem, ("RS256",))
 
 
-def refusal(verifier: TokenVerifier, token: str, code: str = "invalid_token") -> ApiError:
-    with pytest.raises(ApiError) as info:
+def refusal(verifier: TokenVerifier, token: str, code: str = "invalid_token") -> TokenRefused:
+    with pytest.raises(TokenRefused) as info:
         verifier.verify(token)
-    assert info.value.status == 401
     assert info.value.code == code
+    # A token was sent and refused (an empty one is none): the web layer's challenge
+    # names the error then.
+    assert info.value.bearer_sent == (code == "invalid_token")
     return info.value
 
 
@@ -234,29 +236,30 @@ def test_an_empty_token_is_missing(verifier: TokenVerifier) -> None:
 
 @pytest.mark.parametrize("header", [None, ""])
 def test_no_header_is_missing_token(verifier: TokenVerifier, header: str | None) -> None:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(TokenRefused) as info:
         verifier.verify_header(header)
-    assert (info.value.status, info.value.code) == (401, "missing_token")
+    assert (info.value.code, info.value.bearer_sent) == ("missing_token", False)
 
 
 @pytest.mark.parametrize("header", ["Bearer", "Bearer ", "bearer   ", "  Bearer  "])
 def test_bearer_with_nothing_is_missing_token(verifier: TokenVerifier, header: str) -> None:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(TokenRefused) as info:
         verifier.verify_header(header)
-    assert (info.value.status, info.value.code) == (401, "missing_token")
+    assert (info.value.code, info.value.bearer_sent) == ("missing_token", False)
 
 
 @pytest.mark.parametrize("scheme", ["Basic", "Token", "JWT", "Bearer:", "Bearerx"])
 def test_another_scheme_is_invalid_token(verifier: TokenVerifier, scheme: str) -> None:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(TokenRefused) as info:
         verifier.verify_header(f"{scheme} {make_token('alice')}")
-    assert (info.value.status, info.value.code) == (401, "invalid_token")
+    # No bearer token was sent: the challenge names no error (RFC 6750 section 3.1).
+    assert (info.value.code, info.value.bearer_sent) == ("invalid_token", False)
 
 
 def test_a_bare_token_without_a_scheme_is_invalid_token(verifier: TokenVerifier) -> None:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(TokenRefused) as info:
         verifier.verify_header(make_token("alice"))
-    assert (info.value.status, info.value.code) == (401, "invalid_token")
+    assert (info.value.code, info.value.bearer_sent) == ("invalid_token", False)
 
 
 @pytest.mark.parametrize("scheme", ["Bearer", "bearer", "BEARER"])
@@ -266,9 +269,9 @@ def test_the_bearer_scheme_is_case_insensitive(verifier: TokenVerifier, scheme: 
 
 
 def test_a_bad_token_in_the_header_is_invalid_token(verifier: TokenVerifier) -> None:
-    with pytest.raises(ApiError) as info:
+    with pytest.raises(TokenRefused) as info:
         verifier.verify_header(f"Bearer {make_token('alice', secret=OTHER_SECRET)}")
-    assert (info.value.status, info.value.code) == (401, "invalid_token")
+    assert (info.value.code, info.value.bearer_sent) == ("invalid_token", True)
 
 
 # --- display names -------------------------------------------------------------------------
@@ -305,7 +308,7 @@ def test_a_sub_with_control_or_unencodable_characters_is_refused(
         if "\ud800" not in sub
         else _raw_token({"sub": sub, "exp": int(time.time()) + 60})
     )
-    with pytest.raises(ApiError) as caught:
+    with pytest.raises(TokenRefused) as caught:
         verifier.verify(token)
     assert caught.value.code == "invalid_token"
 
@@ -549,6 +552,6 @@ def test_a_token_whose_json_nests_thousands_deep_is_refused_not_a_crash(
     # any signature is checked, so anyone can send one (issue 11, finding 11).
     deep = base64.urlsafe_b64encode(b"[" * 3000).rstrip(b"=").decode()
     for token in (f"{deep}.e30.c2ln", f"eyJhbGciOiJIUzI1NiJ9.{deep}.c2ln"):
-        with pytest.raises(ApiError) as refused:
+        with pytest.raises(TokenRefused) as refused:
             verifier.verify(token)
-        assert (refused.value.status, refused.value.code) == (401, "invalid_token")
+        assert (refused.value.code, refused.value.bearer_sent) == ("invalid_token", True)
