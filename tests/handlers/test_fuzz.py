@@ -34,7 +34,7 @@ from handlers.errors import ApiError
 from handlers.openapi_spec import openapi_document
 from handlers.strict_json import MAX_DEPTH
 from server.domain.tokens import TokenVerifier
-from server.runner import run_server
+from server.lifecycle import run_server
 from server.settings import Settings
 from tests.conftest import SECRET, make_token, scaled, settings_for
 
