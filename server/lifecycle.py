@@ -66,7 +66,9 @@ class Server:
         store: the store adapter (default: the one the settings ask for).
     """
 
-    def __init__(self, settings: Settings, jwt_key: str, *, store: ScoreStore | None = None):
+    def __init__(
+        self, settings: Settings, jwt_key: str, *, store: ScoreStore | None = None
+    ) -> None:
         self.settings = settings
         self.service = Service(
             settings, store if store is not None else create_store(settings), jwt_key
