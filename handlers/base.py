@@ -25,6 +25,7 @@ from handlers.errors import (
     failure_refusal,
     refusal,
 )
+from handlers.inflight import InFlight
 from server.domain.errors import TokenRefused
 from server.domain.throttle import client_address
 from server.domain.tokens import Identity
@@ -96,12 +97,14 @@ class ApiHandler(tornado.web.RequestHandler):
     """Answers errors as ``{"error": code, "message": text}`` and records each request."""
 
     service: Backend
+    inflight: InFlight
     route: str
 
-    def initialize(self, service: Backend, route: str = "other") -> None:
+    def initialize(self, service: Backend, inflight: InFlight, route: str = "other") -> None:
         self.service = service
+        self.inflight = inflight
         self.route = route
-        service.request_started()
+        inflight.started()
         self._counted = True
         self.request_id = request_id(header(self.request, "X-Request-ID"))
 
@@ -118,7 +121,7 @@ class ApiHandler(tornado.web.RequestHandler):
     def on_finish(self) -> None:
         if self._counted:
             self._counted = False
-            self.service.request_finished()
+            self.inflight.finished()
             self.service.metrics.request_done(
                 self.route, self.request.method, self.get_status(), self.request.request_time()
             )

@@ -45,13 +45,7 @@ class Backend(Protocol):
     ws_addresses: OpenPerAddress
     ask_deadlines: AskDeadlines
     log_throttle: LogThrottle
-    draining: bool
 
-    def request_started(self) -> None:
-        """Count an HTTP request in flight."""
-
-    def request_finished(self) -> None:
-        """Count an HTTP request as answered."""
-
-    def not_ready_reason(self) -> str | None:
-        """Why ``/readyz`` answers 503 now (``None``: ready)."""
+    def not_ready_reason(self, *, draining: bool) -> str | None:
+        """Why ``/readyz`` answers 503 now (``None``: ready); ``draining``: the server is
+        shutting down (:class:`handlers.inflight.InFlight`)."""

@@ -25,7 +25,7 @@ class ReadyHandler(ApiHandler):
     """
 
     def get(self) -> None:
-        reason = self.service.not_ready_reason()
+        reason = self.service.not_ready_reason(draining=self.inflight.draining)
         if reason is not None:
             raise ApiError(503, "not_ready", reason)
         self.write_json({"status": "ready"})

@@ -84,6 +84,6 @@ class TopScoresAnswer(httputil.HTTPMessageDelegate):
         request.connection.write_headers(_OK, headers, body)
         request.connection.finish()
         # Answered within this call: never in flight across an await, so the drain
-        # counter (request_started/finished) has nothing to wait for.
+        # counter (handlers/inflight.py) has nothing to wait for.
         service.metrics.request_done(ROUTE, "GET", 200, request.request_time())
         access_log(request, 200)

@@ -150,7 +150,7 @@ class UpdateScoreHandler(ApiHandler):
             # The stream's own loop: no running-loop lookup (a getpid() system call).
             loop: asyncio.AbstractEventLoop = connection.stream.io_loop.asyncio_loop  # type: ignore[attr-defined]
             self._body_timer = loop.call_later(body_timeout_s(), connection.close)
-        if self.service.draining:
+        if self.inflight.draining:
             self.set_header("Connection", "close")
             self._outcome("shutting_down")
             raise ApiError(

@@ -4,26 +4,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
+import functools
 import os
 import secrets
-import signal
 import sys
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Mapping, Sequence
 from typing import TextIO
 
 from handlers.admin import ADMIN_SCOPE
 from server.domain.tokens import mint_token
-from server.runner import run_server
-from server.service import Service
+from server.lifecycle import serve
 from server.settings import Settings, SettingsError, load_settings
 from server.store.port import StoreError
 from server.support import logs
-from server.support.gc_tuning import tune_for_serving
-from server.support.tasks import cancel_and_wait
-
-log = logging.getLogger("server")
 
 DEMO_USER = "demo"
 DEMO_TOKEN_TTL_S = 24 * 3600
@@ -42,11 +35,12 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
         return 2
     logs.configure(settings.log_level)
     jwt_key = settings.jwt_secret or settings.jwt_public_key
-    demo = jwt_key is None
-    if jwt_key is None:
+    banner = None
+    if jwt_key is None:  # a demo: a random key, and a banner that says how to call it
         jwt_key = secrets.token_urlsafe(48)
+        banner = functools.partial(print_demo_banner, settings, jwt_key, out=sys.stderr)
     try:
-        return asyncio.run(serve(settings, jwt_key, demo=demo))
+        return asyncio.run(serve(settings, jwt_key, on_listening=banner))
     except StoreError as exc:
         print(f"error: cannot start: {exc}", file=sys.stderr)
         return 1
@@ -56,79 +50,6 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     except OSError as exc:
         print(f"error: cannot listen on {settings.host}:{settings.port}: {exc}", file=sys.stderr)
         return 1
-
-
-async def serve(settings: Settings, jwt_key: str, *, demo: bool = False) -> int:
-    """Serve until SIGTERM or SIGINT, then shut down gracefully. A second signal forces exit.
-
-    Returns:
-        0 after a clean shutdown, 1 when it passed the shutdown timeout.
-    """
-    stop = asyncio.Event()
-    # The handlers stay installed through the shutdown, so a second signal can cut it short.
-    with _signals_set(stop):
-        async with run_server(settings, jwt_key, wait_for_store=False) as running:
-            store = "mongodb" if settings.uses_mongodb else f"sqlite:{settings.sqlite_path}"
-            tuning = tune_for_serving()  # after startup: what it allocated is frozen
-            log.info(
-                "listening",
-                extra={
-                    "host": settings.host,
-                    "port": running.port,
-                    "store": store,
-                    "gc_thresholds": list(tuning.thresholds),
-                    "gc_frozen_objects": tuning.frozen_objects,
-                },
-            )
-            if demo:
-                print_demo_banner(settings, jwt_key, running.port, sys.stderr)
-            await until_stopped(stop, running.service)
-            log.info("stopping")
-    return 0 if running.clean_exit else 1
-
-
-async def until_stopped(stop: asyncio.Event, service: Service) -> None:
-    """Return once ``stop`` is set.
-
-    Raises:
-        StoreError: the service cannot use its store (not a passing unavailability,
-            which it retries): the process must exit.
-    """
-    loop = asyncio.get_running_loop()
-    stopped = loop.create_task(stop.wait(), name="stop-signal")
-    started = loop.create_task(service.started(), name="store-started")
-    try:
-        await asyncio.wait({stopped, started}, return_when=asyncio.FIRST_COMPLETED)
-        if started.done():
-            started.result()
-            await stopped
-    finally:
-        for task in (stopped, started):
-            if not task.done():
-                await cancel_and_wait(task)
-
-
-@contextmanager
-def _signals_set(stop: asyncio.Event) -> Iterator[None]:
-    """Set ``stop`` on SIGTERM/SIGINT; on a second one, exit at once. Restores on exit."""
-    loop = asyncio.get_running_loop()
-
-    def on_signal(signum: int) -> None:
-        if stop.is_set():
-            log.warning("second signal: exiting without a graceful shutdown")
-            os._exit(1)
-        log.info("signal received", extra={"signal": signal.Signals(signum).name})
-        stop.set()
-
-    installed = []
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, on_signal, signum)
-        installed.append(signum)
-    try:
-        yield
-    finally:
-        for signum in installed:
-            loop.remove_signal_handler(signum)
 
 
 def print_demo_banner(settings: Settings, jwt_key: str, port: int, out: TextIO) -> None:

@@ -1,4 +1,8 @@
-"""The Tornado application: routes and handler settings for one :class:`Service`."""
+"""The Tornado application: routes and handler settings for one :class:`Service`.
+
+Every handler gets the service and the server's :class:`InFlight` (its requests in flight
+and whether it drains) through its route kwargs.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from tornado.routing import Router
 
 from handlers.admin import BanHandler, ResetHandler, UserHandler
 from handlers.base import NotFoundHandler, access_log, allowed_methods
+from handlers.inflight import InFlight
 from handlers.live.socket import ScoreboardSocket
 from handlers.openapi import OpenApiHandler
 from handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
@@ -19,17 +24,17 @@ from server.service import Service
 WS_MAX_MESSAGE_BYTES = 4096
 
 
-def make_app(service: Service) -> tornado.web.Application:
-    """Build the application serving ``service``'s routes."""
+def make_app(service: Service, inflight: InFlight) -> tornado.web.Application:
+    """Build the application serving ``service``'s routes, counting requests in ``inflight``."""
 
     def route(name: str) -> dict[str, object]:
-        return {"service": service, "route": name}
+        return {"service": service, "inflight": inflight, "route": name}
 
     return tornado.web.Application(
         [
             (r"/api/update-score", UpdateScoreHandler, route("update_score")),
             (TOP_SCORES_PATH, TopScoresHandler, route(TOP_SCORES_ROUTE)),
-            (r"/ws/scoreboard", ScoreboardSocket, {"service": service}),
+            (r"/ws/scoreboard", ScoreboardSocket, {"service": service, "inflight": inflight}),
             (r"/healthz", HealthHandler, route("healthz")),
             (r"/readyz", ReadyHandler, route("readyz")),
             (r"/metrics", MetricsHandler, route("metrics")),
@@ -47,14 +52,14 @@ def make_app(service: Service) -> tornado.web.Application:
     )
 
 
-def make_router(service: Service) -> Router:
+def make_router(service: Service, inflight: InFlight) -> Router:
     """What the HTTP server serves: plain reads of the top 10 answered without a
     ``RequestHandler`` (``handlers/router.py``), everything else by :func:`make_app`.
 
     Each route's latency series exist from start (at zero), for every method it answers
     but the CORS preflight: alerts on a route's latency see it before its first request.
     """
-    app = make_app(service)
+    app = make_app(service, inflight)
     for rule in app.wildcard_router.rules:
         route = rule.target_kwargs.get("route")
         if route is not None and isinstance(rule.target, type):

@@ -1,9 +1,10 @@
 """The running service: store, actors, token verifier and metrics, wired together.
 
-:class:`Service` is what handlers receive (through route kwargs); it owns the lifecycle
-of everything below the HTTP layer: :meth:`start` connects to the store in the
-background (opens it, opens the change feed, loads the leaderboard, retrying while the
-store is unavailable), :meth:`stop` drains every mailbox into the store, then closes it.
+:class:`Service` is the composition root: it builds the parts and wires them, and is
+what handlers receive (through route kwargs). :meth:`Service.connect` reaches the store
+in the background (opens it, opens the change feed, loads the leaderboard, retrying
+while the store is unavailable). Starting and stopping the parts, in order, is the
+lifecycle's (``server/lifecycle.py``).
 """
 
 from __future__ import annotations
@@ -76,11 +77,11 @@ def create_store(settings: Settings, *, feed: LocalChangeFeed | None = None) -> 
 
 
 class Service:
-    """Everything a handler needs. Build it, ``await start()``, serve, ``await stop()``.
+    """Everything a handler needs; :class:`server.lifecycle.Server` starts and stops it.
 
     Args:
         settings: the validated settings.
-        store: the store adapter; :meth:`start` opens it and :meth:`stop` closes it.
+        store: the store adapter; :meth:`connect` opens it, the lifecycle closes it.
             Everything here uses it through a :class:`GuardedStore` (:attr:`store`).
         jwt_key: the secret or public key tokens are checked with.
         clock_ms: wall-clock time in milliseconds, passed into every increment.
@@ -158,39 +159,17 @@ class Service:
         self._tried = asyncio.Event()  # the first attempt to reach the store ended
         # Repeated identical log lines of this service: one per interval, with a count.
         self.log_throttle = LogThrottle()
-        self.draining = False
-        self._in_flight = 0
-        self._no_requests = asyncio.Event()
-        self._no_requests.set()
 
-    def request_started(self) -> None:
-        """Count an HTTP request in flight (handlers call this in ``prepare``)."""
-        self._in_flight += 1
-        self._no_requests.clear()
-
-    def request_finished(self) -> None:
-        """Count an HTTP request as answered (handlers call this in ``on_finish``)."""
-        self._in_flight -= 1
-        if self._in_flight == 0:
-            self._no_requests.set()
-
-    async def requests_done(self) -> None:
-        """Return once no HTTP request is in flight."""
-        await self._no_requests.wait()
-
-    async def start(self) -> None:
-        """Start what needs no store, and connect to the store in the background.
+    def connect(self) -> None:
+        """Connect to the store in the background; once loaded, start the leaderboard,
+        the change feed's follower and the store's probe.
 
         Until connected, updates answer 503 ``database_unavailable``, reads and
         ``/readyz`` 503 ``not_ready``. :meth:`started` says when it is done, or why it
-        cannot be.
+        cannot be; :meth:`stop_connecting` ends it.
         """
         if self._connecting is not None:
-            raise RuntimeError("the service already started")
-        self.fanout.start()
-        self.users.start()
-        self.ask_deadlines.start()
-        self.loop_lag.start()
+            raise RuntimeError("the service already connects")
         self._connecting = asyncio.get_running_loop().create_task(
             self._connect(), name="store-connect"
         )
@@ -204,7 +183,7 @@ class Service:
         """
         task = self._connecting
         if task is None:
-            raise RuntimeError("the service was not started")
+            raise RuntimeError("the service does not connect")
         tried = asyncio.get_running_loop().create_task(self._tried.wait())
         try:
             await asyncio.wait({task, tried}, return_when=asyncio.FIRST_COMPLETED)
@@ -224,7 +203,7 @@ class Service:
         """
         task = self._connecting
         if task is None:
-            raise RuntimeError("the service was not started")
+            raise RuntimeError("the service does not connect")
         await asyncio.wait({task})
         task.result()
 
@@ -266,44 +245,20 @@ class Service:
         self._tried.set()
         log.info("store connected", extra={"attempts": attempt + 1})
 
-    def not_ready_reason(self) -> str | None:
-        """Why ``/readyz`` answers 503 now (``None``: ready). See :mod:`server.readiness`."""
+    def not_ready_reason(self, *, draining: bool) -> str | None:
+        """Why ``/readyz`` answers 503 now (``None``: ready); ``draining``: the server is
+        shutting down. See :mod:`server.readiness`."""
         return not_ready_reason(
             time.monotonic(),
-            draining=self.draining,
+            draining=draining,
             loaded=self.leaderboard.loaded,
             feed_live_at=self.follower.live_at(),
             store_ok_at=self.store.ok_at(),
             max_staleness_s=self.settings.ready_max_staleness_s,
         )
 
-    async def stop(self) -> None:
-        """Stop connecting, drain every user mailbox into the store, stop the
-        leaderboard (it publishes what is pending), close the store.
-
-        Idempotent. Call after the HTTP side stopped taking requests.
-        """
-        await self._shut_down(drain=True)
-
-    async def kill(self) -> None:
-        """Stop now, after :meth:`stop` ran out of time: cancel every actor (their
-        pending asks fail), then close the store."""
-        await self._shut_down(drain=False)
-
-    async def _shut_down(self, *, drain: bool) -> None:
-        """One order for both ways down: actors first (they write to the store), the
-        store last."""
-        self.draining = True
-        await self._stop_connecting()
-        await (self.users.stop() if drain else self.users.kill_all())
-        await self.follower.stop()
-        await (self.leaderboard.stop() if drain else self.leaderboard.kill())
-        await self.fanout.stop()
-        await self.ask_deadlines.stop()
-        await self.loop_lag.stop()
-        await self.store.close()
-
-    async def _stop_connecting(self) -> None:
+    async def stop_connecting(self) -> None:
+        """Cancel the connection if it still runs. Idempotent."""
         task, self._connecting = self._connecting, None
         if task is None:
             return

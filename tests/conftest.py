@@ -15,7 +15,7 @@ import pytest
 import tornado.httpclient
 import tornado.websocket
 
-from server.runner import RunningServer, run_server
+from server.lifecycle import Server, run_server
 from server.settings import Settings
 from server.store.port import ScoreStore
 
@@ -78,7 +78,7 @@ def settings_for(**overrides: Any) -> Settings:
 class Client:
     """Talks to one running server over real HTTP and WebSocket connections."""
 
-    running: RunningServer
+    running: Server
 
     @property
     def base_url(self) -> str:

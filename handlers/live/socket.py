@@ -18,6 +18,7 @@ from tornado.websocket import WebSocketProtocol, WebSocketProtocol13
 from handlers.base import client_of, header, render_error
 from handlers.context import Backend
 from handlers.errors import ApiError
+from handlers.inflight import InFlight
 from handlers.live.auth import check_watcher_token
 from server.domain.deltas import Since, parse_since
 
@@ -41,13 +42,15 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
     """One watcher of the scoreboard; the service's fan-out writes to it."""
 
     service: Backend
+    inflight: InFlight
     wants_delta: bool
     # The stream the fan-out writes to; None once either side began closing, as no data
     # frame may follow a close frame. A plain attribute: it is read per client per broadcast.
     out: IOStream | None
 
-    def initialize(self, service: Backend) -> None:
+    def initialize(self, service: Backend, inflight: InFlight) -> None:
         self.service = service
+        self.inflight = inflight
         self.wants_delta = False
         self.out = None
         self._since: Since | None = None
@@ -71,7 +74,7 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
                 raise ApiError(400, "invalid_since", str(exc)) from None
         token = self.get_query_argument("token", None)
         check_watcher_token(service, token, client_of(self.request, service))
-        if service.draining:
+        if self.inflight.draining:
             raise ApiError(503, "shutting_down", "the server is shutting down")
         if not service.leaderboard.loaded:  # the store has not answered yet
             raise ApiError(503, "not_ready", "the leaderboard is loading", {"Retry-After": "1"})

@@ -23,6 +23,7 @@ from prometheus_client.metrics import MetricWrapperBase
 
 from handlers.base import _STATUS_CODES
 from handlers.errors import HTTP_ANSWERS
+from handlers.inflight import InFlight
 from server.app import make_app
 from server.settings import OPTIONS, Settings
 from server.store.changes import RESTART_REASONS
@@ -121,7 +122,7 @@ def setting_default(env: str) -> Any:
 @cache
 def routes() -> dict[str, str]:
     """Route pattern -> its metrics ``route`` label, from the real application."""
-    app = make_app(SimpleNamespace(settings=Settings()))  # type: ignore[arg-type]
+    app = make_app(SimpleNamespace(settings=Settings()), InFlight())  # type: ignore[arg-type]
     table = {}
     for rule in app.wildcard_router.rules:
         pattern = rule.matcher.regex.pattern.rstrip("$")  # type: ignore[attr-defined]

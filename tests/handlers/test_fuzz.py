@@ -35,7 +35,7 @@ from handlers.openapi_spec import openapi_document
 from handlers.strict_json import MAX_DEPTH
 from server.domain.errors import TokenRefused
 from server.domain.tokens import TokenVerifier
-from server.runner import run_server
+from server.lifecycle import run_server
 from server.settings import Settings
 from tests.conftest import SECRET, make_token, scaled, settings_for
 

@@ -130,7 +130,7 @@ async def test_readyz_is_503_while_the_store_does_not_answer() -> None:
 
 async def test_readyz_is_503_while_draining() -> None:
     async with serving() as client:
-        client.running.service.draining = True  # what shutdown does first
+        client.running.inflight.draining = True  # what shutdown does first
         response = await client.request("GET", "/readyz")
         assert response.code == 503
         assert body_of(response)["error"] == "not_ready"

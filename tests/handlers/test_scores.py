@@ -476,12 +476,12 @@ async def test_server_errors_are_counted_by_outcome_and_by_status() -> None:
 
 async def test_updates_during_shutdown_get_503_shutting_down() -> None:
     async with serving() as client:
-        client.running.service.draining = True  # what shutdown() sets once it stops listening
+        client.running.inflight.draining = True  # what shutdown() sets once it stops listening
         response = await client.update(make_token("late"))
         assert response.code == 503
         assert body_of(response)["error"] == "shutting_down"
         assert response.headers["Retry-After"] == "1"
-        client.running.service.draining = False
+        client.running.inflight.draining = False
 
 
 def sha1_etag(body: bytes) -> str:

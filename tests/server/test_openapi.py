@@ -16,6 +16,7 @@ from openapi_spec_validator import OpenAPIV31SpecValidator, validate
 from handlers import base as handler_base
 from handlers import openapi as handler_module
 from handlers.errors import HTTP_ANSWERS
+from handlers.inflight import InFlight
 from handlers.openapi_spec import openapi_body, openapi_document
 from server.app import make_app
 from server.service import Service
@@ -79,7 +80,7 @@ def documented_errors(document: dict[str, Any]) -> set[tuple[int, str]]:
 def routes() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
     """(OpenAPI-style path, handler class) of every route of the real application."""
     service = cast(Service, SimpleNamespace(settings=Settings()))
-    app = make_app(service)
+    app = make_app(service, InFlight())
     found = []
     for rule in app.wildcard_router.rules:
         pattern = rule.matcher.regex.pattern.removesuffix("$")

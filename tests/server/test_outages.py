@@ -22,7 +22,7 @@ import tornado.websocket
 
 from server.domain.increments import IncrementPolicy
 from server.domain.records import Decision, IncrementCommand, RankedScore, UserRecord
-from server.runner import run_server
+from server.lifecycle import run_server
 from server.store.admin import AdminChange
 from server.store.port import StoreError, StoreUnavailable
 from server.store.sqlite import SqliteStore
