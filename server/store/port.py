@@ -52,16 +52,10 @@ class ScoreStore(Protocol):
             StoreError: nothing is known to be applied.
         """
 
-    async def apply_increments(
-        self, cmds: list[IncrementCommand], known: UserRecord | None = None
-    ) -> list[Decision]:
+    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
         """Apply consecutive increments of one user in one atomic write (see
-        :func:`server.domain.increments.decide_all`); one decision per command, in order.
-
-        ``known``: the user's record as the caller last saw it. The store may decide on it
-        and write with a compare-and-set on its version instead of reading first (one
-        round trip); it is trusted only when that write succeeds, so a stale one costs a
-        read, never a wrong answer.
+        :func:`server.domain.increments.decide_all`), decided on the user's stored record;
+        one decision per command, in order.
 
         Raises:
             StoreError: none is known to be applied.

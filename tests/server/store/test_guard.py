@@ -51,7 +51,7 @@ class Adapter:
     async def apply_increment(self, cmd: IncrementCommand) -> Any:
         raise AssertionError("the guard goes through apply_increments")
 
-    async def apply_increments(self, cmds: list[IncrementCommand], known: Any = None) -> Any:
+    async def apply_increments(self, cmds: list[IncrementCommand]) -> Any:
         return await self._do("write", [Applied(RECORD)])
 
     async def apply_admin(self, user_id: str, change: Any) -> Any:
