@@ -123,9 +123,6 @@ class GuardedStore:
 
     # --- writes: refused while the breaker is open -------------------------------------
 
-    async def apply_increment(self, cmd: IncrementCommand) -> Decision:
-        return (await self.apply_increments([cmd]))[0]
-
     async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
         if self.breaker.closed:  # the hot path: one attribute read
             try:

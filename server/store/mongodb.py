@@ -125,9 +125,6 @@ class MongoStore:
             return False
         return True
 
-    async def apply_increment(self, cmd: IncrementCommand) -> Decision:
-        return (await self.apply_increments([cmd]))[0]
-
     async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
         def step(current: UserRecord | None) -> tuple[list[Decision], UserRecord | None]:
             return decide_all(current, cmds, self._policy)

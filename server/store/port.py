@@ -45,17 +45,10 @@ class ScoreStore(Protocol):
     async def ping(self) -> bool:
         """Return whether the store answers right now (readiness)."""
 
-    async def apply_increment(self, cmd: IncrementCommand) -> Decision:
-        """Apply ``cmd`` atomically (increment, idempotency, rate limit) and return the decision.
-
-        Raises:
-            StoreError: nothing is known to be applied.
-        """
-
     async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
-        """Apply consecutive increments of one user in one atomic write (see
-        :func:`server.domain.increments.decide_all`), decided on the user's stored record;
-        one decision per command, in order.
+        """Apply consecutive increments of one user (one or more) in one atomic write,
+        decided on the user's stored record (increment, idempotency, rate limit: see
+        :func:`server.domain.increments.decide_all`); one decision per command, in order.
 
         Raises:
             StoreError: none is known to be applied.

@@ -248,9 +248,6 @@ class SqliteStore:
             return False
         return True
 
-    async def apply_increment(self, cmd: IncrementCommand) -> Decision:
-        return (await self.apply_increments([cmd]))[0]
-
     async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
         policy = self._policy
 

@@ -40,7 +40,7 @@ def cmd(user: str = "alice", amount: int = 1, *, key: str | None = None) -> Incr
 
 
 class GatedStore:
-    """A real store whose ``apply_increment`` waits at a gate (open unless closed by a test)
+    """A real store whose ``apply_increments`` waits at a gate (open unless closed by a test)
     and says when a call reached it, so a test can hold an actor busy."""
 
     def __init__(self, inner: SqliteStore) -> None:
@@ -54,11 +54,6 @@ class GatedStore:
         # answer lost on the way back: the caller cannot know the stored state).
         self.fail_after_write: dict[int, Exception] = {}
         self.admin_fails_after_write: Exception | None = None
-
-    async def apply_increment(self, command: IncrementCommand) -> Decision:
-        self.entered.set()
-        await self.gate.wait()
-        return await self.inner.apply_increment(command)
 
     async def apply_increments(self, commands: list[IncrementCommand]) -> list[Decision]:
         number = len(self.calls)

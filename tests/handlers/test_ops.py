@@ -32,12 +32,6 @@ class ControlledStore(SqliteStore):
     async def ping(self) -> bool:
         return self.healthy and await super().ping()
 
-    async def apply_increment(self, cmd: IncrementCommand) -> Decision:
-        self.entered.set()
-        if self.gate is not None:
-            await self.gate.wait()
-        return await super().apply_increment(cmd)
-
     async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
         self.entered.set()
         if self.gate is not None:
