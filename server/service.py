@@ -29,7 +29,6 @@ from server.domain.throttle import FailedAuthThrottle, parse_networks
 from server.domain.tokens import TokenVerifier
 from server.readiness import not_ready_reason
 from server.settings import Settings
-from server.store.changes import LocalChangeFeed
 from server.store.guard import GuardedStore
 from server.store.mongodb import MongoStore
 from server.store.port import ScoreStore, StoreUnavailable
@@ -47,12 +46,8 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def create_store(settings: Settings, *, feed: LocalChangeFeed | None = None) -> ScoreStore:
-    """The store the settings ask for: MongoDB when a URI is set, else embedded SQLite.
-
-    ``feed``: for SQLite, a change feed shared with other stores on the same file (several
-    app instances in one process); MongoDB always uses its change stream.
-    """
+def create_store(settings: Settings) -> ScoreStore:
+    """The store the settings ask for: MongoDB when a URI is set, else embedded SQLite."""
     policy = IncrementPolicy(rate_limit_per_minute=settings.rate_limit_per_minute)
     if settings.mongodb_uri is not None:
         # timeoutMS: every operation, the wait for the majority included, has a deadline
@@ -70,9 +65,7 @@ def create_store(settings: Settings, *, feed: LocalChangeFeed | None = None) -> 
             client=client,
             timeout_s=settings.store_timeout_s,
         )
-    return SqliteStore(
-        settings.sqlite_path, policy, synchronous=settings.sqlite_synchronous, feed=feed
-    )
+    return SqliteStore(settings.sqlite_path, policy, synchronous=settings.sqlite_synchronous)
 
 
 class Service:

@@ -15,11 +15,11 @@ import pytest
 from mongomock_motor import AsyncMongoMockClient
 
 from server.domain.increments import IncrementPolicy
-from server.service import create_store
 from server.settings import Settings
 from server.store.changes import LocalChangeFeed
 from server.store.mongodb import MongoStore
 from server.store.port import ScoreStore
+from server.store.sqlite import SqliteStore
 from tests.conftest import settings_for
 from tests.server import pods
 from tests.server.pods import Cluster
@@ -34,7 +34,9 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Cluster:
     if request.param == "sqlite":
 
         def make_store(settings: Settings) -> ScoreStore:
-            return create_store(settings, feed=feed)
+            policy = IncrementPolicy(rate_limit_per_minute=settings.rate_limit_per_minute)
+            path, synchronous = settings.sqlite_path, settings.sqlite_synchronous
+            return SqliteStore(path, policy, synchronous=synchronous, feed=feed)
 
     else:
         database = AsyncMongoMockClient()["pods"]
