@@ -222,11 +222,6 @@ class UserRegistry:
         """Start the idle sweeper."""
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="user-sweeper")
 
-    def evict_idle(self) -> int:
-        """Stop every actor idle for ``idle_s`` now, all at once; return how many (the
-        sweeper does the same a slice at a time)."""
-        return self._evict_idle_among(list(self._actors.values()))
-
     def _evict_idle_among(self, actors: list[UserActor]) -> int:
         now = self._clock()
         evicted = 0

@@ -216,7 +216,7 @@ async def test_an_actor_with_work_in_progress_or_queued_is_never_evicted() -> No
         assert await eventually(lambda: len(s.registry) == 0)
 
 
-async def test_evict_idle_skips_busy_and_queued_actors_by_the_clock() -> None:
+async def test_a_sweep_skips_busy_and_queued_actors_by_the_clock() -> None:
     clock = FakeClock()
     async with running(idle_s=10, clock=clock, sweeper=False) as s:
         actor = s.registry.actor_for("alice")
@@ -224,18 +224,18 @@ async def test_evict_idle_skips_busy_and_queued_actors_by_the_clock() -> None:
         first = actor.ask(cmd("alice"))  # queued, not yet taken
         clock.now += 100
         assert actor.idle_since(clock.now) == 0
-        assert s.registry.evict_idle() == 0
+        assert await s.registry.sweep() == 0
         await asyncio.wait_for(s.store.entered.wait(), scaled(2))  # now busy in the store
         clock.now += 100
-        assert s.registry.evict_idle() == 0
+        assert await s.registry.sweep() == 0
         s.store.gate.set()
         assert score(await first) == 1
 
         clock.now += 9  # idle, but not long enough
-        assert s.registry.evict_idle() == 0
+        assert await s.registry.sweep() == 0
         assert s.registry.actor_for("alice") is actor
         clock.now += 1
-        assert s.registry.evict_idle() == 1
+        assert await s.registry.sweep() == 1
         assert len(s.registry) == 0
         assert s.registry.actor_for("alice") is not actor
 
