@@ -93,11 +93,6 @@ class FeedFollower:
         self._reload_needed = False
         self._task: asyncio.Task[None] | None = None
 
-    @property
-    def watching(self) -> bool:
-        """Whether a stream is open right now."""
-        return self._stream is not None
-
     def live_at(self) -> float | None:
         """When a stream was last open (monotonic; now while one is); ``None``: never.
         Readiness allows a bounded time since (``SCOREBOARD_READY_MAX_STALENESS_S``)."""
