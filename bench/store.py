@@ -2,9 +2,9 @@
 
     python -m bench.store [--users 1000] [--increments 20000] [--concurrency 1 64]
 
-Drives ``apply_increment`` directly: with concurrency 1 every increment is its own
-transaction; with more, the SQLite writer thread commits whatever is queued together
-(group commit). Reports increments/s and µs per increment for each synchronous mode.
+Drives ``apply_increments`` directly, one increment a call: with concurrency 1 every
+increment is its own transaction; with more, the SQLite writer thread commits whatever is
+queued together (group commit). Reports increments/s and µs per increment for each synchronous mode.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ async def run(path: str, synchronous: str, users: int, increments: int, concurre
 
     async def worker() -> None:
         for i in counter:
-            await store.apply_increment(IncrementCommand(f"user-{i % users}", "u", 1, i))
+            await store.apply_increments([IncrementCommand(f"user-{i % users}", "u", 1, i)])
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))

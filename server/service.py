@@ -30,7 +30,6 @@ from server.domain.throttle import FailedAuthThrottle, parse_networks
 from server.domain.tokens import TokenVerifier
 from server.readiness import not_ready_reason
 from server.settings import Settings
-from server.store.changes import LocalChangeFeed
 from server.store.guard import GuardedStore
 from server.store.mongodb import MongoStore
 from server.store.port import ScoreStore, StoreUnavailable
@@ -48,12 +47,8 @@ def wall_clock_ms() -> int:
     return time.time_ns() // 1_000_000
 
 
-def create_store(settings: Settings, *, feed: LocalChangeFeed | None = None) -> ScoreStore:
-    """The store the settings ask for: MongoDB when a URI is set, else embedded SQLite.
-
-    ``feed``: for SQLite, a change feed shared with other stores on the same file (several
-    app instances in one process); MongoDB always uses its change stream.
-    """
+def create_store(settings: Settings) -> ScoreStore:
+    """The store the settings ask for: MongoDB when a URI is set, else embedded SQLite."""
     policy = IncrementPolicy(rate_limit_per_minute=settings.rate_limit_per_minute)
     if settings.mongodb_uri is not None:
         # timeoutMS: every operation, the wait for the majority included, has a deadline
@@ -71,9 +66,7 @@ def create_store(settings: Settings, *, feed: LocalChangeFeed | None = None) -> 
             client=client,
             timeout_s=settings.store_timeout_s,
         )
-    return SqliteStore(
-        settings.sqlite_path, policy, synchronous=settings.sqlite_synchronous, feed=feed
-    )
+    return SqliteStore(settings.sqlite_path, policy, synchronous=settings.sqlite_synchronous)
 
 
 class Service:
@@ -141,13 +134,7 @@ class Service:
         )
         self.ws_addresses = OpenPerAddress(settings.ws_max_per_address)
         self.loop_lag = LoopLagMonitor(self.metrics.event_loop_lag.observe)
-        self.follower = FeedFollower(
-            self.store.changes,
-            self.leaderboard,
-            self.metrics,
-            on_version=self.users.saw_version,
-            on_reload=self.users.forget_known,
-        )
+        self.follower = FeedFollower(self.store.changes, self.leaderboard, self.metrics)
         self.metrics.track(
             user_actors=lambda: len(self.users),
             mailbox_depth=self.users.mailbox_depth,

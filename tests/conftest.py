@@ -59,6 +59,15 @@ def make_token(
     return jwt.encode(body, secret, algorithm=algorithm)
 
 
+def mint_action_token(
+    secret: str, sub: str, act: str, jti: str, *, ttl_s: int = 60, now: float | None = None
+) -> str:
+    """Sign an action token as the game's action service would."""
+    issued = int(time.time() if now is None else now)
+    claims = {"sub": sub, "jti": jti, "act": act, "iat": issued, "exp": issued + ttl_s}
+    return jwt.encode(claims, secret, algorithm="HS256")
+
+
 def settings_for(**overrides: Any) -> Settings:
     """Settings for a test server: loopback, any free port, in-memory SQLite, no waiting."""
     base = Settings(

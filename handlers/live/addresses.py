@@ -22,10 +22,6 @@ class OpenPerAddress:
         """Addresses with a connection open."""
         return len(self._open)
 
-    def count(self, address: str) -> int:
-        """Connections open from ``address``."""
-        return self._open.get(address, 0)
-
     def full(self, address: str) -> bool:
         """Whether ``address`` may not open another connection."""
         return self.limit > 0 and self._open.get(address, 0) >= self.limit

@@ -171,12 +171,6 @@ class Fanout:
         for watcher in tuple(self._seats):
             watcher.close(code, reason)
 
-    def unsent(self, watcher: Watcher) -> int:
-        """Bytes written to ``watcher`` that its socket has not taken yet (0 once closing)."""
-        seat = self._seats.get(watcher)
-        stream = watcher.out
-        return 0 if seat is None or stream is None else seat.unsent(stream)
-
     # --- joining and leaving -------------------------------------------------------------
 
     def join(self, watcher: Watcher, since: Since | None) -> None:

@@ -102,12 +102,3 @@ def _utf8(text: str) -> bool:
     except UnicodeEncodeError:  # lone surrogates: no store can hold them
         return False
     return True
-
-
-def mint_action_token(
-    secret: str, sub: str, act: str, jti: str, *, ttl_s: int = 60, now: float | None = None
-) -> str:
-    """Sign an action token as the game's action service would (development and tests)."""
-    issued = int(time.time() if now is None else now)
-    claims = {"sub": sub, "jti": jti, "act": act, "iat": issued, "exp": issued + ttl_s}
-    return jwt.encode(claims, secret, algorithm="HS256")

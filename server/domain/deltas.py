@@ -114,7 +114,6 @@ class StreamHistory:
     """The last ``size`` delta messages, by version, oldest first."""
 
     def __init__(self, size: int) -> None:
-        self.size = size
         self._entries: deque[tuple[int, str]] = deque(maxlen=size)
 
     def append(self, version: int, message: str) -> None:

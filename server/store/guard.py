@@ -123,19 +123,14 @@ class GuardedStore:
 
     # --- writes: refused while the breaker is open -------------------------------------
 
-    async def apply_increment(self, cmd: IncrementCommand) -> Decision:
-        return (await self.apply_increments([cmd]))[0]
-
-    async def apply_increments(
-        self, cmds: list[IncrementCommand], known: UserRecord | None = None
-    ) -> list[Decision]:
+    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
         if self.breaker.closed:  # the hot path: one attribute read
             try:
-                return await self.inner.apply_increments(cmds, known)
+                return await self.inner.apply_increments(cmds)
             except StoreUnavailable:
                 self.breaker.failed(self._clock())
                 raise
-        return await self._trial(lambda: self.inner.apply_increments(cmds, known))
+        return await self._trial(lambda: self.inner.apply_increments(cmds))
 
     async def apply_admin(self, user_id: str, change: AdminChange) -> UserRecord | None:
         if self.breaker.closed:

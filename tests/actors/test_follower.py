@@ -244,8 +244,8 @@ def test_backoff_delay_is_full_jitter_doubling_up_to_a_cap(
 async def test_changes_from_the_feed_reach_the_leaderboard() -> None:
     feed = LocalChangeFeed()
     store = FakeStore([], [entry("old", 1)])
-    follower, board, metrics = await following(feed, store)
-    assert follower.watching
+    _, board, metrics = await following(feed, store)
+    assert watching(metrics) == 1
     feed.publish([change("alice", 5), change("bob", 7)])
     expected = rows_of(entry("bob", 7), entry("alice", 5), entry("old", 1))
     await eventually(lambda: board_rows(board) == expected, "both changes on the board")
@@ -351,7 +351,7 @@ async def test_an_interrupted_stream_resumes_from_the_last_token_without_a_reloa
     second = ScriptedStream("t2", ([change("carol", 3)], "t3"))
     feed = ScriptedFeed(log, first, second)
     store = FakeStore(log)
-    follower, board, metrics = await following(feed, store)
+    _, board, metrics = await following(feed, store)
     expected = rows_of(entry("bob", 7), entry("alice", 5), entry("carol", 3))
     await eventually(lambda: board_rows(board) == expected, "all three shown")
     await settle()
@@ -360,7 +360,6 @@ async def test_an_interrupted_stream_resumes_from_the_last_token_without_a_reloa
     assert log == ["watch None", "top", "watch t2"]  # no reload
     assert restarts(metrics, "interrupted") == 1
     assert restarts(metrics, "history_lost") == 0
-    assert follower.watching
     assert watching(metrics) == 1
 
 
@@ -380,7 +379,7 @@ async def test_a_lost_history_reopens_from_now_and_then_reloads(
     first = ScriptedStream("t0", ([change("alice", 5)], "t1"), gate, error)
     feed = ScriptedFeed(log, first)
     store = FakeStore(log)
-    follower, board, metrics = await following(feed, store)
+    _, board, metrics = await following(feed, store)
     await eventually(lambda: board_rows(board) == rows_of(entry("alice", 5)), "alice shown")
     # Writes the lost history held: only the store knows them now.
     store.rows = [entry("alice", 5), entry("dave", 50, v=4)]
@@ -394,7 +393,7 @@ async def test_a_lost_history_reopens_from_now_and_then_reloads(
     assert first.closed
     assert restarts(metrics, reason) == 1
     assert restarts(metrics, "interrupted") == 0
-    assert follower.watching
+    assert watching(metrics) == 1
 
 
 async def test_after_a_lost_history_it_resumes_from_the_new_streams_tokens() -> None:
@@ -445,13 +444,12 @@ async def test_a_feed_unreachable_at_open_is_retried_in_the_background_then_relo
     store = FakeStore(log, [entry("alice", 5)])
     follower, board, metrics = make(feed, store)
     await follower.open()  # not fatal
-    assert not follower.watching
     assert watching(metrics) == 0
     await board.load()
     board.start()
     store.rows = [entry("alice", 5), entry("bob", 6)]  # written while the feed was down
     follower.start()
-    await eventually(lambda: follower.watching, "the stream opened")
+    await eventually(lambda: watching(metrics) == 1, "the stream opened")
     expected = rows_of(entry("bob", 6), entry("alice", 5))
     await eventually(lambda: board_rows(board) == expected, "reloaded once open")
     await settle()
@@ -464,7 +462,7 @@ async def test_a_failed_reload_is_retried_until_the_store_answers() -> None:
     gate = asyncio.Event()
     feed = ScriptedFeed(log, ScriptedStream("t0", gate, FeedHistoryLost("gone")))
     store = FakeStore(log, [entry("alice", 5)])
-    follower, board, metrics = await following(feed, store)
+    _, board, metrics = await following(feed, store)
     store.rows = [entry("alice", 5), entry("bob", 6)]
     store.failures = 2
     gate.set()
@@ -478,7 +476,7 @@ async def test_a_failed_reload_is_retried_until_the_store_answers() -> None:
     assert feed.streams[0].closed and not feed.streams[1].closed
     assert restarts(metrics, "history_lost") == 1
     assert restarts(metrics, "reload_failed") == 2
-    assert follower.watching
+    assert watching(metrics) == 1
 
 
 async def test_the_backoff_grows_with_each_failure_and_resets_after_a_batch(
@@ -523,13 +521,12 @@ class DownFeed(ScriptedFeed):
 async def test_the_watching_gauge_is_zero_while_reconnecting() -> None:
     log: list[str] = []
     feed = DownFeed(log, ScriptedStream("t0", ([change("a", 1)], "t1"), FeedInterrupted("cut")))
-    follower, _, metrics = await following(feed, FakeStore(log))
+    _, _, metrics = await following(feed, FakeStore(log))
     await eventually(lambda: len(feed.watched) >= 3, "retrying")
-    assert not follower.watching
     assert watching(metrics) == 0
     feed.up.set()
     await eventually(lambda: watching(metrics) == 1, "open again")
-    assert follower.watching
+    assert watching(metrics) == 1
     assert set(feed.watched[1:]) == {"t1"}  # every retry resumes from the same token
 
 
@@ -537,7 +534,7 @@ async def test_it_says_when_its_stream_was_last_open_for_readiness() -> None:
     log: list[str] = []
     now = [100.0]
     feed = DownFeed(log, ScriptedStream("t0", FeedInterrupted("cut")))
-    follower, board, _ = make(feed, FakeStore(log), clock_s=lambda: now[0])
+    follower, board, metrics = make(feed, FakeStore(log), clock_s=lambda: now[0])
     assert follower.live_at() is None  # never open
     await follower.open()
     assert follower.live_at() == 100.0  # open: live as of now
@@ -548,11 +545,11 @@ async def test_it_says_when_its_stream_was_last_open_for_readiness() -> None:
     await board.load()
     board.start()
     follower.start()
-    await eventually(lambda: not follower.watching, "the stream was cut")
+    await eventually(lambda: watching(metrics) == 0, "the stream was cut")
     now[0] = 130.0
     assert follower.live_at() == 105.0  # the last time it was open
     feed.up.set()
-    await eventually(lambda: follower.watching, "open again")
+    await eventually(lambda: watching(metrics) == 1, "open again")
     assert follower.live_at() == 130.0
 
 
@@ -564,14 +561,12 @@ async def test_stop_cancels_the_follower_and_closes_the_stream() -> None:
     feed = ScriptedFeed(log)
     follower, board, metrics = await following(feed, FakeStore(log))
     await settle()
-    assert follower.watching
     assert watching(metrics) == 1
     stream = feed.streams[0]
     with pytest.raises(RuntimeError):
         follower.start()  # once only
     await follower.stop()
     assert stream.closed
-    assert not follower.watching
     assert watching(metrics) == 0
     await follower.stop()  # idempotent
     await settle()
@@ -604,7 +599,7 @@ async def test_stop_before_start_closes_an_opened_stream() -> None:
 
 async def test_the_follower_ends_quietly_once_the_leaderboard_stopped() -> None:
     feed = LocalChangeFeed()
-    follower, board, _ = await following(feed, FakeStore([]))
+    follower, board, metrics = await following(feed, FakeStore([]))
     await board.stop()
     feed.publish([change("late", 1)])
     task = follower._task  # white-box: the follower's own task
@@ -612,7 +607,7 @@ async def test_the_follower_ends_quietly_once_the_leaderboard_stopped() -> None:
     await asyncio.wait_for(asyncio.wait({task}), scaled(1))
     assert task.exception() is None
     await follower.stop()
-    assert not follower.watching
+    assert watching(metrics) == 0
 
 
 # --- failures of the store and of the follower itself ---------------------------------------
@@ -662,26 +657,6 @@ async def test_an_unexpected_error_restarts_the_follower_from_now_with_a_reload(
         lambda: board_rows(board) == rows_of(entry("bob", 7), entry("alice", 5)), "reloaded"
     )
     assert restarts(metrics, "error") == 1
-    await follower.stop()
-
-
-async def test_the_follower_reports_each_write_and_each_reload() -> None:
-    versions: list[tuple[str, int]] = []
-    reloads: list[bool] = []
-    feed = LocalChangeFeed()
-    store = FakeStore([], [entry("alice", 5)])
-    follower, _board, _ = await following(
-        feed,
-        store,
-        on_version=lambda user, v: versions.append((user, v)),
-        on_reload=lambda: reloads.append(True),
-    )
-    feed.publish([change("alice", 7, v=2), change("bob", 3, v=4, banned=True)])
-    await eventually(lambda: len(versions) == 2, "both writes reported")
-    assert versions == [("alice", 2), ("bob", 4)]
-    assert reloads == []
-    feed.publish([Reload()])
-    await eventually(lambda: reloads == [True], "the reload reported")
     await follower.stop()
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from server.domain.actions import mint_action_token
-from tests.conftest import body_of, make_token, scaled, serving
+from tests.conftest import body_of, make_token, mint_action_token, scaled, serving
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(30))
 

@@ -67,14 +67,12 @@ class SwitchedStore(SqliteStore):
     async def ping(self) -> bool:
         return not self.down and await super().ping()
 
-    async def apply_increments(
-        self, cmds: list[IncrementCommand], known: UserRecord | None = None
-    ) -> list[Decision]:
+    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
         self.writes += 1
         self._check()
         if self.hang:
             await self.released.wait()  # no answer until the test releases it
-        return await super().apply_increments(cmds, known)
+        return await super().apply_increments(cmds)
 
     async def apply_admin(self, user_id: str, change: AdminChange) -> UserRecord | None:
         self.writes += 1
@@ -252,11 +250,9 @@ class FullDiskSqliteStore(SqliteStore):
         super().__init__(":memory:", IncrementPolicy(rate_limit_per_minute=0))
         self.full_failures = 0
 
-    async def apply_increments(
-        self, cmds: list[IncrementCommand], known: UserRecord | None = None
-    ) -> list[Decision]:
+    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
         try:
-            return await super().apply_increments(cmds, known)
+            return await super().apply_increments(cmds)
         except StoreUnavailable:
             self.full_failures += 1
             raise

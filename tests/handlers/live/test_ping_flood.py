@@ -19,7 +19,7 @@ import tornado
 from packaging.requirements import Requirement
 
 from tests.conftest import scaled, serving
-from tests.handlers.live.test_fanout import stuck_client, wait_until
+from tests.handlers.live.test_fanout import stuck_client, unsent, wait_until
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(30))
 
@@ -53,7 +53,7 @@ async def test_a_ping_flood_leaves_at_most_one_pong_queued() -> None:
             await asyncio.sleep(0.01)
         # 20,000 pongs of 127 bytes are 2.5 MB; the kernel took what it could, and the
         # server holds at most one more pong and the latest ping to answer.
-        assert fanout.unsent(watcher) <= 2 * 127
+        assert unsent(fanout, watcher) <= 2 * 127
         assert len(stream._write_futures) <= 1
 
 

@@ -22,7 +22,13 @@ from actors.leaderboard import Publication
 from handlers.live.fanout import TRY_AGAIN_LATER, Fanout
 from handlers.live.outbox import CHUNK_BYTES
 from tests.conftest import Client, scaled, serving
-from tests.handlers.live.test_fanout import StuckClient, parse_frames, stuck_client, wait_until
+from tests.handlers.live.test_fanout import (
+    StuckClient,
+    parse_frames,
+    stuck_client,
+    unsent,
+    wait_until,
+)
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(40))
 
@@ -83,7 +89,7 @@ async def test_stalled_clients_hold_at_most_their_bound_plus_a_constant() -> Non
             f"{held / clients:.0f} bytes per stalled client"
         )
         for watcher in watchers:
-            assert fanout.unsent(watcher) <= bound
+            assert unsent(fanout, watcher) <= bound
             stream = watcher.out
             assert stream is not None
             assert len(stream._write_futures) <= 2  # a chunk (and maybe a ping), not a frame each

@@ -7,7 +7,7 @@ import time
 import jwt
 import pytest
 
-from server.domain.actions import ActionVerifier, mint_action_token
+from server.domain.actions import ActionVerifier
 from server.domain.errors import DomainError
 from server.domain.increments import IncrementPolicy, decide
 from server.domain.records import (
@@ -17,6 +17,7 @@ from server.domain.records import (
     RateLimited,
     SpentAction,
 )
+from tests.conftest import mint_action_token
 
 ACTION_SECRET = "action-service-secret-of-32-bytes-or-more"
 POINTS = {"kill": 10, "quest": 50}

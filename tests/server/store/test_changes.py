@@ -48,6 +48,7 @@ from server.store.mongodb import MongoStore
 from server.store.port import ScoreStore, StoreError
 from server.store.sqlite import SqliteStore
 from tests.conftest import scaled
+from tests.server.store.support import apply_one
 from tests.server.store.test_contract import T0, UNLIMITED
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(10))
@@ -278,7 +279,7 @@ async def test_sqlite_without_a_feed_publishes_nothing_and_its_streams_stay_quie
         assert isinstance(store.changes, NoOtherWriters)
         stream = await store.changes.watch(None)
         waiting = asyncio.ensure_future(stream.next_batch())
-        applied(await store.apply_increment(cmd("alice", 3)))
+        applied(await apply_one(store, cmd("alice", 3)))
         await asyncio.sleep(0.01)
         assert not waiting.done()  # a lone store's own writes go to its board directly
         assert stream.resume_token is None
@@ -296,10 +297,10 @@ async def test_sqlite_publishes_an_applied_increment_before_answering_it(
     async with opened(SqliteStore(sqlite_path, UNLIMITED, feed=feed)) as store:
         stream = await feed.watch(None)
         before_ms = time.time_ns() // 1_000_000
-        first = applied(await store.apply_increment(cmd("alice", 3)))
+        first = applied(await apply_one(store, cmd("alice", 3)))
         # Published by the time the caller hears of it: nothing to wait for.
         assert feed.position == 1
-        second = applied(await store.apply_increment(cmd("alice", 4, now_ms=T0 + 1)))
+        second = applied(await apply_one(store, cmd("alice", 4, now_ms=T0 + 1)))
         after_ms = time.time_ns() // 1_000_000
         events = await read_available(stream, feed)
     assert [(e.entry, e.banned) for e in events if isinstance(e, Change)] == [
@@ -319,10 +320,10 @@ async def test_sqlite_publishes_nothing_for_rate_limited_or_replayed_increments(
     feed = LocalChangeFeed()
     policy = IncrementPolicy(rate_limit_per_minute=1, idempotency_keys=8)
     async with opened(SqliteStore(":memory:", policy, feed=feed)) as store:
-        applied(await store.apply_increment(cmd("alice", 5, key="k1")))
+        applied(await apply_one(store, cmd("alice", 5, key="k1")))
         assert feed.position == 1
-        assert await store.apply_increment(cmd("alice", 5, now_ms=T0 + 1, key="k1")) == Replayed(5)
-        limited = await store.apply_increment(cmd("alice", 1, now_ms=T0 + 2, key="k2"))
+        assert await apply_one(store, cmd("alice", 5, now_ms=T0 + 1, key="k1")) == Replayed(5)
+        limited = await apply_one(store, cmd("alice", 1, now_ms=T0 + 2, key="k2"))
         assert isinstance(limited, RateLimited)
         assert await store.top(10) == [RankedScore("alice", "Alice", 5, T0, 1)]
         assert await store.apply_admin("ghost", AdminAction.REMOVE.change(T0)) is None
@@ -332,7 +333,7 @@ async def test_sqlite_publishes_nothing_for_rate_limited_or_replayed_increments(
 async def test_sqlite_publishes_admin_changes_with_the_ban_flag() -> None:
     feed = LocalChangeFeed()
     async with opened(SqliteStore(":memory:", UNLIMITED, feed=feed)) as store:
-        applied(await store.apply_increment(cmd("bob", 9)))
+        applied(await apply_one(store, cmd("bob", 9)))
         stream = await feed.watch(None)
         await store.apply_admin("bob", AdminAction.REMOVE.change(T0 + 5))
         await store.apply_admin("bob", AdminAction.UNBAN.change(T0 + 6))
@@ -351,9 +352,9 @@ async def test_two_sqlite_stores_on_one_file_publish_into_one_feed(tmp_path: Pat
         opened(SqliteStore(path, UNLIMITED, feed=feed, synchronous="NORMAL")) as two,
     ):
         stream = await feed.watch(None)
-        applied(await one.apply_increment(cmd("alice", 1)))
-        applied(await two.apply_increment(cmd("alice", 2, now_ms=T0 + 1)))
-        applied(await two.apply_increment(cmd("bob", 5, now_ms=T0 + 2)))
+        applied(await apply_one(one, cmd("alice", 1)))
+        applied(await apply_one(two, cmd("alice", 2, now_ms=T0 + 1)))
+        applied(await apply_one(two, cmd("bob", 5, now_ms=T0 + 2)))
         await one.apply_admin("bob", AdminAction.RESET.change(T0 + 3))
         events = await read_available(stream, feed)
     written = [(e.entry.user_id, e.entry.score, e.entry.v) for e in events if isinstance(e, Change)]
@@ -401,9 +402,9 @@ async def test_sqlite_a_job_failing_in_a_batch_publishes_nothing_for_it_only() -
         stream = await feed.watch(None)
         async with held_writer(store):
             batch = [
-                asyncio.ensure_future(store.apply_increment(cmd("alice", 1))),
-                asyncio.ensure_future(store.apply_increment(cmd("mallory", 2))),
-                asyncio.ensure_future(store.apply_increment(cmd("bob", 3))),
+                asyncio.ensure_future(apply_one(store, cmd("alice", 1))),
+                asyncio.ensure_future(apply_one(store, cmd("mallory", 2))),
+                asyncio.ensure_future(apply_one(store, cmd("bob", 3))),
             ]
             await settle()
             assert store._outbox == [] and not any(f.done() for f in batch)  # behind the held job
@@ -422,8 +423,8 @@ async def test_sqlite_a_failed_first_write_of_mallory_is_never_published() -> No
     store = FailingAfterWriteStore(":memory:", UNLIMITED, feed=feed)
     async with opened(store):
         with pytest.raises(StoreError):
-            await store.apply_increment(cmd("mallory", 1))
-        applied(await store.apply_increment(cmd("alice", 1)))
+            await apply_one(store, cmd("mallory", 1))
+        applied(await apply_one(store, cmd("alice", 1)))
         stream = await feed.watch(0)
         events = await read_available(stream, feed)
     assert [e.entry.user_id for e in events if isinstance(e, Change)] == ["alice"]
@@ -439,7 +440,7 @@ async def test_sqlite_a_transaction_that_fails_as_a_whole_publishes_nothing() ->
     async with opened(store):
         async with held_writer(store):
             batch = [
-                asyncio.ensure_future(store.apply_increment(cmd("alice", 1))),
+                asyncio.ensure_future(apply_one(store, cmd("alice", 1))),
                 asyncio.ensure_future(store._call(lose_the_transaction)),
             ]
             await settle()
@@ -448,7 +449,7 @@ async def test_sqlite_a_transaction_that_fails_as_a_whole_publishes_nothing() ->
         assert await store.get_score("alice") is None
         assert feed.position == 0
         # The next batch publishes its own write only, nothing left over from the lost one.
-        applied(await store.apply_increment(cmd("bob", 2)))
+        applied(await apply_one(store, cmd("bob", 2)))
         events = await read_available(await feed.watch(0), feed)
     assert [e.entry.user_id for e in events if isinstance(e, Change)] == ["bob"]
 
@@ -510,10 +511,10 @@ async def test_mongo_store_publishes_its_writes_to_a_given_feed() -> None:
     async with opened(MongoStore(mock_database(), policy, feed=feed)) as store:
         stream = await feed.watch(None)
         before_ms = time.time_ns() // 1_000_000
-        applied(await store.apply_increment(cmd("alice", 3, key="k1")))  # insert
-        applied(await store.apply_increment(cmd("alice", 4, now_ms=T0 + 1)))  # update
-        assert isinstance(await store.apply_increment(cmd("alice", 3, key="k1")), Replayed)
-        limited = await store.apply_increment(cmd("alice", 1, now_ms=T0 + 2))
+        applied(await apply_one(store, cmd("alice", 3, key="k1")))  # insert
+        applied(await apply_one(store, cmd("alice", 4, now_ms=T0 + 1)))  # update
+        assert isinstance(await apply_one(store, cmd("alice", 3, key="k1")), Replayed)
+        limited = await apply_one(store, cmd("alice", 1, now_ms=T0 + 2))
         assert isinstance(limited, RateLimited)
         await store.apply_admin("alice", AdminAction.REMOVE.change(T0 + 3))
         assert await store.apply_admin("ghost", AdminAction.RESET.change(T0 + 3)) is None
@@ -538,7 +539,7 @@ async def test_two_mongo_stores_racing_publish_each_write_once_and_no_lost_one()
         stream = await feed.watch(None)
         results = await asyncio.gather(
             *(
-                store.apply_increment(cmd("alice", 1, now_ms=T0 + i))
+                apply_one(store, cmd("alice", 1, now_ms=T0 + i))
                 for i in range(5)
                 for store in (one, two)
             )

@@ -30,6 +30,7 @@ from server.service import create_store
 from server.store.mongodb import MongoStore
 from server.store.port import StoreError, StoreTimeout, StoreUnavailable
 from tests.conftest import scaled, settings_for
+from tests.server.store.support import apply_one
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(30))
 
@@ -94,11 +95,8 @@ async def test_each_write_sends_an_update_of_the_same_size_however_full_the_logs
     db = Database()
     store = MongoStore(db, POLICY)
     await store.open()
-    known = None
     for i in range(1_000):
-        decision = (await store.apply_increments([keyed(i)], known))[0]
-        assert isinstance(decision, Applied)
-        known = decision.record
+        assert isinstance((await store.apply_increments([keyed(i)]))[0], Applied)
     sizes = [len(bson.encode(update)) for update in db.users.updates]
     assert len(sizes) == 999  # the first write inserted the document
     assert max(sizes) <= 300, max(sizes)
@@ -106,9 +104,9 @@ async def test_each_write_sends_an_update_of_the_same_size_however_full_the_logs
     assert len(bson.encode(document)) > 80_000  # what each write sent before
     assert len(document["recent_keys"]) == 64
     # The ring still answers the last 64 keys, and only them.
-    assert await store.apply_increment(replace(keyed(999), now_ms=T0 + 5_000)) == Replayed(1_000)
+    assert await apply_one(store, replace(keyed(999), now_ms=T0 + 5_000)) == Replayed(1_000)
     later = T0 + 61_000  # the accepted times have left the window
-    fresh = await store.apply_increment(replace(keyed(935), now_ms=later, action=None))
+    fresh = await apply_one(store, replace(keyed(935), now_ms=later, action=None))
     assert isinstance(fresh, Applied)  # key 935 was the 65th newest: forgotten
 
 
@@ -135,11 +133,11 @@ async def test_a_failing_step_of_an_increment_says_whether_it_may_have_applied(
     store = MongoStore(db, POLICY)
     await store.open()
     if call == "update_one":
-        applied = await store.apply_increment(keyed(0))  # the user exists: updates follow
+        applied = await apply_one(store, keyed(0))  # the user exists: updates follow
         assert isinstance(applied, Applied)
     db.users.failures[call] = error
     with pytest.raises(StoreError) as raised:
-        await store.apply_increment(keyed(1))
+        await apply_one(store, keyed(1))
     assert type(raised.value) is expected
     assert raised.value.__cause__ is error
 
@@ -182,6 +180,6 @@ async def test_the_client_has_the_store_deadline_and_an_unreachable_mongodb_is_u
         with pytest.raises(StoreUnavailable):
             await asyncio.wait_for(store.open(), scaled(20))
         with pytest.raises(StoreUnavailable):
-            await asyncio.wait_for(store.apply_increment(keyed(0)), scaled(20))
+            await asyncio.wait_for(apply_one(store, keyed(0)), scaled(20))
     finally:
         await store.close()

@@ -9,9 +9,8 @@ import re
 import pytest
 
 from handlers.base import request_id
-from server.domain.actions import mint_action_token
 from server.support.logs import JsonFormatter
-from tests.conftest import make_token, scaled, serving
+from tests.conftest import make_token, mint_action_token, scaled, serving
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(30))
 
