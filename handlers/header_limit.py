@@ -11,8 +11,8 @@ and discards what the client still sends for up to :data:`LINGER_S` seconds befo
 closes for real. Closing with unread data would make the kernel answer a reset, which
 can destroy the 431 before the client reads it (the lingering close that nginx does).
 
-The replacement is an instance attribute, not a subclass: the fan-out's direct-write
-path applies to streams whose type is exactly ``IOStream`` (handlers/live/outbox.py).
+What this takes of Tornado's stream (its ``close`` replaced, its read state, its socket
+taken off the IOLoop) is in handlers/tornado_internals.py.
 """
 
 from __future__ import annotations
@@ -28,10 +28,18 @@ from typing import Any, Final
 import tornado
 import tornado.httpserver
 from tornado import httputil
-from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, SSLIOStream, UnsatisfiableReadError
 
 from handlers.base import HSTS, JSON_CONTENT_TYPE, request_id
+from handlers.tornado_internals import (
+    close_for_real,
+    detach_from_loop,
+    intercept_close,
+    reading_until_regex,
+    send_whole_now,
+    unwatch_reads,
+    watch_reads,
+)
 
 LINGER_S: Final = 2.0  # the longest a refused connection stays open to drain the client
 _DISCARD_CHUNK: Final = 64 * 1024
@@ -70,7 +78,7 @@ class HeaderLimitedServer(tornado.httpserver.HTTPServer):
 
     def handle_stream(self, stream: IOStream, address: tuple[Any, ...]) -> None:
         limit = self.conn_params.max_header_size
-        stream.close = _HeaderGuard(stream, limit, address)  # type: ignore[method-assign]
+        intercept_close(stream, _HeaderGuard(stream, limit, address))
         super().handle_stream(stream, address)
 
 
@@ -92,46 +100,37 @@ class _HeaderGuard:
             self._linger is None
             and isinstance(exc_info, UnsatisfiableReadError)
             # The one regex read of an HTTP/1 server is the headers' (bodies use others).
-            and stream._read_regex is not None
+            and reading_until_regex(stream)
             and not stream.closed()
             and self._answer()
         ):
             return
         if self._linger is not None:
             stream.io_loop.remove_timeout(self._linger)
-            stream.io_loop.remove_handler(stream.socket)
+            unwatch_reads(stream)
             self._linger = None
-        # The class's own close again, so no stream <-> guard cycle is left. A guard may be
-        # called again (Tornado schedules ``close`` callbacks): that is the class's close.
-        vars(stream).pop("close", None)
-        type(stream).close(stream, exc_info)
+        # A guard may be called again (Tornado schedules ``close`` callbacks): that is the
+        # class's close then.
+        close_for_real(stream, exc_info)
 
     def _answer(self) -> bool:
         """Send the 431 and start lingering; False if it cannot be sent at once."""
         stream = self._stream
-        if stream.writing():  # an earlier answer is still queued: this one cannot go first
-            return False
         tls = isinstance(stream, SSLIOStream)
-        answer = headers_too_large_answer(self._limit, tls=tls)
-        try:
-            sent = stream.socket.send(answer)  # a fresh socket buffer takes it whole
-        except OSError:  # a reset, or ssl.SSLWantWriteError
-            return False
-        if sent != len(answer):
+        # A fresh socket buffer takes it whole; an earlier answer still queued, a reset, or
+        # a partial send: the stream closes as Tornado would have closed it.
+        if not send_whole_now(stream, headers_too_large_answer(self._limit, tls=tls)):
             return False
         _access_log.info(
             "request",
             extra={"status": 431, "remote_ip": self._address[0] if self._address else None},
         )
-        io_loop = stream.io_loop
-        if stream._state is not None:  # Tornado stops reading; the discarding starts
-            io_loop.remove_handler(stream.socket)
-            stream._state = None
+        detach_from_loop(stream)  # Tornado stops reading; the discarding starts
         if not tls:  # (a TLS socket cannot half-close without ending the session)
             with contextlib.suppress(OSError):
                 stream.socket.shutdown(socket.SHUT_WR)
-        io_loop.add_handler(stream.socket, self._discard, IOLoop.READ)
-        self._linger = io_loop.call_later(LINGER_S, self)
+        watch_reads(stream, self._discard)
+        self._linger = stream.io_loop.call_later(LINGER_S, self)
         return True
 
     def _discard(self, fd: Any, events: int) -> None:

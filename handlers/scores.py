@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 from typing import Any, Final
 
 import tornado.web
-from tornado.http1connection import HTTP1Connection
 
 from handlers.base import ApiHandler, ask_user_actor, body_timeout_s, header
 from handlers.errors import ApiError, refusal
 from handlers.strict_json import JsonRefused, loads_strict
+from handlers.tornado_internals import body_timer
 from server.domain.actions import ProvenAction
 from server.domain.errors import DomainError, refusal_of
 from server.domain.records import Applied, IncrementCommand, Replayed, SpentAction
@@ -143,13 +142,7 @@ class UpdateScoreHandler(ApiHandler):
         self._audit = UpdateAudit(self.request_id, self.client)
         self._body = bytearray()
         self._too_large = False
-        self._body_timer: asyncio.TimerHandle | None = None
-        connection = self.request.connection
-        if isinstance(connection, HTTP1Connection):
-            connection.set_body_timeout(None)  # type: ignore[arg-type]
-            # The stream's own loop: no running-loop lookup (a getpid() system call).
-            loop: asyncio.AbstractEventLoop = connection.stream.io_loop.asyncio_loop  # type: ignore[attr-defined]
-            self._body_timer = loop.call_later(body_timeout_s(), connection.close)
+        self._body_timer = body_timer(self.request.connection, body_timeout_s())
         if self.inflight.draining:
             self.set_header("Connection", "close")
             self._outcome("shutting_down")

@@ -28,8 +28,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from actors.leaderboard import LeaderboardActor, Publication
-from handlers.live.frames import text_frame
 from handlers.live.outbox import Outbox, Watcher
+from handlers.tornado_internals import text_frame, write_now
 from server.domain.deltas import Replay, Since, plan_resume, resumed_message
 from server.support.metrics import Metrics
 from server.support.tasks import cancel_and_wait
@@ -292,10 +292,12 @@ class Fanout:
                 if seat.lagging:
                     skipped += n
                     continue
-                if seat.frames is None and not stream._write_buffer:
-                    if seat.send(stream, data):
-                        sent += n
-                    continue
+                if seat.frames is None:  # straight to the socket, unless Tornado has bytes
+                    written = write_now(seat, stream, data)
+                    if written is not None:
+                        if written:
+                            sent += n
+                        continue
                 # A client with nothing queued always gets the frames, even more than the
                 # bound; otherwise its queue may not pass the bound.
                 unsent = seat.unsent(stream)

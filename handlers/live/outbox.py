@@ -1,7 +1,8 @@
 """One WebSocket connection's broadcast frames on their way out, in order, bounded.
 
-Frames go straight to the socket while it takes them whole (the fan-out does that inline,
-see :meth:`Outbox.send`). When it does not, the rest waits here,
+Frames go straight to the socket while it takes them whole
+(:func:`handlers.tornado_internals.write_now`, which the fan-out calls directly and
+:meth:`Outbox.send` wraps). When it does not, the rest waits here,
 in this connection's :class:`Outbox`, as whole frames, and is handed to Tornado's stream a
 chunk at a time: one ``IOStream.write`` (one Future) per chunk of up to
 :data:`CHUNK_BYTES`, the next chunk once the previous one is sent. So a client that stops
@@ -18,6 +19,8 @@ from collections import deque
 from typing import TYPE_CHECKING, Protocol
 
 from tornado.iostream import IOStream, StreamClosedError
+
+from handlers.tornado_internals import unsent_bytes, write_now
 
 if TYPE_CHECKING:
     from asyncio import Future
@@ -47,7 +50,7 @@ class Outbox:
             replayed to it): it is sent only later versions.
     """
 
-    __slots__ = ("_flushing", "_queued", "base", "delta", "frames", "lagging", "watcher")
+    __slots__ = ("_flushing", "base", "delta", "frames", "lagging", "queued", "watcher")
 
     def __init__(self, watcher: Watcher, base: int) -> None:
         self.watcher = watcher
@@ -57,13 +60,13 @@ class Outbox:
         # The frames waiting here. None while nothing waits and nothing handed over is
         # unsent: only then may the fan-out write to the socket directly.
         self.frames: deque[bytes | memoryview] | None = None
-        self._queued = 0
+        self.queued = 0  # the bytes in ``frames`` (read-only outside)
         self._flushing = False  # a chunk handed to the stream is not sent yet
 
-    def unsent(self, stream: IOStream) -> int:
-        """Bytes written to this connection that the socket has not taken yet."""
-        buffer = stream._write_buffer  # None once the stream is closed
-        return self._queued + (len(buffer) if buffer is not None else 0)
+    # Bytes written to this connection that the socket has not taken yet, queued here or in
+    # Tornado's stream (whose size is private: read in handlers/tornado_internals.py). Bound
+    # as a method, not wrapped in one: the fan-out calls it per slow client per message.
+    unsent = unsent_bytes
 
     def send(self, stream: IOStream, data: bytes) -> bool:
         """Write ``data`` (whole frames) to ``stream``'s socket at once when nothing waits
@@ -74,18 +77,11 @@ class Outbox:
         Returns:
             False if the connection is closed or reset (Tornado notices on its next read).
         """
-        if self.frames is not None or stream._write_buffer or type(stream) is not IOStream:
-            return self.push(stream, data)
-        sock = stream.socket
-        if sock is None:
-            return False
-        try:
-            taken = sock.send(data)
-        except BlockingIOError:
-            taken = 0
-        except OSError:
-            return False
-        return taken == len(data) or self.push(stream, memoryview(data)[taken:])
+        if self.frames is None:
+            written = write_now(self, stream, data)
+            if written is not None:
+                return written
+        return self.push(stream, data)
 
     def push(self, stream: IOStream, data: bytes | memoryview) -> bool:
         """Queue ``data`` (whole frames, or the rest of one already begun) behind what is
@@ -98,7 +94,7 @@ class Outbox:
         if frames is None:
             frames = self.frames = deque()
         frames.append(data)
-        self._queued += len(data)
+        self.queued += len(data)
         if self._flushing:
             return True
         return self._hand_over(stream)
@@ -107,7 +103,7 @@ class Outbox:
         """Forget the frames not yet handed to the stream (a chunk in flight still goes)."""
         if self.frames is not None:
             self.frames.clear()
-            self._queued = 0
+            self.queued = 0
 
     def _hand_over(self, stream: IOStream) -> bool:
         frames = self.frames
@@ -121,7 +117,7 @@ class Outbox:
                 parts.append(part)
                 size += len(part)
             chunk = b"".join(parts)
-        self._queued -= len(chunk)
+        self.queued -= len(chunk)
         try:
             future = stream.write(chunk)
         except StreamClosedError:

@@ -10,8 +10,8 @@ import pytest
 
 from actors.leaderboard import Publication
 from handlers.live.fanout import Fanout
-from handlers.live.frames import text_frame
 from handlers.live.outbox import Outbox
+from handlers.tornado_internals import text_frame
 from server.support.metrics import Metrics
 from tests.conftest import make_token, scaled, serving
 from tests.handlers.live.test_fanout import FakeStream

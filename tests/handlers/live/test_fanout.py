@@ -19,7 +19,7 @@ import pytest
 
 from actors.leaderboard import LeaderboardActor, ScoreChanged
 from handlers.live.fanout import TRY_AGAIN_LATER, Fanout
-from handlers.live.frames import text_frame
+from handlers.tornado_internals import text_frame
 from server.domain.deltas import Since
 from server.domain.records import RankedScore
 from server.support.metrics import Metrics

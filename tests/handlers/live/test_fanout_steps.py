@@ -13,7 +13,7 @@ import pytest
 
 from actors.leaderboard import LeaderboardActor, Publication
 from handlers.live.fanout import SLICE, Batch, Fanout
-from handlers.live.frames import text_frame
+from handlers.tornado_internals import text_frame
 from server.support.metrics import Metrics
 from tests.conftest import scaled
 from tests.handlers.live.test_fanout import (

@@ -11,8 +11,8 @@ from contextlib import asynccontextmanager
 import pytest
 from tornado.iostream import IOStream
 
-from handlers.live.frames import text_frame
 from handlers.live.outbox import CHUNK_BYTES, Outbox
+from handlers.tornado_internals import text_frame
 from tests.conftest import scaled
 from tests.handlers.live.test_fanout import parse_frames
 
