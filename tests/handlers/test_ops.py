@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from typing import Any
@@ -15,7 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from server.domain.increments import IncrementPolicy
 from server.domain.records import Decision, IncrementCommand, UserRecord
 from server.store.sqlite import SqliteStore
-from tests.conftest import Client, body_of, make_token, scaled, serving
+from tests.conftest import Client, body_of, close_websocket, make_token, scaled, serving
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(20))
 
@@ -63,15 +62,6 @@ async def scrape(client: Client) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
-
-
-async def close(ws: tornado.websocket.WebSocketClientConnection) -> None:
-    """Close ``ws`` and wait until the server acknowledged it, so no socket is left open."""
-    ws.close()
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(scaled(2)):
-            while await ws.read_message() is not None:
-                pass
 
 
 async def next_message(ws: tornado.websocket.WebSocketClientConnection) -> dict[str, Any]:
@@ -222,7 +212,7 @@ async def test_websocket_gauge_counts_open_connections() -> None:
             assert (await next_message(ws))["event"] == "snapshot"
             await eventually(client, "scoreboard_websocket_connections", 1.0)
         finally:
-            await close(ws)
+            await close_websocket(ws)
         await eventually(client, "scoreboard_websocket_connections", 0.0)
 
 
@@ -275,4 +265,4 @@ async def test_leaderboard_version_gauge_follows_the_broadcasts() -> None:
             assert (await next_message(ws))["version"] == 3
             assert value(await scrape(client), "scoreboard_leaderboard_version") == 3.0
         finally:
-            await close(ws)
+            await close_websocket(ws)

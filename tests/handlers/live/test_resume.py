@@ -17,8 +17,8 @@ import tornado.httpclient
 import tornado.websocket
 
 from server.support.logs import JsonFormatter
-from tests.conftest import Client, body_of, make_token, scaled, serving
-from tests.handlers.live.test_socket import assert_silent, close, metrics_text, receive
+from tests.conftest import Client, body_of, close_websocket, make_token, scaled, serving
+from tests.handlers.live.test_socket import assert_silent, metrics_text, receive
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(20))
 
@@ -38,7 +38,7 @@ async def connected(
     try:
         yield ws
     finally:
-        await close(ws)
+        await close_websocket(ws)
 
 
 async def refused(
@@ -53,7 +53,7 @@ async def refused(
     except tornado.httpclient.HTTPClientError as error:
         assert error.response is not None
         return error.response
-    await close(ws)
+    await close_websocket(ws)
     raise AssertionError(f"the upgrade {query!r} {headers} was accepted")
 
 

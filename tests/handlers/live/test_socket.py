@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import tornado.websocket
 
-from tests.conftest import Client, body_of, make_token, scaled, serving
+from tests.conftest import Client, body_of, close_websocket, make_token, scaled, serving
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(20))
 
@@ -28,16 +28,7 @@ async def watching(client: Client) -> AsyncIterator[WebSocket]:
     try:
         yield ws
     finally:
-        await close(ws)
-
-
-async def close(ws: WebSocket) -> None:
-    """Close ``ws`` and wait until the server acknowledged it, so no socket is left open."""
-    ws.close()
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(scaled(2)):
-            while await ws.read_message() is not None:
-                pass
+        await close_websocket(ws)
 
 
 async def receive(ws: WebSocket, timeout_s: float = 2.0) -> dict[str, Any]:
@@ -251,7 +242,7 @@ async def test_a_closing_client_does_not_break_broadcasts_and_the_gauge_goes_dow
                 await receive(leaves)
                 await wait_for_gauge(client, 2)
             finally:
-                await close(leaves)
+                await close_websocket(leaves)
             await wait_for_gauge(client, 1)
             await client.update(make_token("erin"), {"increment": 3})
             assert (await receive(stays))["top_scores"] == [row("erin", 3)]
@@ -274,7 +265,7 @@ async def test_an_abruptly_dropped_client_does_not_break_broadcasts() -> None:
         await wait_for_gauge(client, 1)
         await client.update(make_token("frank"), {"increment": 4})
         assert (await receive(stays))["top_scores"] == [row("frank", 4)]
-        await close(dropped)
+        await close_websocket(dropped)
 
 
 async def test_client_messages_are_ignored() -> None:
