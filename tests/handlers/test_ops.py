@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from typing import Any
 
 import pytest
@@ -14,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from server.domain.increments import IncrementPolicy
 from server.domain.records import Decision, IncrementCommand, UserRecord
 from server.store.sqlite import SqliteStore
-from tests.conftest import Client, body_of, close_websocket, make_token, scaled, serving
+from tests.conftest import Client, body_of, close_websocket, eventually, make_token, scaled, serving
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(20))
 
@@ -71,12 +70,17 @@ async def next_message(ws: tornado.websocket.WebSocketClientConnection) -> dict[
     return message
 
 
-async def eventually(client: Client, name: str, expected: float, timeout_s: float = 2.0) -> None:
+async def wait_for_sample(
+    client: Client, name: str, expected: float, timeout_s: float = 2.0
+) -> None:
     """Scrape until the unlabelled sample ``name`` equals ``expected``."""
-    deadline = time.monotonic() + scaled(timeout_s)
-    while (got := value(await scrape(client), name)) != expected:
-        assert time.monotonic() < deadline, f"{name} stayed {got}, not {expected}"
-        await asyncio.sleep(0.01)
+
+    async def sample() -> float | None:
+        return value(await scrape(client), name)
+
+    await eventually(
+        sample, f"{name} at {expected:g}", until=lambda got: got == expected, timeout_s=timeout_s
+    )
 
 
 async def test_healthz_answers_ok() -> None:
@@ -100,10 +104,12 @@ async def test_readyz_is_503_while_the_store_does_not_answer() -> None:
     async with serving(store=store, ready_max_staleness_s=0, store_probe_interval_s=0.05) as client:
         assert (await client.request("GET", "/readyz")).code == 200
         store.healthy = False
-        deadline = time.monotonic() + scaled(5)
-        while (response := await client.request("GET", "/readyz")).code == 200:
-            assert time.monotonic() < deadline, "still ready"
-            await asyncio.sleep(0.02)
+        response = await eventually(
+            lambda: client.request("GET", "/readyz"),
+            "unready",
+            until=lambda answer: answer.code != 200,
+            timeout_s=5,
+        )
         assert response.code == 503
         assert response.headers["Content-Type"].startswith("application/json")
         body = body_of(response)
@@ -112,10 +118,12 @@ async def test_readyz_is_503_while_the_store_does_not_answer() -> None:
         # Alive all the same, and ready again once the store answers.
         assert (await client.request("GET", "/healthz")).code == 200
         store.healthy = True
-        deadline = time.monotonic() + scaled(5)
-        while (await client.request("GET", "/readyz")).code != 200:
-            assert time.monotonic() < deadline, "not ready again"
-            await asyncio.sleep(0.02)
+        await eventually(
+            lambda: client.request("GET", "/readyz"),
+            "ready again",
+            until=lambda answer: answer.code == 200,
+            timeout_s=5,
+        )
 
 
 async def test_readyz_is_503_while_draining() -> None:
@@ -210,10 +218,10 @@ async def test_websocket_gauge_counts_open_connections() -> None:
         ws = await client.websocket()
         try:
             assert (await next_message(ws))["event"] == "snapshot"
-            await eventually(client, "scoreboard_websocket_connections", 1.0)
+            await wait_for_sample(client, "scoreboard_websocket_connections", 1.0)
         finally:
             await close_websocket(ws)
-        await eventually(client, "scoreboard_websocket_connections", 0.0)
+        await wait_for_sample(client, "scoreboard_websocket_connections", 0.0)
 
 
 async def test_user_actor_gauge_follows_live_actors() -> None:
@@ -224,7 +232,7 @@ async def test_user_actor_gauge_follows_live_actors() -> None:
         await client.update(make_token("ua-1"))
         assert value(await scrape(client), "scoreboard_user_actors") == 2.0
         # Idle actors are evicted, and the gauge follows.
-        await eventually(client, "scoreboard_user_actors", 0.0, timeout_s=3.0)
+        await wait_for_sample(client, "scoreboard_user_actors", 0.0, timeout_s=3.0)
 
 
 async def test_mailbox_depth_gauge_counts_queued_increments() -> None:
@@ -239,12 +247,12 @@ async def test_mailbox_depth_gauge_counts_queued_increments() -> None:
         pending += [asyncio.ensure_future(client.update(token)) for _ in range(3)]
         try:
             # One increment is waiting on the store, three are queued behind it.
-            await eventually(client, "scoreboard_mailbox_depth", 3.0)
+            await wait_for_sample(client, "scoreboard_mailbox_depth", 3.0)
         finally:
             store.gate.set()
             responses = await asyncio.gather(*pending)
         assert sorted(body_of(r)["new_score"] for r in responses) == [1, 2, 3, 4]
-        await eventually(client, "scoreboard_mailbox_depth", 0.0)
+        await wait_for_sample(client, "scoreboard_mailbox_depth", 0.0)
 
 
 async def test_leaderboard_version_gauge_follows_the_broadcasts() -> None:

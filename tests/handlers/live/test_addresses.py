@@ -3,13 +3,10 @@ before the upgrade, counted through trusted proxies, freed when a connection clo
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 
 from handlers.live.addresses import OpenPerAddress
-from tests.conftest import Client, body_of, scaled, serving
+from tests.conftest import Client, body_of, eventually, scaled, serving
 from tests.handlers.live.test_resume import connected, refused
 from tests.handlers.live.test_socket import metrics_text, receive
 
@@ -40,10 +37,12 @@ def test_no_limit_is_never_full() -> None:
 
 async def wait_for_count(client: Client, address: str, count: int) -> None:
     addresses = client.running.service.ws_addresses
-    deadline = time.monotonic() + scaled(5)
-    while addresses.count(address) != count:
-        assert time.monotonic() < deadline, f"{addresses.count(address)} open, not {count}"
-        await asyncio.sleep(0.01)
+    await eventually(
+        lambda: addresses.count(address),
+        f"{count} open from {address}",
+        until=lambda open_: open_ == count,
+        timeout_s=5,
+    )
 
 
 async def test_an_address_at_its_limit_gets_429_until_one_of_its_connections_closes() -> None:

@@ -17,7 +17,15 @@ import tornado.httpclient
 import tornado.websocket
 
 from server.support.logs import JsonFormatter
-from tests.conftest import Client, body_of, close_websocket, make_token, scaled, serving
+from tests.conftest import (
+    Client,
+    body_of,
+    close_websocket,
+    eventually,
+    make_token,
+    scaled,
+    serving,
+)
 from tests.handlers.live.test_socket import assert_silent, metrics_text, receive
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(20))
@@ -144,10 +152,9 @@ async def post(client: Client, token: str, increment: int) -> None:
 
 async def wait_for_version(client: Client, version: int) -> None:
     leaderboard = client.running.service.leaderboard
-    deadline = time.monotonic() + scaled(2)
-    while leaderboard.version < version:
-        assert time.monotonic() < deadline, f"version {leaderboard.version}, not {version}"
-        await asyncio.sleep(0.005)
+    await eventually(
+        lambda: leaderboard.version, f"version {version}", until=lambda now: now >= version
+    )
 
 
 # --- the delta stream equals the board -----------------------------------------------------

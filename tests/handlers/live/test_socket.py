@@ -14,7 +14,15 @@ from typing import Any
 import pytest
 import tornado.websocket
 
-from tests.conftest import Client, body_of, close_websocket, make_token, scaled, serving
+from tests.conftest import (
+    Client,
+    body_of,
+    close_websocket,
+    eventually,
+    make_token,
+    scaled,
+    serving,
+)
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(20))
 
@@ -70,11 +78,13 @@ def gauge(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in the metrics")
 
 
-async def wait_for_gauge(client: Client, expected: float, timeout_s: float = 2.0) -> None:
-    deadline = time.monotonic() + scaled(timeout_s)
-    while (value := await websocket_gauge(client)) != expected:
-        assert time.monotonic() < deadline, f"websocket gauge stayed {value}, not {expected}"
-        await asyncio.sleep(0.01)
+async def wait_for_gauge(client: Client, expected: float) -> None:
+    """Wait until the WebSocket gauge counts ``expected`` open connections."""
+    await eventually(
+        lambda: websocket_gauge(client),
+        f"the gauge counts {expected:g}",
+        until=lambda value: value == expected,
+    )
 
 
 def row(user_id: str, score: int, username: str | None = None) -> dict[str, Any]:
@@ -104,10 +114,7 @@ async def test_snapshot_on_connect_shows_the_current_board_and_version() -> None
         await client.update(make_token("alice", name="Alice"), {"increment": 5})
         await client.update(make_token("bob"), {"increment": 9})
         expected = [row("bob", 9), row("alice", 5, "Alice")]
-        deadline = time.monotonic() + scaled(2)
-        while await client.top() != expected:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
+        await eventually(client.top, "both on the board", until=lambda rows: rows == expected)
         async with watching(client) as ws:
             # Two visible changes so far, each broadcast at once (interval 0): version 2.
             assert await receive(ws) == {
