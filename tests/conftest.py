@@ -1,14 +1,17 @@
-"""Shared test helpers: tokens, settings, and a real server on an unused port."""
+"""Shared test helpers: tokens, settings, a real server on an unused port, polling a
+condition until it holds, and closing a WebSocket the way a client should."""
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import json
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar, overload
 
 import jwt
 import pytest
@@ -38,6 +41,67 @@ TIME_SCALE = float(os.environ.get("SCOREBOARD_TEST_TIME_SCALE", "1"))
 def scaled(seconds: float) -> float:
     """A timeout in seconds, scaled for the machine running the tests."""
     return seconds * TIME_SCALE
+
+
+T = TypeVar("T")
+
+POLL_INTERVAL_S = 0.005
+
+
+@overload
+async def eventually(
+    check: Callable[[], Awaitable[T]],
+    what: str,
+    *,
+    until: Callable[[T], object] = bool,
+    timeout_s: float = 2.0,
+) -> T: ...
+
+
+@overload
+async def eventually(
+    check: Callable[[], T],
+    what: str,
+    *,
+    until: Callable[[T], object] = bool,
+    timeout_s: float = 2.0,
+) -> T: ...
+
+
+async def eventually(
+    check: Callable[[], Any],
+    what: str,
+    *,
+    until: Callable[[Any], object] = bool,
+    timeout_s: float = 2.0,
+) -> Any:
+    """Poll ``check`` until ``until`` holds for its value, and return that value.
+
+    Args:
+        check: a plain or an async function of no arguments: a predicate, or a getter of the
+            value to wait for. Called at once, then every ``POLL_INTERVAL_S``; an exception
+            it raises fails the test at once (a broken check is not "not yet").
+        what: the awaited condition in words, for the failure message.
+        until: when the value is the one awaited; by default, when it is truthy.
+        timeout_s: how long to wait, scaled by ``TIME_SCALE``.
+
+    Raises:
+        AssertionError: ``until`` still did not hold, checked once more after ``timeout_s``;
+            the message names ``what`` and shows the last value.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + scaled(timeout_s)
+    while True:
+        value = check()
+        if inspect.isawaitable(value):
+            value = await value
+        if until(value):
+            return value
+        if loop.time() > deadline:
+            raise AssertionError(
+                f"not within {scaled(timeout_s):g} s: {what} (last value: {value!r:.2000})"
+            )
+        await asyncio.sleep(POLL_INTERVAL_S)
 
 
 def make_token(
@@ -138,6 +202,31 @@ class Client:
 
     async def websocket(self, query: str = "") -> tornado.websocket.WebSocketClientConnection:
         return await tornado.websocket.websocket_connect(self.ws_url + query)
+
+
+async def close_websocket(
+    ws: tornado.websocket.WebSocketClientConnection, timeout_s: float = 2.0
+) -> None:
+    """Close ``ws`` with the closing handshake: send a close frame, then read (and drop) what
+    the server still sends until its close frame ends the connection.
+
+    Returns at once if the connection already ended (the server closed it or the socket
+    dropped). Fails if the server does not answer the close frame within ``timeout_s``
+    (scaled): a server that leaves a closing client hanging is a bug, not a slow test.
+    """
+    protocol = ws.protocol  # None once this client sent its close frame
+    ended = protocol is None or protocol.stream is None or protocol.stream.closed()
+    ws.close()  # on an ended connection, only marks the client closed
+    if ended:
+        return  # reading now would wait forever: the end was already read or is queued
+    try:
+        async with asyncio.timeout(scaled(timeout_s)):
+            while await ws.read_message() is not None:
+                pass
+    except TimeoutError:
+        raise AssertionError(
+            f"the server did not answer the close frame within {scaled(timeout_s):g} s"
+        ) from None
 
 
 def body_of(response: tornado.httpclient.HTTPResponse) -> Any:

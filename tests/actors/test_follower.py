@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,7 +33,7 @@ from server.store.changes import (
 )
 from server.store.port import StoreError
 from server.support.metrics import Metrics
-from tests.conftest import scaled
+from tests.conftest import eventually, scaled
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(10))
 
@@ -160,15 +160,6 @@ def board_rows(board: LeaderboardActor) -> Rows:
 
 def rows_of(*entries: RankedScore) -> Rows:
     return [(e.user_id, e.username, e.score) for e in entries]
-
-
-async def eventually(condition: Callable[[], bool], what: str, timeout_s: float = 2.0) -> None:
-    """Poll ``condition`` until it holds; fail after ``timeout_s`` (scaled)."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + scaled(timeout_s)
-    while not condition():
-        assert loop.time() < deadline, f"never happened: {what}"
-        await asyncio.sleep(0.001)
 
 
 async def settle(seconds: float = 0.02) -> None:

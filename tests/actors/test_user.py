@@ -27,7 +27,7 @@ from server.domain.records import (
 from server.store.admin import AdminAction, AdminChange
 from server.store.port import StoreError
 from server.store.sqlite import SqliteStore
-from tests.conftest import scaled
+from tests.conftest import eventually, scaled
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(15))
 
@@ -131,17 +131,6 @@ async def running(
         await sqlite.close()
 
 
-async def eventually(predicate: Callable[[], bool], timeout_s: float = 2.0) -> bool:
-    """Poll ``predicate`` until it holds or ``timeout_s`` (scaled) passed; return it."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + scaled(timeout_s)
-    while not predicate():
-        if loop.time() > deadline:
-            return predicate()
-        await asyncio.sleep(0.005)
-    return True
-
-
 def score(decision: Decision) -> int:
     assert isinstance(decision, Applied), decision
     return decision.new_score
@@ -169,11 +158,15 @@ async def test_an_applied_increment_reaches_the_leaderboard() -> None:
             {"user_id": "bob", "username": "Bob", "score": 7},
             {"user_id": "alice", "username": "Alice", "score": 5},
         ]
-        assert await eventually(lambda: s.top_rows() == expected), s.top_rows()
+        await eventually(
+            s.top_rows, "the board shows the scores", until=lambda rows: rows == expected
+        )
         alice = s.registry.actor_for("alice")
         assert score(await alice.ask(cmd("alice", 4, key="k"))) == 9
         expected = [expected[1] | {"score": 9}, expected[0]]
-        assert await eventually(lambda: s.top_rows() == expected), s.top_rows()
+        await eventually(
+            s.top_rows, "the board shows the scores", until=lambda rows: rows == expected
+        )
         # A replayed key answers the first result and changes nothing.
         assert (await alice.ask(cmd("alice", 4, key="k"))).new_score == 9
         assert await s.sqlite.get_score("alice") == RankedScore("alice", "Alice", 9, T0, 2)
@@ -183,8 +176,8 @@ async def test_idle_actors_are_evicted_and_recreated_on_the_next_request() -> No
     async with running(idle_s=0.05) as s:
         first = s.registry.actor_for("alice")
         assert score(await first.ask(cmd("alice", 3))) == 3
-        assert await eventually(lambda: len(s.registry) == 0), "the idle actor was not evicted"
-        assert await eventually(lambda: not first.running), "the evicted actor did not stop"
+        await eventually(lambda: len(s.registry) == 0, "the idle actor evicted")
+        await eventually(lambda: not first.running, "the evicted actor stopped")
         with pytest.raises(ActorStopped):
             first.ask(cmd("alice"))
 
@@ -192,9 +185,8 @@ async def test_idle_actors_are_evicted_and_recreated_on_the_next_request() -> No
         assert again is not first
         assert again.running
         assert score(await again.ask(cmd("alice", 4))) == 7
-        assert await eventually(
-            lambda: s.top_rows() == [{"user_id": "alice", "username": "Alice", "score": 7}]
-        )
+        alice_at_7 = [{"user_id": "alice", "username": "Alice", "score": 7}]
+        await eventually(s.top_rows, "alice at 7", until=lambda rows: rows == alice_at_7)
 
 
 async def test_an_actor_with_work_in_progress_or_queued_is_never_evicted() -> None:
@@ -213,7 +205,7 @@ async def test_an_actor_with_work_in_progress_or_queued_is_never_evicted() -> No
         s.store.gate.set()
         assert [score(await f) for f in (in_progress, *queued)] == [1, 2, 3, 4]
         # Once idle it goes, as usual.
-        assert await eventually(lambda: len(s.registry) == 0)
+        await eventually(lambda: len(s.registry) == 0, "the idle actor evicted")
 
 
 async def test_a_sweep_skips_busy_and_queued_actors_by_the_clock() -> None:
@@ -354,7 +346,9 @@ async def test_increments_queued_behind_a_slow_one_go_to_the_store_in_one_call(
         # The board is told the state after each store call (the last of a batch), only.
         assert [change.entry.score for change in told] == [1, 6]
         expected = [{"user_id": "alice", "username": "Alice", "score": 6}]
-        assert await eventually(lambda: s.top_rows() == expected), s.top_rows()
+        await eventually(
+            s.top_rows, "the board shows the scores", until=lambda rows: rows == expected
+        )
 
 
 async def test_a_batch_answers_replays_and_refusals_per_request() -> None:
@@ -470,7 +464,7 @@ async def test_the_board_is_not_told_of_users_who_stay_outside_it(
         for i in range(capacity + 1):  # one more than the cache holds: now incomplete
             user = f"u{i:02d}"
             assert score(await s.registry.actor_for(user).ask(cmd(user, 100 - i))) == 100 - i
-        assert await eventually(lambda: len(s.top_rows()) == 10)
+        await eventually(s.top_rows, "ten rows", until=lambda rows: len(rows) == 10)
         assert len(told) == capacity + 1  # the cache held everyone until then: all told
         told.clear()
         # An outsider below the last cached row: not told, and the board is unchanged.
@@ -483,9 +477,15 @@ async def test_the_board_is_not_told_of_users_who_stay_outside_it(
         assert score(await s.registry.actor_for("u05").ask(cmd("u05", 1))) == 96
         assert score(await s.registry.actor_for("low").ask(cmd("low", 500))) == 501
         assert [change.entry.user_id for change in told] == ["u05", "low"]
-        await eventually(lambda: s.top_rows() != before)
-        assert s.top_rows()[0] == {"user_id": "low", "username": "Low", "score": 501}
-        assert s.top_rows()[5]["score"] == 96
+        # Both shown: low on top, u05 level with u04 at 96, and u09 off the board.
+        scores = [501, 100, 99, 98, 97, 96, 96, 94, 93, 92]
+        rows = await eventually(
+            s.top_rows,
+            "both told changes shown",
+            until=lambda rows: [r["score"] for r in rows] == scores,
+        )
+        assert rows[0] == {"user_id": "low", "username": "Low", "score": 501}
+        assert {row["user_id"] for row in rows[5:7]} == {"u04", "u05"}
 
 
 async def test_while_a_failed_refill_is_owed_every_update_is_told_and_retries_it(
@@ -496,7 +496,7 @@ async def test_while_a_failed_refill_is_owed_every_update_is_told_and_retries_it
         for i in range(capacity + 10):
             user = f"u{i:02d}"
             await s.registry.actor_for(user).ask(cmd(user, 100 - i))
-        assert await eventually(lambda: s.top_rows()[0]["user_id"] == "u00")
+        await eventually(lambda: s.top_rows()[0]["user_id"] == "u00", "u00 on top")
         # The store cannot list the top while the admins remove eleven of the cached users:
         # the board is left short, and its refill fails.
         real_top = s.store.top
@@ -508,7 +508,9 @@ async def test_while_a_failed_refill_is_owed_every_update_is_told_and_retries_it
         for i in range(11):
             user = f"u{i:02d}"
             await s.registry.actor_for(user).ask(AdminCommand(AdminAction.REMOVE, T0 + 1))
-        assert await eventually(lambda: len(s.top_rows()) == capacity - 11)
+        await eventually(
+            s.top_rows, "the board short", until=lambda rows: len(rows) == capacity - 11
+        )
         assert len(s.top_rows()) < 10
         # The store is back. A user far below the board updates: that retries the refill.
         monkeypatch.setattr(s.store, "top", real_top)
@@ -516,8 +518,8 @@ async def test_while_a_failed_refill_is_owed_every_update_is_told_and_retries_it
         assert score(await s.registry.actor_for("u29").ask(cmd("u29", 1))) == 72
         assert len(told) == 1
         expected = [f"u{i:02d}" for i in range(11, 21)]
-        assert await eventually(lambda: [r["user_id"] for r in s.top_rows()] == expected), (
-            s.top_rows()
+        await eventually(
+            s.top_rows, "refilled", until=lambda rows: [r["user_id"] for r in rows] == expected
         )
 
 
@@ -535,7 +537,7 @@ async def test_a_full_registry_displaces_the_least_recently_used_idle_actor() ->
         assert len(s.registry) == 3
         assert len(displaced) == 1
         # bob was the least recently used: stopped, and a new actor if he comes back.
-        assert await eventually(lambda: not actors["bob"].running)
+        await eventually(lambda: not actors["bob"].running, "bob's actor stopped")
         assert s.registry.actor_for("alice") is actors["alice"]
         assert s.registry.actor_for("carol") is actors["carol"]
         assert s.registry.actor_for("dave") is dave
@@ -555,7 +557,7 @@ async def test_busy_actors_are_passed_over_and_a_registry_of_busy_ones_refuses()
         in_progress = alice.ask(cmd("alice"))  # alice is the least recently used, and busy
         await asyncio.wait_for(s.store.entered.wait(), scaled(2))
         carol = s.registry.actor_for("carol")  # bob, idle, makes room
-        assert await eventually(lambda: not bob.running)
+        await eventually(lambda: not bob.running, "bob's actor stopped")
         assert alice.running
         queued = carol.ask(cmd("carol"))
         # Now every actor is busy (alice in the store, carol queued behind the gate).

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from typing import Any
@@ -10,7 +9,7 @@ from typing import Any
 import pytest
 
 from server.support.logs import JsonFormatter
-from tests.conftest import Client, body_of, make_token, scaled, serving
+from tests.conftest import Client, body_of, eventually, make_token, scaled, serving
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(30))
 
@@ -24,13 +23,13 @@ async def admin(client: Client, method: str, path: str, token: str = ADMIN) -> A
     return response
 
 
-async def eventually(client: Client, expected: list[str], timeout_s: float = 2.0) -> list[str]:
-    deadline = asyncio.get_running_loop().time() + scaled(timeout_s)
-    while True:
-        ids = [row["user_id"] for row in await client.top()]
-        if ids == expected or asyncio.get_running_loop().time() > deadline:
-            return ids
-        await asyncio.sleep(0.01)
+async def wait_for_board(client: Client, expected: list[str]) -> None:
+    """Wait until GET /api/top-scores lists the users ``expected``, in that order."""
+
+    async def user_ids() -> list[str]:
+        return [row["user_id"] for row in await client.top()]
+
+    await eventually(user_ids, f"the board lists {expected}", until=lambda ids: ids == expected)
 
 
 async def seed_board(client: Client, scores: dict[str, int]) -> None:
@@ -75,12 +74,12 @@ async def test_reset_drops_a_member_and_the_board_refills_from_the_store() -> No
     # top_n=2 with 3 users: after the reset the third must come back from the store.
     async with serving(top_n=2) as client:
         await seed_board(client, {"a": 30, "b": 20, "c": 10})
-        assert await eventually(client, ["a", "b"]) == ["a", "b"]
+        await wait_for_board(client, ["a", "b"])
         ws = await client.websocket()
         await ws.read_message()
         reset = await admin(client, "POST", "/api/users/a/reset")
         assert body_of(reset) == {"user_id": "a", "score": 0}
-        assert await eventually(client, ["b", "c"]) == ["b", "c"]
+        await wait_for_board(client, ["b", "c"])
         update = json.loads(await ws.read_message())  # type: ignore[arg-type]
         assert [row["user_id"] for row in update["top_scores"]] == ["b", "c"]
         # The player may climb again from zero.
@@ -93,7 +92,7 @@ async def test_removed_users_leave_the_board_and_are_refused_until_unbanned() ->
         await seed_board(client, {"a": 30, "b": 20, "c": 10})
         removed = await admin(client, "DELETE", "/api/users/a")
         assert body_of(removed) == {"user_id": "a", "banned": True}
-        assert await eventually(client, ["b", "c"]) == ["b", "c"]
+        await wait_for_board(client, ["b", "c"])
         refused = await client.update(make_token("a"))
         assert refused.code == 403 and body_of(refused)["error"] == "user_banned"
         looked_up = body_of(await admin(client, "GET", "/api/users/a"))
@@ -101,7 +100,7 @@ async def test_removed_users_leave_the_board_and_are_refused_until_unbanned() ->
         lifted = await admin(client, "DELETE", "/api/users/a/ban")
         assert body_of(lifted) == {"user_id": "a", "banned": False}
         assert body_of(await client.update(make_token("a"), {"increment": 15}))["new_score"] == 15
-        assert await eventually(client, ["b", "a"]) == ["b", "a"]
+        await wait_for_board(client, ["b", "a"])
 
 
 async def test_admin_actions_on_unknown_users_are_404_and_audited(

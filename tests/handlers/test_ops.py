@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import time
 from typing import Any
 
 import pytest
@@ -15,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from server.domain.increments import IncrementPolicy
 from server.domain.records import Decision, IncrementCommand
 from server.store.sqlite import SqliteStore
-from tests.conftest import Client, body_of, make_token, scaled, serving
+from tests.conftest import Client, body_of, close_websocket, eventually, make_token, scaled, serving
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(20))
 
@@ -57,15 +55,6 @@ def value(samples: Samples, name: str, **labels: str) -> float | None:
     return samples.get((name, frozenset(labels.items())))
 
 
-async def close(ws: tornado.websocket.WebSocketClientConnection) -> None:
-    """Close ``ws`` and wait until the server acknowledged it, so no socket is left open."""
-    ws.close()
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(scaled(2)):
-            while await ws.read_message() is not None:
-                pass
-
-
 async def next_message(ws: tornado.websocket.WebSocketClientConnection) -> dict[str, Any]:
     raw = await asyncio.wait_for(ws.read_message(), scaled(2))
     assert isinstance(raw, str), "the connection closed"
@@ -73,12 +62,17 @@ async def next_message(ws: tornado.websocket.WebSocketClientConnection) -> dict[
     return message
 
 
-async def eventually(client: Client, name: str, expected: float, timeout_s: float = 2.0) -> None:
+async def wait_for_sample(
+    client: Client, name: str, expected: float, timeout_s: float = 2.0
+) -> None:
     """Scrape until the unlabelled sample ``name`` equals ``expected``."""
-    deadline = time.monotonic() + scaled(timeout_s)
-    while (got := value(await scrape(client), name)) != expected:
-        assert time.monotonic() < deadline, f"{name} stayed {got}, not {expected}"
-        await asyncio.sleep(0.01)
+
+    async def sample() -> float | None:
+        return value(await scrape(client), name)
+
+    await eventually(
+        sample, f"{name} at {expected:g}", until=lambda got: got == expected, timeout_s=timeout_s
+    )
 
 
 async def test_healthz_answers_ok() -> None:
@@ -102,10 +96,12 @@ async def test_readyz_is_503_while_the_store_does_not_answer() -> None:
     async with serving(store=store, ready_max_staleness_s=0, store_probe_interval_s=0.05) as client:
         assert (await client.request("GET", "/readyz")).code == 200
         store.healthy = False
-        deadline = time.monotonic() + scaled(5)
-        while (response := await client.request("GET", "/readyz")).code == 200:
-            assert time.monotonic() < deadline, "still ready"
-            await asyncio.sleep(0.02)
+        response = await eventually(
+            lambda: client.request("GET", "/readyz"),
+            "unready",
+            until=lambda answer: answer.code != 200,
+            timeout_s=5,
+        )
         assert response.code == 503
         assert response.headers["Content-Type"].startswith("application/json")
         body = body_of(response)
@@ -114,10 +110,12 @@ async def test_readyz_is_503_while_the_store_does_not_answer() -> None:
         # Alive all the same, and ready again once the store answers.
         assert (await client.request("GET", "/healthz")).code == 200
         store.healthy = True
-        deadline = time.monotonic() + scaled(5)
-        while (await client.request("GET", "/readyz")).code != 200:
-            assert time.monotonic() < deadline, "not ready again"
-            await asyncio.sleep(0.02)
+        await eventually(
+            lambda: client.request("GET", "/readyz"),
+            "ready again",
+            until=lambda answer: answer.code == 200,
+            timeout_s=5,
+        )
 
 
 async def test_readyz_is_503_while_draining() -> None:
@@ -212,10 +210,10 @@ async def test_websocket_gauge_counts_open_connections() -> None:
         ws = await client.websocket()
         try:
             assert (await next_message(ws))["event"] == "snapshot"
-            await eventually(client, "scoreboard_websocket_connections", 1.0)
+            await wait_for_sample(client, "scoreboard_websocket_connections", 1.0)
         finally:
-            await close(ws)
-        await eventually(client, "scoreboard_websocket_connections", 0.0)
+            await close_websocket(ws)
+        await wait_for_sample(client, "scoreboard_websocket_connections", 0.0)
 
 
 async def test_user_actor_gauge_follows_live_actors() -> None:
@@ -226,7 +224,7 @@ async def test_user_actor_gauge_follows_live_actors() -> None:
         await client.update(make_token("ua-1"))
         assert value(await scrape(client), "scoreboard_user_actors") == 2.0
         # Idle actors are evicted, and the gauge follows.
-        await eventually(client, "scoreboard_user_actors", 0.0, timeout_s=3.0)
+        await wait_for_sample(client, "scoreboard_user_actors", 0.0, timeout_s=3.0)
 
 
 async def test_mailbox_depth_gauge_counts_queued_increments() -> None:
@@ -241,12 +239,12 @@ async def test_mailbox_depth_gauge_counts_queued_increments() -> None:
         pending += [asyncio.ensure_future(client.update(token)) for _ in range(3)]
         try:
             # One increment is waiting on the store, three are queued behind it.
-            await eventually(client, "scoreboard_mailbox_depth", 3.0)
+            await wait_for_sample(client, "scoreboard_mailbox_depth", 3.0)
         finally:
             store.gate.set()
             responses = await asyncio.gather(*pending)
         assert sorted(body_of(r)["new_score"] for r in responses) == [1, 2, 3, 4]
-        await eventually(client, "scoreboard_mailbox_depth", 0.0)
+        await wait_for_sample(client, "scoreboard_mailbox_depth", 0.0)
 
 
 async def test_leaderboard_version_gauge_follows_the_broadcasts() -> None:
@@ -267,4 +265,4 @@ async def test_leaderboard_version_gauge_follows_the_broadcasts() -> None:
             assert (await next_message(ws))["version"] == 3
             assert value(await scrape(client), "scoreboard_leaderboard_version") == 3.0
         finally:
-            await close(ws)
+            await close_websocket(ws)

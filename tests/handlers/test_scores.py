@@ -17,19 +17,14 @@ from server.domain.increments import IncrementPolicy
 from server.domain.records import Decision, IncrementCommand
 from server.store.port import StoreError, StoreTimeout, StoreUnavailable
 from server.store.sqlite import SqliteStore
-from tests.conftest import Client, body_of, make_token, scaled, serving
+from tests.conftest import Client, body_of, eventually, make_token, scaled, serving
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(30))
 
 
-async def eventually_top(client, expected, *, timeout_s: float = 2.0):  # type: ignore[no-untyped-def]
-    """Poll GET /api/top-scores until it equals ``expected`` (the leaderboard is async)."""
-    deadline = asyncio.get_running_loop().time() + scaled(timeout_s)
-    while True:
-        rows = await client.top()
-        if rows == expected or asyncio.get_running_loop().time() > deadline:
-            return rows
-        await asyncio.sleep(0.01)
+async def wait_for_top(client: Client, expected: list[dict[str, Any]]) -> None:
+    """Wait until GET /api/top-scores equals ``expected`` (the leaderboard is async)."""
+    await eventually(client.top, f"the board is {expected}", until=lambda rows: rows == expected)
 
 
 async def test_update_returns_new_score_and_top_scores_shows_it() -> None:
@@ -40,8 +35,7 @@ async def test_update_returns_new_score_and_top_scores_shows_it() -> None:
         assert body_of(first) == {"status": "success", "new_score": 5}
         second = await client.update(alice, b"")  # an empty body means +1
         assert body_of(second) == {"status": "success", "new_score": 6}
-        rows = await eventually_top(client, [{"user_id": "alice", "username": "Alice", "score": 6}])
-        assert rows == [{"user_id": "alice", "username": "Alice", "score": 6}]
+        await wait_for_top(client, [{"user_id": "alice", "username": "Alice", "score": 6}])
 
 
 async def test_username_follows_name_then_preferred_username_then_sub() -> None:
@@ -55,13 +49,13 @@ async def test_username_follows_name_then_preferred_username_then_sub() -> None:
             {"user_id": "u1", "username": "Named", "score": 1},
             {"user_id": "u2", "username": "pref", "score": 1},
         ]
-        assert await eventually_top(client, expected) == expected
+        await wait_for_top(client, expected)
         # Later updates keep the username current.
         await client.update(make_token("u1", name="Renamed"))
         expected[1:2] = []
         expected.insert(0, {"user_id": "u1", "username": "Renamed", "score": 2})
         expected[0], expected[1] = expected[1], expected[0]  # u3 reached 2 first
-        assert await eventually_top(client, expected) == expected
+        await wait_for_top(client, expected)
 
 
 @pytest.mark.parametrize(
@@ -251,9 +245,7 @@ async def test_a_key_reused_with_another_body_is_refused_with_422() -> None:
         same = await client.update(token, {"increment": 1}, headers=other)
         assert (same.code, body_of(same)["new_score"]) == (200, 4)
         assert (await client.update(token, {"increment": 2}, headers=other)).code == 422
-        assert await eventually_top(
-            client, [{"user_id": "reuser", "username": "reuser", "score": 4}]
-        )
+        await wait_for_top(client, [{"user_id": "reuser", "username": "reuser", "score": 4}])
 
 
 async def test_a_key_stored_before_fingerprints_answers_any_body_as_a_replay() -> None:
@@ -301,7 +293,7 @@ async def test_many_users_in_parallel() -> None:
             {"user_id": f"user-{i:02d}", "username": f"user-{i:02d}", "score": i + 1}
             for i in range(39, 29, -1)
         ]
-        assert await eventually_top(client, expected) == expected
+        await wait_for_top(client, expected)
 
 
 async def test_full_mailbox_answers_503_busy_and_applies_nothing_more() -> None:
@@ -323,7 +315,7 @@ async def test_top_scores_has_at_most_top_n_rows_and_ties_go_to_the_first() -> N
             await client.update(make_token(name), {"increment": 5})
         # All tied at 5: the first to reach it ranks first.
         expected = [{"user_id": n, "username": n, "score": 5} for n in ["b", "a", "c"]]
-        assert await eventually_top(client, expected) == expected
+        await wait_for_top(client, expected)
 
 
 async def test_unknown_route_and_wrong_method_are_json_errors() -> None:
@@ -485,7 +477,7 @@ def sha1_etag(body: bytes) -> str:
 async def test_top_scores_etag_is_the_sha1_of_its_body_and_answers_if_none_match() -> None:
     async with serving() as client:
         await client.update(make_token("alice"), {"increment": 3})
-        await eventually_top(client, [{"user_id": "alice", "username": "alice", "score": 3}])
+        await wait_for_top(client, [{"user_id": "alice", "username": "alice", "score": 3}])
         first = await client.request("GET", "/api/top-scores")
         assert first.code == 200
         etag = first.headers["ETag"]
@@ -505,7 +497,7 @@ async def test_top_scores_etag_changes_with_the_top() -> None:
         empty = await client.request("GET", "/api/top-scores")
         assert empty.headers["ETag"] == sha1_etag(empty.body)
         await client.update(make_token("bob"), {"increment": 2})
-        await eventually_top(client, [{"user_id": "bob", "username": "bob", "score": 2}])
+        await wait_for_top(client, [{"user_id": "bob", "username": "bob", "score": 2}])
         changed = await client.request("GET", "/api/top-scores")
         assert changed.headers["ETag"] == sha1_etag(changed.body)
         assert changed.headers["ETag"] != empty.headers["ETag"]
@@ -514,7 +506,7 @@ async def test_top_scores_etag_changes_with_the_top() -> None:
         )
         assert (stale.code, stale.body) == (200, changed.body)
         await client.update(make_token("bob"), {"increment": 1})
-        await eventually_top(client, [{"user_id": "bob", "username": "bob", "score": 3}])
+        await wait_for_top(client, [{"user_id": "bob", "username": "bob", "score": 3}])
         latest = await client.request("GET", "/api/top-scores")
         assert latest.headers["ETag"] == sha1_etag(latest.body)
         assert latest.headers["ETag"] not in {empty.headers["ETag"], changed.headers["ETag"]}
@@ -551,7 +543,7 @@ async def test_top_scores_body_is_hashed_once_per_change_not_per_response(
 
     async with serving() as client:
         await client.update(make_token("carol"), {"increment": 4})
-        await eventually_top(client, [{"user_id": "carol", "username": "carol", "score": 4}])
+        await wait_for_top(client, [{"user_id": "carol", "username": "carol", "score": 4}])
         monkeypatch.setattr(hashlib, "sha1", counting_sha1)
         responses = [await client.request("GET", "/api/top-scores") for _ in range(5)]
         monkeypatch.undo()
@@ -595,7 +587,7 @@ async def test_concurrent_updates_of_one_user_each_get_their_own_new_score() -> 
         assert all(a["status"] == "success" for a in answers)
         assert sorted(a["new_score"] for a in answers) == list(range(1, 41))
         expected = [{"user_id": "hot", "username": "Hot", "score": 40}]
-        assert await eventually_top(client, expected) == expected
+        await wait_for_top(client, expected)
 
 
 class BatchRecordingStore(SqliteStore):
@@ -632,4 +624,4 @@ async def test_updates_queued_behind_a_slow_write_are_written_together() -> None
         assert sorted(a["new_score"] for a in await rest) == list(range(2, 32))
         assert store.sizes == [1, 30]
         expected = [{"user_id": "hot", "username": "Hot", "score": 31}]
-        assert await eventually_top(client, expected) == expected
+        await wait_for_top(client, expected)

@@ -13,7 +13,7 @@ import asyncio
 import json
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -21,7 +21,7 @@ from typing import Any
 from server.settings import Settings
 from server.store.changes import ChangeEvent, ChangeFeed, ChangeStream, FeedInterrupted
 from server.store.port import ScoreStore
-from tests.conftest import Client, make_token, scaled, serving
+from tests.conftest import Client, eventually, make_token, scaled, serving
 
 StoreFactory = Callable[[Settings], ScoreStore]
 Rows = list[dict[str, Any]]
@@ -126,23 +126,19 @@ class Cluster:
         return [{"user_id": r.user_id, "username": r.username, "score": r.score} for r in ranked]
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + scaled(timeout_s)
-    while not await check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {scaled(timeout_s)} s: {what}")
-        await asyncio.sleep(0.02)
-
-
 async def converged(cluster: Cluster, timeout_s: float = 5.0) -> Rows:
     """Wait until every pod serves the store's top 10; return it."""
     truth = await cluster.truth()
 
-    async def all_agree() -> bool:
-        tops = [await pod.client.top() for pod in cluster.pods]
-        return all(top == truth for top in tops)
+    async def tops() -> list[Rows]:
+        return [await pod.client.top() for pod in cluster.pods]
 
-    await eventually(all_agree, timeout_s, f"every pod serves {truth}")
+    await eventually(
+        tops,
+        f"every pod serves {truth}",
+        until=lambda served: all(top == truth for top in served),
+        timeout_s=timeout_s,
+    )
     return truth
 
 

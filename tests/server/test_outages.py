@@ -13,7 +13,7 @@ import json
 import logging
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable
 from pathlib import Path
 
 import pytest
@@ -26,12 +26,22 @@ from server.lifecycle import run_server
 from server.store.admin import AdminChange
 from server.store.port import StoreError, StoreUnavailable
 from server.store.sqlite import SqliteStore
-from tests.conftest import SECRET, Client, body_of, make_token, scaled, serving, settings_for
+from tests.conftest import (
+    SECRET,
+    Client,
+    body_of,
+    eventually,
+    make_token,
+    scaled,
+    serving,
+    settings_for,
+)
 from tests.server.pods import PausableFeed
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(30))
 
 ADMIN = make_token("admin-1", scope="scores:admin")
+OUTAGE_S = 5.0  # how long a test waits for the service to notice an outage, or its end
 
 
 class SwitchedStore(SqliteStore):
@@ -86,13 +96,6 @@ class SwitchedStore(SqliteStore):
         return await super().top(limit)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], what: str, timeout_s: float = 5) -> None:
-    deadline = time.monotonic() + scaled(timeout_s)
-    while not await check():
-        assert time.monotonic() < deadline, f"not within {scaled(timeout_s)} s: {what}"
-        await asyncio.sleep(0.02)
-
-
 async def ready(client: Client) -> bool:
     return (await client.request("GET", "/readyz")).code == 200
 
@@ -124,7 +127,7 @@ async def test_a_short_store_outage_keeps_the_pod_ready_and_its_reads_served() -
     ) as client:
         assert (await client.update(make_token("ann"), {"increment": 4})).code == 200
         store.down = True  # a failover: the primary is gone
-        await eventually(lambda: refusing(client), "a probe noticed")
+        await eventually(lambda: refusing(client), "a probe noticed", timeout_s=OUTAGE_S)
         # Within the staleness the pod stays in the Service: reads and the live stream go on.
         readyz = await client.request("GET", "/readyz")
         assert readyz.code == 200, readyz.body
@@ -141,7 +144,9 @@ async def test_a_short_store_outage_keeps_the_pod_ready_and_its_reads_served() -
         assert store.writes == writes, "refused without queueing behind the store"
         # Back: the next probe reopens writes.
         store.down = False
-        await eventually(lambda: update_answers(client, 200), "writes go through again")
+        await eventually(
+            lambda: update_answers(client, 200), "writes go through again", timeout_s=OUTAGE_S
+        )
 
 
 async def test_a_store_down_longer_than_the_staleness_makes_the_pod_unready() -> None:
@@ -151,13 +156,17 @@ async def test_a_store_down_longer_than_the_staleness_makes_the_pod_unready() ->
     ) as client:
         assert await ready(client)
         store.down = True
-        await eventually(lambda: _not(ready(client)), "unready past the staleness")
+        await eventually(
+            lambda: _not(ready(client)), "unready past the staleness", timeout_s=OUTAGE_S
+        )
         response = await client.request("GET", "/readyz")
         assert error_of(response) == "not_ready"
         assert "probe" in body_of(response)["message"]
         assert (await client.request("GET", "/healthz")).code == 200  # alive all the same
         store.down = False
-        await eventually(lambda: ready(client), "ready again once the store answers")
+        await eventually(
+            lambda: ready(client), "ready again once the store answers", timeout_s=OUTAGE_S
+        )
 
 
 async def _not(check: Awaitable[bool]) -> bool:
@@ -173,10 +182,14 @@ async def test_a_change_feed_down_longer_than_the_staleness_makes_the_pod_unread
     ) as client:
         assert await ready(client)
         feed.pause()  # the change stream cannot be reopened
-        await eventually(lambda: _not(ready(client)), "unready past the staleness")
+        await eventually(
+            lambda: _not(ready(client)), "unready past the staleness", timeout_s=OUTAGE_S
+        )
         assert "change feed" in body_of(await client.request("GET", "/readyz"))["message"]
         feed.resume()
-        await eventually(lambda: ready(client), "ready again once the feed reopened")
+        await eventually(
+            lambda: ready(client), "ready again once the feed reopened", timeout_s=OUTAGE_S
+        )
 
 
 async def test_a_read_only_sqlite_database_is_not_ready_and_refuses_updates_at_once(
@@ -296,7 +309,7 @@ async def test_a_write_cut_by_a_shutdown_timeout_gets_503_database_timeout() -> 
         async def writing() -> bool:
             return store.writes > 0
 
-        await eventually(writing, "the write started")
+        await eventually(writing, "the write started", timeout_s=OUTAGE_S)
         await client.running.service.users.kill_all()
         response = await pending
         assert (response.code, error_of(response)) == (503, "database_timeout")
@@ -340,7 +353,7 @@ async def test_a_server_whose_store_is_unreachable_at_start_serves_and_retries()
     settings = settings_for(store_probe_interval_s=0.05)
     async with run_server(settings, SECRET, store=store, wait_for_store=False) as running:
         client = Client(running)
-        await eventually(lambda: tried(store, 2), "retried")
+        await eventually(lambda: tried(store, 2), "retried", timeout_s=OUTAGE_S)
         # Retrying: alive, not ready, and every route says so.
         assert (await client.request("GET", "/healthz")).code == 200
         readyz = await client.request("GET", "/readyz")
@@ -364,7 +377,7 @@ async def test_a_server_whose_store_stays_unreachable_stops_cleanly() -> None:
     store = SwitchedStore(unavailable_opens=1_000_000)
     async with run_server(settings_for(), SECRET, store=store, wait_for_store=False) as running:
         client = Client(running)
-        await eventually(lambda: tried(store, 3), "retried")
+        await eventually(lambda: tried(store, 3), "retried", timeout_s=OUTAGE_S)
         assert not await ready(client)
     assert running.clean_exit  # the retrying task was cancelled with the rest
 
@@ -397,5 +410,5 @@ async def test_a_pod_whose_mongodb_is_unreachable_at_start_serves_unready(
         async def retry_logged() -> bool:
             return "the store is unavailable; retrying" in caplog.text
 
-        await eventually(retry_logged, "a retry logged")
+        await eventually(retry_logged, "a retry logged", timeout_s=OUTAGE_S)
     assert running.clean_exit

@@ -3,13 +3,10 @@ before the upgrade, counted through trusted proxies, freed when a connection clo
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 
 from handlers.live.addresses import OpenPerAddress
-from tests.conftest import Client, body_of, scaled, serving
+from tests.conftest import Client, body_of, eventually, scaled, serving
 from tests.handlers.live.test_resume import connected, refused
 from tests.handlers.live.test_socket import metrics_text, receive
 
@@ -43,10 +40,12 @@ def test_no_limit_is_never_full() -> None:
 
 async def wait_until_none_open(client: Client) -> None:
     addresses = client.running.service.ws_addresses
-    deadline = time.monotonic() + scaled(5)
-    while len(addresses):
-        assert time.monotonic() < deadline, f"{len(addresses)} addresses still have one open"
-        await asyncio.sleep(0.01)
+    await eventually(
+        lambda: len(addresses),
+        "no address with a WebSocket open",
+        until=lambda open_: open_ == 0,
+        timeout_s=5,
+    )
 
 
 async def test_an_address_at_its_limit_gets_429_until_one_of_its_connections_closes() -> None:

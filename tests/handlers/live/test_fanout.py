@@ -11,7 +11,7 @@ import socket
 import struct
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -23,7 +23,7 @@ from handlers.tornado_internals import text_frame
 from server.domain.deltas import Since
 from server.domain.records import RankedScore
 from server.support.metrics import Metrics
-from tests.conftest import Client, make_token, scaled, serving
+from tests.conftest import Client, eventually, make_token, scaled, serving
 from tests.handlers.live.test_resume import Board, connected, settle
 from tests.handlers.live.test_socket import metrics_text, receive
 
@@ -125,13 +125,6 @@ async def stuck_client(client: Client, query: str) -> AsyncIterator[StuckClient]
         sock.close()
 
 
-async def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + scaled(timeout_s)
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.01)
-
-
 def counter(text: str, name: str) -> float:
     for line in text.splitlines():
         if line.startswith(name + " "):
@@ -159,7 +152,7 @@ async def test_a_client_that_stops_reading_is_skipped_bounded_and_closed() -> No
         tokens = [make_token(f"user-{i:02d}", name=f"{LONG} {i:02d}") for i in range(TOP_N)]
         scores = {i: TOP_N - i for i in range(TOP_N)}
         await asyncio.gather(*(client.update(tokens[i], {"increment": scores[i]}) for i in scores))
-        await wait_until(lambda: len(service.leaderboard.published_rows) == TOP_N, 2, "the board")
+        await eventually(lambda: len(service.leaderboard.published_rows) == TOP_N, "the board")
 
         def overtake() -> tuple[str, int]:
             """The last user jumps to the top: every row moves, the delta is the whole board."""
@@ -169,7 +162,7 @@ async def test_a_client_that_stops_reading_is_skipped_bounded_and_closed() -> No
             return tokens[last], increment
 
         async with stuck_client(client, "?format=delta") as stuck:
-            await wait_until(lambda: len(service.fanout) == 1, 2, "the stuck watcher")
+            await eventually(lambda: len(service.fanout) == 1, "the stuck watcher")
             [watcher] = service.fanout._seats
             async with connected(client, "?format=delta") as reader:
                 board = Board()
@@ -197,7 +190,7 @@ async def test_a_client_that_stops_reading_is_skipped_bounded_and_closed() -> No
                 await assert_closed_as_too_slow(client, stuck, board)
                 assert watcher.out is None
                 stuck.sock.close()
-                await wait_until(lambda: len(service.fanout) == 1, 2, "the fan-out to drop it")
+                await eventually(lambda: len(service.fanout) == 1, "the fan-out to drop it")
                 # The reader is still served.
                 token, increment = overtake()
                 await client.update(token, {"increment": increment})
@@ -209,10 +202,10 @@ async def assert_closed_as_too_slow(client: Client, stuck: StuckClient, board: B
     stream then the close frame."""
     service = client.running.service
     slow_closes = "scoreboard_ws_slow_closes_total"
-    await wait_until(
+    await eventually(
         lambda: service.metrics.registry.get_sample_value(slow_closes) == 1,
-        3,
         "the slow close",
+        timeout_s=3,
     )
     text = await metrics_text(client)
     assert counter(text, "scoreboard_ws_slow_closes_total") == 1

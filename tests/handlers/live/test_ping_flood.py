@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import os
 import struct
-import time
 import tomllib
 from pathlib import Path
 
@@ -18,8 +17,8 @@ import pytest
 import tornado
 from packaging.requirements import Requirement
 
-from tests.conftest import scaled, serving
-from tests.handlers.live.test_fanout import stuck_client, unsent, wait_until
+from tests.conftest import eventually, scaled, serving
+from tests.handlers.live.test_fanout import stuck_client, unsent
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(30))
 
@@ -38,7 +37,7 @@ async def test_a_ping_flood_leaves_at_most_one_pong_queued() -> None:
     ping = masked_ping(b"p" * 125)  # the largest control payload: the largest pongs
     async with serving() as client, stuck_client(client, "") as flooder:
         fanout = client.running.service.fanout
-        await wait_until(lambda: len(fanout) == 1, 5, "the flooding client")
+        await eventually(lambda: len(fanout) == 1, "the flooding client", timeout_s=5)
         [watcher] = fanout._seats
         connection = watcher.ws_connection  # type: ignore[attr-defined]
         stream = connection.stream
@@ -47,10 +46,12 @@ async def test_a_ping_flood_leaves_at_most_one_pong_queued() -> None:
         for _ in range(pings // 500):
             await loop.sock_sendall(flooder.sock, batch)
         # Every ping read by the server (it keeps reading; only the client does not).
-        deadline = time.monotonic() + scaled(20)
-        while connection._wire_bytes_in < pings * len(ping):
-            assert time.monotonic() < deadline, "the server did not read every ping"
-            await asyncio.sleep(0.01)
+        await eventually(
+            lambda: connection._wire_bytes_in,
+            "the server read every ping",
+            until=lambda read: read >= pings * len(ping),
+            timeout_s=20,
+        )
         # 20,000 pongs of 127 bytes are 2.5 MB; the kernel took what it could, and the
         # server holds at most one more pong and the latest ping to answer.
         assert unsent(fanout, watcher) <= 2 * 127

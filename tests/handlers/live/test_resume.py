@@ -17,8 +17,16 @@ import tornado.httpclient
 import tornado.websocket
 
 from server.support.logs import JsonFormatter
-from tests.conftest import Client, body_of, make_token, scaled, serving
-from tests.handlers.live.test_socket import assert_silent, close, metrics_text, receive
+from tests.conftest import (
+    Client,
+    body_of,
+    close_websocket,
+    eventually,
+    make_token,
+    scaled,
+    serving,
+)
+from tests.handlers.live.test_socket import assert_silent, metrics_text, receive
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(20))
 
@@ -38,7 +46,7 @@ async def connected(
     try:
         yield ws
     finally:
-        await close(ws)
+        await close_websocket(ws)
 
 
 async def refused(
@@ -53,7 +61,7 @@ async def refused(
     except tornado.httpclient.HTTPClientError as error:
         assert error.response is not None
         return error.response
-    await close(ws)
+    await close_websocket(ws)
     raise AssertionError(f"the upgrade {query!r} {headers} was accepted")
 
 
@@ -144,10 +152,9 @@ async def post(client: Client, token: str, increment: int) -> None:
 
 async def wait_for_version(client: Client, version: int) -> None:
     leaderboard = client.running.service.leaderboard
-    deadline = time.monotonic() + scaled(2)
-    while leaderboard.version < version:
-        assert time.monotonic() < deadline, f"version {leaderboard.version}, not {version}"
-        await asyncio.sleep(0.005)
+    await eventually(
+        lambda: leaderboard.version, f"version {version}", until=lambda now: now >= version
+    )
 
 
 # --- the delta stream equals the board -----------------------------------------------------

@@ -14,7 +14,15 @@ from typing import Any
 import pytest
 import tornado.websocket
 
-from tests.conftest import Client, body_of, make_token, scaled, serving
+from tests.conftest import (
+    Client,
+    body_of,
+    close_websocket,
+    eventually,
+    make_token,
+    scaled,
+    serving,
+)
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(20))
 
@@ -28,16 +36,7 @@ async def watching(client: Client) -> AsyncIterator[WebSocket]:
     try:
         yield ws
     finally:
-        await close(ws)
-
-
-async def close(ws: WebSocket) -> None:
-    """Close ``ws`` and wait until the server acknowledged it, so no socket is left open."""
-    ws.close()
-    with contextlib.suppress(TimeoutError):
-        async with asyncio.timeout(scaled(2)):
-            while await ws.read_message() is not None:
-                pass
+        await close_websocket(ws)
 
 
 async def receive(ws: WebSocket, timeout_s: float = 2.0) -> dict[str, Any]:
@@ -79,11 +78,13 @@ def gauge(text: str, name: str) -> float:
     raise AssertionError(f"{name} not in the metrics")
 
 
-async def wait_for_gauge(client: Client, expected: float, timeout_s: float = 2.0) -> None:
-    deadline = time.monotonic() + scaled(timeout_s)
-    while (value := await websocket_gauge(client)) != expected:
-        assert time.monotonic() < deadline, f"websocket gauge stayed {value}, not {expected}"
-        await asyncio.sleep(0.01)
+async def wait_for_gauge(client: Client, expected: float) -> None:
+    """Wait until the WebSocket gauge counts ``expected`` open connections."""
+    await eventually(
+        lambda: websocket_gauge(client),
+        f"the gauge counts {expected:g}",
+        until=lambda value: value == expected,
+    )
 
 
 def row(user_id: str, score: int, username: str | None = None) -> dict[str, Any]:
@@ -113,10 +114,7 @@ async def test_snapshot_on_connect_shows_the_current_board_and_version() -> None
         await client.update(make_token("alice", name="Alice"), {"increment": 5})
         await client.update(make_token("bob"), {"increment": 9})
         expected = [row("bob", 9), row("alice", 5, "Alice")]
-        deadline = time.monotonic() + scaled(2)
-        while await client.top() != expected:
-            assert time.monotonic() < deadline
-            await asyncio.sleep(0.01)
+        await eventually(client.top, "both on the board", until=lambda rows: rows == expected)
         async with watching(client) as ws:
             # Two visible changes so far, each broadcast at once (interval 0): version 2.
             assert await receive(ws) == {
@@ -251,7 +249,7 @@ async def test_a_closing_client_does_not_break_broadcasts_and_the_gauge_goes_dow
                 await receive(leaves)
                 await wait_for_gauge(client, 2)
             finally:
-                await close(leaves)
+                await close_websocket(leaves)
             await wait_for_gauge(client, 1)
             await client.update(make_token("erin"), {"increment": 3})
             assert (await receive(stays))["top_scores"] == [row("erin", 3)]
@@ -274,7 +272,7 @@ async def test_an_abruptly_dropped_client_does_not_break_broadcasts() -> None:
         await wait_for_gauge(client, 1)
         await client.update(make_token("frank"), {"increment": 4})
         assert (await receive(stays))["top_scores"] == [row("frank", 4)]
-        await close(dropped)
+        await close_websocket(dropped)
 
 
 async def test_client_messages_are_ignored() -> None:

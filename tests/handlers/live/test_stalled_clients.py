@@ -21,14 +21,8 @@ import pytest
 from actors.leaderboard import Publication
 from handlers.live.fanout import TRY_AGAIN_LATER, Fanout
 from handlers.live.outbox import CHUNK_BYTES
-from tests.conftest import Client, scaled, serving
-from tests.handlers.live.test_fanout import (
-    StuckClient,
-    parse_frames,
-    stuck_client,
-    unsent,
-    wait_until,
-)
+from tests.conftest import Client, eventually, scaled, serving
+from tests.handlers.live.test_fanout import StuckClient, parse_frames, stuck_client, unsent
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(40))
 
@@ -72,7 +66,7 @@ async def test_stalled_clients_hold_at_most_their_bound_plus_a_constant() -> Non
         fanout = publisher.fanout
         for _ in range(clients):
             await stack.enter_async_context(stuck_client(client, ""))
-        await wait_until(lambda: len(fanout) == clients, 5, "every stalled client")
+        await eventually(lambda: len(fanout) == clients, "every stalled client", timeout_s=5)
         watchers = list(fanout._seats)
         gc.collect()
         tracemalloc.start()
@@ -106,7 +100,7 @@ async def test_a_stalled_client_is_noticed_once_its_bound_and_a_capped_kernel_bu
         stuck_client(client, "") as stuck,
     ):
         publisher = Publisher(client)
-        await wait_until(lambda: len(publisher.fanout) == 1, 5, "the stalled client")
+        await eventually(lambda: len(publisher.fanout) == 1, "the stalled client", timeout_s=5)
         [watcher] = publisher.fanout._seats
         stream = watcher.out
         assert stream is not None
@@ -131,11 +125,13 @@ async def test_close_frame_behind_one_chunk_and_a_silent_client_cut_off() -> Non
     ):
         publisher = Publisher(client)
         fanout = publisher.fanout
-        await wait_until(lambda: len(fanout) == 2, 5, "the stalled clients")
+        await eventually(lambda: len(fanout) == 2, "the stalled clients", timeout_s=5)
         await publisher.until(lambda: all_lagging(fanout))
         slow_closes = "scoreboard_ws_slow_closes_total"
         registry = client.running.service.metrics.registry
-        await wait_until(lambda: registry.get_sample_value(slow_closes) == 2, 5, "slow closes")
+        await eventually(
+            lambda: registry.get_sample_value(slow_closes) == 2, "slow closes", timeout_s=5
+        )
         # Reading at last, it finds the close frame (1013) behind at most one chunk and
         # what the kernels held, not behind the half megabyte it had queued.
         frames = await reads_late.read_until_close_frame(5)
@@ -147,4 +143,4 @@ async def test_close_frame_behind_one_chunk_and_a_silent_client_cut_off() -> Non
         parsed, _ = parse_frames(reads_late.received)
         assert all(opcode == 0x1 for opcode, _ in parsed[:-1])
         # The other never answers the close: Tornado aborts it after 5 s, and its memory goes.
-        await wait_until(lambda: len(fanout) == 0, 10, "the connection to be aborted")
+        await eventually(lambda: len(fanout) == 0, "the connection to be aborted", timeout_s=10)

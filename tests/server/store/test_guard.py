@@ -14,7 +14,7 @@ from server.store.breaker import BreakerState
 from server.store.changes import NoOtherWriters
 from server.store.guard import GuardedStore
 from server.store.port import StoreError, StoreTimeout, StoreUnavailable
-from tests.conftest import scaled
+from tests.conftest import eventually, scaled
 from tests.server.store.support import apply_one
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(10))
@@ -188,10 +188,7 @@ async def test_the_background_probe_runs_until_close() -> None:
     store.start_probing()
     with pytest.raises(RuntimeError):
         store.start_probing()
-    deadline = asyncio.get_running_loop().time() + scaled(2)
-    while adapter.calls.count("ping") < 3:
-        assert asyncio.get_running_loop().time() < deadline
-        await asyncio.sleep(0.01)
+    await eventually(lambda: adapter.calls.count("ping") >= 3, "three probes")
     assert store.breaker.closed
     await store.close()
     pings = adapter.calls.count("ping")

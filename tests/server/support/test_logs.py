@@ -10,14 +10,14 @@ import logging
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from server.support import logs
 from server.support.logs import BatchedStreamHandler, JsonFormatter
-from tests.conftest import scaled
+from tests.conftest import eventually, scaled
 
 LONG_S = 3600.0  # a flush interval no test waits for
 
@@ -58,13 +58,6 @@ def batched() -> Iterator[Logged]:
     logged = Logged(BatchedStreamHandler(stream, flush_interval_s=LONG_S, max_lines=5), stream)
     yield logged
     logged.detach()
-
-
-def eventually(condition: Callable[[], bool], timeout_s: float = 1.0) -> None:
-    deadline = time.monotonic() + scaled(timeout_s)
-    while not condition():
-        assert time.monotonic() < deadline, "not within the time limit"
-        time.sleep(0.005)
 
 
 def test_info_lines_wait_for_a_flush_and_come_out_in_order(batched: Logged) -> None:
@@ -109,7 +102,8 @@ def test_max_lines_pending_are_written_as_one_batch(batched: Logged) -> None:
     assert len(batched.lines()) == 5  # a new batch starts
 
 
-def test_pending_lines_are_written_by_the_background_thread_within_the_interval() -> None:
+@pytest.mark.gen_test(timeout=scaled(10))
+async def test_pending_lines_are_written_by_the_background_thread_within_the_interval() -> None:
     stream = io.StringIO()
     handler, thread = new_handler_and_thread(stream, flush_interval_s=0.05)
     logged = Logged(handler, stream)
@@ -117,10 +111,12 @@ def test_pending_lines_are_written_by_the_background_thread_within_the_interval(
         assert thread.daemon  # never holds the process open
         started = time.monotonic()
         logged.logger.info("soon")
-        eventually(lambda: logged.lines() == ["soon"])
+        await eventually(logged.lines, "soon written", until=lambda lines: lines == ["soon"])
         assert time.monotonic() - started < scaled(1)
         logged.logger.info("again")
-        eventually(lambda: logged.lines() == ["soon", "again"])
+        await eventually(
+            logged.lines, "again written", until=lambda lines: lines == ["soon", "again"]
+        )
     finally:
         logged.detach()
     thread.join(scaled(1))
@@ -224,21 +220,20 @@ class FlakyStream(io.StringIO):
         return super().write(text)
 
 
-def test_lines_a_failed_write_refused_are_kept_and_written_later() -> None:
+@pytest.mark.gen_test(timeout=scaled(10))
+async def test_lines_a_failed_write_refused_are_kept_and_written_later() -> None:
     stream = FlakyStream(failures=1)
     handler = BatchedStreamHandler(stream, flush_interval_s=0.02)
     try:
         with contextlib.redirect_stderr(io.StringIO()):  # handleError reports the failure
             handler.handle(logging.makeLogRecord({"msg": "one", "levelno": logging.INFO}))
-            deadline = time.monotonic() + scaled(2)
-            while "one" not in stream.getvalue():
-                assert time.monotonic() < deadline, "the refused line was never written"
-                time.sleep(0.01)
+            await eventually(
+                stream.getvalue, "the refused line written", until=lambda text: "one" in text
+            )
             handler.handle(logging.makeLogRecord({"msg": "two", "levelno": logging.INFO}))
-            deadline = time.monotonic() + scaled(2)
-            while "two" not in stream.getvalue():  # the flush thread is still running
-                assert time.monotonic() < deadline, "flushing stopped after a failure"
-                time.sleep(0.01)
+            await eventually(  # the flush thread is still running
+                stream.getvalue, "flushing after a failure", until=lambda text: "two" in text
+            )
     finally:
         handler.close()
 
