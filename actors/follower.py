@@ -206,11 +206,11 @@ class FeedFollower:
         written_ms: int | None = None
         for event in events:
             if isinstance(event, Change):
-                self._on_version(event.entry.user_id, event.entry.v)
+                self._on_version(event.row.user_id, event.row.v)
                 if event.banned:
-                    self._leaderboard.tell(UserRemoved(event.entry.user_id, event.entry.v))
+                    self._leaderboard.tell(UserRemoved(event.row.user_id, event.row.v))
                 else:
-                    self._leaderboard.tell(ScoreChanged(event.entry))
+                    self._leaderboard.tell(ScoreChanged(event.row))
                 written_ms = event.written_ms or written_ms
             else:
                 self._reload_needed = True  # asked on the next turn, and retried until done

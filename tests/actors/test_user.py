@@ -19,9 +19,9 @@ from server.domain.increments import IncrementPolicy
 from server.domain.records import (
     Applied,
     Banned,
+    BoardRow,
     Decision,
     IncrementCommand,
-    RankedScore,
     UserRecord,
 )
 from server.store.admin import AdminAction, AdminChange
@@ -98,7 +98,7 @@ class System:
     registry: UserRegistry
 
     def top_rows(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = json.loads(self.leaderboard.top_scores_body)["top_scores"]
+        rows: list[dict[str, Any]] = json.loads(self.leaderboard.view.top_scores.body)["top_scores"]
         return rows
 
 
@@ -183,7 +183,7 @@ async def test_an_applied_increment_reaches_the_leaderboard() -> None:
         assert await eventually(lambda: s.top_rows() == expected), s.top_rows()
         # A replayed key answers the first result and changes nothing.
         assert (await alice.ask(cmd("alice", 4, key="k"))).new_score == 9
-        assert await s.sqlite.get_score("alice") == RankedScore("alice", "Alice", 9, T0, 2)
+        assert await s.sqlite.get_score("alice") == BoardRow("alice", "Alice", 9, T0, 2)
 
 
 async def test_idle_actors_are_evicted_and_recreated_on_the_next_request() -> None:
@@ -357,9 +357,9 @@ async def test_increments_queued_behind_a_slow_one_go_to_the_store_in_one_call(
         assert [score(await f) for f in (first, *queued)] == [1, 2, 3, 4, 5, 6]
         assert [record_of(f.result()).v for f in queued] == [2, 3, 4, 5, 6]
         assert [len(commands) for commands, _ in s.store.calls] == [1, 5]
-        assert await s.sqlite.get_score("alice") == RankedScore("alice", "Alice", 6, T0, 6)
+        assert await s.sqlite.get_score("alice") == BoardRow("alice", "Alice", 6, T0, 6)
         # The board is told the state after each store call (the last of a batch), only.
-        assert [change.entry.score for change in told] == [1, 6]
+        assert [change.row.score for change in told] == [1, 6]
         expected = [{"user_id": "alice", "username": "Alice", "score": 6}]
         assert await eventually(lambda: s.top_rows() == expected), s.top_rows()
 
@@ -387,7 +387,7 @@ async def test_a_batch_answers_replays_and_refusals_per_request() -> None:
             "Replayed",
         ]
         assert [len(commands) for commands, _ in s.store.calls] == [1, 4]
-        assert await s.sqlite.get_score("alice") == RankedScore("alice", "Alice", 10, T0, 3)
+        assert await s.sqlite.get_score("alice") == BoardRow("alice", "Alice", 10, T0, 3)
 
 
 async def test_the_record_last_written_is_passed_as_known_to_the_next_call() -> None:
@@ -407,7 +407,7 @@ async def test_the_record_last_written_is_passed_as_known_to_the_next_call() -> 
         assert after_batch.v == 4 and after_batch.score == 7
         # The known record is the stored one, so the store could decide without reading.
         stored = await s.sqlite.get_score("alice")
-        assert stored == RankedScore("alice", "Alice", 17, T0, 5)
+        assert stored == BoardRow("alice", "Alice", 17, T0, 5)
 
 
 async def test_after_a_store_error_the_next_call_passes_no_known_record() -> None:
@@ -502,7 +502,7 @@ async def test_the_board_is_not_told_of_users_who_stay_outside_it(
 ) -> None:
     async with running() as s:
         told = tells_to_the_board(s, monkeypatch)
-        capacity = s.leaderboard._topk.capacity  # top 10 plus headroom
+        capacity = 10 + max(10, 10)  # the top 10 plus headroom, as the board keeps
         for i in range(capacity + 1):  # one more than the cache holds: now incomplete
             user = f"u{i:02d}"
             assert score(await s.registry.actor_for(user).ask(cmd(user, 100 - i))) == 100 - i
@@ -518,7 +518,7 @@ async def test_the_board_is_not_told_of_users_who_stay_outside_it(
         # A member and an outsider climbing into the board are told.
         assert score(await s.registry.actor_for("u05").ask(cmd("u05", 1))) == 96
         assert score(await s.registry.actor_for("low").ask(cmd("low", 500))) == 501
-        assert [change.entry.user_id for change in told] == ["u05", "low"]
+        assert [change.row.user_id for change in told] == ["u05", "low"]
         await eventually(lambda: s.top_rows() != before)
         assert s.top_rows()[0] == {"user_id": "low", "username": "Low", "score": 501}
         assert s.top_rows()[5]["score"] == 96
@@ -528,7 +528,7 @@ async def test_while_a_failed_refill_is_owed_every_update_is_told_and_retries_it
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with running() as s:
-        capacity = s.leaderboard._topk.capacity  # top 10 plus headroom
+        capacity = 10 + max(10, 10)  # the top 10 plus headroom, as the board keeps
         for i in range(capacity + 10):
             user = f"u{i:02d}"
             await s.registry.actor_for(user).ask(cmd(user, 100 - i))

@@ -35,10 +35,10 @@ from server.domain.records import (
     ActionReplayed,
     Applied,
     Banned,
+    BoardRow,
     Decision,
     IncrementCommand,
     KeyReused,
-    RankedScore,
     RateLimited,
     RememberedKey,
     Replayed,
@@ -267,7 +267,7 @@ async def test_first_increment_creates_the_record_with_username(backend: Backend
         assert first.record.username == "Alice A."
         assert first.record.v == 1
         assert first.record.reached_ms == T0
-        assert await store.get_score("alice") == RankedScore("alice", "Alice A.", 3, T0, 1)
+        assert await store.get_score("alice") == BoardRow("alice", "Alice A.", 3, T0, 1)
 
 
 async def test_increments_add_up_and_the_version_grows_by_one_per_write(
@@ -285,8 +285,8 @@ async def test_increments_add_up_and_the_version_grows_by_one_per_write(
         # The latest username wins; other users are untouched.
         applied(await store.apply_increment(cmd("bob", 1, now_ms=T0 + 9, username="Bobby")))
         applied(await store.apply_increment(cmd("carol", 4, now_ms=T0 + 10)))
-        assert await store.get_score("bob") == RankedScore("bob", "Bobby", total + 1, T0 + 9, 6)
-        assert await store.get_score("carol") == RankedScore("carol", "Carol", 4, T0 + 10, 1)
+        assert await store.get_score("bob") == BoardRow("bob", "Bobby", total + 1, T0 + 9, 6)
+        assert await store.get_score("carol") == BoardRow("carol", "Carol", 4, T0 + 10, 1)
 
 
 async def test_get_score_of_a_missing_user_is_none(backend: Backend) -> None:
@@ -306,7 +306,7 @@ async def test_a_seen_key_replays_the_first_score_and_stores_nothing(backend: Ba
         assert first.new_score == 5
         applied(await store.apply_increment(cmd("alice", 2, now_ms=T0 + 1, key="k2")))
         before = await store.get_score("alice")
-        assert before == RankedScore("alice", "Alice", 7, T0 + 1, 2)
+        assert before == BoardRow("alice", "Alice", 7, T0 + 1, 2)
 
         # Same key, even with another amount, time and username: the first answer, no write.
         again = await store.apply_increment(
@@ -357,7 +357,7 @@ async def test_a_key_reused_with_another_request_is_refused_and_stored_nothing(
         other = replace(first, amount=7, now_ms=T0 + 1, fingerprint="f-seven")
         assert await store.apply_increment(other) == KeyReused()
         assert await store.apply_increment(replace(first, now_ms=T0 + 2)) == Replayed(5)
-        assert await store.get_score("alice") == RankedScore("alice", "Alice", 5, T0, 1)
+        assert await store.get_score("alice") == BoardRow("alice", "Alice", 5, T0, 1)
     if backend.kind != "sqlite-memory":  # the fingerprint was stored, not only remembered
         async with backend.opened() as reopened:
             assert await reopened.apply_increment(other) == KeyReused()
@@ -410,7 +410,7 @@ async def test_a_record_stored_by_the_previous_version_is_read_and_extended(
         assert await store.apply_increment(cmd("old", 1, now_ms=T0 + 2, key="old-2")) == (
             Replayed(3)
         )
-        assert await store.get_score("old") == RankedScore("old", "Old", 12, T0, 4)
+        assert await store.get_score("old") == BoardRow("old", "Old", 12, T0, 4)
 
 
 # --- rate limit ------------------------------------------------------------------------
@@ -421,7 +421,7 @@ async def test_rate_limit_within_60_s_then_allowed_after_the_window(backend: Bac
     async with backend.opened(policy) as store:
         for i, at in enumerate((0, 1_000, 2_000), start=1):
             assert applied(await store.apply_increment(cmd("alice", now_ms=T0 + at))).new_score == i
-        limited = RankedScore("alice", "Alice", 3, T0 + 2_000, 3)
+        limited = BoardRow("alice", "Alice", 3, T0 + 2_000, 3)
 
         assert await store.apply_increment(cmd("alice", now_ms=T0 + 3_000)) == RateLimited(57)
         # A rate-limited update stores nothing (and does not count as accepted).
@@ -435,7 +435,7 @@ async def test_rate_limit_within_60_s_then_allowed_after_the_window(backend: Bac
         assert applied(await store.apply_increment(cmd("alice", now_ms=T0 + 60_000))).new_score == 4
         assert await store.apply_increment(cmd("alice", now_ms=T0 + 60_500)) == RateLimited(1)
         assert applied(await store.apply_increment(cmd("alice", now_ms=T0 + 61_000))).new_score == 5
-        assert await store.get_score("alice") == RankedScore("alice", "Alice", 5, T0 + 61_000, 5)
+        assert await store.get_score("alice") == BoardRow("alice", "Alice", 5, T0 + 61_000, 5)
 
 
 # --- ranking ---------------------------------------------------------------------------
@@ -454,11 +454,11 @@ async def test_top_orders_by_score_then_earliest_reached_then_user_id(backend: B
         ]:
             applied(await store.apply_increment(cmd(user, amount, now_ms=T0 + at)))
         expected = [
-            RankedScore("dave", "Dave", 7, T0 + 200, 1),
-            RankedScore("bert", "Bert", 5, T0 + 50, 1),
-            RankedScore("carl", "Carl", 5, T0 + 50, 1),
-            RankedScore("anna", "Anna", 5, T0 + 100, 1),
-            RankedScore("erin", "Erin", 1, T0 + 10, 1),
+            BoardRow("dave", "Dave", 7, T0 + 200, 1),
+            BoardRow("bert", "Bert", 5, T0 + 50, 1),
+            BoardRow("carl", "Carl", 5, T0 + 50, 1),
+            BoardRow("anna", "Anna", 5, T0 + 100, 1),
+            BoardRow("erin", "Erin", 1, T0 + 10, 1),
         ]
         assert await store.top(10) == expected
         assert await store.top(5) == expected
@@ -553,7 +553,7 @@ async def test_two_mongo_stores_creating_one_user_at_once(mongo_backend: Backend
         )
         assert sorted([applied(first).new_score, applied(second).new_score]) == [2, 5]
         assert sorted([applied(first).record.v, applied(second).record.v]) == [1, 2]
-        assert await pod_a.get_score("new") == RankedScore("new", "New", 5, T0, 2)
+        assert await pod_a.get_score("new") == BoardRow("new", "New", 5, T0, 2)
         if mongo_backend.kind == "mongomock":
             assert mongo_backend.stats.duplicate_keys == 1
 
@@ -570,15 +570,15 @@ async def test_sqlite_file_survives_close_and_reopen(tmp_path: Path) -> None:
         applied(await store.apply_increment(cmd("bob", 9, now_ms=T0 + 2)))
     async with backend.opened(policy) as store:
         assert await store.top(10) == [
-            RankedScore("bob", "Bob", 9, T0 + 2, 1),
-            RankedScore("alice", "Alice", 7, T0 + 1, 2),
+            BoardRow("bob", "Bob", 9, T0 + 2, 1),
+            BoardRow("alice", "Alice", 7, T0 + 1, 2),
         ]
         # The idempotency keys and the rate-limit log came back too.
         assert await store.apply_increment(cmd("alice", 1, now_ms=T0 + 5, key="k1")) == Replayed(5)
         assert await store.apply_increment(cmd("alice", 1, now_ms=T0 + 5)) == RateLimited(60)
         applied(await store.apply_increment(cmd("alice", 1, now_ms=T0 + 60_000)))
     async with backend.opened(policy) as store:
-        assert await store.get_score("alice") == RankedScore("alice", "Alice", 8, T0 + 60_000, 3)
+        assert await store.get_score("alice") == BoardRow("alice", "Alice", 8, T0 + 60_000, 3)
 
 
 async def test_sqlite_a_call_made_just_before_close_is_still_committed(tmp_path: Path) -> None:
@@ -591,7 +591,7 @@ async def test_sqlite_a_call_made_just_before_close_is_still_committed(tmp_path:
     await store.close()
     assert applied(await asyncio.wait_for(late, scaled(5))).new_score == 4
     async with backend.opened() as reopened:
-        assert await reopened.get_score("alice") == RankedScore("alice", "Alice", 4, T0, 1)
+        assert await reopened.get_score("alice") == BoardRow("alice", "Alice", 4, T0, 1)
 
 
 async def test_sqlite_open_on_a_bad_path_raises_store_error(tmp_path: Path) -> None:
@@ -659,9 +659,9 @@ async def test_sqlite_a_failing_job_does_not_undo_the_rest_of_its_batch(
         assert applied(results[3]).new_score == 13  # the failed jobs' writes were undone
         assert isinstance(results[4], StoreError)
         assert applied(results[5]).new_score == 3
-        assert await store.get_score("alice") == RankedScore("alice", "Alice", 13, T0 + 3, 3)
+        assert await store.get_score("alice") == BoardRow("alice", "Alice", 13, T0 + 3, 3)
         assert await store.get_score("bob") is None
-        assert await store.get_score("carol") == RankedScore("carol", "Carol", 3, T0 + 5, 1)
+        assert await store.get_score("carol") == BoardRow("carol", "Carol", 3, T0 + 5, 1)
 
 
 # --- admin actions ----------------------------------------------------------------------
@@ -741,7 +741,7 @@ async def test_apply_increments_decides_like_one_by_one_in_one_write(backend: Ba
         assert [applied(together[i]).record.v for i in (0, 1, 3)] == [1, 2, 3]
         assert together[2] == Replayed(new_score=5)
         assert together[5] == Replayed(new_score=10)
-        assert await store.get_score("batched") == RankedScore("batched", "Batched", 10, T0 + 3, 3)
+        assert await store.get_score("batched") == BoardRow("batched", "Batched", 10, T0 + 3, 3)
         # The one write stored the keys and the rate-limit log of every applied command.
         assert await store.apply_increment(cmd("batched", 7, now_ms=T0 + 9, key="a")) == Replayed(5)
         assert await store.apply_increment(cmd("batched", 7, now_ms=T0 + 9)) == RateLimited(60)
@@ -770,12 +770,12 @@ async def test_apply_increments_with_the_current_known_record(backend: Backend) 
             known, score=5, v=2, reached_ms=T0 + 1, recent_keys=(RememberedKey("a", 3, 1),)
         )
         assert decisions[1] == Replayed(3)
-        assert await store.get_score("alice") == RankedScore("alice", "Alice", 5, T0 + 1, 2)
+        assert await store.get_score("alice") == BoardRow("alice", "Alice", 5, T0 + 1, 2)
         # Chained, as a user actor does: each answer's record is the next call's known.
         known = applied(decisions[0]).record
         nxt = await store.apply_increments([cmd("alice", 10, now_ms=T0 + 3)], known)
         assert (applied(nxt[0]).new_score, applied(nxt[0]).record.v) == (15, 3)
-        assert await store.get_score("alice") == RankedScore("alice", "Alice", 15, T0 + 3, 3)
+        assert await store.get_score("alice") == BoardRow("alice", "Alice", 15, T0 + 3, 3)
 
 
 async def test_a_stale_known_record_loses_no_update(backend: Backend) -> None:
@@ -788,7 +788,7 @@ async def test_a_stale_known_record_loses_no_update(backend: Backend) -> None:
         )
         assert (applied(decisions[0]).new_score, applied(decisions[0]).record.v) == (9, 3)
         assert decisions[1] == Replayed(7)  # the key only the fresh record holds
-        assert await store.get_score("alice") == RankedScore("alice", "Alice", 9, T0 + 2, 3)
+        assert await store.get_score("alice") == BoardRow("alice", "Alice", 9, T0 + 2, 3)
 
 
 async def test_a_stale_known_record_does_not_undo_an_admin_reset(backend: Backend) -> None:
@@ -798,7 +798,7 @@ async def test_a_stale_known_record_does_not_undo_an_admin_reset(backend: Backen
         assert reset is not None and (reset.score, reset.v) == (0, 2)
         decisions = await store.apply_increments([cmd("alice", 2, now_ms=T0 + 2)], stale)
         assert (applied(decisions[0]).new_score, applied(decisions[0]).record.v) == (2, 3)
-        assert await store.get_score("alice") == RankedScore("alice", "Alice", 2, T0 + 2, 3)
+        assert await store.get_score("alice") == BoardRow("alice", "Alice", 2, T0 + 2, 3)
 
 
 async def test_a_known_record_stale_through_another_store_object(backend: Backend) -> None:
@@ -814,7 +814,7 @@ async def test_a_known_record_stale_through_another_store_object(backend: Backen
         assert (first.new_score, first.record.v) == (111, 3)
         second = applied((await pod_b.apply_increments([cmd("alice", 1000)], known_b))[0])
         assert (second.new_score, second.record.v) == (1111, 4)
-        assert await pod_a.get_score("alice") == RankedScore("alice", "Alice", 1111, T0, 4)
+        assert await pod_a.get_score("alice") == BoardRow("alice", "Alice", 1111, T0, 4)
 
 
 async def test_a_key_replayed_only_in_the_stale_known_is_applied(backend: Backend) -> None:
@@ -827,7 +827,7 @@ async def test_a_key_replayed_only_in_the_stale_known_is_applied(backend: Backen
         applied(await store.apply_increment(cmd("alice", 4, now_ms=T0 + 1, key="newer")))
         decisions = await store.apply_increments([cmd("alice", 2, now_ms=T0 + 2, key="k")], stale)
         assert (applied(decisions[0]).new_score, applied(decisions[0]).record.v) == (9, 3)
-        assert await store.get_score("alice") == RankedScore("alice", "Alice", 9, T0 + 2, 3)
+        assert await store.get_score("alice") == BoardRow("alice", "Alice", 9, T0 + 2, 3)
 
 
 async def test_refused_on_the_known_record_but_not_on_the_stored_one(backend: Backend) -> None:
@@ -848,7 +848,7 @@ async def test_refused_on_the_known_record_but_not_on_the_stored_one(backend: Ba
         # ...and the other way round: the stored record is limited, the known is not.
         refused = await store.apply_increments([cmd("bob", 1, now_ms=T0 + 5)], fresh)
         assert refused == [RateLimited(60)]
-        assert await store.get_score("bob") == RankedScore("bob", "Bob", 2, T0, 2)
+        assert await store.get_score("bob") == BoardRow("bob", "Bob", 2, T0, 2)
 
 
 async def test_a_known_record_of_a_user_the_store_does_not_have(backend: Backend) -> None:
@@ -863,12 +863,12 @@ async def test_a_known_record_of_a_user_the_store_does_not_have(backend: Backend
         assert applied(decisions[0]).record == UserRecord(
             "ghost", "Ghost", score=2, v=1, reached_ms=T0 + 1, recent_keys=keys
         )
-        assert await store.get_score("ghost") == RankedScore("ghost", "Ghost", 2, T0 + 1, 1)
+        assert await store.get_score("ghost") == BoardRow("ghost", "Ghost", 2, T0 + 1, 1)
         # A made-up v of 0 neither.
         fresh = replace(ghost, user_id="nobody", v=0)
         decisions = await store.apply_increments([cmd("nobody", 3)], fresh)
         assert (applied(decisions[0]).new_score, applied(decisions[0]).record.v) == (3, 1)
-        assert await store.get_score("nobody") == RankedScore("nobody", "Nobody", 3, T0, 1)
+        assert await store.get_score("nobody") == BoardRow("nobody", "Nobody", 3, T0, 1)
 
 
 async def test_concurrent_batches_with_known_records_lose_no_update(backend: Backend) -> None:
