@@ -194,9 +194,9 @@ class FeedFollower:
         for event in events:
             if isinstance(event, Change):
                 if event.banned:
-                    self._leaderboard.tell(UserRemoved(event.entry.user_id, event.entry.v))
+                    self._leaderboard.tell(UserRemoved(event.row.user_id, event.row.v))
                 else:
-                    self._leaderboard.tell(ScoreChanged(event.entry))
+                    self._leaderboard.tell(ScoreChanged(event.row))
                 written_ms = event.written_ms or written_ms
             else:
                 self._reload_needed = True  # asked on the next turn, and retried until done

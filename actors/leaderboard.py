@@ -1,15 +1,18 @@
 """The leaderboard actor: the top K in memory, fed by score changes, broadcast per tick.
 
-It owns the :class:`~server.domain.topk.TopK` cache and the subscribers (WebSocket handlers).
-Changes inside one broadcast interval are coalesced: at most one broadcast per interval,
-and only when the visible top N really changed. Each message is encoded once per tick,
-never per subscriber, and handed to every subscriber without waiting on any of them.
+It owns the :class:`~server.domain.topk.TopK` cache and the subscribers (the WebSocket
+fan-out). Changes inside one broadcast interval are coalesced: at most one broadcast per
+interval, and only when the visible top N really changed. Each message is encoded once per
+tick, never per subscriber, and handed to every subscriber without waiting on any of them.
+
+Writes come as messages; reads go through :attr:`LeaderboardActor.view`, an immutable
+:class:`~server.domain.board_view.BoardView` the actor replaces after each change of its
+cache and each publication. Nobody else reads the actor's state.
 """
 
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import secrets
 import time
@@ -18,32 +21,24 @@ from dataclasses import dataclass
 from typing import Final, Protocol
 
 from actors.base import Actor
-from server.domain.deltas import (
-    StreamHistory,
-    delta_message,
-    diff_rows,
-    encode,
-    rows_json,
-    snapshot_message,
-    update_message,
-)
-from server.domain.records import RankedScore
-from server.domain.topk import Row, TopK
+from server.domain.board_view import BoardView, Publication, TopScores
+from server.domain.deltas import looks_same
+from server.domain.records import BoardRow
+from server.domain.topk import ADMITS_ALL, Admission, TopK
 from server.store.port import ScoreStore, StoreError
 from server.support.log_throttle import LogThrottle, error_key, log_throttled
 
 log = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True, slots=True)
-class Publication:
-    """One version of the live stream, its messages encoded once for every subscriber."""
-
-    epoch: str
-    version: int
-    rows: tuple[Row, ...]
-    update: str  # seed format: the whole top N
-    delta: str  # delta format: changed rows and removed users
+__all__ = [
+    "BoardViews",
+    "LeaderboardActor",
+    "Publication",
+    "ReloadTop",
+    "ScoreChanged",
+    "Subscriber",
+    "UserRemoved",
+]
 
 
 class Subscriber(Protocol):
@@ -52,11 +47,22 @@ class Subscriber(Protocol):
     def publish(self, publication: Publication) -> None: ...
 
 
+class BoardViews(Protocol):
+    """What a reader of the board may use: the last view published, a value.
+
+    ``LeaderboardActor`` is one; readers are typed with this, so they cannot reach into
+    the actor's state.
+    """
+
+    @property
+    def view(self) -> BoardView: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ScoreChanged:
     """A user's score changed in the store (sent by that user's actor after the write)."""
 
-    entry: RankedScore
+    row: BoardRow
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,67 +113,16 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
     ) -> None:
         super().__init__("leaderboard")
         self._store = store
-        self.top_n = top_n
+        self._top_n = top_n
         self._interval = broadcast_interval_s
         self._clock = clock
         self._topk = TopK(top_n + max(10, top_n))
         self._subscribers: set[Subscriber] = set()
         self._timer: asyncio.TimerHandle | None = None
         self._last_publish = float("-inf")
-        self.loaded = False
         # A new epoch per process: versions restart, and history from before is gone.
-        self.epoch = secrets.token_hex(4)
-        self.version = 0
-        self.history = StreamHistory(history_size)
-        self._current: tuple[Row, ...] = ()
-        self._current_body: bytes | None = None
-        self._current_etag = ""
-        self._published: tuple[Row, ...] = ()
-        self._snapshots: dict[str, str] = {}
+        self.view = BoardView.empty(secrets.token_hex(4), history_size)
         self._throttle = LogThrottle()
-
-    # --- read side (called from handlers, on the event loop) -----------------------------
-
-    @property
-    def top_scores_body(self) -> bytes:
-        """``{"top_scores": [...]}`` for ``GET /api/top-scores``, encoded once per change."""
-        if self._current_body is None:
-            body = encode({"top_scores": rows_json(self._current)}).encode()
-            self._current_etag = f'"{hashlib.sha1(body, usedforsecurity=False).hexdigest()}"'
-            self._current_body = body
-        return self._current_body
-
-    @property
-    def top_scores_etag(self) -> str:
-        """The HTTP ETag of :attr:`top_scores_body`, computed with it."""
-        _ = self.top_scores_body
-        return self._current_etag
-
-    def wants(self, entry: RankedScore) -> bool:
-        """Whether a score change could change the board (see :meth:`TopK.admits`): user
-        actors skip telling it about users who stay outside it, most users in a big game.
-
-        While a refill is owed (one failed), every change is wanted: each one retries it.
-        Otherwise it is answered from the cache as of now. A refill queued behind (or a
-        ``ReloadTop``) reads the store, where the change already is. On MongoDB a write a
-        concurrent refill's read missed comes back on the change feed moments later,
-        which also settles the version the cache remembers for that user.
-        """
-        topk = self._topk
-        return not self.loaded or topk.needs_refill(self.top_n) or topk.admits(entry)
-
-    @property
-    def published_rows(self) -> tuple[Row, ...]:
-        """The top N as of the last publication (``version``)."""
-        return self._published
-
-    def snapshot(self, reason: str) -> str:
-        """The snapshot message of the current version, encoded once per version and reason."""
-        message = self._snapshots.get(reason)
-        if message is None:
-            message = snapshot_message(self.epoch, self.version, self._published, reason)
-            self._snapshots[reason] = message
-        return message
 
     @property
     def subscribers(self) -> frozenset[Subscriber]:
@@ -188,10 +143,7 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
             StoreError: the store could not be read.
         """
         self._topk.load(await self._store.top(self._topk.capacity))
-        self._current = self._published = self._topk.rows(self.top_n)
-        self._current_body = None
-        self._snapshots.clear()
-        self.loaded = True
+        self.view = self.view.loaded_with(self._topk.top(self._top_n), self._admission())
 
     async def on_stop(self) -> None:
         if self._timer is not None:
@@ -209,10 +161,13 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
             return reloaded
         if isinstance(message, ScoreChanged | UserRemoved):
             if isinstance(message, ScoreChanged):
-                changed = self._topk.apply(message.entry)
+                changed = self._topk.apply(message.row)
             else:
                 changed = self._topk.remove(message.user_id, message.v)
-            if self._topk.needs_refill(self.top_n):
+            if self._topk.needs_refill(self._top_n):
+                # Every change is wanted while the refill reads the store: a write that
+                # misses the read must still reach the board.
+                self.view = self.view.changed(self.view.top_scores, ADMITS_ALL)
                 changed = await self._refill() or changed
             if changed:
                 self._on_change()
@@ -223,7 +178,7 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
 
     async def _refill(self) -> bool:
         try:
-            ranked = await self._store.top(self._topk.capacity)
+            best = await self._store.top(self._topk.capacity)
         except StoreError as exc:
             log_throttled(
                 log,
@@ -234,15 +189,22 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
                 exc_info=exc,
             )
             return False
-        self._topk.load(ranked)
+        self._topk.load(best)
         return True
 
+    def _admission(self) -> Admission:
+        # While a refill is owed (one failed), every change is wanted: each one retries it.
+        topk = self._topk
+        return ADMITS_ALL if topk.needs_refill(self._top_n) else topk.admission()
+
     def _on_change(self) -> None:
-        rows = self._topk.rows(self.top_n)
-        if rows == self._current:
+        """The cache changed: a new view; a publication if the top N looks different."""
+        view = self.view
+        rows = self._topk.top(self._top_n)
+        if looks_same(rows, view.top_scores.rows):
+            self.view = view.changed(view.top_scores, self._admission())
             return
-        self._current = rows
-        self._current_body = None
+        self.view = view.changed(TopScores(rows), self._admission())
         if self._interval <= 0:
             self._publish()
         elif self._timer is None:
@@ -256,21 +218,10 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
             self.tell(_PUBLISH)
 
     def _publish(self) -> None:
-        if self._current == self._published:
+        view = self.view
+        if looks_same(view.top_scores.rows, view.rows):
             return
-        previous, rows = self._published, self._current
-        self._published = rows
+        publication, self.view = view.published()
         self._last_publish = self._clock()
-        self.version += 1
-        self._snapshots.clear()
-        delta = delta_message(self.epoch, self.version, diff_rows(previous, rows))
-        self.history.append(self.version, delta)
-        publication = Publication(
-            epoch=self.epoch,
-            version=self.version,
-            rows=rows,
-            update=update_message(self.epoch, self.version, rows),
-            delta=delta,
-        )
         for subscriber in tuple(self._subscribers):
             subscriber.publish(publication)

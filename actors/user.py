@@ -18,7 +18,7 @@ from typing import Any
 
 from actors.base import Actor, ActorStopped, QueuedCount
 from actors.leaderboard import LeaderboardActor, ScoreChanged, UserRemoved
-from server.domain.records import Applied, Decision, IncrementCommand, RankedScore, UserRecord
+from server.domain.records import Applied, BoardRow, Decision, IncrementCommand, UserRecord
 from server.store.admin import AdminAction
 from server.store.port import ScoreStore
 from server.support.tasks import cancel_and_wait
@@ -127,10 +127,10 @@ class UserActor(Actor[IncrementCommand | AdminCommand]):
         if r.banned:
             change = UserRemoved(r.user_id, r.v)
         else:
-            entry = RankedScore(r.user_id, r.username, r.score, r.reached_ms, r.v)
-            if not self._leaderboard.wants(entry):
+            row = BoardRow(r.user_id, r.username, r.score, r.reached_ms, r.v)
+            if not self._leaderboard.view.wants(row):
                 return  # stays outside the board: nothing to show
-            change = ScoreChanged(entry)
+            change = ScoreChanged(row)
         try:
             self._leaderboard.tell(change)
         except ActorStopped:

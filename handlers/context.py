@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
     from actors.deadlines import AskDeadlines
-    from actors.leaderboard import LeaderboardActor
+    from actors.leaderboard import BoardViews
     from actors.user import UserRegistry
     from handlers.live.addresses import OpenPerAddress
     from handlers.live.fanout import Fanout
@@ -39,12 +39,15 @@ class Backend(Protocol):
     trusted_proxies: tuple[Network, ...]
     auth_throttle: FailedAuthThrottle
     actions: ActionVerifier | None
-    leaderboard: LeaderboardActor
     fanout: Fanout
     users: UserRegistry
     ws_addresses: OpenPerAddress
     ask_deadlines: AskDeadlines
     log_throttle: LogThrottle
+
+    @property
+    def leaderboard(self) -> BoardViews:
+        """The board, read only through its published view."""
 
     def not_ready_reason(self, *, draining: bool) -> str | None:
         """Why ``/readyz`` answers 503 now (``None``: ready); ``draining``: the server is

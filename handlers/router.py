@@ -53,7 +53,7 @@ class FastReads(Router):
     def find_handler(
         self, request: httputil.HTTPServerRequest, **kwargs: Any
     ) -> httputil.HTTPMessageDelegate | None:
-        if self.service.leaderboard.loaded and is_plain_read(request):
+        if self.service.leaderboard.view.loaded and is_plain_read(request):
             return TopScoresAnswer(self.service, request)
         return self.app.find_handler(request, **kwargs)
 
@@ -67,8 +67,7 @@ class TopScoresAnswer(httputil.HTTPMessageDelegate):
 
     def finish(self) -> None:
         service, request = self.service, self.request
-        leaderboard = service.leaderboard
-        body = leaderboard.top_scores_body
+        body, etag = service.leaderboard.view.top_scores.answer
         # The handler's headers, in its order (Tornado's defaults, then ours).
         headers = httputil.HTTPHeaders()
         headers["Server"] = SERVER_HEADER
@@ -78,7 +77,7 @@ class TopScoresAnswer(httputil.HTTPMessageDelegate):
         headers["X-Request-Id"] = request_id(header(request, "X-Request-ID"))
         if service.settings.uses_tls:
             headers["Strict-Transport-Security"] = HSTS
-        headers["Etag"] = leaderboard.top_scores_etag
+        headers["Etag"] = etag
         headers["Content-Length"] = str(len(body))
         assert request.connection is not None
         request.connection.write_headers(_OK, headers, body)

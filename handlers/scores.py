@@ -242,13 +242,13 @@ def _body_too_large() -> ApiError:
 
 
 class TopScoresHandler(ApiHandler):
-    """The current top N, from the leaderboard actor's memory (encoded once per change)."""
+    """The current top N, from the board's published view (encoded once per change)."""
 
     def get(self) -> None:
-        leaderboard = self.service.leaderboard
-        if not leaderboard.loaded:
+        view = self.service.leaderboard.view
+        if not view.loaded:
             raise ApiError(503, "not_ready", "the leaderboard is loading", {"Retry-After": "1"})
-        self.finish(leaderboard.top_scores_body)
+        self.finish(view.top_scores.body)
 
     head = get  # the same status and headers, no body (Tornado drops it for HEAD)
 
@@ -258,5 +258,7 @@ class TopScoresHandler(ApiHandler):
 
     def compute_etag(self) -> str | None:
         # The body is encoded once per change: so is its ETag (Tornado's default hashes
-        # every response).
-        return self.service.leaderboard.top_scores_etag if self.get_status() == 200 else None
+        # every response). Called within get's finish(): the same view as the body's.
+        if self.get_status() != 200:
+            return None
+        return self.service.leaderboard.view.top_scores.etag

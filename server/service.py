@@ -138,7 +138,7 @@ class Service:
         self.metrics.track(
             user_actors=lambda: len(self.users),
             mailbox_depth=self.users.mailbox_depth,
-            leaderboard_version=lambda: self.leaderboard.version,
+            leaderboard_version=lambda: self.leaderboard.view.version,
             store_available=lambda: float(self.store.breaker.closed),
         )
         self.ask_deadlines = AskDeadlines(settings.update_timeout_s)
@@ -238,7 +238,7 @@ class Service:
         return not_ready_reason(
             time.monotonic(),
             draining=draining,
-            loaded=self.leaderboard.loaded,
+            loaded=self.leaderboard.view.loaded,
             feed_live_at=self.follower.live_at(),
             store_ok_at=self.store.ok_at(),
             max_staleness_s=self.settings.ready_max_staleness_s,

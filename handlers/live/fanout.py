@@ -27,17 +27,17 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from actors.leaderboard import LeaderboardActor, Publication
+from actors.leaderboard import BoardViews, Subscriber
 from handlers.live.outbox import Outbox, Watcher
 from handlers.tornado_internals import text_frame, write_now
-from server.domain.deltas import Replay, Since, plan_resume, resumed_message
+from server.domain.board_view import Publication
+from server.domain.deltas import NEW, RESYNC, Replay, Since, plan_resume, resumed_message
 from server.support.metrics import Metrics
 from server.support.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
 
 TRY_AGAIN_LATER = 1013
-RESYNC = "resync"
 # The most time one step of a walk holds the event loop before yielding, checked every
 # SLICE watchers (each ~10 µs: a step ends within about 1.2 ms). Every hop of a request
 # through the event loop (read, handler, write) may wait for one step: measured with
@@ -46,7 +46,16 @@ RESYNC = "resync"
 STEP_BUDGET_S = 0.001
 SLICE = 16
 
-__all__ = ["TRY_AGAIN_LATER", "Batch", "Fanout", "Watcher"]
+__all__ = ["RESYNC", "TRY_AGAIN_LATER", "Batch", "Board", "Fanout", "Watcher"]
+
+
+class Board(BoardViews, Protocol):
+    """What the fan-out uses of the leaderboard: its publications, and its published
+    view (for a joining or resyncing watcher's first messages), never its state."""
+
+    def subscribe(self, subscriber: Subscriber) -> None: ...
+
+    def unsubscribe(self, subscriber: Subscriber) -> None: ...
 
 
 class Cancellable(Protocol):
@@ -115,7 +124,8 @@ class Fanout:
     """Owns the watchers of one service and writes every publication to them.
 
     Args:
-        leaderboard: the source of publications, snapshots and history.
+        board: the source of publications, and of the views whose snapshots and history
+            joining and resyncing watchers get.
         max_buffer_bytes: the most unsent bytes a watcher may have after a write.
         slow_timeout_s: how long a watcher may stay lagging before it is closed.
         step_budget_s: how long one step of a walk may hold the event loop.
@@ -124,7 +134,7 @@ class Fanout:
 
     def __init__(
         self,
-        leaderboard: LeaderboardActor,
+        board: Board,
         metrics: Metrics,
         *,
         max_buffer_bytes: int,
@@ -133,7 +143,7 @@ class Fanout:
         schedule: Schedule = after_ready_io,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._leaderboard = leaderboard
+        self._board = board
         self._metrics = metrics
         self._max_buffer = max_buffer_bytes
         self._slow_timeout = slow_timeout_s
@@ -152,12 +162,12 @@ class Fanout:
 
     def start(self) -> None:
         """Subscribe to the leaderboard and start watching for slow clients."""
-        self._leaderboard.subscribe(self)
+        self._board.subscribe(self)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep(), name="ws-sweeper")
 
     async def stop(self) -> None:
         """Stop the slow-client sweeper and any walk in progress; unsubscribe. Idempotent."""
-        self._leaderboard.unsubscribe(self)
+        self._board.unsubscribe(self)
         if self._next_step is not None:
             self._next_step.cancel()
             self._next_step = None
@@ -177,25 +187,25 @@ class Fanout:
         """Send a new watcher its first messages, then include it in every publication.
 
         A delta watcher with a resumable ``since`` gets ``resumed`` and the missed deltas;
-        every other watcher gets a snapshot saying why. Both are of the board's current
-        version, and the watcher is sent only later versions: also those of a walk in
+        every other watcher gets a snapshot saying why. Both are of the board's published
+        view, and the watcher is sent only later versions: also those of a walk in
         progress or waiting, which the snapshot already covers.
         """
         stream = watcher.out
         if stream is None:
             return
-        board = self._leaderboard
+        view = self._board.view
         if watcher.wants_delta:
-            plan = plan_resume(since, board.epoch, board.version, board.history)
+            plan = plan_resume(since, view.epoch, view.version, view.history)
             if isinstance(plan, Replay):
                 assert since is not None
-                messages = [resumed_message(board.epoch, since.version, len(plan.messages))]
+                messages = [resumed_message(view.epoch, since.version, len(plan.messages))]
                 messages += plan.messages
             else:
-                messages = [board.snapshot(plan.reason)]
+                messages = [view.snapshot(plan.reason)]
         else:
-            messages = [board.snapshot("new")]
-        seat = Outbox(watcher, board.version)
+            messages = [view.snapshot(NEW)]
+        seat = Outbox(watcher, view.version)
         if not seat.send(stream, b"".join(text_frame(m) for m in messages)):
             return
         self._seats[watcher] = seat
@@ -321,7 +331,7 @@ class Fanout:
         if not self._lagging:
             return
         now = self._clock()
-        board = self._leaderboard
+        view = self._board.view
         for seat, since in tuple(self._lagging.items()):
             stream = seat.watcher.out
             if stream is None:
@@ -330,8 +340,8 @@ class Fanout:
             if seat.unsent(stream) <= self._max_buffer // 2:
                 del self._lagging[seat]
                 seat.lagging = False
-                seat.base = board.version  # the snapshot covers every version up to it
-                if seat.send(stream, text_frame(board.snapshot(RESYNC))):
+                seat.base = view.version  # the snapshot covers every version up to it
+                if seat.send(stream, text_frame(view.snapshot(RESYNC))):
                     self._metrics.ws_resyncs.inc()
             elif now - since > self._slow_timeout:
                 del self._lagging[seat]

@@ -1,7 +1,7 @@
 """``/ws/scoreboard``: a snapshot (or a resume) on connect, then every change of the top N.
 
 Query parameters: ``format=seed`` (default: the whole top N per change) or ``format=delta``
-(only what changed); ``since=EPOCH:VERSION`` to resume a delta stream; ``token=<JWT>``
+(only what changed); ``since=EPOCH:VERSION`` to resume the deltas; ``token=<JWT>``
 (required when ``SCOREBOARD_WS_REQUIRE_AUTH`` is on, else an invalid one is ignored). See
 docs/protocol.md.
 """
@@ -64,7 +64,7 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
         check_watcher_token(service, token, client_of(self.request, service))
         if self.inflight.draining:
             raise ApiError(503, "shutting_down", "the server is shutting down")
-        if not service.leaderboard.loaded:  # the store has not answered yet
+        if not service.leaderboard.view.loaded:  # the store has not answered yet
             raise ApiError(503, "not_ready", "the leaderboard is loading", {"Retry-After": "1"})
         origin = header(self.request, "Origin")
         if origin is not None and not service.origins.allows(origin):
@@ -116,7 +116,7 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
         service.fanout.join(self, self._since)
 
     def on_message(self, message: str | bytes) -> None:
-        # The stream is one-way; client messages are ignored (their size is bounded).
+        # The socket is one-way; client messages are ignored (their size is bounded).
         pass
 
     def on_close(self) -> None:

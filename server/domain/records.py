@@ -139,8 +139,14 @@ Decision = Applied | Replayed | KeyReused | RateLimited | ActionReplayed | Banne
 
 
 @dataclass(frozen=True, slots=True)
-class RankedScore:
-    """One row of a ranking read from the store."""
+class BoardRow:
+    """One user's row on the board: what ``store.top`` reads, the top-K cache holds and
+    the board publishes.
+
+    Clients see ``user_id``, ``username`` and ``score``; ``reached_ms`` breaks ties in the
+    ranking (first to reach a score ranks higher) and ``v`` is the user's write version
+    (stale events are dropped by it).
+    """
 
     user_id: str
     username: str

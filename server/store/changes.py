@@ -23,7 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
-from server.domain.records import RankedScore, UserRecord
+from server.domain.records import BoardRow, UserRecord
 
 DEFAULT_HISTORY: Final = 100_000
 # Every reason a change-feed reader restarts its stream for (the ``reason`` label of
@@ -42,21 +42,20 @@ RESTART_REASONS: Final = (
 
 @dataclass(frozen=True, slots=True)
 class Change:
-    """One user's state as written: what the board needs of it.
+    """One user's state as written: what the board needs of it (its row; banned: off
+    the board).
 
-    ``written_ms``: wall-clock time of the write when the feed knows it (stream lag).
+    ``written_ms``: wall-clock time of the write when the feed knows it (feed lag).
     """
 
-    entry: RankedScore
+    row: BoardRow
     banned: bool
     written_ms: int | None = None
 
     @classmethod
     def of(cls, record: UserRecord, written_ms: int | None = None) -> Change:
-        entry = RankedScore(
-            record.user_id, record.username, record.score, record.reached_ms, record.v
-        )
-        return cls(entry, record.banned, written_ms)
+        row = BoardRow(record.user_id, record.username, record.score, record.reached_ms, record.v)
+        return cls(row, record.banned, written_ms)
 
 
 @dataclass(frozen=True, slots=True)

@@ -19,7 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-from server.domain.records import Decision, IncrementCommand, RankedScore, UserRecord
+from server.domain.records import BoardRow, Decision, IncrementCommand, UserRecord
 from server.store.admin import AdminChange
 from server.store.breaker import Breaker
 from server.store.changes import ChangeFeed
@@ -164,13 +164,13 @@ class GuardedStore:
 
     # --- reads: never refused ----------------------------------------------------------
 
-    async def top(self, limit: int) -> list[RankedScore]:
+    async def top(self, limit: int) -> list[BoardRow]:
         return await self._read(self.inner.top(limit))
 
     async def rank(self, user_id: str) -> int | None:
         return await self._read(self.inner.rank(user_id))
 
-    async def get_score(self, user_id: str) -> RankedScore | None:
+    async def get_score(self, user_id: str) -> BoardRow | None:
         return await self._read(self.inner.get_score(user_id))
 
     async def _read(self, call: Awaitable[T]) -> T:

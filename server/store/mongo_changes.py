@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from pymongo.errors import ConnectionFailure, CursorNotFound, OperationFailure, PyMongoError
 
-from server.domain.records import RankedScore
+from server.domain.records import BoardRow
 from server.store.changes import (
     Change,
     ChangeEvent,
@@ -88,8 +88,8 @@ def event_of(change: Mapping[str, Any]) -> ChangeEvent | None:
     if not isinstance(doc, Mapping):
         # Looked up after the document was deleted: the delete event follows.
         return None
-    entry = RankedScore(doc["_id"], doc["username"], doc["score"], doc["reached_ms"], doc["v"])
-    return Change(entry, bool(doc.get("banned", False)), _written_ms(change))
+    row = BoardRow(doc["_id"], doc["username"], doc["score"], doc["reached_ms"], doc["v"])
+    return Change(row, bool(doc.get("banned", False)), _written_ms(change))
 
 
 class MongoChangeFeed:

@@ -31,7 +31,7 @@ from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from server.domain.increments import IncrementPolicy, decide_all
-from server.domain.records import Decision, IncrementCommand, RankedScore, UserRecord
+from server.domain.records import BoardRow, Decision, IncrementCommand, UserRecord
 from server.store.admin import AdminChange
 from server.store.changes import Change, ChangeFeed, LocalChangeFeed
 from server.store.mongo_changes import MongoChangeFeed
@@ -50,8 +50,8 @@ _RANK_FIELDS: Final = {"username": 1, "score": 1, "reached_ms": 1, "v": 1}
 _ENCODING_ERRORS: Final = (OverflowError, InvalidDocument)
 
 
-def _to_ranked(doc: dict[str, Any]) -> RankedScore:
-    return RankedScore(doc["_id"], doc["username"], doc["score"], doc["reached_ms"], doc["v"])
+def _to_row(doc: dict[str, Any]) -> BoardRow:
+    return BoardRow(doc["_id"], doc["username"], doc["score"], doc["reached_ms"], doc["v"])
 
 
 class MongoStore:
@@ -212,7 +212,7 @@ class MongoStore:
             raise store_error(exc, write=False) from exc
         return int(ahead) + 1
 
-    async def top(self, limit: int) -> list[RankedScore]:
+    async def top(self, limit: int) -> list[BoardRow]:
         self._check_open()
         if limit <= 0:
             return []  # limit(0) means "no limit" to MongoDB
@@ -223,13 +223,13 @@ class MongoStore:
                 docs = await cursor.to_list(limit)
         except PyMongoError as exc:
             raise store_error(exc, write=False) from exc
-        return [_to_ranked(doc) for doc in docs]
+        return [_to_row(doc) for doc in docs]
 
-    async def get_score(self, user_id: str) -> RankedScore | None:
+    async def get_score(self, user_id: str) -> BoardRow | None:
         self._check_open()
         try:
             with pymongo.timeout(self._timeout_s):
                 doc = await self._users.find_one({"_id": user_id}, _RANK_FIELDS)
         except PyMongoError as exc:
             raise store_error(exc, write=False) from exc
-        return _to_ranked(doc) if doc is not None else None
+        return _to_row(doc) if doc is not None else None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from server.domain.records import Decision, IncrementCommand, RankedScore, UserRecord
+from server.domain.records import BoardRow, Decision, IncrementCommand, UserRecord
 from server.store.admin import AdminChange
 from server.store.changes import ChangeFeed
 
@@ -54,7 +54,7 @@ class ScoreStore(Protocol):
             StoreError: none is known to be applied.
         """
 
-    async def top(self, limit: int) -> list[RankedScore]:
+    async def top(self, limit: int) -> list[BoardRow]:
         """Return the best ``limit`` users: score descending, then earliest reached, then id."""
 
     async def apply_admin(self, user_id: str, change: AdminChange) -> UserRecord | None:
@@ -67,5 +67,5 @@ class ScoreStore(Protocol):
     async def rank(self, user_id: str) -> int | None:
         """The user's 1-based rank among users on the board; ``None``: unknown or removed."""
 
-    async def get_score(self, user_id: str) -> RankedScore | None:
+    async def get_score(self, user_id: str) -> BoardRow | None:
         """Return one user's row, or ``None``."""

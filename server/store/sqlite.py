@@ -28,9 +28,9 @@ from typing import Any, Final, TypeVar
 
 from server.domain.increments import IncrementPolicy, decide_all
 from server.domain.records import (
+    BoardRow,
     Decision,
     IncrementCommand,
-    RankedScore,
     UserRecord,
     keys_from_stored,
 )
@@ -260,9 +260,9 @@ class SqliteStore:
 
         return await self._call(job)
 
-    async def top(self, limit: int) -> list[RankedScore]:
-        def job(conn: sqlite3.Connection) -> list[RankedScore]:
-            return [RankedScore(*row) for row in conn.execute(_SELECT_TOP, (limit,))]
+    async def top(self, limit: int) -> list[BoardRow]:
+        def job(conn: sqlite3.Connection) -> list[BoardRow]:
+            return [BoardRow(*row) for row in conn.execute(_SELECT_TOP, (limit,))]
 
         return await self._call(job)
 
@@ -287,12 +287,12 @@ class SqliteStore:
 
         return await self._call(job)
 
-    async def get_score(self, user_id: str) -> RankedScore | None:
-        def job(conn: sqlite3.Connection) -> RankedScore | None:
+    async def get_score(self, user_id: str) -> BoardRow | None:
+        def job(conn: sqlite3.Connection) -> BoardRow | None:
             row = conn.execute(_SELECT_USER, (user_id,)).fetchone()
             if row is None:
                 return None
-            return RankedScore(row[0], row[1], row[2], row[4], row[3])
+            return BoardRow(row[0], row[1], row[2], row[4], row[3])
 
         return await self._call(job)
 

@@ -19,7 +19,7 @@ import pytest
 import actors.follower as follower_module
 from actors.follower import FeedFollower, backoff_delay
 from actors.leaderboard import LeaderboardActor
-from server.domain.records import RankedScore
+from server.domain.records import BoardRow
 from server.store.changes import (
     RESTART_REASONS,
     Change,
@@ -51,13 +51,13 @@ class FakeStore:
     is noted in ``log``, shared with the feed, to check what happened in which order.
     """
 
-    def __init__(self, log: list[str], rows: list[RankedScore] | None = None) -> None:
+    def __init__(self, log: list[str], rows: list[BoardRow] | None = None) -> None:
         self.log = log
         self.rows = list(rows or [])
         self.top_calls = 0
         self.failures = 0
 
-    async def top(self, limit: int) -> list[RankedScore]:
+    async def top(self, limit: int) -> list[BoardRow]:
         self.top_calls += 1
         self.log.append("top")
         if self.failures:
@@ -143,8 +143,8 @@ def _stop_everything(io_loop: Any) -> Iterator[None]:
     io_loop.run_sync(stop_all)
 
 
-def entry(user: str, score: int, v: int = 1, username: str | None = None) -> RankedScore:
-    return RankedScore(user, username or user.title(), score, 1_000 + v, v)
+def entry(user: str, score: int, v: int = 1, username: str | None = None) -> BoardRow:
+    return BoardRow(user, username or user.title(), score, 1_000 + v, v)
 
 
 def change(
@@ -154,11 +154,11 @@ def change(
 
 
 def board_rows(board: LeaderboardActor) -> Rows:
-    body = json.loads(board.top_scores_body)
+    body = json.loads(board.view.top_scores.body)
     return [(r["user_id"], r["username"], r["score"]) for r in body["top_scores"]]
 
 
-def rows_of(*entries: RankedScore) -> Rows:
+def rows_of(*entries: BoardRow) -> Rows:
     return [(e.user_id, e.username, e.score) for e in entries]
 
 
@@ -240,7 +240,7 @@ async def test_changes_from_the_feed_reach_the_leaderboard() -> None:
     feed.publish([change("alice", 5), change("bob", 7)])
     expected = rows_of(entry("bob", 7), entry("alice", 5), entry("old", 1))
     await eventually(lambda: board_rows(board) == expected, "both changes on the board")
-    assert list(board.published_rows) == expected
+    assert rows_of(*board.view.rows) == expected
     feed.publish([change("alice", 9, v=2)])
     expected = rows_of(entry("alice", 9), entry("bob", 7), entry("old", 1))
     await eventually(lambda: board_rows(board) == expected, "alice moved up")
@@ -277,13 +277,13 @@ async def test_duplicate_and_stale_versions_are_ignored() -> None:
     store = FakeStore([])
     _, board, _ = await following(feed, store)
     feed.publish([change("alice", 20, v=2)])
-    await eventually(lambda: board.version == 1, "alice published")
+    await eventually(lambda: board.view.version == 1, "alice published")
     # The same version again (seen by this pod's own actor too) and an older one.
     feed.publish([Change(entry("alice", 99, v=2), False), change("alice", 10, v=1)])
     feed.publish([change("bob", 5)])  # a marker: once bob shows, the two above were handled
     expected = rows_of(entry("alice", 20, v=2), entry("bob", 5))
     await eventually(lambda: board_rows(board) == expected, "bob shown, alice unchanged")
-    assert board.version == 2  # nothing published for the duplicates
+    assert board.view.version == 2  # nothing published for the duplicates
 
 
 async def test_a_reload_event_rereads_the_store() -> None:

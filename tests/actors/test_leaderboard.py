@@ -13,9 +13,8 @@ from typing import Any
 import pytest
 
 from actors.leaderboard import LeaderboardActor, Publication, ScoreChanged
-from server.domain.deltas import Delta, apply_delta, rows_json
-from server.domain.records import RankedScore
-from server.domain.topk import Row
+from server.domain.deltas import Delta, apply_delta, looks_same, rows_json
+from server.domain.records import BoardRow
 from server.store.port import StoreError
 from tests.conftest import scaled
 
@@ -36,46 +35,56 @@ def _stop_actors(io_loop: Any) -> Iterator[None]:
 Rows = list[tuple[str, str, int]]
 
 
+def shown(rows: tuple[BoardRow, ...]) -> Rows:
+    """What clients see of rows."""
+    return [(r.user_id, r.username, r.score) for r in rows]
+
+
 class FakeStore:
     """The store as the leaderboard sees it: ``top(limit)``, plus ``write`` for the tests.
 
     ``write`` changes a user's row like the real store does (a new version each write,
-    ``reached_ms`` moves only when the score changes) and returns the entry the user's
+    ``reached_ms`` moves only when the score changes) and returns the row the user's
     actor would then send to the leaderboard.
     """
 
     def __init__(self) -> None:
-        self.entries: dict[str, RankedScore] = {}
+        self.rows: dict[str, BoardRow] = {}
         self.top_calls: list[int] = []
         self.failures = 0  # the next calls of top() that raise StoreError
+        self.gate: asyncio.Event | None = None  # top() waits for it when set by a test
+        self.reading = asyncio.Event()  # set by each call of top()
         self._now_ms = 1_000
 
-    async def top(self, limit: int) -> list[RankedScore]:
+    async def top(self, limit: int) -> list[BoardRow]:
         self.top_calls.append(limit)
+        self.reading.set()
+        if self.gate is not None:
+            await self.gate.wait()
         if self.failures:
             self.failures -= 1
             raise StoreError("the store is unreachable")
         return self.ranked()[:limit]
 
-    def ranked(self) -> list[RankedScore]:
-        return sorted(self.entries.values(), key=lambda e: (-e.score, e.reached_ms, e.user_id))
+    def ranked(self) -> list[BoardRow]:
+        return sorted(self.rows.values(), key=lambda r: (-r.score, r.reached_ms, r.user_id))
 
     def expected(self, n: int) -> Rows:
-        return [(e.user_id, e.username, e.score) for e in self.ranked()[:n]]
+        return shown(tuple(self.ranked()[:n]))
 
-    def write(self, user_id: str, score: int, username: str | None = None) -> RankedScore:
+    def write(self, user_id: str, score: int, username: str | None = None) -> BoardRow:
         self._now_ms += 1
-        old = self.entries.get(user_id)
+        old = self.rows.get(user_id)
         reached = old.reached_ms if old is not None and old.score == score else self._now_ms
-        entry = RankedScore(
+        row = BoardRow(
             user_id=user_id,
             username=username if username is not None else user_id,
             score=score,
             reached_ms=reached,
             v=(old.v + 1) if old is not None else 1,
         )
-        self.entries[user_id] = entry
-        return entry
+        self.rows[user_id] = row
+        return row
 
 
 class FakeSubscriber:
@@ -114,7 +123,7 @@ class FakeSubscriber:
 
 
 def assert_consistent(
-    actor: LeaderboardActor, publications: list[Publication], loaded: tuple[Row, ...] = ()
+    actor: LeaderboardActor, publications: list[Publication], loaded: tuple[BoardRow, ...] = ()
 ) -> None:
     """Every publication agrees with itself, with the one before, and with the history.
 
@@ -122,29 +131,31 @@ def assert_consistent(
     delta applied to the previous rows (``loaded`` before the first) gives the rows; the
     history holds the same deltas.
     """
+    view = actor.view
     previous = loaded
     for expected_version, publication in enumerate(publications, start=1):
-        assert publication.epoch == actor.epoch
+        assert publication.epoch == view.epoch
         assert publication.version == expected_version
         update = json.loads(publication.update)
         assert update == {
             "event": "update",
-            "epoch": actor.epoch,
+            "epoch": view.epoch,
             "version": expected_version,
             "top_scores": rows_json(publication.rows),
         }
         delta = json.loads(publication.delta)
         assert (delta["event"], delta["epoch"], delta["version"]) == (
             "delta",
-            actor.epoch,
+            view.epoch,
             expected_version,
         )
-        assert publication.rows != previous  # only visible changes are published
-        assert apply_delta(previous, delta_of(delta)) == publication.rows
+        assert not looks_same(publication.rows, previous)  # only visible changes go out
+        assert shown(apply_delta(previous, delta_of(delta))) == shown(publication.rows)
         previous = publication.rows
     if publications:
-        assert actor.published_rows == publications[-1].rows
-        kept = actor.history.since(0)
+        assert view.rows == publications[-1].rows
+        assert view.version == publications[-1].version
+        kept = view.history.since(0)
         if kept is not None:  # all versions still in the history
             assert kept == [p.delta for p in publications]
 
@@ -152,7 +163,8 @@ def assert_consistent(
 def delta_of(message: dict[str, Any]) -> Delta:
     """A decoded delta message back as a :class:`Delta`."""
     changed = tuple(
-        (c["rank"], (c["user_id"], c["username"], c["score"])) for c in message["changed"]
+        (c["rank"], BoardRow(c["user_id"], c["username"], c["score"], 0, 0))
+        for c in message["changed"]
     )
     return Delta(changed, tuple(message["removed"]))
 
@@ -162,7 +174,7 @@ def rows_of(message: dict[str, Any]) -> Rows:
 
 
 def body_rows(actor: LeaderboardActor) -> Rows:
-    return rows_of(json.loads(actor.top_scores_body))
+    return rows_of(json.loads(actor.view.top_scores.body))
 
 
 async def started(
@@ -178,9 +190,9 @@ async def started(
     return actor, subs
 
 
-async def change(actor: LeaderboardActor, entry: RankedScore) -> None:
+async def change(actor: LeaderboardActor, row: BoardRow) -> None:
     """Send a ScoreChanged and wait until the actor processed it."""
-    await actor.ask(ScoreChanged(entry))
+    await actor.ask(ScoreChanged(row))
 
 
 async def test_load_fills_the_board_and_snapshot_from_the_store() -> None:
@@ -188,15 +200,15 @@ async def test_load_fills_the_board_and_snapshot_from_the_store() -> None:
     for user, score in [("a", 5), ("b", 9), ("c", 7), ("d", 1)]:
         store.write(user, score)
     actor = LeaderboardActor(store, 3, 0.0)  # type: ignore[arg-type]
-    assert not actor.loaded
+    assert not actor.view.loaded
     await actor.load()
-    assert actor.loaded
+    assert actor.view.loaded
     expected = [("b", "b", 9), ("c", "c", 7), ("a", "a", 5)]
     assert body_rows(actor) == expected
-    assert actor.published_rows == tuple(expected)
-    snapshot = json.loads(actor.snapshot("new"))
+    assert shown(actor.view.rows) == expected
+    snapshot = json.loads(actor.view.snapshot("new"))
     assert snapshot["event"] == "snapshot"
-    assert snapshot["epoch"] == actor.epoch
+    assert snapshot["epoch"] == actor.view.epoch
     assert snapshot["version"] == 0
     assert snapshot["reason"] == "new"
     assert rows_of(snapshot) == expected
@@ -218,13 +230,13 @@ async def test_interval_zero_publishes_each_visible_change_with_increasing_versi
     assert rows_of(messages[0]) == [("a", "a", 5)]
     assert rows_of(messages[1]) == [("b", "b", 7), ("a", "a", 5)]
     assert rows_of(messages[2]) == [("a", "Alice", 9), ("b", "b", 7)]
-    assert actor.version == 3
-    assert {m["epoch"] for m in messages} == {actor.epoch}
+    assert actor.view.version == 3
+    assert {m["epoch"] for m in messages} == {actor.view.epoch}
     assert_consistent(actor, sub.publications)
     # The snapshot for new watchers follows the last broadcast.
-    snapshot = json.loads(actor.snapshot("new"))
+    snapshot = json.loads(actor.view.snapshot("new"))
     assert snapshot == {**messages[2], "event": "snapshot", "reason": "new"}
-    resync = json.loads(actor.snapshot("resync"))
+    resync = json.loads(actor.view.snapshot("resync"))
     assert resync == {**snapshot, "reason": "resync"}
     await actor.stop()
 
@@ -235,21 +247,21 @@ async def test_no_publish_when_only_rows_beyond_top_n_change() -> None:
     await change(actor, store.write("a", 50))
     await change(actor, store.write("b", 40))
     assert len(sub.payloads) == 2
-    body = actor.top_scores_body
-    snapshot = actor.snapshot("new")
-    assert actor.snapshot("new") is snapshot  # encoded once per version and reason
+    body = actor.view.top_scores.body
+    snapshot = actor.view.snapshot("new")
+    assert actor.view.snapshot("new") is snapshot  # encoded once per version and reason
     await change(actor, store.write("c", 1))  # 3rd: not shown
     await change(actor, store.write("c", 30))  # still 3rd
     await change(actor, store.write("b", 40, username="Bob"))  # a visible change
     assert len(sub.payloads) == 3
     assert rows_of(sub.messages[-1]) == [("a", "a", 50), ("b", "Bob", 40)]
-    assert actor.version == 3
+    assert actor.view.version == 3
     await change(actor, store.write("c", 35))
     assert len(sub.payloads) == 3
-    assert actor.version == 3
-    assert actor.snapshot("new") != snapshot
-    assert json.loads(actor.snapshot("new"))["version"] == 3
-    assert body != actor.top_scores_body
+    assert actor.view.version == 3
+    assert actor.view.snapshot("new") != snapshot
+    assert json.loads(actor.view.snapshot("new"))["version"] == 3
+    assert body != actor.view.top_scores.body
     await actor.stop()
     assert len(sub.payloads) == 3  # nothing pending either
 
@@ -339,7 +351,7 @@ async def test_a_change_undone_within_the_interval_is_not_published() -> None:
     await change(actor, store.write("a", 10, username="a"))  # back to what was published
     await asyncio.sleep(interval * 2)
     assert len(sub.payloads) == 1
-    assert actor.version == 1
+    assert actor.view.version == 1
     await actor.stop()
     assert len(sub.payloads) == 1
 
@@ -372,7 +384,7 @@ async def test_refill_from_the_store_when_members_fall_out() -> None:
         store.write(f"u{i:02d}", 100 - i)
     actor, [sub] = await started(store, top_n=2)
     assert store.top_calls == [12]
-    loaded = actor.published_rows
+    loaded = actor.view.rows
     # An admin resets the leaders one after another: each falls out of the cache.
     for i in range(14):
         await change(actor, store.write(f"u{i:02d}", 0))
@@ -416,8 +428,8 @@ async def test_random_increments_and_resets_keep_the_top_n_right(seed: int) -> N
     for i in range(25):
         store.write(f"p{i:02d}", rng.randrange(0, 50))
     actor, [sub] = await started(store, top_n=3)
-    loaded = actor.published_rows
-    assert loaded == tuple(store.expected(3))
+    loaded = actor.view.rows
+    assert shown(loaded) == store.expected(3)
     for step in range(400):
         if rng.random() < 0.5:
             # A reset or a penalty, mostly of a leader (which then falls out of the cache).
@@ -425,7 +437,7 @@ async def test_random_increments_and_resets_keep_the_top_n_right(seed: int) -> N
             user, score = leader.user_id, rng.randrange(0, max(1, leader.score))
         else:
             user = f"p{rng.randrange(30):02d}"
-            old = store.entries.get(user)
+            old = store.rows.get(user)
             score = (old.score if old is not None else 0) + rng.randrange(1, 20)
         await change(actor, store.write(user, score))
         assert body_rows(actor) == store.expected(3), f"step {step}"
@@ -440,14 +452,14 @@ async def test_top_scores_body_is_encoded_once_per_change() -> None:
     store = FakeStore()
     store.write("a", 3, username="Ann")
     actor, _ = await started(store, top_n=2)
-    body = actor.top_scores_body
+    body = actor.view.top_scores.body
     assert json.loads(body) == {
         "top_scores": [{"user_id": "a", "username": "Ann", "score": 3}],
     }
     assert isinstance(body, bytes)
-    assert actor.top_scores_body is body  # the same object between changes
+    assert actor.view.top_scores.body is body  # the same object between changes
     await change(actor, store.write("b", 9))
-    changed = actor.top_scores_body
+    changed = actor.view.top_scores.body
     assert changed is not body
     assert json.loads(changed) == {
         "top_scores": [
@@ -455,9 +467,9 @@ async def test_top_scores_body_is_encoded_once_per_change() -> None:
             {"user_id": "a", "username": "Ann", "score": 3},
         ],
     }
-    assert actor.top_scores_body is changed
+    assert actor.view.top_scores.body is changed
     await change(actor, store.write("c", 1))  # beyond top 2: the body stays
-    assert actor.top_scores_body is changed
+    assert actor.view.top_scores.body is changed
     await actor.stop()
 
 
@@ -475,11 +487,11 @@ async def test_each_publish_hands_every_subscriber_the_same_publication() -> Non
         # One object, so each message is encoded once per publish, not per subscriber.
         assert all(sub.publications[i] is publication for sub in subs)
     second = subs[0].publications[1]
-    assert (second.epoch, second.version) == (actor.epoch, 2)
-    assert second.rows == (("b", "b", 2), ("a", "a", 1))
+    assert (second.epoch, second.version) == (actor.view.epoch, 2)
+    assert shown(second.rows) == [("b", "b", 2), ("a", "a", 1)]
     assert json.loads(second.update) == {
         "event": "update",
-        "epoch": actor.epoch,
+        "epoch": actor.view.epoch,
         "version": 2,
         "top_scores": [
             {"user_id": "b", "username": "b", "score": 2},
@@ -489,7 +501,7 @@ async def test_each_publish_hands_every_subscriber_the_same_publication() -> Non
     # b entered at rank 1 and pushed a to rank 2: both rows changed, nobody left.
     assert json.loads(second.delta) == {
         "event": "delta",
-        "epoch": actor.epoch,
+        "epoch": actor.view.epoch,
         "version": 2,
         "changed": [
             {"rank": 1, "user_id": "b", "username": "b", "score": 2},
@@ -530,14 +542,14 @@ async def test_the_snapshot_shows_the_published_version_not_pending_changes() ->
     await change(actor, store.write("b", 2))  # waits for the timer
     # The snapshot a watcher joining now gets must be version 1's board: the next
     # publication (version 2) will carry the change as a delta from version 1.
-    snapshot = json.loads(actor.snapshot("new"))
+    snapshot = json.loads(actor.view.snapshot("new"))
     assert snapshot["version"] == 1
     assert rows_of(snapshot) == [("a", "a", 1)]
-    assert actor.published_rows == (("a", "a", 1),)
+    assert shown(actor.view.rows) == [("a", "a", 1)]
     # GET /api/top-scores shows the latest state at once.
     assert body_rows(actor) == [("b", "b", 2), ("a", "a", 1)]
     await actor.stop()  # publishes the pending change
-    assert json.loads(actor.snapshot("new"))["version"] == 2
+    assert json.loads(actor.view.snapshot("new"))["version"] == 2
     assert_consistent(actor, sub.publications)
 
 
@@ -551,11 +563,11 @@ async def test_the_history_keeps_the_last_deltas_and_each_actor_has_its_own_epoc
     actor.subscribe(sub)
     for score in range(1, 5):
         await change(actor, store.write("a", score))
-    assert actor.version == 4
-    assert actor.history.since(2) == [sub.publications[2].delta, sub.publications[3].delta]
-    assert actor.history.since(1) is None  # version 2 is no longer kept
+    assert actor.view.version == 4
+    assert actor.view.history.since(2) == [sub.publications[2].delta, sub.publications[3].delta]
+    assert actor.view.history.since(1) is None  # version 2 is no longer kept
     other = LeaderboardActor(store, 3, 0.0)  # type: ignore[arg-type]
-    assert other.epoch != actor.epoch
+    assert other.view.epoch != actor.view.epoch
     await actor.stop()
 
 
@@ -568,4 +580,55 @@ async def test_unsubscribed_watchers_get_nothing_more() -> None:
     await change(actor, store.write("b", 2))
     assert len(stays.payloads) == 2
     assert len(leaves.payloads) == 1
+    await actor.stop()
+
+
+async def test_each_change_replaces_the_view_and_old_views_stay_as_they_were() -> None:
+    store = FakeStore()
+    store.write("a", 5)
+    actor, [sub] = await started(store, top_n=2, interval_s=scaled(30))
+    loaded = actor.view
+    body = loaded.top_scores.body
+    await change(actor, store.write("b", 9))  # the first change after a quiet period: out
+    await sub.wait_for(1)
+    published = actor.view
+    assert published is not loaded
+    assert published.version == 1
+    await change(actor, store.write("c", 20))  # within the interval: not published yet
+    pending = actor.view
+    assert pending.version == 1
+    assert shown(pending.top_scores.rows) == [("c", "c", 20), ("b", "b", 9)]
+    await change(actor, store.write("z", 1))  # the cache changed, the top 2 did not
+    assert actor.view is not pending
+    assert actor.view.top_scores is pending.top_scores  # its answer is not encoded again
+    await actor.stop()  # publishes the pending change
+    assert actor.view.version == 2
+    # Every view a reader took still answers what it answered then.
+    assert (loaded.version, shown(loaded.rows)) == (0, [("a", "a", 5)])
+    assert loaded.top_scores.body is body
+    assert json.loads(loaded.snapshot("new"))["version"] == 0
+    assert (published.version, pending.version) == (1, 1)
+    assert published.history.since(0) == [sub.publications[0].delta]
+    assert shown(pending.rows) == [("b", "b", 9), ("a", "a", 5)]
+
+
+async def test_every_change_is_wanted_while_a_refill_reads_the_store() -> None:
+    store = FakeStore()
+    for i in range(13):
+        store.write(f"u{i:02d}", 100 - i)
+    actor, _ = await started(store, top_n=2)  # 12 of 13 rows cached
+    for i in range(10):  # two rows left in the cache: no refill yet
+        await change(actor, store.write(f"u{i:02d}", 0))
+    outsider = BoardRow("x", "x", 50, 5_000, 1)  # below the last cached row (89)
+    assert not actor.view.wants(outsider)
+    store.gate = asyncio.Event()
+    store.reading.clear()
+    actor.tell(ScoreChanged(store.write("u10", 0)))  # one row left: a refill
+    async with asyncio.timeout(scaled(2)):
+        await store.reading.wait()
+    # The refill may have read the store before the outsider's write: it must be told.
+    assert actor.view.wants(outsider)
+    store.gate.set()
+    await actor.ask(ScoreChanged(store.write("x", 50)))
+    assert body_rows(actor) == store.expected(2)
     await actor.stop()

@@ -19,9 +19,9 @@ from server.domain.increments import IncrementPolicy
 from server.domain.records import (
     Applied,
     Banned,
+    BoardRow,
     Decision,
     IncrementCommand,
-    RankedScore,
     UserRecord,
 )
 from server.store.admin import AdminAction, AdminChange
@@ -91,7 +91,7 @@ class System:
     registry: UserRegistry
 
     def top_rows(self) -> list[dict[str, Any]]:
-        rows: list[dict[str, Any]] = json.loads(self.leaderboard.top_scores_body)["top_scores"]
+        rows: list[dict[str, Any]] = json.loads(self.leaderboard.view.top_scores.body)["top_scores"]
         return rows
 
 
@@ -169,7 +169,7 @@ async def test_an_applied_increment_reaches_the_leaderboard() -> None:
         )
         # A replayed key answers the first result and changes nothing.
         assert (await alice.ask(cmd("alice", 4, key="k"))).new_score == 9
-        assert await s.sqlite.get_score("alice") == RankedScore("alice", "Alice", 9, T0, 2)
+        assert await s.sqlite.get_score("alice") == BoardRow("alice", "Alice", 9, T0, 2)
 
 
 async def test_idle_actors_are_evicted_and_recreated_on_the_next_request() -> None:
@@ -342,9 +342,9 @@ async def test_increments_queued_behind_a_slow_one_go_to_the_store_in_one_call(
         assert [score(await f) for f in (first, *queued)] == [1, 2, 3, 4, 5, 6]
         assert [record_of(f.result()).v for f in queued] == [2, 3, 4, 5, 6]
         assert [len(commands) for commands in s.store.calls] == [1, 5]
-        assert await s.sqlite.get_score("alice") == RankedScore("alice", "Alice", 6, T0, 6)
+        assert await s.sqlite.get_score("alice") == BoardRow("alice", "Alice", 6, T0, 6)
         # The board is told the state after each store call (the last of a batch), only.
-        assert [change.entry.score for change in told] == [1, 6]
+        assert [change.row.score for change in told] == [1, 6]
         expected = [{"user_id": "alice", "username": "Alice", "score": 6}]
         await eventually(
             s.top_rows, "the board shows the scores", until=lambda rows: rows == expected
@@ -374,7 +374,7 @@ async def test_a_batch_answers_replays_and_refusals_per_request() -> None:
             "Replayed",
         ]
         assert [len(commands) for commands in s.store.calls] == [1, 4]
-        assert await s.sqlite.get_score("alice") == RankedScore("alice", "Alice", 10, T0, 3)
+        assert await s.sqlite.get_score("alice") == BoardRow("alice", "Alice", 10, T0, 3)
 
 
 async def test_each_call_builds_on_what_the_store_holds_whoever_wrote_it() -> None:
@@ -392,7 +392,7 @@ async def test_each_call_builds_on_what_the_store_holds_whoever_wrote_it() -> No
         reset = await s.sqlite.apply_admin("alice", AdminAction.RESET.change(T0 + 1))
         assert reset is not None and reset.score == 0
         assert score(await actor.ask(cmd("alice", 2))) == 2  # not 118: the reset holds
-        assert await s.sqlite.get_score("alice") == RankedScore("alice", "Alice", 2, T0, 6)
+        assert await s.sqlite.get_score("alice") == BoardRow("alice", "Alice", 2, T0, 6)
 
 
 async def test_an_answer_lost_after_its_write_neither_loses_nor_doubles_the_update() -> None:
@@ -460,7 +460,7 @@ async def test_the_board_is_not_told_of_users_who_stay_outside_it(
 ) -> None:
     async with running() as s:
         told = tells_to_the_board(s, monkeypatch)
-        capacity = s.leaderboard._topk.capacity  # top 10 plus headroom
+        capacity = 10 + max(10, 10)  # the top 10 plus headroom, as the board keeps
         for i in range(capacity + 1):  # one more than the cache holds: now incomplete
             user = f"u{i:02d}"
             assert score(await s.registry.actor_for(user).ask(cmd(user, 100 - i))) == 100 - i
@@ -476,7 +476,7 @@ async def test_the_board_is_not_told_of_users_who_stay_outside_it(
         # A member and an outsider climbing into the board are told.
         assert score(await s.registry.actor_for("u05").ask(cmd("u05", 1))) == 96
         assert score(await s.registry.actor_for("low").ask(cmd("low", 500))) == 501
-        assert [change.entry.user_id for change in told] == ["u05", "low"]
+        assert [change.row.user_id for change in told] == ["u05", "low"]
         # Both shown: low on top, u05 level with u04 at 96, and u09 off the board.
         scores = [501, 100, 99, 98, 97, 96, 96, 94, 93, 92]
         rows = await eventually(
@@ -492,7 +492,7 @@ async def test_while_a_failed_refill_is_owed_every_update_is_told_and_retries_it
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     async with running() as s:
-        capacity = s.leaderboard._topk.capacity  # top 10 plus headroom
+        capacity = 10 + max(10, 10)  # the top 10 plus headroom, as the board keeps
         for i in range(capacity + 10):
             user = f"u{i:02d}"
             await s.registry.actor_for(user).ask(cmd(user, 100 - i))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from typing import Any
 
@@ -129,7 +130,8 @@ async def test_readyz_is_503_while_draining() -> None:
 
 async def test_readyz_is_503_while_the_board_is_not_loaded() -> None:
     async with serving() as client:
-        client.running.service.leaderboard.loaded = False
+        board = client.running.service.leaderboard
+        board.view = dataclasses.replace(board.view, loaded=False)
         response = await client.request("GET", "/readyz")
         assert response.code == 503
         assert body_of(response)["error"] == "not_ready"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import logging
 import socket
@@ -516,7 +517,8 @@ async def test_top_scores_not_ready_has_no_etag() -> None:
     async with serving() as client:
         ready = await client.request("GET", "/api/top-scores")
         leaderboard = client.running.service.leaderboard
-        leaderboard.loaded = False
+        loaded = leaderboard.view
+        leaderboard.view = dataclasses.replace(loaded, loaded=False)
         try:
             loading = await client.request("GET", "/api/top-scores")
             assert loading.code == 503
@@ -528,7 +530,7 @@ async def test_top_scores_not_ready_has_no_etag() -> None:
             assert revalidating.code == 503  # never a 304 for a board that is not loaded
             assert "ETag" not in revalidating.headers
         finally:
-            leaderboard.loaded = True
+            leaderboard.view = loaded
 
 
 async def test_top_scores_body_is_hashed_once_per_change_not_per_response(
@@ -548,7 +550,8 @@ async def test_top_scores_body_is_hashed_once_per_change_not_per_response(
         responses = [await client.request("GET", "/api/top-scores") for _ in range(5)]
         monkeypatch.undo()
         assert {r.headers["ETag"] for r in responses} == {sha1_etag(responses[0].body)}
-        assert client.running.service.leaderboard.top_scores_etag == responses[0].headers["ETag"]
+        etag = client.running.service.leaderboard.view.top_scores.etag
+        assert etag == responses[0].headers["ETag"]
         assert len(hashed) <= 1  # the unchanged body is not hashed again per response
 
 

@@ -21,7 +21,7 @@ import tornado.httpclient
 import tornado.websocket
 
 from server.domain.increments import IncrementPolicy
-from server.domain.records import Decision, IncrementCommand, RankedScore, UserRecord
+from server.domain.records import BoardRow, Decision, IncrementCommand, UserRecord
 from server.lifecycle import run_server
 from server.store.admin import AdminChange
 from server.store.port import StoreError, StoreUnavailable
@@ -91,7 +91,7 @@ class SwitchedStore(SqliteStore):
             await self.released.wait()
         return await super().apply_admin(user_id, change)
 
-    async def top(self, limit: int) -> list[RankedScore]:
+    async def top(self, limit: int) -> list[BoardRow]:
         self._check()
         return await super().top(limit)
 

@@ -21,7 +21,7 @@ from actors.leaderboard import LeaderboardActor, ScoreChanged
 from handlers.live.fanout import TRY_AGAIN_LATER, Fanout
 from handlers.tornado_internals import text_frame
 from server.domain.deltas import Since
-from server.domain.records import RankedScore
+from server.domain.records import BoardRow
 from server.support.metrics import Metrics
 from tests.conftest import Client, eventually, make_token, scaled, serving
 from tests.handlers.live.test_resume import Board, connected, settle
@@ -152,7 +152,7 @@ async def test_a_client_that_stops_reading_is_skipped_bounded_and_closed() -> No
         tokens = [make_token(f"user-{i:02d}", name=f"{LONG} {i:02d}") for i in range(TOP_N)]
         scores = {i: TOP_N - i for i in range(TOP_N)}
         await asyncio.gather(*(client.update(tokens[i], {"increment": scores[i]}) for i in scores))
-        await eventually(lambda: len(service.leaderboard.published_rows) == TOP_N, "the board")
+        await eventually(lambda: len(service.leaderboard.view.rows) == TOP_N, "the board")
 
         def overtake() -> tuple[str, int]:
             """The last user jumps to the top: every row moves, the delta is the whole board."""
@@ -306,7 +306,7 @@ def unsent(fanout: Fanout, watcher: Any) -> int:
 
 
 class EmptyStore:
-    async def top(self, limit: int) -> list[RankedScore]:
+    async def top(self, limit: int) -> list[BoardRow]:
         return []
 
 
@@ -343,17 +343,17 @@ class Scores:
 
     def __init__(self, leaderboard: LeaderboardActor) -> None:
         self.leaderboard = leaderboard
-        self.entries: dict[str, RankedScore] = {}
+        self.rows: dict[str, BoardRow] = {}
         self.now_ms = 0
 
     async def set(self, user_id: str, score: int) -> None:
         self.now_ms += 1
-        old = self.entries.get(user_id)
-        entry = RankedScore(
+        old = self.rows.get(user_id)
+        row = BoardRow(
             user_id, f"{user_id} " + "n" * 60, score, self.now_ms, (old.v + 1) if old else 1
         )
-        self.entries[user_id] = entry
-        await self.leaderboard.ask(ScoreChanged(entry))
+        self.rows[user_id] = row
+        await self.leaderboard.ask(ScoreChanged(row))
 
 
 def metric(fanout: Fanout, name: str) -> float:
@@ -380,7 +380,7 @@ async def test_a_skipped_watcher_is_resynced_with_a_snapshot_once_drained(clock:
             await drain(keeps_up)
             await drain(seed)
             assert unsent(fanout, falls_behind) <= bound
-        skipped_at = leaderboard.version
+        skipped_at = leaderboard.view.version
         assert metric(fanout, "scoreboard_ws_skipped_total") == 1
         # Skipped while lagging: its queue does not grow, the others go on.
         before = unsent(fanout, falls_behind)
@@ -406,22 +406,29 @@ async def test_a_skipped_watcher_is_resynced_with_a_snapshot_once_drained(clock:
         received = falls_behind.stream.messages()
         resync = [m for m in received if m["event"] == "snapshot" and m["reason"] == "resync"]
         assert len(resync) == 1
-        assert resync[0]["version"] == leaderboard.version - 1 > skipped_at
-        assert received[-1] == {**received[-1], "event": "delta", "version": leaderboard.version}
+        assert resync[0]["version"] == leaderboard.view.version - 1 > skipped_at
+        assert received[-1] == {
+            **received[-1],
+            "event": "delta",
+            "version": leaderboard.view.version,
+        }
         # Applied like a client: each watcher ends with the board.
         expected = [
-            {"user_id": u, "username": n, "score": s} for u, n, s in leaderboard.published_rows
+            {"user_id": r.user_id, "username": r.username, "score": r.score}
+            for r in leaderboard.view.rows
         ]
         for watcher in (keeps_up, falls_behind, seed):
             board = Board()
             for message in watcher.stream.messages():
                 board.apply(message)
             assert board.rows == expected
-            assert board.version == leaderboard.version
+            assert board.version == leaderboard.view.version
         # The ones that kept up saw every version, and no resync.
         versions = [m["version"] for m in keeps_up.stream.messages()]
-        assert versions == list(range(leaderboard.version + 1))
-        assert [m["event"] for m in seed.stream.messages()][1:] == ["update"] * leaderboard.version
+        assert versions == list(range(leaderboard.view.version + 1))
+        assert [m["event"] for m in seed.stream.messages()][1:] == [
+            "update"
+        ] * leaderboard.view.version
         assert not keeps_up.closed and not falls_behind.closed
 
 
@@ -457,7 +464,7 @@ async def test_a_watcher_lagging_past_the_timeout_is_closed_1013(clock: Clock) -
         assert metric(fanout, "scoreboard_websocket_connections") == 1
         assert not fine.closed
         await drain(fine)
-        assert fine.stream.messages()[-1]["version"] == leaderboard.version
+        assert fine.stream.messages()[-1]["version"] == leaderboard.view.version
 
 
 async def test_a_watcher_drained_before_the_timeout_is_not_closed(clock: Clock) -> None:
@@ -485,7 +492,7 @@ async def test_a_resuming_watcher_gets_the_missed_deltas_before_any_new_one(cloc
         for i in range(5):
             await scores.set(f"u{i}", i + 1)
         watcher = FakeWatcher()
-        fanout.join(watcher, Since(leaderboard.epoch, 2))
+        fanout.join(watcher, Since(leaderboard.view.epoch, 2))
         await scores.set("u9", 100)
         await drain(watcher)
         messages = watcher.stream.messages()

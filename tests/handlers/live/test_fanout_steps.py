@@ -184,8 +184,8 @@ async def test_a_watcher_resynced_between_steps_gets_no_version_older_than_its_s
         await drain(slow)
         events = [(m["event"], m["version"]) for m in slow.stream.messages()]
         assert events[-2:] == [
-            ("snapshot", leaderboard.version - 1),
-            ("delta", leaderboard.version),
+            ("snapshot", leaderboard.view.version - 1),
+            ("delta", leaderboard.view.version),
         ]
         assert consistent(slow).rows == consistent(watchers[0]).rows
 

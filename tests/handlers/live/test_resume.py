@@ -153,7 +153,7 @@ async def post(client: Client, token: str, increment: int) -> None:
 async def wait_for_version(client: Client, version: int) -> None:
     leaderboard = client.running.service.leaderboard
     await eventually(
-        lambda: leaderboard.version, f"version {version}", until=lambda now: now >= version
+        lambda: leaderboard.view.version, f"version {version}", until=lambda now: now >= version
     )
 
 
@@ -192,7 +192,7 @@ async def test_a_delta_client_applying_every_message_ends_equal_to_the_board(
         assert [e for e, _ in delta.events] == ["snapshot"] + ["delta"] * (len(delta.events) - 1)
         assert [e for e, _ in full.events] == ["snapshot"] + ["update"] * (len(full.events) - 1)
         assert [v for _, v in delta.events] == [v for _, v in full.events]
-        assert delta.version == client.running.service.leaderboard.version >= 10
+        assert delta.version == client.running.service.leaderboard.view.version >= 10
 
 
 async def test_a_delta_touches_only_the_rows_that_changed() -> None:
@@ -313,7 +313,7 @@ async def test_since_from_another_epoch_gets_a_snapshot() -> None:
     async with serving(top_n=3) as client:
         await post(client, token_for(1), 5)
         await wait_for_version(client, 1)
-        epoch = client.running.service.leaderboard.epoch
+        epoch = client.running.service.leaderboard.view.epoch
         async with connected(client, "?format=delta&since=0badc0de:1") as ws:
             snapshot = await receive(ws)
             assert snapshot == {
@@ -384,7 +384,7 @@ async def test_a_seed_client_ignores_since_and_gets_full_updates() -> None:
     async with serving(top_n=3) as client:
         await post(client, token_for(1), 5)
         await wait_for_version(client, 1)
-        epoch = client.running.service.leaderboard.epoch
+        epoch = client.running.service.leaderboard.view.epoch
         async with connected(client, f"?since={epoch}:0") as ws:
             snapshot = await receive(ws)
             assert (snapshot["event"], snapshot["reason"], snapshot["version"]) == (
@@ -423,14 +423,14 @@ async def test_fifty_updates_inside_one_interval_make_one_message_per_format() -
         delta.apply(await receive(delta_ws))
         full.apply(await receive(seed_ws))
         armed = time.monotonic()
-        broadcasts = client.running.service.leaderboard.version
+        broadcasts = client.running.service.leaderboard.view.version
         await asyncio.gather(*(post(client, tokens[i % 10], i + 1) for i in range(50)))
         burst_s = time.monotonic() - armed
         assert burst_s < interval_s, f"the burst took {burst_s:.3f} s, longer than the interval"
         delta.apply(await receive(delta_ws, 2 * interval_s + 1))
         full.apply(await receive(seed_ws, 2 * interval_s + 1))
         await asyncio.gather(assert_silent(delta_ws, 2 * interval_s), assert_silent(seed_ws, 0))
-        assert client.running.service.leaderboard.version == broadcasts + 1
+        assert client.running.service.leaderboard.view.version == broadcasts + 1
         assert delta.events[-1] == ("delta", 2)
         assert full.events[-1] == ("update", 2)
         assert delta.rows == full.rows == await client.top()

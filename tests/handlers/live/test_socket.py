@@ -93,7 +93,7 @@ def row(user_id: str, score: int, username: str | None = None) -> dict[str, Any]
 
 def epoch_of(client: Client) -> str:
     """The stream's epoch: one per server process."""
-    return client.running.service.leaderboard.epoch
+    return client.running.service.leaderboard.view.epoch
 
 
 async def test_snapshot_on_connect_of_an_empty_board() -> None:

@@ -36,7 +36,7 @@ class Publisher:
     def __init__(self, client: Client) -> None:
         self.fanout: Fanout = client.running.service.fanout
         self.board = client.running.service.leaderboard
-        self.version = self.board.version
+        self.version = self.board.view.version
         self.published_bytes = 0
 
     async def until(self, condition: Callable[[], bool], most: int = 200_000) -> None:
@@ -46,7 +46,8 @@ class Publisher:
         while not condition():
             assert self.version < stop, "the condition never held"
             self.version += 1
-            self.fanout.publish(Publication(self.board.epoch, self.version, (), PAYLOAD, PAYLOAD))
+            epoch = self.board.view.epoch
+            self.fanout.publish(Publication(epoch, self.version, (), PAYLOAD, PAYLOAD))
             self.published_bytes += len(PAYLOAD) + 4
             if self.version % 16 == 0:
                 await asyncio.sleep(0)

@@ -24,9 +24,9 @@ from mongomock_motor import AsyncMongoMockClient
 from server.domain.increments import IncrementPolicy
 from server.domain.records import (
     Applied,
+    BoardRow,
     Decision,
     IncrementCommand,
-    RankedScore,
     RateLimited,
     RememberedKey,
     Replayed,
@@ -55,7 +55,7 @@ pytestmark = pytest.mark.gen_test(timeout=scaled(10))
 
 
 def change(user: str, score: int, v: int = 1, *, banned: bool = False) -> Change:
-    return Change(RankedScore(user, user.title(), score, T0 + v, v), banned)
+    return Change(BoardRow(user, user.title(), score, T0 + v, v), banned)
 
 
 async def read_available(stream: ChangeStream, feed: LocalChangeFeed) -> list[ChangeEvent]:
@@ -74,7 +74,7 @@ async def settle() -> None:
 # --- Change -------------------------------------------------------------------------------
 
 
-def test_change_of_maps_a_user_record_to_its_board_entry_and_ban_flag() -> None:
+def test_change_of_maps_a_user_record_to_its_board_row_and_ban_flag() -> None:
     record = UserRecord(
         user_id="u1",
         username="Ann",
@@ -86,7 +86,7 @@ def test_change_of_maps_a_user_record_to_its_board_entry_and_ban_flag() -> None:
         used_actions=(("jti", T0 + 60_000),),
         banned=True,
     )
-    assert Change.of(record, 123) == Change(RankedScore("u1", "Ann", 42, T0 + 3, 7), True, 123)
+    assert Change.of(record, 123) == Change(BoardRow("u1", "Ann", 42, T0 + 3, 7), True, 123)
     assert Change.of(record).written_ms is None
     assert Change.of(UserRecord("u2", "Bo", 1, 1, T0)).banned is False
 
@@ -303,13 +303,13 @@ async def test_sqlite_publishes_an_applied_increment_before_answering_it(
         second = applied(await apply_one(store, cmd("alice", 4, now_ms=T0 + 1)))
         after_ms = time.time_ns() // 1_000_000
         events = await read_available(stream, feed)
-    assert [(e.entry, e.banned) for e in events if isinstance(e, Change)] == [
-        (RankedScore("alice", "Alice", 3, T0, 1), False),
-        (RankedScore("alice", "Alice", 7, T0 + 1, 2), False),
+    assert [(e.row, e.banned) for e in events if isinstance(e, Change)] == [
+        (BoardRow("alice", "Alice", 3, T0, 1), False),
+        (BoardRow("alice", "Alice", 7, T0 + 1, 2), False),
     ]
-    assert [e.entry for e in events if isinstance(e, Change)] == [
-        Change.of(first.record).entry,
-        Change.of(second.record).entry,
+    assert [e.row for e in events if isinstance(e, Change)] == [
+        Change.of(first.record).row,
+        Change.of(second.record).row,
     ]
     for event in events:
         assert isinstance(event, Change) and event.written_ms is not None
@@ -325,7 +325,7 @@ async def test_sqlite_publishes_nothing_for_rate_limited_or_replayed_increments(
         assert await apply_one(store, cmd("alice", 5, now_ms=T0 + 1, key="k1")) == Replayed(5)
         limited = await apply_one(store, cmd("alice", 1, now_ms=T0 + 2, key="k2"))
         assert isinstance(limited, RateLimited)
-        assert await store.top(10) == [RankedScore("alice", "Alice", 5, T0, 1)]
+        assert await store.top(10) == [BoardRow("alice", "Alice", 5, T0, 1)]
         assert await store.apply_admin("ghost", AdminAction.REMOVE.change(T0)) is None
         assert feed.position == 1  # only the one write
 
@@ -338,9 +338,9 @@ async def test_sqlite_publishes_admin_changes_with_the_ban_flag() -> None:
         await store.apply_admin("bob", AdminAction.REMOVE.change(T0 + 5))
         await store.apply_admin("bob", AdminAction.UNBAN.change(T0 + 6))
         events = await read_available(stream, feed)
-    assert [(e.entry, e.banned) for e in events if isinstance(e, Change)] == [
-        (RankedScore("bob", "Bob", 0, T0 + 5, 2), True),
-        (RankedScore("bob", "Bob", 0, T0 + 5, 3), False),
+    assert [(e.row, e.banned) for e in events if isinstance(e, Change)] == [
+        (BoardRow("bob", "Bob", 0, T0 + 5, 2), True),
+        (BoardRow("bob", "Bob", 0, T0 + 5, 3), False),
     ]
 
 
@@ -357,7 +357,7 @@ async def test_two_sqlite_stores_on_one_file_publish_into_one_feed(tmp_path: Pat
         applied(await apply_one(two, cmd("bob", 5, now_ms=T0 + 2)))
         await one.apply_admin("bob", AdminAction.RESET.change(T0 + 3))
         events = await read_available(stream, feed)
-    written = [(e.entry.user_id, e.entry.score, e.entry.v) for e in events if isinstance(e, Change)]
+    written = [(e.row.user_id, e.row.score, e.row.v) for e in events if isinstance(e, Change)]
     assert written == [
         ("alice", 1, 1),
         ("alice", 3, 2),  # the second store wrote on top of the first one's row
@@ -414,7 +414,7 @@ async def test_sqlite_a_job_failing_in_a_batch_publishes_nothing_for_it_only() -
         assert applied(results[2]).new_score == 3
         events = await read_available(stream, feed)
         assert await store.get_score("mallory") is None
-    assert [e.entry.user_id for e in events if isinstance(e, Change)] == ["alice", "bob"]
+    assert [e.row.user_id for e in events if isinstance(e, Change)] == ["alice", "bob"]
 
 
 async def test_sqlite_a_failed_first_write_of_mallory_is_never_published() -> None:
@@ -427,7 +427,7 @@ async def test_sqlite_a_failed_first_write_of_mallory_is_never_published() -> No
         applied(await apply_one(store, cmd("alice", 1)))
         stream = await feed.watch(0)
         events = await read_available(stream, feed)
-    assert [e.entry.user_id for e in events if isinstance(e, Change)] == ["alice"]
+    assert [e.row.user_id for e in events if isinstance(e, Change)] == ["alice"]
 
 
 async def test_sqlite_a_transaction_that_fails_as_a_whole_publishes_nothing() -> None:
@@ -451,7 +451,7 @@ async def test_sqlite_a_transaction_that_fails_as_a_whole_publishes_nothing() ->
         # The next batch publishes its own write only, nothing left over from the lost one.
         applied(await apply_one(store, cmd("bob", 2)))
         events = await read_available(await feed.watch(0), feed)
-    assert [e.entry.user_id for e in events if isinstance(e, Change)] == ["bob"]
+    assert [e.row.user_id for e in events if isinstance(e, Change)] == ["bob"]
 
 
 # --- MongoStore publishing ------------------------------------------------------------------
@@ -520,10 +520,10 @@ async def test_mongo_store_publishes_its_writes_to_a_given_feed() -> None:
         assert await store.apply_admin("ghost", AdminAction.RESET.change(T0 + 3)) is None
         after_ms = time.time_ns() // 1_000_000
         events = await read_available(stream, feed)
-    assert [(e.entry, e.banned) for e in events if isinstance(e, Change)] == [
-        (RankedScore("alice", "Alice", 3, T0, 1), False),
-        (RankedScore("alice", "Alice", 7, T0 + 1, 2), False),
-        (RankedScore("alice", "Alice", 0, T0 + 3, 3), True),
+    assert [(e.row, e.banned) for e in events if isinstance(e, Change)] == [
+        (BoardRow("alice", "Alice", 3, T0, 1), False),
+        (BoardRow("alice", "Alice", 7, T0 + 1, 2), False),
+        (BoardRow("alice", "Alice", 0, T0 + 3, 3), True),
     ]
     for event in events:
         assert isinstance(event, Change) and event.written_ms is not None
@@ -548,6 +548,6 @@ async def test_two_mongo_stores_racing_publish_each_write_once_and_no_lost_one()
     assert all(isinstance(r, Applied) for r in results)
     assert sum(c.conflicts for c in database.collections) > 0  # the retry really ran
     # One event per stored write: versions 1..10, never one for a lost compare-and-set.
-    versions = sorted(e.entry.v for e in events if isinstance(e, Change))
+    versions = sorted(e.row.v for e in events if isinstance(e, Change))
     assert versions == list(range(1, 11))
-    assert max((e.entry.score, e.entry.v) for e in events if isinstance(e, Change)) == (10, 10)
+    assert max((e.row.score, e.row.v) for e in events if isinstance(e, Change)) == (10, 10)

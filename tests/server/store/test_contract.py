@@ -35,10 +35,10 @@ from server.domain.records import (
     ActionReplayed,
     Applied,
     Banned,
+    BoardRow,
     Decision,
     IncrementCommand,
     KeyReused,
-    RankedScore,
     RateLimited,
     RememberedKey,
     Replayed,
@@ -267,7 +267,7 @@ async def test_first_increment_creates_the_record_with_username(backend: Backend
         assert first.record.username == "Alice A."
         assert first.record.v == 1
         assert first.record.reached_ms == T0
-        assert await store.get_score("alice") == RankedScore("alice", "Alice A.", 3, T0, 1)
+        assert await store.get_score("alice") == BoardRow("alice", "Alice A.", 3, T0, 1)
 
 
 async def test_increments_add_up_and_the_version_grows_by_one_per_write(
@@ -285,8 +285,8 @@ async def test_increments_add_up_and_the_version_grows_by_one_per_write(
         # The latest username wins; other users are untouched.
         applied(await apply_one(store, cmd("bob", 1, now_ms=T0 + 9, username="Bobby")))
         applied(await apply_one(store, cmd("carol", 4, now_ms=T0 + 10)))
-        assert await store.get_score("bob") == RankedScore("bob", "Bobby", total + 1, T0 + 9, 6)
-        assert await store.get_score("carol") == RankedScore("carol", "Carol", 4, T0 + 10, 1)
+        assert await store.get_score("bob") == BoardRow("bob", "Bobby", total + 1, T0 + 9, 6)
+        assert await store.get_score("carol") == BoardRow("carol", "Carol", 4, T0 + 10, 1)
 
 
 async def test_get_score_of_a_missing_user_is_none(backend: Backend) -> None:
@@ -306,7 +306,7 @@ async def test_a_seen_key_replays_the_first_score_and_stores_nothing(backend: Ba
         assert first.new_score == 5
         applied(await apply_one(store, cmd("alice", 2, now_ms=T0 + 1, key="k2")))
         before = await store.get_score("alice")
-        assert before == RankedScore("alice", "Alice", 7, T0 + 1, 2)
+        assert before == BoardRow("alice", "Alice", 7, T0 + 1, 2)
 
         # Same key, even with another amount, time and username: the first answer, no write.
         again = await apply_one(
@@ -355,7 +355,7 @@ async def test_a_key_reused_with_another_request_is_refused_and_stored_nothing(
         other = replace(first, amount=7, now_ms=T0 + 1, fingerprint="f-seven")
         assert await apply_one(store, other) == KeyReused()
         assert await apply_one(store, replace(first, now_ms=T0 + 2)) == Replayed(5)
-        assert await store.get_score("alice") == RankedScore("alice", "Alice", 5, T0, 1)
+        assert await store.get_score("alice") == BoardRow("alice", "Alice", 5, T0, 1)
     if backend.kind != "sqlite-memory":  # the fingerprint was stored, not only remembered
         async with backend.opened() as reopened:
             assert await apply_one(reopened, other) == KeyReused()
@@ -406,7 +406,7 @@ async def test_a_record_stored_by_the_previous_version_is_read_and_extended(
             RateLimited(30)  # forgotten: a new update (refused by the rate limit)
         )
         assert await apply_one(store, cmd("old", 1, now_ms=T0 + 2, key="old-2")) == (Replayed(3))
-        assert await store.get_score("old") == RankedScore("old", "Old", 12, T0, 4)
+        assert await store.get_score("old") == BoardRow("old", "Old", 12, T0, 4)
 
 
 # --- rate limit ------------------------------------------------------------------------
@@ -417,7 +417,7 @@ async def test_rate_limit_within_60_s_then_allowed_after_the_window(backend: Bac
     async with backend.opened(policy) as store:
         for i, at in enumerate((0, 1_000, 2_000), start=1):
             assert applied(await apply_one(store, cmd("alice", now_ms=T0 + at))).new_score == i
-        limited = RankedScore("alice", "Alice", 3, T0 + 2_000, 3)
+        limited = BoardRow("alice", "Alice", 3, T0 + 2_000, 3)
 
         assert await apply_one(store, cmd("alice", now_ms=T0 + 3_000)) == RateLimited(57)
         # A rate-limited update stores nothing (and does not count as accepted).
@@ -431,7 +431,7 @@ async def test_rate_limit_within_60_s_then_allowed_after_the_window(backend: Bac
         assert applied(await apply_one(store, cmd("alice", now_ms=T0 + 60_000))).new_score == 4
         assert await apply_one(store, cmd("alice", now_ms=T0 + 60_500)) == RateLimited(1)
         assert applied(await apply_one(store, cmd("alice", now_ms=T0 + 61_000))).new_score == 5
-        assert await store.get_score("alice") == RankedScore("alice", "Alice", 5, T0 + 61_000, 5)
+        assert await store.get_score("alice") == BoardRow("alice", "Alice", 5, T0 + 61_000, 5)
 
 
 # --- ranking ---------------------------------------------------------------------------
@@ -450,11 +450,11 @@ async def test_top_orders_by_score_then_earliest_reached_then_user_id(backend: B
         ]:
             applied(await apply_one(store, cmd(user, amount, now_ms=T0 + at)))
         expected = [
-            RankedScore("dave", "Dave", 7, T0 + 200, 1),
-            RankedScore("bert", "Bert", 5, T0 + 50, 1),
-            RankedScore("carl", "Carl", 5, T0 + 50, 1),
-            RankedScore("anna", "Anna", 5, T0 + 100, 1),
-            RankedScore("erin", "Erin", 1, T0 + 10, 1),
+            BoardRow("dave", "Dave", 7, T0 + 200, 1),
+            BoardRow("bert", "Bert", 5, T0 + 50, 1),
+            BoardRow("carl", "Carl", 5, T0 + 50, 1),
+            BoardRow("anna", "Anna", 5, T0 + 100, 1),
+            BoardRow("erin", "Erin", 1, T0 + 10, 1),
         ]
         assert await store.top(10) == expected
         assert await store.top(5) == expected
@@ -549,7 +549,7 @@ async def test_two_mongo_stores_creating_one_user_at_once(mongo_backend: Backend
         )
         assert sorted([applied(first).new_score, applied(second).new_score]) == [2, 5]
         assert sorted([applied(first).record.v, applied(second).record.v]) == [1, 2]
-        assert await pod_a.get_score("new") == RankedScore("new", "New", 5, T0, 2)
+        assert await pod_a.get_score("new") == BoardRow("new", "New", 5, T0, 2)
         if mongo_backend.kind == "mongomock":
             assert mongo_backend.stats.duplicate_keys == 1
 
@@ -566,15 +566,15 @@ async def test_sqlite_file_survives_close_and_reopen(tmp_path: Path) -> None:
         applied(await apply_one(store, cmd("bob", 9, now_ms=T0 + 2)))
     async with backend.opened(policy) as store:
         assert await store.top(10) == [
-            RankedScore("bob", "Bob", 9, T0 + 2, 1),
-            RankedScore("alice", "Alice", 7, T0 + 1, 2),
+            BoardRow("bob", "Bob", 9, T0 + 2, 1),
+            BoardRow("alice", "Alice", 7, T0 + 1, 2),
         ]
         # The idempotency keys and the rate-limit log came back too.
         assert await apply_one(store, cmd("alice", 1, now_ms=T0 + 5, key="k1")) == Replayed(5)
         assert await apply_one(store, cmd("alice", 1, now_ms=T0 + 5)) == RateLimited(60)
         applied(await apply_one(store, cmd("alice", 1, now_ms=T0 + 60_000)))
     async with backend.opened(policy) as store:
-        assert await store.get_score("alice") == RankedScore("alice", "Alice", 8, T0 + 60_000, 3)
+        assert await store.get_score("alice") == BoardRow("alice", "Alice", 8, T0 + 60_000, 3)
 
 
 async def test_sqlite_a_call_made_just_before_close_is_still_committed(tmp_path: Path) -> None:
@@ -587,7 +587,7 @@ async def test_sqlite_a_call_made_just_before_close_is_still_committed(tmp_path:
     await store.close()
     assert applied(await asyncio.wait_for(late, scaled(5))).new_score == 4
     async with backend.opened() as reopened:
-        assert await reopened.get_score("alice") == RankedScore("alice", "Alice", 4, T0, 1)
+        assert await reopened.get_score("alice") == BoardRow("alice", "Alice", 4, T0, 1)
 
 
 async def test_sqlite_open_on_a_bad_path_raises_store_error(tmp_path: Path) -> None:
@@ -655,9 +655,9 @@ async def test_sqlite_a_failing_job_does_not_undo_the_rest_of_its_batch(
         assert applied(results[3]).new_score == 13  # the failed jobs' writes were undone
         assert isinstance(results[4], StoreError)
         assert applied(results[5]).new_score == 3
-        assert await store.get_score("alice") == RankedScore("alice", "Alice", 13, T0 + 3, 3)
+        assert await store.get_score("alice") == BoardRow("alice", "Alice", 13, T0 + 3, 3)
         assert await store.get_score("bob") is None
-        assert await store.get_score("carol") == RankedScore("carol", "Carol", 3, T0 + 5, 1)
+        assert await store.get_score("carol") == BoardRow("carol", "Carol", 3, T0 + 5, 1)
 
 
 # --- admin actions ----------------------------------------------------------------------
@@ -735,7 +735,7 @@ async def test_apply_increments_decides_like_one_by_one_in_one_write(backend: Ba
         assert [applied(together[i]).record.v for i in (0, 1, 3)] == [1, 2, 3]
         assert together[2] == Replayed(new_score=5)
         assert together[5] == Replayed(new_score=10)
-        assert await store.get_score("batched") == RankedScore("batched", "Batched", 10, T0 + 3, 3)
+        assert await store.get_score("batched") == BoardRow("batched", "Batched", 10, T0 + 3, 3)
         # The one write stored the keys and the rate-limit log of every applied command.
         assert await apply_one(store, cmd("batched", 7, now_ms=T0 + 9, key="a")) == Replayed(5)
         assert await apply_one(store, cmd("batched", 7, now_ms=T0 + 9)) == RateLimited(60)
@@ -764,10 +764,10 @@ async def test_apply_increments_builds_on_the_last_write(backend: Backend) -> No
             first, score=5, v=2, reached_ms=T0 + 1, recent_keys=(RememberedKey("a", 3, 1),)
         )
         assert decisions[1] == Replayed(3)
-        assert await store.get_score("alice") == RankedScore("alice", "Alice", 5, T0 + 1, 2)
+        assert await store.get_score("alice") == BoardRow("alice", "Alice", 5, T0 + 1, 2)
         nxt = await store.apply_increments([cmd("alice", 10, now_ms=T0 + 3)])
         assert (applied(nxt[0]).new_score, applied(nxt[0]).record.v) == (15, 3)
-        assert await store.get_score("alice") == RankedScore("alice", "Alice", 15, T0 + 3, 3)
+        assert await store.get_score("alice") == BoardRow("alice", "Alice", 15, T0 + 3, 3)
 
 
 async def test_two_stores_on_one_database_apply_each_update_exactly_once(

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from server.domain.records import Applied, IncrementCommand, RankedScore, UserRecord
+from server.domain.records import Applied, BoardRow, IncrementCommand, UserRecord
 from server.store.admin import AdminAction
 from server.store.breaker import BreakerState
 from server.store.changes import NoOtherWriters
@@ -56,7 +56,7 @@ class Adapter:
         return await self._do("admin", RECORD)
 
     async def top(self, limit: int) -> Any:
-        return await self._do("top", [RankedScore("u1", "U1", 1, 0, 1)])
+        return await self._do("top", [BoardRow("u1", "U1", 1, 0, 1)])
 
     async def rank(self, user_id: str) -> Any:
         return await self._do("rank", 1)

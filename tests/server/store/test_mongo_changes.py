@@ -28,7 +28,7 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
-from server.domain.records import RankedScore
+from server.domain.records import BoardRow
 from server.store.changes import (
     RESTART_REASONS,
     Change,
@@ -103,7 +103,7 @@ def local_time_is_not_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
 def test_a_write_with_its_full_document_is_a_change(kind: str) -> None:
     doc = full_document("alice", 42, v=7)
     assert event_of(event(kind, fullDocument=doc, wallTime=WALL)) == Change(
-        RankedScore("alice", "Alice", 42, 1007, 7), False, WALL_MS
+        BoardRow("alice", "Alice", 42, 1007, 7), False, WALL_MS
     )
 
 
@@ -271,7 +271,7 @@ def test_the_whole_pipeline_keeps_what_event_of_needs() -> None:
         }
     assert by_name["insert"]["_id"] == SAMPLE_EVENTS["insert"]["_id"]  # the resume token
     assert event_of(by_name["insert"]) == Change(
-        RankedScore("alice", "Alice", 5, 1003, 3), False, None
+        BoardRow("alice", "Alice", 5, 1003, 3), False, None
     )
     assert event_of(by_name["delete"]) == Reload()
     with pytest.raises(FeedInvalidated):
@@ -377,7 +377,7 @@ async def test_next_batch_maps_each_document_and_follows_the_resume_token() -> N
         steps.append((batch, stream.resume_token))
     assert steps == [
         ([], "t0"),
-        ([Change(RankedScore("alice", "Alice", 5, 1001, 1), False, WALL_MS)], "t1"),
+        ([Change(BoardRow("alice", "Alice", 5, 1001, 1), False, WALL_MS)], "t1"),
         ([], "t2"),
         ([], "t3"),
         ([Reload()], "t4"),
