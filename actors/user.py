@@ -18,8 +18,8 @@ from typing import Any
 
 from actors.base import Actor, ActorStopped, QueuedCount
 from actors.leaderboard import LeaderboardActor, ScoreChanged, UserRemoved
+from server.domain.admin import AdminAction
 from server.domain.records import Applied, BoardRow, Decision, IncrementCommand, UserRecord
-from server.store.admin import AdminAction
 from server.store.port import ScoreStore
 from server.support.tasks import cancel_and_wait
 

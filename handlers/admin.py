@@ -14,9 +14,9 @@ from typing import Any, Final, cast
 from actors.user import AdminCommand
 from handlers.base import ApiHandler, ask_user_actor, header
 from handlers.errors import ApiError, challenge, failure_refusal
+from server.domain.admin import AdminAction
 from server.domain.records import UserRecord
 from server.domain.tokens import MAX_USER_ID_CHARS
-from server.store.admin import AdminAction
 from server.store.port import StoreError
 from server.support.audit import audit_log
 

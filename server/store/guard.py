@@ -19,8 +19,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
+from server.domain.admin import AdminChange
 from server.domain.records import BoardRow, Decision, IncrementCommand, UserRecord
-from server.store.admin import AdminChange
 from server.store.breaker import Breaker
 from server.store.changes import ChangeFeed
 from server.store.port import ScoreStore, StoreError, StoreTimeout, StoreUnavailable

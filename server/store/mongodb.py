@@ -30,9 +30,9 @@ from bson.errors import InvalidDocument
 from pymongo import ASCENDING, DESCENDING
 from pymongo.errors import DuplicateKeyError, PyMongoError
 
+from server.domain.admin import AdminChange
 from server.domain.increments import IncrementPolicy, decide_all
 from server.domain.records import BoardRow, Decision, IncrementCommand, UserRecord
-from server.store.admin import AdminChange
 from server.store.changes import Change, ChangeFeed, LocalChangeFeed
 from server.store.mongo_changes import MongoChangeFeed
 from server.store.mongo_documents import to_document, to_record, update_of

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Protocol
 
+from server.domain.admin import AdminChange
 from server.domain.records import BoardRow, Decision, IncrementCommand, UserRecord
-from server.store.admin import AdminChange
 from server.store.changes import ChangeFeed
 
 

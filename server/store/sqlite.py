@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
+from server.domain.admin import AdminChange
 from server.domain.increments import IncrementPolicy, decide_all
 from server.domain.records import (
     BoardRow,
@@ -34,7 +35,6 @@ from server.domain.records import (
     UserRecord,
     keys_from_stored,
 )
-from server.store.admin import AdminChange
 from server.store.changes import Change, ChangeFeed, LocalChangeFeed, NoOtherWriters
 from server.store.file_lock import ProcessFileLock
 from server.store.port import StoreError, StoreUnavailable

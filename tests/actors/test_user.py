@@ -15,6 +15,7 @@ import pytest
 from actors.base import ActorStopped, MailboxFull
 from actors.leaderboard import LeaderboardActor
 from actors.user import AdminCommand, RegistryFull, UserActor, UserRegistry
+from server.domain.admin import AdminAction, AdminChange
 from server.domain.increments import IncrementPolicy
 from server.domain.records import (
     Applied,
@@ -24,7 +25,6 @@ from server.domain.records import (
     IncrementCommand,
     UserRecord,
 )
-from server.store.admin import AdminAction, AdminChange
 from server.store.port import StoreError
 from server.store.sqlite import SqliteStore
 from tests.conftest import eventually, scaled

@@ -20,10 +20,10 @@ import pytest
 import tornado.httpclient
 import tornado.websocket
 
+from server.domain.admin import AdminChange
 from server.domain.increments import IncrementPolicy
 from server.domain.records import BoardRow, Decision, IncrementCommand, UserRecord
 from server.lifecycle import run_server
-from server.store.admin import AdminChange
 from server.store.port import StoreError, StoreUnavailable
 from server.store.sqlite import SqliteStore
 from tests.conftest import (

@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 from mongomock_motor import AsyncMongoMockClient
 
+from server.domain.admin import AdminAction
 from server.domain.increments import IncrementPolicy
 from server.domain.records import (
     Applied,
@@ -32,7 +33,6 @@ from server.domain.records import (
     Replayed,
     UserRecord,
 )
-from server.store.admin import AdminAction
 from server.store.changes import (
     Change,
     ChangeEvent,

@@ -30,6 +30,7 @@ import pytest
 from mongomock_motor import AsyncMongoMockClient
 from pymongo.errors import DuplicateKeyError
 
+from server.domain.admin import AdminAction
 from server.domain.increments import IncrementPolicy
 from server.domain.records import (
     ActionReplayed,
@@ -44,7 +45,6 @@ from server.domain.records import (
     Replayed,
     SpentAction,
 )
-from server.store.admin import AdminAction
 from server.store.changes import FeedHistoryLost
 from server.store.mongo_changes import MongoChangeFeed
 from server.store.mongodb import COLLECTION, MongoStore

@@ -8,8 +8,8 @@ from typing import Any
 
 import pytest
 
+from server.domain.admin import AdminAction
 from server.domain.records import Applied, BoardRow, IncrementCommand, UserRecord
-from server.store.admin import AdminAction
 from server.store.breaker import BreakerState
 from server.store.changes import NoOtherWriters
 from server.store.guard import GuardedStore

@@ -17,6 +17,7 @@ import mongomock
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from server.domain.admin import AdminAction
 from server.domain.increments import IncrementPolicy, decide
 from server.domain.records import (
     Applied,
@@ -26,7 +27,6 @@ from server.domain.records import (
     UserRecord,
     keys_from_stored,
 )
-from server.store.admin import AdminAction
 from server.store.mongo_documents import to_document, to_record, update_of
 
 T0 = 1_700_000_000_000
