@@ -12,6 +12,7 @@ import functools
 import json
 from typing import Any, Final
 
+from handlers.admin import ADMIN_SCOPE
 from handlers.scores import MAX_BODY_BYTES, MAX_IDEMPOTENCY_KEY_CHARS
 from handlers.strict_json import MAX_DEPTH as MAX_JSON_DEPTH
 from server.domain.tokens import MAX_TOKEN_BYTES, MAX_USER_ID_CHARS
@@ -20,7 +21,6 @@ from server.settings import Settings
 _DEFAULTS: Final = Settings()
 
 JSON: Final = "application/json"
-ADMIN_SCOPE: Final = "scores:admin"
 
 # What a route that writes through a user's actor answers with 503.
 STORE_503: Final = ["busy", "shutting_down", "database_unavailable", "database_timeout"]

@@ -1,1 +1,3 @@
-"""Process plumbing of the scoreboard service: settings, app factory, entry point, store, JWT."""
+"""The scoreboard service. Top layer: settings, the composition root (``service``), the
+lifecycle owner (``lifecycle``), routes (``app``) and ``python -m server``; below it the
+pure core (``domain``), the store (``store``) and shared plumbing (``support``)."""

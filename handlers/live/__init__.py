@@ -1,0 +1,1 @@
+"""The live board over WebSocket: the socket handler, the fan-out and the outboxes."""

@@ -41,13 +41,13 @@ class Watcher(Protocol):
 
 
 class Outbox:
-    """What the fan-out knows about one watcher: its format, where its stream starts, and
-    the frames waiting for its socket.
+    """What the fan-out knows about one watcher: its format, the version it is at, and the
+    frames waiting for its socket.
 
     Args:
         watcher: the connection.
-        base: the version the connection's stream is at (its snapshot's, or the last one
-            replayed to it): it is sent only later versions.
+        base: the version the connection is at (its snapshot's, or the last one replayed
+            to it): it is sent only later versions.
     """
 
     __slots__ = ("_flushing", "base", "delta", "frames", "lagging", "queued", "watcher")

@@ -1,1 +1,2 @@
-"""The store port (:mod:`server.store.port`), its pure rules and its adapters."""
+"""The store port (:mod:`server.store.port`), the change feed, and the SQLite and MongoDB
+adapters behind them."""

@@ -1,0 +1,1 @@
+"""Plumbing every layer may use: owned tasks, logs, metrics, the loop-lag monitor."""
