@@ -61,6 +61,9 @@ class FeedFollower:
         base_backoff_s, max_backoff_s: reconnect delays (full jitter, doubling).
         clock_ms: wall-clock milliseconds, for the lag of each event.
         draw: uniform random numbers in [0, 1), for the jitter.
+        on_version: told ``(user_id, v)`` of every write on the feed (the user actors
+            drop records older than that, so their next write needs no failed try).
+        on_reload: told when the top K is reloaded (nothing cached can be trusted).
         clock_s: monotonic seconds, for :meth:`live_at`.
     """
 
@@ -74,6 +77,8 @@ class FeedFollower:
         max_backoff_s: float = MAX_BACKOFF_S,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         draw: Callable[[], float] = random.random,
+        on_version: Callable[[str, int], None] = lambda user_id, v: None,
+        on_reload: Callable[[], None] = lambda: None,
         clock_s: Callable[[], float] = time.monotonic,
     ) -> None:
         self._feed = feed
@@ -85,6 +90,8 @@ class FeedFollower:
         self._cap_s = max_backoff_s
         self._clock_ms = clock_ms
         self._draw = draw
+        self._on_version = on_version
+        self._on_reload = on_reload
         self._clock_s = clock_s
         self._last_live: float | None = None  # when the last stream closed
         self._throttle = LogThrottle()
@@ -181,6 +188,7 @@ class FeedFollower:
             self._reload_needed = True
 
     async def _reload(self) -> None:
+        self._on_reload()
         if not await self._leaderboard.ask(ReloadTop()):
             raise _ReloadFailed
         self._reload_needed = False
@@ -193,6 +201,7 @@ class FeedFollower:
         written_ms: int | None = None
         for event in events:
             if isinstance(event, Change):
+                self._on_version(event.row.user_id, event.row.v)
                 if event.banned:
                     self._leaderboard.tell(UserRemoved(event.row.user_id, event.row.v))
                 else:

@@ -72,6 +72,8 @@ class UserActor(Actor[IncrementCommand | AdminCommand]):
         self._clock = clock
         self._busy = False
         self.last_active = clock()
+        # The record this actor last wrote: lets the store skip reading it first.
+        self._known: UserRecord | None = None
 
     @property
     def idle(self) -> bool:
@@ -93,7 +95,9 @@ class UserActor(Actor[IncrementCommand | AdminCommand]):
         try:
             if isinstance(message, AdminCommand):
                 change = message.action.change(message.now_ms)
+                self._known = None
                 record = await self._store.apply_admin(self.user_id, change)
+                self._known = record
                 self._report(record)
                 return record
             return (await self._apply([message]))[0]
@@ -102,11 +106,23 @@ class UserActor(Actor[IncrementCommand | AdminCommand]):
             self.last_active = self._clock()
 
     async def _apply(self, cmds: list[IncrementCommand]) -> list[Decision]:
-        decisions = await self._store.apply_increments(cmds)
+        known, self._known = self._known, None  # unknown again if the store fails
+        decisions = await self._store.apply_increments(cmds, known)
         applied = [d.record for d in decisions if isinstance(d, Applied)]
         if applied:
+            self._known = applied[-1]
             self._report(applied[-1])  # the board needs the last state
         return decisions
+
+    def saw_version(self, v: int) -> None:
+        """Another writer (a pod) wrote this user at version ``v``: a record older than
+        that is no use to the store, which would miss its compare-and-set and read anyway."""
+        if self._known is not None and self._known.v < v:
+            self._known = None
+
+    def forget_known(self) -> None:
+        """Read the record afresh next time (the change feed lost track of the store)."""
+        self._known = None
 
     def batchable(self, message: IncrementCommand | AdminCommand) -> bool:
         return isinstance(message, IncrementCommand)
@@ -178,6 +194,17 @@ class UserRegistry:
     def mailbox_depth(self) -> int:
         """Messages queued in all user mailboxes, in O(1)."""
         return self._queued.n
+
+    def saw_version(self, user_id: str, v: int) -> None:
+        """A write of ``user_id`` at version ``v`` went by on the change feed."""
+        actor = self._actors.get(user_id)
+        if actor is not None:
+            actor.saw_version(v)
+
+    def forget_known(self) -> None:
+        """Every actor reads its user's record afresh next time."""
+        for actor in self._actors.values():
+            actor.forget_known()
 
     def actor_for(self, user_id: str) -> UserActor:
         """The user's actor, started if it was not running; it becomes the most recently used.

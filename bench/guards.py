@@ -47,7 +47,7 @@ class InstantStore:
     async def ping(self) -> bool:
         return True
 
-    async def apply_increments(self, cmds: list[IncrementCommand]) -> Any:
+    async def apply_increments(self, cmds: list[IncrementCommand], known: Any = None) -> Any:
         return cmds
 
 

@@ -134,7 +134,13 @@ class Service:
         )
         self.ws_addresses = OpenPerAddress(settings.ws_max_per_address)
         self.loop_lag = LoopLagMonitor(self.metrics.event_loop_lag.observe)
-        self.follower = FeedFollower(self.store.changes, self.leaderboard, self.metrics)
+        self.follower = FeedFollower(
+            self.store.changes,
+            self.leaderboard,
+            self.metrics,
+            on_version=self.users.saw_version,
+            on_reload=self.users.forget_known,
+        )
         self.metrics.track(
             user_actors=lambda: len(self.users),
             mailbox_depth=self.users.mailbox_depth,

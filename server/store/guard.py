@@ -123,14 +123,16 @@ class GuardedStore:
 
     # --- writes: refused while the breaker is open -------------------------------------
 
-    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
+    async def apply_increments(
+        self, cmds: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
         if self.breaker.closed:  # the hot path: one attribute read
             try:
-                return await self.inner.apply_increments(cmds)
+                return await self.inner.apply_increments(cmds, known)
             except StoreUnavailable:
                 self.breaker.failed(self._clock())
                 raise
-        return await self._trial(lambda: self.inner.apply_increments(cmds))
+        return await self._trial(lambda: self.inner.apply_increments(cmds, known))
 
     async def apply_admin(self, user_id: str, change: AdminChange) -> UserRecord | None:
         if self.breaker.closed:

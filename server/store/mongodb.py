@@ -1,6 +1,7 @@
 """The MongoDB adapter, on PyMongo's native async API (``pymongo.AsyncMongoClient``).
 
-Each increment is one compare-and-set on the user's document: read it, run the pure
+Each increment is one compare-and-set on the user's document: read it (or take the record
+the user's actor last wrote, which saves the read), run the pure
 :func:`server.domain.increments.decide_all`, then write the new state only if the
 document's version ``v`` is still the one decided on (or insert it if it did not exist).
 Another pod that wrote in between makes the write match nothing, and the increment is
@@ -125,11 +126,13 @@ class MongoStore:
             return False
         return True
 
-    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
+    async def apply_increments(
+        self, cmds: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
         def step(current: UserRecord | None) -> tuple[list[Decision], UserRecord | None]:
             return decide_all(current, cmds, self._policy)
 
-        return await self._compare_and_set(cmds[0].user_id, step)
+        return await self._compare_and_set(cmds[0].user_id, step, known)
 
     async def apply_admin(self, user_id: str, change: AdminChange) -> UserRecord | None:
         def step(current: UserRecord | None) -> tuple[UserRecord | None, UserRecord | None]:
@@ -139,13 +142,19 @@ class MongoStore:
         return await self._compare_and_set(user_id, step)
 
     async def _compare_and_set(
-        self, user_id: str, step: Callable[[UserRecord | None], tuple[T, UserRecord | None]]
+        self,
+        user_id: str,
+        step: Callable[[UserRecord | None], tuple[T, UserRecord | None]],
+        known: UserRecord | None = None,
     ) -> T:
         """Run ``step`` on the user's current record and store the record it returns, only
         if nobody wrote the document in between (else run it again on the fresh one).
 
-        ``step`` returns ``(answer, record to store or None)``. The write sets only what
-        ``step`` changed (:func:`update_of`). Reads, writes and retries share one deadline.
+        ``step`` returns ``(answer, record to store or None)``. With ``known`` (the record
+        as the caller last saw it), the first attempt skips the read: one round trip when
+        it is still current. Its answer stands only if its write matched. The write sets
+        only what ``step`` changed (:func:`update_of`). Reads, writes and retries share
+        one deadline.
 
         Raises:
             StoreUnavailable: nothing was applied (see :func:`store_error`).
@@ -156,22 +165,31 @@ class MongoStore:
         writing = False
         try:
             with pymongo.timeout(self._timeout_s):
+                lost_race = False
                 for attempt in range(_MAX_ATTEMPTS):
-                    if attempt:
+                    if lost_race:
                         # Lost a race with another pod: back off a little, with jitter, so
                         # two pods hammering one user do not keep colliding in lockstep.
                         await asyncio.sleep(random.uniform(0, _BACKOFF_S * 2 ** min(attempt, 6)))
-                    doc = await self._users.find_one({"_id": user_id})
-                    current = to_record(doc) if doc is not None else None
-                    answer, new = step(current)
-                    if new is None:
-                        return answer
+                    fresh = known is None
+                    if known is not None:
+                        current: UserRecord | None = known
+                        known = None
+                        answer, new = step(current)
+                        if new is None:
+                            continue  # nothing to write proves ``known`` current: read it
+                    else:
+                        doc = await self._users.find_one({"_id": user_id})
+                        current = to_record(doc) if doc is not None else None
+                        answer, new = step(current)
+                        if new is None:
+                            return answer
                     writing = True
                     if current is None:
                         try:
                             await self._users.insert_one(to_document(new))
                         except DuplicateKeyError:
-                            writing = False
+                            lost_race, writing = True, False
                             continue  # another pod created the user first: decide again
                         self._written(new)
                         return answer
@@ -182,6 +200,7 @@ class MongoStore:
                     if result.matched_count == 1:
                         self._written(new)
                         return answer
+                    lost_race = fresh  # a stale ``known`` is no race: read again at once
         except (PyMongoError, *_ENCODING_ERRORS) as exc:
             raise store_error(exc, write=writing) from exc
         raise StoreError(f"too much write contention on user {user_id!r}")

@@ -45,10 +45,16 @@ class ScoreStore(Protocol):
     async def ping(self) -> bool:
         """Return whether the store answers right now (readiness)."""
 
-    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
-        """Apply consecutive increments of one user (one or more) in one atomic write,
-        decided on the user's stored record (increment, idempotency, rate limit: see
+    async def apply_increments(
+        self, cmds: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
+        """Apply consecutive increments of one user in one atomic write (see
         :func:`server.domain.increments.decide_all`); one decision per command, in order.
+
+        ``known``: the user's record as the caller last saw it. The store may decide on it
+        and write with a compare-and-set on its version instead of reading first (one
+        round trip); it is trusted only when that write succeeds, so a stale one costs a
+        read, never a wrong answer.
 
         Raises:
             StoreError: none is known to be applied.

@@ -71,6 +71,10 @@ _UPSERT_USER: Final = (
     "accepted_ms = excluded.accepted_ms, used_actions = excluded.used_actions, "
     "banned = excluded.banned"
 )
+_UPDATE_IF_VERSION: Final = (
+    "UPDATE users_scores SET username = ?, score = ?, v = ?, reached_ms = ?, recent_keys = ?, "
+    "accepted_ms = ?, used_actions = ?, banned = ? WHERE user_id = ? AND v = ?"
+)
 _SELECT_TOP: Final = (
     "SELECT user_id, username, score, reached_ms, v FROM users_scores WHERE banned = 0 "
     "ORDER BY score DESC, reached_ms ASC, user_id ASC LIMIT ?"
@@ -162,6 +166,12 @@ def _upsert(conn: sqlite3.Connection, r: UserRecord) -> None:
     conn.execute(_UPSERT_USER, (r.user_id, *_state(r)))
 
 
+def _update_if_version(conn: sqlite3.Connection, r: UserRecord, expected_v: int) -> bool:
+    """Write ``r`` only if the stored version is still ``expected_v``; return whether it was."""
+    cursor = conn.execute(_UPDATE_IF_VERSION, (*_state(r), r.user_id, expected_v))
+    return cursor.rowcount == 1
+
+
 class SqliteStore:
     """The embedded SQLite adapter of :class:`server.store.port.ScoreStore`.
 
@@ -248,10 +258,18 @@ class SqliteStore:
             return False
         return True
 
-    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
+    async def apply_increments(
+        self, cmds: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
         policy = self._policy
 
         def job(conn: sqlite3.Connection) -> list[Decision]:
+            if known is not None:
+                decisions, final = decide_all(known, cmds, policy)
+                if final is not None and _update_if_version(conn, final, known.v):
+                    if self._feed is not None:
+                        self._written.append(final)
+                    return decisions  # ``known`` was the stored state: no read needed
             row = conn.execute(_SELECT_USER, (cmds[0].user_id,)).fetchone()
             decisions, final = decide_all(_row_to_record(row) if row else None, cmds, policy)
             if final is not None:

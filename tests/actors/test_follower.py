@@ -651,6 +651,26 @@ async def test_an_unexpected_error_restarts_the_follower_from_now_with_a_reload(
     await follower.stop()
 
 
+async def test_the_follower_reports_each_write_and_each_reload() -> None:
+    versions: list[tuple[str, int]] = []
+    reloads: list[bool] = []
+    feed = LocalChangeFeed()
+    store = FakeStore([], [entry("alice", 5)])
+    follower, _board, _ = await following(
+        feed,
+        store,
+        on_version=lambda user, v: versions.append((user, v)),
+        on_reload=lambda: reloads.append(True),
+    )
+    feed.publish([change("alice", 7, v=2), change("bob", 3, v=4, banned=True)])
+    await eventually(lambda: len(versions) == 2, "both writes reported")
+    assert versions == [("alice", 2), ("bob", 4)]
+    assert reloads == []
+    feed.publish([Reload()])
+    await eventually(lambda: reloads == [True], "the reload reported")
+    await follower.stop()
+
+
 def test_every_restart_reason_is_named_in_the_metrics_help() -> None:
     """The reasons the follower counts (``exc.reason`` of the feed's errors, and its own)
     are all in RESTART_REASONS, which names them for dashboards and zero-initialisation."""

@@ -48,19 +48,21 @@ class GatedStore:
         self.gate = asyncio.Event()
         self.gate.set()
         self.entered = asyncio.Event()
-        # Every apply_increments call: its commands.
-        self.calls: list[list[IncrementCommand]] = []
+        # Every apply_increments call: its commands and the ``known`` record passed.
+        self.calls: list[tuple[list[IncrementCommand], UserRecord | None]] = []
         # Call number -> the error that call raises after the real store applied it (an
         # answer lost on the way back: the caller cannot know the stored state).
         self.fail_after_write: dict[int, Exception] = {}
         self.admin_fails_after_write: Exception | None = None
 
-    async def apply_increments(self, commands: list[IncrementCommand]) -> list[Decision]:
+    async def apply_increments(
+        self, commands: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
         number = len(self.calls)
-        self.calls.append(list(commands))
+        self.calls.append((list(commands), known))
         self.entered.set()
         await self.gate.wait()
-        decisions = await self.inner.apply_increments(commands)
+        decisions = await self.inner.apply_increments(commands, known)
         if number in self.fail_after_write:
             raise self.fail_after_write[number]
         return decisions
@@ -305,7 +307,7 @@ async def test_kill_all_fails_pending_asks_with_actor_stopped() -> None:
         assert await s.sqlite.get_score("alice") is None
 
 
-# --- batched increments, and writes by others ---------------------------------------------
+# --- batched increments and the known record ----------------------------------------------
 
 
 def tells_to_the_board(s: System, monkeypatch: pytest.MonkeyPatch) -> list[Any]:
@@ -341,7 +343,7 @@ async def test_increments_queued_behind_a_slow_one_go_to_the_store_in_one_call(
         # Each ask has its own answer, as if applied one by one.
         assert [score(await f) for f in (first, *queued)] == [1, 2, 3, 4, 5, 6]
         assert [record_of(f.result()).v for f in queued] == [2, 3, 4, 5, 6]
-        assert [len(commands) for commands in s.store.calls] == [1, 5]
+        assert [len(commands) for commands, _ in s.store.calls] == [1, 5]
         assert await s.sqlite.get_score("alice") == BoardRow("alice", "Alice", 6, T0, 6)
         # The board is told the state after each store call (the last of a batch), only.
         assert [change.row.score for change in told] == [1, 6]
@@ -373,29 +375,31 @@ async def test_a_batch_answers_replays_and_refusals_per_request() -> None:
             "Applied",
             "Replayed",
         ]
-        assert [len(commands) for commands in s.store.calls] == [1, 4]
+        assert [len(commands) for commands, _ in s.store.calls] == [1, 4]
         assert await s.sqlite.get_score("alice") == BoardRow("alice", "Alice", 10, T0, 3)
 
 
-async def test_each_call_builds_on_what_the_store_holds_whoever_wrote_it() -> None:
-    """Another writer (a pod on the same database, an admin) writes the user between two
-    asks of its actor: the actor's next answer counts that write, and replays its key."""
+async def test_the_record_last_written_is_passed_as_known_to_the_next_call() -> None:
     async with running() as s:
         actor = s.registry.actor_for("alice")
-        assert score(await actor.ask(cmd("alice", 1, key="a"))) == 1
-        # Behind the actor's back, as another pod would: the store alone, twice.
-        assert score((await s.sqlite.apply_increments([cmd("alice", 10, key="b")]))[0]) == 11
-        assert score((await s.sqlite.apply_increments([cmd("alice", 5)]))[0]) == 16
-        assert score(await actor.ask(cmd("alice", 100))) == 116
-        replay = await actor.ask(cmd("alice", 7, key="b"))  # the other writer's key
-        assert not isinstance(replay, Applied) and replay.new_score == 11
-        reset = await s.sqlite.apply_admin("alice", AdminAction.RESET.change(T0 + 1))
-        assert reset is not None and reset.score == 0
-        assert score(await actor.ask(cmd("alice", 2))) == 2  # not 118: the reset holds
-        assert await s.sqlite.get_score("alice") == BoardRow("alice", "Alice", 2, T0, 6)
+        s.store.gate.clear()
+        first = actor.ask(cmd("alice", 1))
+        await asyncio.wait_for(s.store.entered.wait(), scaled(2))
+        queued = [actor.ask(cmd("alice", 2)) for _ in range(3)]
+        s.store.gate.set()
+        await asyncio.gather(first, *queued)
+        after_batch = record_of(queued[-1].result())
+        assert score(await actor.ask(cmd("alice", 10))) == 17
+
+        knowns = [known for _, known in s.store.calls]
+        assert knowns == [None, record_of(first.result()), after_batch]
+        assert after_batch.v == 4 and after_batch.score == 7
+        # The known record is the stored one, so the store could decide without reading.
+        stored = await s.sqlite.get_score("alice")
+        assert stored == BoardRow("alice", "Alice", 17, T0, 5)
 
 
-async def test_an_answer_lost_after_its_write_neither_loses_nor_doubles_the_update() -> None:
+async def test_after_a_store_error_the_next_call_passes_no_known_record() -> None:
     async with running() as s:
         actor = s.registry.actor_for("alice")
         assert score(await actor.ask(cmd("alice", 1))) == 1
@@ -405,6 +409,11 @@ async def test_an_answer_lost_after_its_write_neither_loses_nor_doubles_the_upda
             await actor.ask(cmd("alice", 1))
         assert score(await actor.ask(cmd("alice", 1))) == 3  # nothing lost, nothing doubled
         assert score(await actor.ask(cmd("alice", 1))) == 4
+        knowns = [known for _, known in s.store.calls]
+        assert knowns[0] is None
+        assert knowns[1] is not None and knowns[1].v == 1
+        assert knowns[2] is None  # unknown again after the failure
+        assert knowns[3] is not None and (knowns[3].v, knowns[3].score) == (3, 3)
 
 
 async def test_a_store_error_fails_every_ask_of_its_batch_and_the_actor_goes_on() -> None:
@@ -419,32 +428,37 @@ async def test_a_store_error_fails_every_ask_of_its_batch_and_the_actor_goes_on(
         assert score(await held) == 1
         results = await asyncio.gather(*failing, return_exceptions=True)
         assert all(isinstance(r, StoreError) for r in results), results
-        assert [len(commands) for commands in s.store.calls] == [1, 3]
+        assert [len(commands) for commands, _ in s.store.calls] == [1, 3]
         assert actor.running
         assert score(await actor.ask(cmd("alice", 1))) == 5  # the failed batch did land
+        assert s.store.calls[-1][1] is None  # and its record is not taken as known
 
 
-async def test_increments_after_an_admin_action_build_on_its_record() -> None:
+async def test_after_an_admin_action_the_known_record_is_the_admins() -> None:
     async with running() as s:
         actor = s.registry.actor_for("alice")
         assert score(await actor.ask(cmd("alice", 50))) == 50
         reset = await actor.ask(AdminCommand(AdminAction.RESET, T0 + 1))
         assert isinstance(reset, UserRecord) and (reset.score, reset.v) == (0, 2)
         assert score(await actor.ask(cmd("alice", 2))) == 2  # not 52: the reset holds
+        assert s.store.calls[-1][1] == reset
 
         removed = await actor.ask(AdminCommand(AdminAction.REMOVE, T0 + 2))
         assert isinstance(removed, UserRecord) and removed.banned
         assert isinstance(await actor.ask(cmd("alice", 1)), Banned)
-        await actor.ask(AdminCommand(AdminAction.UNBAN, T0 + 3))
+        assert s.store.calls[-1][1] == removed
+        lifted = await actor.ask(AdminCommand(AdminAction.UNBAN, T0 + 3))
         assert score(await actor.ask(cmd("alice", 3))) == 3
+        assert s.store.calls[-1][1] == lifted
 
-        # An admin action on a user the store does not have: nothing to build on.
+        # An admin action on a user the store does not have: nothing is known.
         ghost = s.registry.actor_for("ghost")
         assert await ghost.ask(AdminCommand(AdminAction.RESET, T0)) is None
         assert score(await ghost.ask(cmd("ghost", 4))) == 4
+        assert s.store.calls[-1][1] is None
 
 
-async def test_an_admin_action_whose_answer_was_lost_still_holds() -> None:
+async def test_after_a_failed_admin_action_the_next_call_passes_no_known_record() -> None:
     async with running() as s:
         actor = s.registry.actor_for("alice")
         assert score(await actor.ask(cmd("alice", 50))) == 50
@@ -453,6 +467,23 @@ async def test_an_admin_action_whose_answer_was_lost_still_holds() -> None:
             await actor.ask(AdminCommand(AdminAction.RESET, T0 + 1))
         s.store.admin_fails_after_write = None
         assert score(await actor.ask(cmd("alice", 2))) == 2  # the reset did land
+        assert s.store.calls[-1][1] is None
+
+
+async def test_a_newer_write_seen_on_the_feed_drops_the_known_record() -> None:
+    async with running() as s:
+        actor = s.registry.actor_for("alice")
+        await actor.ask(cmd("alice", 1))  # known: v1
+        s.registry.saw_version("alice", 1)  # its own write coming back: still good
+        await actor.ask(cmd("alice", 1))
+        assert s.store.calls[-1][1] is not None and s.store.calls[-1][1].v == 1
+        s.registry.saw_version("alice", 5)  # another pod wrote v5: v2 is stale
+        s.registry.saw_version("nobody", 9)  # no actor: nothing to do
+        await actor.ask(cmd("alice", 1))
+        assert s.store.calls[-1][1] is None
+        s.registry.forget_known()  # the feed lost track: read afresh
+        await actor.ask(cmd("alice", 1))
+        assert s.store.calls[-1][1] is None
 
 
 async def test_the_board_is_not_told_of_users_who_stay_outside_it(
@@ -600,3 +631,64 @@ async def test_a_sweep_evicts_a_slice_at_a_time_and_spares_what_was_used_meanwhi
         assert 25 in seen and 15 in seen  # the loop ran between slices
         assert s.registry.actor_for("u34") is actors[34]  # used meanwhile: kept
         assert len(s.registry) == 1
+
+
+async def test_each_call_builds_on_what_the_store_holds_whoever_wrote_it() -> None:
+    """Another writer (a pod on the same database, an admin) writes the user between two
+    asks of its actor: the actor's next answer counts that write, and replays its key."""
+    async with running() as s:
+        actor = s.registry.actor_for("alice")
+        assert score(await actor.ask(cmd("alice", 1, key="a"))) == 1
+        # Behind the actor's back, as another pod would: the store alone, twice.
+        assert score((await s.sqlite.apply_increments([cmd("alice", 10, key="b")]))[0]) == 11
+        assert score((await s.sqlite.apply_increments([cmd("alice", 5)]))[0]) == 16
+        assert score(await actor.ask(cmd("alice", 100))) == 116
+        replay = await actor.ask(cmd("alice", 7, key="b"))  # the other writer's key
+        assert not isinstance(replay, Applied) and replay.new_score == 11
+        reset = await s.sqlite.apply_admin("alice", AdminAction.RESET.change(T0 + 1))
+        assert reset is not None and reset.score == 0
+        assert score(await actor.ask(cmd("alice", 2))) == 2  # not 118: the reset holds
+        assert await s.sqlite.get_score("alice") == BoardRow("alice", "Alice", 2, T0, 6)
+
+
+async def test_an_answer_lost_after_its_write_neither_loses_nor_doubles_the_update() -> None:
+    async with running() as s:
+        actor = s.registry.actor_for("alice")
+        assert score(await actor.ask(cmd("alice", 1))) == 1
+        # The write lands but its answer is lost: the actor cannot know the stored state.
+        s.store.fail_after_write[1] = StoreError("connection lost")
+        with pytest.raises(StoreError):
+            await actor.ask(cmd("alice", 1))
+        assert score(await actor.ask(cmd("alice", 1))) == 3  # nothing lost, nothing doubled
+        assert score(await actor.ask(cmd("alice", 1))) == 4
+
+
+async def test_increments_after_an_admin_action_build_on_its_record() -> None:
+    async with running() as s:
+        actor = s.registry.actor_for("alice")
+        assert score(await actor.ask(cmd("alice", 50))) == 50
+        reset = await actor.ask(AdminCommand(AdminAction.RESET, T0 + 1))
+        assert isinstance(reset, UserRecord) and (reset.score, reset.v) == (0, 2)
+        assert score(await actor.ask(cmd("alice", 2))) == 2  # not 52: the reset holds
+
+        removed = await actor.ask(AdminCommand(AdminAction.REMOVE, T0 + 2))
+        assert isinstance(removed, UserRecord) and removed.banned
+        assert isinstance(await actor.ask(cmd("alice", 1)), Banned)
+        await actor.ask(AdminCommand(AdminAction.UNBAN, T0 + 3))
+        assert score(await actor.ask(cmd("alice", 3))) == 3
+
+        # An admin action on a user the store does not have: nothing to build on.
+        ghost = s.registry.actor_for("ghost")
+        assert await ghost.ask(AdminCommand(AdminAction.RESET, T0)) is None
+        assert score(await ghost.ask(cmd("ghost", 4))) == 4
+
+
+async def test_an_admin_action_whose_answer_was_lost_still_holds() -> None:
+    async with running() as s:
+        actor = s.registry.actor_for("alice")
+        assert score(await actor.ask(cmd("alice", 50))) == 50
+        s.store.admin_fails_after_write = StoreError("connection lost")
+        with pytest.raises(StoreError):
+            await actor.ask(AdminCommand(AdminAction.RESET, T0 + 1))
+        s.store.admin_fails_after_write = None
+        assert score(await actor.ask(cmd("alice", 2))) == 2  # the reset did land

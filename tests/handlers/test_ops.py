@@ -12,7 +12,7 @@ import tornado.websocket
 from prometheus_client.parser import text_string_to_metric_families
 
 from server.domain.increments import IncrementPolicy
-from server.domain.records import Decision, IncrementCommand
+from server.domain.records import Decision, IncrementCommand, UserRecord
 from server.store.sqlite import SqliteStore
 from tests.conftest import Client, body_of, close_websocket, eventually, make_token, scaled, serving
 
@@ -31,11 +31,13 @@ class ControlledStore(SqliteStore):
     async def ping(self) -> bool:
         return self.healthy and await super().ping()
 
-    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
+    async def apply_increments(
+        self, cmds: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
         self.entered.set()
         if self.gate is not None:
             await self.gate.wait()
-        return await super().apply_increments(cmds)
+        return await super().apply_increments(cmds, known)
 
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

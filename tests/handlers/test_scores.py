@@ -15,7 +15,7 @@ import tornado.httpclient
 
 from handlers.scores import request_fingerprint
 from server.domain.increments import IncrementPolicy
-from server.domain.records import Decision, IncrementCommand
+from server.domain.records import Decision, IncrementCommand, UserRecord
 from server.store.port import StoreError, StoreTimeout, StoreUnavailable
 from server.store.sqlite import SqliteStore
 from tests.conftest import Client, body_of, eventually, make_token, scaled, serving
@@ -377,7 +377,9 @@ async def test_client_leaving_mid_body_does_not_hold_up_shutdown() -> None:
 class FailingStore(SqliteStore):
     """A store whose increments fail, as a full disk or a lost database would."""
 
-    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
+    async def apply_increments(
+        self, cmds: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
         raise StoreError("disk I/O error")
 
 
@@ -397,7 +399,9 @@ class UnavailableStore(SqliteStore):
 
     error: StoreError = StoreUnavailable("MongoDB error: no primary")
 
-    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
+    async def apply_increments(
+        self, cmds: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
         raise self.error
 
 
@@ -434,7 +438,9 @@ async def test_a_store_down_or_late_answers_503_with_retry_after(
 class BrokenStore(SqliteStore):
     """A store with a bug: an exception no layer maps to an API error."""
 
-    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
+    async def apply_increments(
+        self, cmds: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
         raise RuntimeError("a bug")
 
 
@@ -602,11 +608,13 @@ class BatchRecordingStore(SqliteStore):
         self.gate = asyncio.Event()
         self.entered = asyncio.Event()
 
-    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
+    async def apply_increments(
+        self, cmds: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
         self.sizes.append(len(cmds))
         self.entered.set()
         await self.gate.wait()
-        return await super().apply_increments(cmds)
+        return await super().apply_increments(cmds, known)
 
 
 async def test_updates_queued_behind_a_slow_write_are_written_together() -> None:

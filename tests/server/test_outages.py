@@ -77,12 +77,14 @@ class SwitchedStore(SqliteStore):
     async def ping(self) -> bool:
         return not self.down and await super().ping()
 
-    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
+    async def apply_increments(
+        self, cmds: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
         self.writes += 1
         self._check()
         if self.hang:
             await self.released.wait()  # no answer until the test releases it
-        return await super().apply_increments(cmds)
+        return await super().apply_increments(cmds, known)
 
     async def apply_admin(self, user_id: str, change: AdminChange) -> UserRecord | None:
         self.writes += 1
@@ -263,9 +265,11 @@ class FullDiskSqliteStore(SqliteStore):
         super().__init__(":memory:", IncrementPolicy(rate_limit_per_minute=0))
         self.full_failures = 0
 
-    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
+    async def apply_increments(
+        self, cmds: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
         try:
-            return await super().apply_increments(cmds)
+            return await super().apply_increments(cmds, known)
         except StoreUnavailable:
             self.full_failures += 1
             raise

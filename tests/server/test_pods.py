@@ -82,6 +82,20 @@ async def test_a_pod_reloads_after_its_feed_history_was_lost(cluster: Cluster) -
 
 
 @pytest.mark.gen_test(timeout=30)
+async def test_a_pod_drops_its_record_of_a_user_another_pod_wrote(cluster: Cluster) -> None:
+    """The service wires its follower to its user actors: a write seen on the feed makes
+    the actor that holds an older record read afresh instead of failing a write."""
+    async with cluster:
+        a, b = await cluster.start(2)
+        assert (await pods.update(a, "dora", 3))[0] == 200
+        actor = a.client.running.service.users.actor_for("dora")
+        assert actor._known is not None and actor._known.v == 1
+        assert (await pods.update(b, "dora", 4))[0] == 200  # v2, written by pod b
+        await pods.converged(cluster)  # pod a has seen v2 on its feed
+        assert actor._known is None
+
+
+@pytest.mark.gen_test(timeout=30)
 async def test_updates_of_one_user_on_two_pods_count_exactly_once(cluster: Cluster) -> None:
     """Two pods write one user in turn and at once: each answer counts every update the
     other pod applied before it, and a key retried on the other pod is never applied twice."""

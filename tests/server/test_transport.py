@@ -24,7 +24,7 @@ from cryptography.x509.oid import NameOID
 import handlers.base
 import handlers.header_limit
 from server.domain.increments import IncrementPolicy
-from server.domain.records import Decision, IncrementCommand
+from server.domain.records import Decision, IncrementCommand, UserRecord
 from server.store.sqlite import SqliteStore
 from tests.conftest import body_of, make_token, scaled, serving
 
@@ -255,9 +255,11 @@ class SlowStore(SqliteStore):
 
     delay_s = 0.0
 
-    async def apply_increments(self, cmds: list[IncrementCommand]) -> list[Decision]:
+    async def apply_increments(
+        self, cmds: list[IncrementCommand], known: UserRecord | None = None
+    ) -> list[Decision]:
         await asyncio.sleep(self.delay_s)
-        return await super().apply_increments(cmds)
+        return await super().apply_increments(cmds, known)
 
 
 async def test_the_body_time_limit_does_not_cover_answering(body_timeout: float) -> None:

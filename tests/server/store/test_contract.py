@@ -44,6 +44,7 @@ from server.domain.records import (
     RememberedKey,
     Replayed,
     SpentAction,
+    UserRecord,
 )
 from server.store.changes import FeedHistoryLost
 from server.store.mongo_changes import MongoChangeFeed
@@ -691,10 +692,12 @@ async def test_admin_changes_are_atomic_writes_and_removal_takes_a_user_off(
         assert [r.user_id for r in await store.top(10)] == ["b", "c", "a"]
 
 
-# --- apply_increments: a batch in one write ----------------------------------------------
+# --- apply_increments: a batch in one write, and the caller's last-seen record -----------------
 #
-# A user actor hands its queued increments over together. The store decides them all on
-# the user's stored record and writes once; the answers are those of deciding them one by one.
+# A user actor hands its queued increments over together, with the record it last saw
+# (``known``). The store may decide on ``known`` and write with a compare-and-set on its
+# version; whatever ``known`` is (current, stale, refused, made up), the answers and the
+# stored state must be those of deciding on the real stored record.
 
 
 def _anonymous(decision: Decision) -> Decision:
@@ -754,89 +757,198 @@ async def test_apply_increments_that_apply_nothing_write_nothing(backend: Backen
         assert await store.get_score("alice") == before
 
 
-async def test_apply_increments_builds_on_the_last_write(backend: Backend) -> None:
+async def test_apply_increments_with_the_current_known_record(backend: Backend) -> None:
     async with backend.opened() as store:
-        first = applied(await apply_one(store, cmd("alice", 3, key="a"))).record
+        known = applied(await apply_one(store, cmd("alice", 3, key="a"))).record
         decisions = await store.apply_increments(
-            [cmd("alice", 2, now_ms=T0 + 1), cmd("alice", 1, now_ms=T0 + 2, key="a")]
+            [cmd("alice", 2, now_ms=T0 + 1), cmd("alice", 1, now_ms=T0 + 2, key="a")], known
         )
         assert applied(decisions[0]).record == replace(
-            first, score=5, v=2, reached_ms=T0 + 1, recent_keys=(RememberedKey("a", 3, 1),)
+            known, score=5, v=2, reached_ms=T0 + 1, recent_keys=(RememberedKey("a", 3, 1),)
         )
         assert decisions[1] == Replayed(3)
         assert await store.get_score("alice") == BoardRow("alice", "Alice", 5, T0 + 1, 2)
-        nxt = await store.apply_increments([cmd("alice", 10, now_ms=T0 + 3)])
+        # Chained, as a user actor does: each answer's record is the next call's known.
+        known = applied(decisions[0]).record
+        nxt = await store.apply_increments([cmd("alice", 10, now_ms=T0 + 3)], known)
         assert (applied(nxt[0]).new_score, applied(nxt[0]).record.v) == (15, 3)
         assert await store.get_score("alice") == BoardRow("alice", "Alice", 15, T0 + 3, 3)
 
 
-async def test_two_stores_on_one_database_apply_each_update_exactly_once(
-    backend: Backend,
-) -> None:
-    """Two pods (two store objects) on one database write one user in turn and at once:
-    each answer counts every update the other applied, and a key retried on the other
-    store is answered, never applied twice."""
+async def test_a_stale_known_record_loses_no_update(backend: Backend) -> None:
+    async with backend.opened() as store:
+        stale = applied(await apply_one(store, cmd("alice", 3))).record
+        # Another writer (another pod, or an admin) wrote after the caller's last look.
+        applied(await apply_one(store, cmd("alice", 4, now_ms=T0 + 1, key="other")))
+        decisions = await store.apply_increments(
+            [cmd("alice", 2, now_ms=T0 + 2), cmd("alice", 1, now_ms=T0 + 3, key="other")], stale
+        )
+        assert (applied(decisions[0]).new_score, applied(decisions[0]).record.v) == (9, 3)
+        assert decisions[1] == Replayed(7)  # the key only the fresh record holds
+        assert await store.get_score("alice") == BoardRow("alice", "Alice", 9, T0 + 2, 3)
+
+
+async def test_a_stale_known_record_does_not_undo_an_admin_reset(backend: Backend) -> None:
+    async with backend.opened() as store:
+        stale = applied(await apply_one(store, cmd("alice", 50))).record
+        reset = await store.apply_admin("alice", AdminAction.RESET.change(T0 + 1))
+        assert reset is not None and (reset.score, reset.v) == (0, 2)
+        decisions = await store.apply_increments([cmd("alice", 2, now_ms=T0 + 2)], stale)
+        assert (applied(decisions[0]).new_score, applied(decisions[0]).record.v) == (2, 3)
+        assert await store.get_score("alice") == BoardRow("alice", "Alice", 2, T0 + 2, 3)
+
+
+async def test_a_known_record_stale_through_another_store_object(backend: Backend) -> None:
+    """Two pods (two store objects) on one database: each one's known goes stale when the
+    other writes, and neither loses the other's update."""
     if backend.kind == "sqlite-memory":
         pytest.skip(":memory: SQLite cannot be shared by two stores")
     async with backend.opened() as pod_a, backend.opened() as pod_b:
-
-        async def new_score(store: ScoreStore, command: IncrementCommand) -> int:
-            for _ in range(500):
-                try:
-                    decision = (await store.apply_increments([command]))[0]
-                except StoreError:  # contention: nothing applied, retry with the same key
-                    continue
-                assert isinstance(decision, Applied | Replayed), decision
-                return decision.new_score
-            raise AssertionError("the store never took the increment")
-
-        assert await new_score(pod_a, cmd("alice", 1)) == 1
-        assert await new_score(pod_b, cmd("alice", 10)) == 11
-        assert await new_score(pod_a, cmd("alice", 100)) == 111  # counts pod b's write
-        reset = await pod_b.apply_admin("alice", AdminAction.RESET.change(T0 + 1))
-        assert reset is not None and (reset.score, reset.v) == (0, 4)
-        assert await new_score(pod_a, cmd("alice", 2, now_ms=T0 + 2)) == 2  # the reset holds
-
-        # (the store taking the key first, the other store, the command)
-        sent = [
-            ((pod_a, pod_b)[i % 2], (pod_b, pod_a)[i % 2], cmd("alice", 1, key=f"k{i}"))
-            for i in range(40)
-        ]
-        first = await asyncio.gather(*(new_score(one, c) for one, _, c in sent))
-        assert sorted(first) == list(range(3, 43))
-        again = await asyncio.gather(*(new_score(other, c) for _, other, c in sent))
-        assert again == first  # each key's own answer, from the other store
-        final = await pod_b.get_score("alice")
-        assert final is not None and (final.score, final.v) == (42, 45)
+        known_a = applied(await apply_one(pod_a, cmd("alice", 1))).record
+        known_b = applied((await pod_b.apply_increments([cmd("alice", 10)]))[0]).record
+        assert (known_b.score, known_b.v) == (11, 2)
+        first = applied((await pod_a.apply_increments([cmd("alice", 100)], known_a))[0])
+        assert (first.new_score, first.record.v) == (111, 3)
+        second = applied((await pod_b.apply_increments([cmd("alice", 1000)], known_b))[0])
+        assert (second.new_score, second.record.v) == (1111, 4)
+        assert await pod_a.get_score("alice") == BoardRow("alice", "Alice", 1111, T0, 4)
 
 
-async def test_mongo_an_update_costs_a_read_and_a_write(tmp_path: Path) -> None:
+async def test_a_key_replayed_only_in_the_stale_known_is_applied(backend: Backend) -> None:
+    """On the stale known the command is a replay (nothing to write): that proves nothing,
+    so the store reads the fresh record, where the key has been forgotten."""
+    policy = IncrementPolicy(rate_limit_per_minute=0, idempotency_keys=1)
+    async with backend.opened(policy) as store:
+        stale = applied(await apply_one(store, cmd("alice", 3, key="k"))).record
+        assert stale.recent_keys == (RememberedKey("k", 3, 1),)
+        applied(await apply_one(store, cmd("alice", 4, now_ms=T0 + 1, key="newer")))
+        decisions = await store.apply_increments([cmd("alice", 2, now_ms=T0 + 2, key="k")], stale)
+        assert (applied(decisions[0]).new_score, applied(decisions[0]).record.v) == (9, 3)
+        assert await store.get_score("alice") == BoardRow("alice", "Alice", 9, T0 + 2, 3)
+
+
+async def test_refused_on_the_known_record_but_not_on_the_stored_one(backend: Backend) -> None:
+    policy = IncrementPolicy(rate_limit_per_minute=2, idempotency_keys=64)
+    async with backend.opened(policy) as store:
+        # Banned in the caller's view, unbanned since: the update is applied.
+        applied(await apply_one(store, cmd("alice", 5)))
+        banned = await store.apply_admin("alice", AdminAction.REMOVE.change(T0 + 1))
+        assert banned is not None and banned.banned
+        await store.apply_admin("alice", AdminAction.UNBAN.change(T0 + 2))
+        decisions = await store.apply_increments([cmd("alice", 2, now_ms=T0 + 3)], banned)
+        assert (applied(decisions[0]).new_score, applied(decisions[0]).record.v) == (2, 4)
+
+        # Rate limited in the (made-up, stale) caller's view, not in the stored record.
+        fresh = applied(await apply_one(store, cmd("bob", 1, now_ms=T0))).record
+        limited = replace(fresh, accepted_ms=(T0 + 1, T0 + 2))
+        assert isinstance((await store.apply_increments([cmd("bob", 1)], limited))[0], Applied)
+        # ...and the other way round: the stored record is limited, the known is not.
+        refused = await store.apply_increments([cmd("bob", 1, now_ms=T0 + 5)], fresh)
+        assert refused == [RateLimited(60)]
+        assert await store.get_score("bob") == BoardRow("bob", "Bob", 2, T0, 2)
+
+
+async def test_a_known_record_of_a_user_the_store_does_not_have(backend: Backend) -> None:
+    """A made-up (or deleted) known: no write may silently land on a missing row; the
+    answer is that of a new user."""
+    async with backend.opened() as store:
+        ghost = UserRecord(
+            "ghost", "Ghost", score=50, v=7, reached_ms=T0, recent_keys=(RememberedKey("k", 50, 7),)
+        )
+        decisions = await store.apply_increments([cmd("ghost", 2, now_ms=T0 + 1, key="k")], ghost)
+        keys = (RememberedKey("k", 2, 1),)
+        assert applied(decisions[0]).record == UserRecord(
+            "ghost", "Ghost", score=2, v=1, reached_ms=T0 + 1, recent_keys=keys
+        )
+        assert await store.get_score("ghost") == BoardRow("ghost", "Ghost", 2, T0 + 1, 1)
+        # A made-up v of 0 neither.
+        fresh = replace(ghost, user_id="nobody", v=0)
+        decisions = await store.apply_increments([cmd("nobody", 3)], fresh)
+        assert (applied(decisions[0]).new_score, applied(decisions[0]).record.v) == (3, 1)
+        assert await store.get_score("nobody") == BoardRow("nobody", "Nobody", 3, T0, 1)
+
+
+async def test_concurrent_batches_with_known_records_lose_no_update(backend: Backend) -> None:
+    """Several callers, each chaining its own known record, on one hot user: every known
+    but the last writer's is stale; scores and versions are still exactly 1..n."""
+    async with backend.opened() as store:
+
+        async def caller(name: str) -> list[int]:
+            known: UserRecord | None = None
+            scores = []
+            for i in range(10):
+                command = cmd("hot", 1, now_ms=T0 + i, key=f"{name}{i}")
+                while True:
+                    try:
+                        decision = (await store.apply_increments([command], known))[0]
+                        break
+                    except StoreError:  # contention: nothing applied, retry
+                        known = None
+                known = applied(decision).record
+                scores.append(known.score)
+            return scores
+
+        results = await asyncio.gather(*(caller(n) for n in "abcd"))
+        assert sorted(s for scores in results for s in scores) == list(range(1, 41))
+        final = await store.get_score("hot")
+        assert final is not None and (final.score, final.v) == (40, 40)
+
+
+async def test_mongo_known_fast_path_costs_one_round_trip(tmp_path: Path) -> None:
     backend = Backend("mongomock", tmp_path)
     async with backend.opened() as store:
         calls = backend.stats.calls
-        applied(await apply_one(store, cmd("alice", 1, key="k")))
+        known = applied(await apply_one(store, cmd("alice", 1, key="k"))).record
         assert calls == {"find_one": 1, "insert_one": 1}
-        calls.clear()
-        assert applied((await store.apply_increments([cmd("alice", 1)]))[0]).new_score == 2
-        assert calls == {"find_one": 1, "update_one": 1}
-        calls.clear()  # nothing to write (a replay): the read alone
-        assert await store.apply_increments([cmd("alice", 5, key="k")]) == [Replayed(1)]
-        assert calls == {"find_one": 1}
+
+        calls.clear()  # a current known: the compare-and-set update alone, no read
+        known = applied((await store.apply_increments([cmd("alice", 1)], known))[0]).record
+        assert known.score == 2
+        assert calls == {"update_one": 1}
         assert backend.stats.conflicts == 0
 
+        calls.clear()  # a stale known: the update matches nothing, then a read and the real one
+        stale = replace(known, v=1, score=1)
+        decision = (await store.apply_increments([cmd("alice", 1)], stale))[0]
+        assert applied(decision).new_score == 3
+        assert calls == {"update_one": 2, "find_one": 1}
+        assert backend.stats.conflicts == 1
 
-async def test_sqlite_a_batch_is_one_read_and_one_write(sqlite_backend: Backend) -> None:
+        calls.clear()  # nothing to write on the known (a replay): one read to confirm it
+        known = applied(decision).record
+        assert await store.apply_increments([cmd("alice", 5, key="k")], known) == [Replayed(1)]
+        assert calls == {"find_one": 1}
+
+
+async def test_sqlite_known_fast_path_reads_nothing(sqlite_backend: Backend) -> None:
     """White-box: counts the statements the writer runs (``sqlite3`` trace callback)."""
-    async with sqlite_backend.opened() as store:
+    async with sqlite_backend.opened() as opened:
+        store = opened
         assert isinstance(store, SqliteStore)
         statements: list[str] = []
         await store._call(lambda conn: conn.set_trace_callback(statements.append))
+
+        def selects() -> list[str]:
+            found = [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+            statements.clear()
+            return found
+
         batch = await store.apply_increments([cmd("bob", 1), cmd("bob", 2), cmd("bob", 3)])
-        await store._call(lambda conn: conn.set_trace_callback(None))
         assert applied(batch[-1]).new_score == 6
-        verbs = [s.lstrip().split(None, 1)[0].upper() for s in statements]
-        assert verbs.count("SELECT") == 1
-        assert verbs.count("INSERT") + verbs.count("UPDATE") == 1  # three commands, one write
+        writes = [s for s in statements if s.lstrip().upper().startswith(("INSERT", "UPDATE"))]
+        assert len(writes) == 1  # three commands, one write
+        assert len(selects()) == 1
+
+        known = applied(await apply_one(store, cmd("alice", 1))).record
+        assert len(selects()) == 1  # no known: read, then write
+        known = applied((await store.apply_increments([cmd("alice", 2)], known))[0]).record
+        assert selects() == []  # the known was current: the compare-and-set update alone
+        assert known.score == 3
+        stale = replace(known, v=1, score=1)
+        decision = (await store.apply_increments([cmd("alice", 4)], stale))[0]
+        assert applied(decision).new_score == 7
+        assert len(selects()) == 1  # stale: the update matched nothing, so it read
+        await store._call(lambda conn: conn.set_trace_callback(None))
 
 
 # --- a real replica set only: the oplog, deadlines, the change stream -----------------------
@@ -859,8 +971,10 @@ async def test_mongodb_oplog_entries_stay_small_however_full_the_logs(
     the first (the whole document is over 20 KB)."""
     policy = IncrementPolicy(rate_limit_per_minute=1000, idempotency_keys=64, used_actions=1024)
     async with real_mongodb.opened(policy) as store:
+        known = None
         for i in range(300):
-            applied((await store.apply_increments([proven_keyed(i)]))[0])
+            decision = (await store.apply_increments([proven_keyed(i)], known))[0]
+            known = applied(decision).record
     assert MONGODB_URI
     client: pymongo.MongoClient[dict[str, Any]] = pymongo.MongoClient(MONGODB_URI)
     with client:
@@ -944,3 +1058,43 @@ async def test_mongodb_an_unusable_resume_token_means_reload_not_retry(
             finally:
                 await stream.close()
         assert raised.value.reason in {"history_lost", "not_resumable"}
+
+
+async def test_two_stores_on_one_database_apply_each_update_exactly_once(
+    backend: Backend,
+) -> None:
+    """Two pods (two store objects) on one database write one user in turn and at once:
+    each answer counts every update the other applied, and a key retried on the other
+    store is answered, never applied twice."""
+    if backend.kind == "sqlite-memory":
+        pytest.skip(":memory: SQLite cannot be shared by two stores")
+    async with backend.opened() as pod_a, backend.opened() as pod_b:
+
+        async def new_score(store: ScoreStore, command: IncrementCommand) -> int:
+            for _ in range(500):
+                try:
+                    decision = (await store.apply_increments([command]))[0]
+                except StoreError:  # contention: nothing applied, retry with the same key
+                    continue
+                assert isinstance(decision, Applied | Replayed), decision
+                return decision.new_score
+            raise AssertionError("the store never took the increment")
+
+        assert await new_score(pod_a, cmd("alice", 1)) == 1
+        assert await new_score(pod_b, cmd("alice", 10)) == 11
+        assert await new_score(pod_a, cmd("alice", 100)) == 111  # counts pod b's write
+        reset = await pod_b.apply_admin("alice", AdminAction.RESET.change(T0 + 1))
+        assert reset is not None and (reset.score, reset.v) == (0, 4)
+        assert await new_score(pod_a, cmd("alice", 2, now_ms=T0 + 2)) == 2  # the reset holds
+
+        # (the store taking the key first, the other store, the command)
+        sent = [
+            ((pod_a, pod_b)[i % 2], (pod_b, pod_a)[i % 2], cmd("alice", 1, key=f"k{i}"))
+            for i in range(40)
+        ]
+        first = await asyncio.gather(*(new_score(one, c) for one, _, c in sent))
+        assert sorted(first) == list(range(3, 43))
+        again = await asyncio.gather(*(new_score(other, c) for _, other, c in sent))
+        assert again == first  # each key's own answer, from the other store
+        final = await pod_b.get_score("alice")
+        assert final is not None and (final.score, final.v) == (42, 45)

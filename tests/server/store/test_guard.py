@@ -49,7 +49,7 @@ class Adapter:
         self.calls.append("ping")
         return self.healthy
 
-    async def apply_increments(self, cmds: list[IncrementCommand]) -> Any:
+    async def apply_increments(self, cmds: list[IncrementCommand], known: Any = None) -> Any:
         return await self._do("write", [Applied(RECORD)])
 
     async def apply_admin(self, user_id: str, change: Any) -> Any:

@@ -95,8 +95,11 @@ async def test_each_write_sends_an_update_of_the_same_size_however_full_the_logs
     db = Database()
     store = MongoStore(db, POLICY)
     await store.open()
+    known = None
     for i in range(1_000):
-        assert isinstance((await store.apply_increments([keyed(i)]))[0], Applied)
+        decision = (await store.apply_increments([keyed(i)], known))[0]
+        assert isinstance(decision, Applied)
+        known = decision.record
     sizes = [len(bson.encode(update)) for update in db.users.updates]
     assert len(sizes) == 999  # the first write inserted the document
     assert max(sizes) <= 300, max(sizes)
