@@ -1,14 +1,15 @@
-"""The feed follower: brings every pod's writes to this pod's leaderboard.
+"""The feed follower: brings every pod's writes to this pod's leaderboard and rank index.
 
-Each pod's user actors tell the leaderboard of their own writes at once; the follower
-reads the store's change feed (MongoDB's change stream, or the in-process feed) and tells
-it of everyone's, this pod's included. The leaderboard drops what it already has by the
-per-user version ``v``, so the two paths never double count.
+Each pod's user actors tell the leaderboard and the rank index of their own writes at
+once; the follower reads the store's change feed (MongoDB's change stream, or the
+in-process feed) and tells them of everyone's, this pod's included. Both drop what they
+already have by the per-user version ``v``, so the two paths never double count.
 
-The stream is opened before the leaderboard's first load (:meth:`FeedFollower.open`), so
-no write falls between the load and the first event. A broken stream is reopened from its
-resume token, with jittered exponential backoff; a lost history (or an invalidated
-stream) is reopened from now and followed by a reload of the top K.
+The stream is opened before the first loads of the rank index and the leaderboard
+(:meth:`FeedFollower.open`), so no write falls between a load and the first event. A
+broken stream is reopened from its resume token, with jittered exponential backoff; a
+lost history (or an invalidated stream) is reopened from now and followed by a reload of
+the top K and of the rank index.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import Final
 
 from actors.base import ActorStopped
 from actors.leaderboard import LeaderboardActor, ReloadTop, ScoreChanged, UserRemoved
+from actors.ranks import ReloadableRanks
 from server.store.changes import (
     RESTART_REASONS,
     Change,
@@ -31,6 +33,7 @@ from server.store.changes import (
     FeedHistoryLost,
     FeedInterrupted,
 )
+from server.store.port import StoreError
 from server.support.log_throttle import LogThrottle, error_key, log_throttled
 from server.support.metrics import Metrics
 from server.support.tasks import cancel_and_wait
@@ -48,7 +51,8 @@ def backoff_delay(attempt: int, base_s: float, cap_s: float, draw: float) -> flo
 
 
 class _ReloadFailed(Exception):
-    """The store could not be read to reload the top K (the stream itself is fine)."""
+    """The store could not be read to reload the top K or the rank index (the stream
+    itself is fine)."""
 
 
 class FeedFollower:
@@ -57,6 +61,8 @@ class FeedFollower:
     Args:
         feed: the store's change feed.
         leaderboard: where changes go; asked to reload when the feed lost its place.
+        ranks: the rank index: every change goes there too, and it is reloaded with the
+            top K.
         metrics: events, lag, restarts and whether the stream is open.
         base_backoff_s, max_backoff_s: reconnect delays (full jitter, doubling).
         clock_ms: wall-clock milliseconds, for the lag of each event.
@@ -73,6 +79,7 @@ class FeedFollower:
         leaderboard: LeaderboardActor,
         metrics: Metrics,
         *,
+        ranks: ReloadableRanks,
         base_backoff_s: float = BASE_BACKOFF_S,
         max_backoff_s: float = MAX_BACKOFF_S,
         clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
@@ -83,6 +90,7 @@ class FeedFollower:
     ) -> None:
         self._feed = feed
         self._leaderboard = leaderboard
+        self._ranks = ranks
         self._metrics = metrics
         for reason in RESTART_REASONS:  # at zero from the start: increase() sees the first
             metrics.stream_restarts.labels(reason)
@@ -154,7 +162,7 @@ class FeedFollower:
                 self._warn("change feed interrupted; resuming: %s", exc)
                 await self._restart("interrupted", from_now=False)
             except _ReloadFailed:
-                self._warn("the top K could not be reloaded from the store; retrying")
+                self._warn("the top K or the ranks could not be reloaded from the store; retrying")
                 self._metrics.stream_restarts.labels("reload_failed").inc()
             except ActorStopped:
                 return  # the leaderboard is shutting down: nothing left to feed
@@ -191,6 +199,12 @@ class FeedFollower:
         self._on_reload()
         if not await self._leaderboard.ask(ReloadTop()):
             raise _ReloadFailed
+        # After the top K (the board is right again at once), while the stream's events
+        # wait; the index held keeps answering until the new one is complete.
+        try:
+            await self._ranks.load()
+        except StoreError as exc:
+            raise _ReloadFailed from exc
         self._reload_needed = False
 
     def _dispatch(self, events: list[ChangeEvent]) -> None:
@@ -201,11 +215,14 @@ class FeedFollower:
         written_ms: int | None = None
         for event in events:
             if isinstance(event, Change):
-                self._on_version(event.row.user_id, event.row.v)
+                row = event.row
+                self._on_version(row.user_id, row.v)
                 if event.banned:
-                    self._leaderboard.tell(UserRemoved(event.row.user_id, event.row.v))
+                    self._ranks.remove(row.user_id, row.v)
+                    self._leaderboard.tell(UserRemoved(row.user_id, row.v))
                 else:
-                    self._leaderboard.tell(ScoreChanged(event.row))
+                    self._ranks.apply(row)
+                    self._leaderboard.tell(ScoreChanged(row))
                 written_ms = event.written_ms or written_ms
             else:
                 self._reload_needed = True  # asked on the next turn, and retried until done

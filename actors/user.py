@@ -18,6 +18,7 @@ from typing import Any
 
 from actors.base import Actor, ActorStopped, QueuedCount
 from actors.leaderboard import LeaderboardActor, ScoreChanged, UserRemoved
+from actors.ranks import RankUpdates
 from server.domain.admin import AdminAction
 from server.domain.records import Applied, BoardRow, Decision, IncrementCommand, UserRecord
 from server.store.port import ScoreStore
@@ -46,7 +47,8 @@ class AdminCommand:
 
 
 class UserActor(Actor[IncrementCommand | AdminCommand]):
-    """Applies one user's increments in order and reports each change to the leaderboard.
+    """Applies one user's increments in order and reports each change to the leaderboard
+    and the rank index (``ranks``).
 
     Increments queued behind each other (a hot user) are written together, up to
     :attr:`max_batch` in one store call; each request still gets its own decision (its own
@@ -63,12 +65,14 @@ class UserActor(Actor[IncrementCommand | AdminCommand]):
         mailbox_size: int,
         clock: Callable[[], float],
         *,
+        ranks: RankUpdates,
         queued: QueuedCount | None = None,
     ) -> None:
         super().__init__(f"user:{user_id}", mailbox_size, queued=queued)
         self.user_id = user_id
         self._store = store
         self._leaderboard = leaderboard
+        self._ranks = ranks
         self._clock = clock
         self._busy = False
         self.last_active = clock()
@@ -111,7 +115,7 @@ class UserActor(Actor[IncrementCommand | AdminCommand]):
         applied = [d.record for d in decisions if isinstance(d, Applied)]
         if applied:
             self._known = applied[-1]
-            self._report(applied[-1])  # the board needs the last state
+            self._report(applied[-1])  # the board and the ranks need the last state
         return decisions
 
     def saw_version(self, v: int) -> None:
@@ -141,9 +145,11 @@ class UserActor(Actor[IncrementCommand | AdminCommand]):
             return
         change: ScoreChanged | UserRemoved
         if r.banned:
+            self._ranks.remove(r.user_id, r.v)
             change = UserRemoved(r.user_id, r.v)
         else:
             row = BoardRow(r.user_id, r.username, r.score, r.reached_ms, r.v)
+            self._ranks.apply(row)  # every ranked player, on the board's view or not
             if not self._leaderboard.view.wants(row):
                 return  # stays outside the board: nothing to show
             change = ScoreChanged(row)
@@ -157,6 +163,7 @@ class UserRegistry:
     """Creates user actors on demand, evicts idle ones, and stops them all on shutdown.
 
     Args:
+        ranks: where every actor reports its user's changes (the rank index).
         idle_s: an actor idle this long (empty mailbox, nothing in progress) is stopped.
         max_actors: the most live actors; a new user past it displaces the least recently
             used idle actor.
@@ -168,6 +175,7 @@ class UserRegistry:
         store: ScoreStore,
         leaderboard: LeaderboardActor,
         *,
+        ranks: RankUpdates,
         mailbox_size: int,
         idle_s: float,
         max_actors: int = 1_000_000,
@@ -176,6 +184,7 @@ class UserRegistry:
     ) -> None:
         self._store = store
         self._leaderboard = leaderboard
+        self._ranks = ranks
         self._mailbox_size = mailbox_size
         self._idle_s = idle_s
         self._max_actors = max_actors
@@ -228,6 +237,7 @@ class UserRegistry:
             self._leaderboard,
             self._mailbox_size,
             self._clock,
+            ranks=self._ranks,
             queued=self._queued,
         )
         actor.start()

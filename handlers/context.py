@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from handlers.live.fanout import Fanout
     from server.domain.actions import ActionVerifier
     from server.domain.origins import AllowedOrigins
+    from server.domain.rank_index import RankIndex
     from server.domain.throttle import FailedAuthThrottle, Network
     from server.domain.tokens import TokenVerifier
     from server.settings import Settings
@@ -48,6 +49,12 @@ class Backend(Protocol):
     @property
     def leaderboard(self) -> BoardViews:
         """The board, read only through its published view."""
+
+    @property
+    def ranks(self) -> RankIndex:
+        """Every ranked player in board order, as this pod has them now: read it afresh
+        for each answer (a reload swaps in a new index). Loaded before the board: once
+        ``leaderboard.view.loaded``, it holds every ranked player; before, it is empty."""
 
     def not_ready_reason(self, *, draining: bool) -> str | None:
         """Why ``/readyz`` answers 503 now (``None``: ready); ``draining``: the server is

@@ -1,11 +1,11 @@
 """Readiness: whether this pod can serve what it has (``GET /readyz``).
 
-A pod is ready while its board is loaded, it is not shutting down, and both its change
-feed was open and its store passed its probe (SQLite: a committed write; MongoDB: the
-primary answers a ping) within the last ``max_staleness_s`` seconds. A MongoDB failover
-(10-12 s unplanned) thus leaves every pod in the Service, serving its cached top 10 and
-its WebSockets while writes fail fast; a pod cut off for longer, or an embedded store
-that cannot write, is taken out. Pure: times in, a reason out.
+A pod is ready while its board and its rank index are loaded, it is not shutting down,
+and both its change feed was open and its store passed its probe (SQLite: a committed
+write; MongoDB: the primary answers a ping) within the last ``max_staleness_s`` seconds.
+A MongoDB failover (10-12 s unplanned) thus leaves every pod in the Service, serving its
+cached top 10 and its WebSockets while writes fail fast; a pod cut off for longer, or an
+embedded store that cannot write, is taken out. Pure: times in, a reason out.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ def not_ready_reason(
     *,
     draining: bool,
     loaded: bool,
+    ranks_loading: bool,
+    ranks_loaded: bool,
     feed_live_at: float | None,
     store_ok_at: float | None,
     max_staleness_s: float,
@@ -26,6 +28,9 @@ def not_ready_reason(
         now: the monotonic time.
         draining: the server is shutting down.
         loaded: the leaderboard holds the top K.
+        ranks_loading: a load of the rank index is under way (a reload, once one was
+            loaded, does not count: the index held keeps answering).
+        ranks_loaded: the rank index was loaded whole.
         feed_live_at: when the change feed was last open (``now`` while it is); ``None``:
             never.
         store_ok_at: when the store was last known well (``now`` while its latest probe
@@ -34,8 +39,12 @@ def not_ready_reason(
     """
     if draining:
         return "the server is shutting down"
+    if ranks_loading and not ranks_loaded:
+        return "the rank index is loading (ranks_loading)"
     if not loaded:
         return "the leaderboard is not loaded yet (the store has not answered)"
+    if not ranks_loaded:
+        return "the rank index is not loaded yet (ranks_loading)"
     if store_ok_at is None:
         return "the store has not passed a probe yet (SQLite: it cannot write)"
     if now - store_ok_at > max_staleness_s:

@@ -2,7 +2,8 @@
 
 :class:`Service` is the composition root: it builds the parts and wires them, and is
 what handlers receive (through route kwargs). :meth:`Service.connect` reaches the store
-in the background (opens it, opens the change feed, loads the leaderboard, retrying
+in the background (opens it, opens the change feed, loads the rank index and the
+leaderboard, retrying
 while the store is unavailable). Starting and stopping the parts, in order, is the
 lifecycle's (``server/lifecycle.py``).
 """
@@ -20,12 +21,14 @@ from pymongo import AsyncMongoClient
 from actors.deadlines import AskDeadlines
 from actors.follower import BASE_BACKOFF_S, MAX_BACKOFF_S, FeedFollower, backoff_delay
 from actors.leaderboard import LeaderboardActor
+from actors.ranks import LiveRanks
 from actors.user import UserRegistry
 from handlers.live.addresses import OpenPerAddress
 from handlers.live.fanout import Fanout
 from server.domain.actions import ActionVerifier
 from server.domain.increments import IncrementPolicy
 from server.domain.origins import AllowedOrigins
+from server.domain.rank_index import RankIndex
 from server.domain.throttle import FailedAuthThrottle, parse_networks
 from server.domain.tokens import TokenVerifier
 from server.readiness import not_ready_reason
@@ -124,9 +127,13 @@ class Service:
             max_buffer_bytes=settings.ws_max_buffer_bytes,
             slow_timeout_s=settings.ws_slow_client_timeout_s,
         )
+        # Every ranked player in board order, kept current by this pod's writes and the
+        # change feed; read through :attr:`ranks`.
+        self.live_ranks = LiveRanks(self.store)
         self.users = UserRegistry(
             self.store,
             self.leaderboard,
+            ranks=self.live_ranks,
             mailbox_size=settings.mailbox_size,
             idle_s=settings.user_idle_s,
             max_actors=settings.max_user_actors,
@@ -138,6 +145,7 @@ class Service:
             self.store.changes,
             self.leaderboard,
             self.metrics,
+            ranks=self.live_ranks,
             on_version=self.users.saw_version,
             on_reload=self.users.forget_known,
         )
@@ -152,6 +160,11 @@ class Service:
         self._tried = asyncio.Event()  # the first attempt to reach the store ended
         # Repeated identical log lines of this service: one per interval, with a count.
         self.log_throttle = LogThrottle()
+
+    @property
+    def ranks(self) -> RankIndex:
+        """The rank index as it is now (a reload swaps in a new one: do not keep it)."""
+        return self.live_ranks.index
 
     def connect(self) -> None:
         """Connect to the store in the background; once loaded, start the leaderboard,
@@ -201,9 +214,10 @@ class Service:
         task.result()
 
     async def _connect(self) -> None:
-        """Open the store and the change feed, load the top K (the feed first, so no
-        write falls between them), retrying with jittered exponential backoff while the
-        store is unavailable; then start the actors and the store's probe."""
+        """Open the store and the change feed, load the rank index and the top K (the
+        feed first, so no write falls between them), retrying with jittered exponential
+        backoff while the store is unavailable; then start the actors and the store's
+        probe."""
         opened = False
         attempt = 0
         while True:
@@ -212,6 +226,11 @@ class Service:
                     await self.store.open()
                     opened = True
                 await self.follower.open()
+                # Before the probe and the board: writes wait for the probe (the breaker
+                # refuses them until one passed), and a loaded board means a pod serving
+                # reads and writes, which need the whole index. /readyz waits for it.
+                if not self.live_ranks.loaded:
+                    await self.live_ranks.load()
                 # Writes wait for a passing probe: a store that reads but cannot write
                 # (a read-only or full SQLite file) serves its board, refuses updates.
                 await self.store.probe()
@@ -245,6 +264,8 @@ class Service:
             time.monotonic(),
             draining=draining,
             loaded=self.leaderboard.view.loaded,
+            ranks_loading=self.live_ranks.loading,
+            ranks_loaded=self.live_ranks.loaded,
             feed_live_at=self.follower.live_at(),
             store_ok_at=self.store.ok_at(),
             max_staleness_s=self.settings.ready_max_staleness_s,

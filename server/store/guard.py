@@ -6,8 +6,8 @@ store: a :class:`~server.store.port.StoreUnavailable` from any call, or a failin
 background probe (``store.ping()``: SQLite commits a one-row write, MongoDB pings the
 primary), opens it, so the writes queued behind an outage fail in microseconds instead of
 one store timeout each; a passing probe (or a successful trial write) closes it. Reads
-(``top``, ``rank``, ``get_score``) are never refused: the board loads and refills from a
-store that reads but cannot write (a full disk, a read-only file), and their
+(``top``, ``rank``, ``get_score``, ``ranked_rows``) are never refused: the board loads and
+refills from a store that reads but cannot write (a full disk, a read-only file), and their
 ``StoreUnavailable`` opens the breaker as well.
 """
 
@@ -174,6 +174,9 @@ class GuardedStore:
 
     async def get_score(self, user_id: str) -> BoardRow | None:
         return await self._read(self.inner.get_score(user_id))
+
+    async def ranked_rows(self, after_user_id: str | None, limit: int) -> list[BoardRow]:
+        return await self._read(self.inner.ranked_rows(after_user_id, limit))
 
     async def _read(self, call: Awaitable[T]) -> T:
         try:

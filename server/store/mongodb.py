@@ -252,3 +252,19 @@ class MongoStore:
         except PyMongoError as exc:
             raise store_error(exc, write=False) from exc
         return _to_row(doc) if doc is not None else None
+
+    async def ranked_rows(self, after_user_id: str | None, limit: int) -> list[BoardRow]:
+        self._check_open()
+        if limit <= 0:
+            return []  # limit(0) means "no limit" to MongoDB
+        query: dict[str, Any] = {"banned": {"$ne": True}}
+        if after_user_id is not None:
+            query["_id"] = {"$gt": after_user_id}
+        try:
+            with pymongo.timeout(self._timeout_s):
+                # Keyset pages on the _id index: each page starts where the last one ended.
+                cursor = self._users.find(query, _RANK_FIELDS).sort("_id", ASCENDING).limit(limit)
+                docs = await cursor.to_list(limit)
+        except PyMongoError as exc:
+            raise store_error(exc, write=False) from exc
+        return [_to_row(doc) for doc in docs]

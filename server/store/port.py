@@ -75,3 +75,10 @@ class ScoreStore(Protocol):
 
     async def get_score(self, user_id: str) -> BoardRow | None:
         """Return one user's row, or ``None``."""
+
+    async def ranked_rows(self, after_user_id: str | None, limit: int) -> list[BoardRow]:
+        """Up to ``limit`` rows of users on the board (not banned), in user id order, from
+        the first id after ``after_user_id`` (``None``: from the start): one page of the
+        whole board for loading the rank index (:mod:`actors.ranks`). Pages follow the
+        user id, which every user keeps, so a write between two pages neither skips nor
+        repeats anyone."""

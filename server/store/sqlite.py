@@ -79,6 +79,15 @@ _SELECT_TOP: Final = (
     "SELECT user_id, username, score, reached_ms, v FROM users_scores WHERE banned = 0 "
     "ORDER BY score DESC, reached_ms ASC, user_id ASC LIMIT ?"
 )
+# Keyset pages by the primary key (the table is clustered on it: WITHOUT ROWID).
+_SELECT_RANKED_FIRST: Final = (
+    "SELECT user_id, username, score, reached_ms, v FROM users_scores WHERE banned = 0 "
+    "ORDER BY user_id LIMIT ?"
+)
+_SELECT_RANKED_AFTER: Final = (
+    "SELECT user_id, username, score, reached_ms, v FROM users_scores WHERE banned = 0 "
+    "AND user_id > ? ORDER BY user_id LIMIT ?"
+)
 _COUNT_AHEAD: Final = (
     "SELECT COUNT(*) FROM users_scores WHERE banned = 0 AND (score > ?1 OR (score = ?1 AND "
     "(reached_ms < ?2 OR (reached_ms = ?2 AND user_id < ?3))))"
@@ -311,6 +320,16 @@ class SqliteStore:
             if row is None:
                 return None
             return BoardRow(row[0], row[1], row[2], row[4], row[3])
+
+        return await self._call(job)
+
+    async def ranked_rows(self, after_user_id: str | None, limit: int) -> list[BoardRow]:
+        def job(conn: sqlite3.Connection) -> list[BoardRow]:
+            if after_user_id is None:
+                rows = conn.execute(_SELECT_RANKED_FIRST, (limit,))
+            else:
+                rows = conn.execute(_SELECT_RANKED_AFTER, (after_user_id, limit))
+            return [BoardRow(*row) for row in rows]
 
         return await self._call(job)
 

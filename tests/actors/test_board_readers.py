@@ -11,6 +11,7 @@ from actors.leaderboard import ScoreChanged
 from actors.user import UserActor
 from server.domain.board_view import BoardView
 from server.domain.increments import IncrementPolicy
+from server.domain.rank_index import RankIndex
 from server.domain.records import BoardRow, IncrementCommand
 from server.domain.topk import ADMITS_ALL, Admission, rank_key
 from server.store.sqlite import SqliteStore
@@ -46,7 +47,7 @@ async def test_a_user_actor_tells_the_board_only_what_its_view_wants() -> None:
     await store.open()
     board = ViewOnlyBoard(full_board_view(BoardRow("last", "Last", 50, T0, 1)))
     actors = [
-        UserActor(user, store, board, 0, time.monotonic)  # type: ignore[arg-type]
+        UserActor(user, store, board, 0, time.monotonic, ranks=RankIndex())  # type: ignore[arg-type]
         for user in ("low", "high", "member")
     ]
     try:

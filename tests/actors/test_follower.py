@@ -19,6 +19,7 @@ import pytest
 import actors.follower as follower_module
 from actors.follower import FeedFollower, backoff_delay
 from actors.leaderboard import LeaderboardActor
+from actors.ranks import LiveRanks
 from server.domain.records import BoardRow
 from server.store.changes import (
     RESTART_REASONS,
@@ -56,6 +57,8 @@ class FakeStore:
         self.rows = list(rows or [])
         self.top_calls = 0
         self.failures = 0
+        self.ranked_calls = 0
+        self.ranked_failures = 0  # how many of the next ranked_rows calls raise
 
     async def top(self, limit: int) -> list[BoardRow]:
         self.top_calls += 1
@@ -65,6 +68,14 @@ class FakeStore:
             raise StoreError("the store is unreachable")
         ranked = sorted(self.rows, key=lambda e: (-e.score, e.reached_ms, e.user_id))
         return ranked[:limit]
+
+    async def ranked_rows(self, after_user_id: str | None, limit: int) -> list[BoardRow]:
+        self.ranked_calls += 1
+        if self.ranked_failures:
+            self.ranked_failures -= 1
+            raise StoreError("the store is unreachable")
+        by_id = sorted(self.rows, key=lambda e: e.user_id)
+        return [e for e in by_id if after_user_id is None or e.user_id > after_user_id][:limit]
 
 
 # A scripted stream's step: a batch and the resume token after it, an error to raise, or
@@ -180,12 +191,13 @@ def watching(metrics: Metrics) -> float:
 
 
 def make(
-    feed: Any, store: FakeStore, **options: Any
+    feed: Any, store: FakeStore, *, ranks: LiveRanks | None = None, **options: Any
 ) -> tuple[FeedFollower, LeaderboardActor, Metrics]:
     board = LeaderboardActor(store, TOP_N, 0.0)  # type: ignore[arg-type]
     metrics = Metrics()
     options = {"base_backoff_s": 0.001, "max_backoff_s": 0.004, **options}
-    follower = FeedFollower(feed, board, metrics, **options)
+    ranks = ranks if ranks is not None else LiveRanks(store)
+    follower = FeedFollower(feed, board, metrics, ranks=ranks, **options)
     _running.append((follower, board))
     return follower, board, metrics
 
@@ -284,6 +296,79 @@ async def test_duplicate_and_stale_versions_are_ignored() -> None:
     expected = rows_of(entry("alice", 20, v=2), entry("bob", 5))
     await eventually(lambda: board_rows(board) == expected, "bob shown, alice unchanged")
     assert board.view.version == 2  # nothing published for the duplicates
+
+
+# --- the rank index ---------------------------------------------------------------------------
+
+
+async def boot_with_ranks(
+    feed: Any, store: FakeStore
+) -> tuple[FeedFollower, LeaderboardActor, Metrics, LiveRanks]:
+    """What the service does: open the feed, load the rank index and the board, start."""
+    ranks = LiveRanks(store)
+    follower, board, metrics = make(feed, store, ranks=ranks)
+    await follower.open()
+    await ranks.load()
+    await board.load()
+    board.start()
+    follower.start()
+    return follower, board, metrics, ranks
+
+
+def ranked(ranks: LiveRanks) -> list[str]:
+    return [r.user_id for _, r in ranks.index.page(1, 100)]
+
+
+async def test_changes_from_the_feed_reach_the_rank_index() -> None:
+    feed = LocalChangeFeed()
+    store = FakeStore([], [entry("old", 1)])
+    *_, ranks = await boot_with_ranks(feed, store)
+    assert ranked(ranks) == ["old"]
+    feed.publish([change("alice", 5), change("bob", 7), change("carol", 3)])
+    # Every player, not only the top 3 the board shows.
+    await eventually(lambda: ranked(ranks), "all four ranked", until=lambda ids: len(ids) == 4)
+    assert ranked(ranks) == ["bob", "alice", "carol", "old"]
+    feed.publish([change("carol", 9, v=2)])
+    await eventually(lambda: ranks.index.rank_of("carol"), "carol first", until=lambda r: r == 1)
+    feed.publish([change("bob", 0, v=2, banned=True)])
+    await eventually(lambda: "bob" not in ranks.index, "bob unranked")
+    feed.publish([change("bob", 8, v=1), change("dan", 2)])  # an older write of bob, late
+    await eventually(lambda: "dan" in ranks.index, "dan ranked")
+    assert ranked(ranks) == ["carol", "alice", "dan", "old"]
+
+
+async def test_a_lost_history_reloads_the_rank_index_from_the_store() -> None:
+    log: list[str] = []
+    gate = asyncio.Event()
+    first = ScriptedStream("t0", ([change("alice", 5)], "t1"), gate, FeedHistoryLost("gone"))
+    feed = ScriptedFeed(log, first)
+    store = FakeStore(log)
+    _, _, metrics, ranks = await boot_with_ranks(feed, store)
+    await eventually(lambda: "alice" in ranks.index, "alice ranked from the feed")
+    held = ranks.index
+    # Writes the lost history held: only the store knows them now.
+    store.rows = [entry("alice", 5), entry("dave", 50, v=4), entry("erin", 1, v=3)]
+    gate.set()
+    await eventually(lambda: ranks.index is not held, "a new index swapped in")
+    assert ranked(ranks) == ["dave", "alice", "erin"]
+    assert store.ranked_calls == 2  # the start's load and the reload
+    assert restarts(metrics, "history_lost") == 1
+
+
+async def test_a_failed_reload_of_the_rank_index_is_retried() -> None:
+    log: list[str] = []
+    gate = asyncio.Event()
+    feed = ScriptedFeed(log, ScriptedStream("t0", gate, FeedHistoryLost("gone")))
+    store = FakeStore(log, [entry("alice", 5)])
+    _, _, metrics, ranks = await boot_with_ranks(feed, store)
+    store.rows = [entry("alice", 5), entry("bob", 6)]
+    store.ranked_failures = 2
+    gate.set()
+    await eventually(lambda: "bob" in ranks.index, "reloaded in the end")
+    await settle()
+    assert store.ranked_calls == 4  # the load, two failures, the reload
+    assert restarts(metrics, "reload_failed") == 2
+    assert ranked(ranks) == ["bob", "alice"]
 
 
 async def test_a_reload_event_rereads_the_store() -> None:

@@ -17,6 +17,7 @@ from actors.leaderboard import LeaderboardActor
 from actors.user import AdminCommand, RegistryFull, UserActor, UserRegistry
 from server.domain.admin import AdminAction, AdminChange
 from server.domain.increments import IncrementPolicy
+from server.domain.rank_index import RankIndex
 from server.domain.records import (
     Applied,
     Banned,
@@ -91,6 +92,7 @@ class System:
     store: GatedStore
     leaderboard: LeaderboardActor
     registry: UserRegistry
+    ranks: RankIndex
 
     def top_rows(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = json.loads(self.leaderboard.view.top_scores.body)["top_scores"]
@@ -111,9 +113,11 @@ async def running(
     await sqlite.open()
     store = GatedStore(sqlite)
     leaderboard = LeaderboardActor(store, top_n=10, broadcast_interval_s=0)
+    ranks = RankIndex()
     registry = UserRegistry(
         store,
         leaderboard,
+        ranks=ranks,
         mailbox_size=mailbox_size,
         idle_s=idle_s,
         max_actors=max_actors,
@@ -125,7 +129,7 @@ async def running(
         leaderboard.start()
         if sweeper:
             registry.start()
-        yield System(sqlite, store, leaderboard, registry)
+        yield System(sqlite, store, leaderboard, registry, ranks)
     finally:
         store.gate.set()
         await registry.stop()
@@ -517,6 +521,34 @@ async def test_the_board_is_not_told_of_users_who_stay_outside_it(
         )
         assert rows[0] == {"user_id": "low", "username": "Low", "score": 501}
         assert {row["user_id"] for row in rows[5:7]} == {"u04", "u05"}
+
+
+async def test_every_applied_write_reaches_the_rank_index_even_outside_the_board() -> None:
+    async with running() as s:
+        for i in range(25):  # more than the board keeps: most stay outside it
+            user = f"u{i:02d}"
+            assert score(await s.registry.actor_for(user).ask(cmd(user, 100 - i))) == 100 - i
+        assert len(s.ranks) == 25  # synchronous: ranked once the ask answered
+        assert s.ranks.rank_of("u24") == 25
+        # A batch of queued increments: the index holds the batch's last state.
+        s.store.gate.clear()
+        actor = s.registry.actor_for("u24")
+        first = asyncio.ensure_future(actor.ask(cmd("u24", 1)))
+        await s.store.entered.wait()
+        rest = [asyncio.ensure_future(actor.ask(cmd("u24", 50))) for _ in range(2)]
+        await asyncio.sleep(0)
+        s.store.gate.set()
+        assert [score(d) for d in await asyncio.gather(first, *rest)] == [77, 127, 177]
+        assert s.ranks.get("u24") == await s.sqlite.get_score("u24")
+        assert s.ranks.rank_of("u24") == 1
+        # Admin actions: a reset moves the player down, a removal takes them off, an
+        # unban brings them back (at score 0).
+        await actor.ask(AdminCommand(AdminAction.RESET, T0 + 1))
+        assert s.ranks.rank_of("u24") == 25
+        await s.registry.actor_for("u00").ask(AdminCommand(AdminAction.REMOVE, T0 + 2))
+        assert "u00" not in s.ranks and len(s.ranks) == 24
+        await s.registry.actor_for("u00").ask(AdminCommand(AdminAction.UNBAN, T0 + 3))
+        assert s.ranks.rank_of("u00") == 25  # score 0, reached after u24's reset
 
 
 async def test_while_a_failed_refill_is_owed_every_update_is_told_and_retries_it(

@@ -18,6 +18,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from typing import Any
 
+from server.domain.rank_index import RankIndex
 from server.settings import Settings
 from server.store.changes import ChangeEvent, ChangeFeed, ChangeStream, FeedInterrupted
 from server.store.port import ScoreStore
@@ -142,6 +143,39 @@ async def converged(cluster: Cluster, timeout_s: float = 5.0) -> Rows:
     return truth
 
 
+def ranks(pod: Pod) -> RankIndex:
+    """The pod's rank index as it is now."""
+    return pod.client.running.service.ranks
+
+
+async def ranks_converged(cluster: Cluster, timeout_s: float = 5.0) -> list[str]:
+    """Wait until every pod's rank index holds the store's whole board, in its order;
+    return the user ids in that order."""
+    truth = [row.user_id for row in await cluster.pods[0].store.top(1_000_000)]
+
+    def orders() -> list[list[str]]:
+        return [[r.user_id for _, r in ranks(pod).page(1, len(truth) + 1)] for pod in cluster.pods]
+
+    await eventually(
+        orders,
+        f"every pod ranks {truth}",
+        until=lambda held: all(order == truth for order in held),
+        timeout_s=timeout_s,
+    )
+    return truth
+
+
+async def ban(pod: Pod, user: str) -> int:
+    """Remove and ban ``user`` through pod ``pod``'s admin route."""
+    response = await pod.client.request(
+        "DELETE", f"/api/users/{user}", None, {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    )
+    return response.code
+
+
+ADMIN_TOKEN = make_token("ops", scope="scores:admin", ttl_s=3600)
+
+
 async def update(pod: Pod, user: str, amount: int = 1, key: str | None = None) -> Any:
     headers = {"Idempotency-Key": key} if key else None
     response = await pod.client.update(make_token(user), {"increment": amount}, headers=headers)
@@ -230,3 +264,41 @@ async def recovers_from_history_loss(cluster: Cluster, writes: int) -> None:
         "score": writes,
     }
     assert b.restarts("history_lost") >= 1
+
+
+async def a_write_moves_the_rank_on_other_pods(cluster: Cluster) -> None:
+    """A write on pod A moves the rank pod B answers within 1 s; a ban on pod B takes the
+    player out of both pods' rank index."""
+    a, b = await cluster.start(2)
+    for user, amount in [("ann", 30), ("bob", 20), ("cy", 10)]:
+        assert (await update(a, user, amount))[0] == 200
+    await ranks_converged(cluster)
+    assert ranks(b).rank_of("cy") == 3
+    started = time.monotonic()
+    assert (await update(a, "cy", 25))[0] == 200  # 35: first
+    await eventually(lambda: ranks(b).rank_of("cy"), "cy first on pod B", until=lambda r: r == 1)
+    assert time.monotonic() - started < scaled(1.0)
+    assert ranks(a).rank_of("cy") == 1  # the writing pod: at once, from its own write
+    assert ranks(b).get("cy") == await b.store.get_score("cy")
+    assert len(ranks(b)) == 3
+
+    assert await ban(b, "ann") == 200
+    for pod in (a, b):
+        await eventually(lambda pod=pod: "ann" not in ranks(pod), "ann unranked", timeout_s=1.0)
+    assert [ranks(pod).rank_of("bob") for pod in (a, b)] == [2, 2]
+    assert await ranks_converged(cluster) == ["cy", "bob"]
+
+
+async def a_late_pod_loads_the_ranks(cluster: Cluster) -> None:
+    """A pod started after the writes (and a ban) loads every ranked player from the store."""
+    a, b = await cluster.start(2)
+    for i in range(30):
+        assert (await update((a, b)[i % 2], f"p{i:02d}", 1 + (i * 7) % 13))[0] == 200
+    assert await ban(a, "p03") == 200
+    truth = await ranks_converged(cluster)
+    assert len(truth) == 29 and "p03" not in truth
+    late = await cluster.add_pod()
+    assert [r.user_id for _, r in ranks(late).page(1, 100)] == truth
+    assert (await update(late, "p03", 5))[0] == 403  # still banned
+    assert (await update(late, "p00", 100))[0] == 200
+    assert await ranks_converged(cluster) == ["p00", *(u for u in truth if u != "p00")]

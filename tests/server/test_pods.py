@@ -82,6 +82,28 @@ async def test_a_pod_reloads_after_its_feed_history_was_lost(cluster: Cluster) -
 
 
 @pytest.mark.gen_test(timeout=30)
+async def test_a_write_on_one_pod_moves_the_rank_another_pod_answers(cluster: Cluster) -> None:
+    async with cluster:
+        await pods.a_write_moves_the_rank_on_other_pods(cluster)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_pod_started_after_the_writes_loads_their_ranks(cluster: Cluster) -> None:
+    async with cluster:
+        await pods.a_late_pod_loads_the_ranks(cluster)
+
+
+@pytest.mark.gen_test(timeout=30)
+async def test_a_pod_whose_feed_lost_its_history_reloads_its_ranks(cluster: Cluster) -> None:
+    """Pod B missed writes its feed no longer holds: only a reload from the store can
+    rank them there."""
+    async with cluster:
+        await pods.recovers_from_history_loss(cluster, writes=HISTORY * 2)
+        truth = await pods.ranks_converged(cluster)
+        assert len(truth) == HISTORY * 2
+
+
+@pytest.mark.gen_test(timeout=30)
 async def test_a_pod_drops_its_record_of_a_user_another_pod_wrote(cluster: Cluster) -> None:
     """The service wires its follower to its user actors: a write seen on the feed makes
     the actor that holds an older record read afresh instead of failing a write."""

@@ -15,6 +15,8 @@ def reason(now: float = 100.0, **given: Any) -> str | None:
     state: dict[str, Any] = {
         "draining": False,
         "loaded": True,
+        "ranks_loading": False,
+        "ranks_loaded": True,
         "feed_live_at": now,
         "store_ok_at": now,
         "max_staleness_s": STALENESS,
@@ -38,6 +40,8 @@ def test_a_failover_shorter_than_the_staleness_keeps_it_ready() -> None:
     [
         ({"draining": True}, "shutting down"),
         ({"loaded": False}, "not loaded"),
+        ({"ranks_loaded": False}, "rank index is not loaded"),
+        ({"ranks_loading": True, "ranks_loaded": False}, "rank index is loading"),
         ({"store_ok_at": None}, "not passed a probe"),
         ({"store_ok_at": 69.0}, "failed its probe for 31 s"),
         ({"feed_live_at": None}, "not been open"),
@@ -47,6 +51,17 @@ def test_a_failover_shorter_than_the_staleness_keeps_it_ready() -> None:
 def test_otherwise_it_says_why_not(given: dict[str, Any], words: str) -> None:
     why = reason(100.0, **given)
     assert why is not None and words in why
+
+
+def test_the_first_load_of_the_rank_index_is_named_while_it_runs() -> None:
+    """At start the rank index loads before the board: say so, not "the store has not
+    answered"; a reload (an index already held) keeps the pod ready."""
+    why = reason(loaded=False, ranks_loading=True, ranks_loaded=False)
+    assert why is not None and "ranks_loading" in why and "is loading" in why
+    assert reason(loaded=False, ranks_loading=False, ranks_loaded=False) == (
+        "the leaderboard is not loaded yet (the store has not answered)"
+    )
+    assert reason(ranks_loading=True, ranks_loaded=True) is None
 
 
 def test_draining_wins_over_everything() -> None:

@@ -692,6 +692,43 @@ async def test_admin_changes_are_atomic_writes_and_removal_takes_a_user_off(
         assert [r.user_id for r in await store.top(10)] == ["b", "c", "a"]
 
 
+async def test_ranked_rows_pages_every_ranked_user_by_user_id(backend: Backend) -> None:
+    """The rank index's load: keyset pages in user id order, banned users left out, each
+    row as the board has it (score, reached, version)."""
+    async with backend.opened() as store:
+        assert await store.ranked_rows(None, 10) == []
+        users = [f"u{i:02d}" for i in range(7)]
+        for i, user in enumerate(reversed(users)):  # inserted out of id order on purpose
+            applied(await apply_one(store, cmd(user, 10 + i, now_ms=T0 + i)))
+        applied(await apply_one(store, cmd("u03", 5, now_ms=T0 + 50)))  # v2
+        assert await store.apply_admin("u05", AdminAction.REMOVE.change(T0 + 60)) is not None
+
+        pages: list[list[BoardRow]] = []
+        after: str | None = None
+        while True:
+            page = await store.ranked_rows(after, 2)
+            pages.append(page)
+            if len(page) < 2:
+                break
+            after = page[-1].user_id
+        assert [[r.user_id for r in page] for page in pages] == [
+            ["u00", "u01"],
+            ["u02", "u03"],
+            ["u04", "u06"],
+            [],
+        ]
+        rows = {r.user_id: r for page in pages for r in page}
+        assert rows["u03"] == BoardRow("u03", "U03", 13 + 5, T0 + 50, 2)
+        assert rows["u06"] == BoardRow("u06", "U06", 10, T0, 1)
+        # The same rows as the board's own order, all of them.
+        assert sorted(rows.values(), key=lambda r: (-r.score, r.reached_ms, r.user_id)) == (
+            await store.top(100)
+        )
+        assert await store.ranked_rows("u04", 100) == [rows["u06"]]
+        assert await store.ranked_rows("u06", 100) == []
+        assert await store.ranked_rows(None, 0) == []
+
+
 # --- apply_increments: a batch in one write, and the caller's last-seen record -----------------
 #
 # A user actor hands its queued increments over together, with the record it last saw

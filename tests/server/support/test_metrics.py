@@ -14,6 +14,7 @@ import tornado.httpclient
 
 from actors.follower import FeedFollower
 from actors.leaderboard import LeaderboardActor
+from actors.ranks import LiveRanks
 from handlers.openapi_spec import openapi_document
 from server.store.changes import RESTART_REASONS, NoOtherWriters
 from server.support.metrics import UPDATE_OUTCOMES, Metrics
@@ -147,7 +148,8 @@ def test_every_update_outcome_exists_at_zero_from_start() -> None:
 def test_every_restart_reason_exists_at_zero_once_a_follower_is_built() -> None:
     """The follower, which counts the restarts, creates every reason's series at zero."""
     metrics = Metrics()
-    FeedFollower(NoOtherWriters(), cast(LeaderboardActor, None), metrics)
+    ranks = LiveRanks(cast(Any, None))
+    FeedFollower(NoOtherWriters(), cast(LeaderboardActor, None), metrics, ranks=ranks)
     for reason in RESTART_REASONS:
         assert sample(metrics, RESTARTS, reason=reason) == 0, reason
 
