@@ -18,7 +18,6 @@ from handlers.players import (
 from server.domain.rank_index import RankIndex
 from server.domain.records import BoardRow
 
-
 TOO_MANY = ('{"user_ids": [' + ",".join(['"a"'] * (MAX_LOOKUP + 1)) + "]}").encode()
 
 
@@ -72,7 +71,7 @@ def test_lookup_keeps_the_order_asked_once_each_and_names_the_missing() -> None:
     assert answer["not_ranked"] == ["ghost"] and answer["total"] == 2
 
 
-@pytest.mark.parametrize("raw", ["-1", "51", "x", "1.5", "", "\uff15"]  # the last: a fullwidth 5)
+@pytest.mark.parametrize("raw", ["-1", "51", "x", "1.5", "", "\uff15"])  # \uff15: a fullwidth 5
 def test_a_window_out_of_range_is_400_invalid_window(raw: str) -> None:
     with pytest.raises(ApiError) as refused:
         parse_window(raw, "above")
