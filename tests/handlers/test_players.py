@@ -3,6 +3,8 @@ index, and the refusals of bad parameters."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from handlers.errors import ApiError
@@ -17,6 +19,7 @@ from handlers.players import (
 )
 from server.domain.rank_index import RankIndex
 from server.domain.records import BoardRow
+from tests.conftest import Client, make_token, serving
 
 TOO_MANY = ('{"user_ids": [' + ",".join(['"a"'] * (MAX_LOOKUP + 1)) + "]}").encode()
 
@@ -107,3 +110,65 @@ def test_a_bad_lookup_body_is_refused(body: bytes, code: str) -> None:
 
 def test_a_lookup_body_gives_its_ids() -> None:
     assert parse_lookup(b'{"user_ids": ["a", "b"]}') == ["a", "b"]
+
+
+# --- over HTTP, on a real server -----------------------------------------------------
+
+
+async def scored(client: Client, **scores: int) -> None:
+    for user, score in scores.items():
+        response = await client.update(make_token(user, name=user.title()), {"increment": score})
+        assert response.code == 200, response.body
+
+
+async def test_a_player_reads_their_rank_and_anyone_reads_anyones() -> None:
+    async with serving() as client:
+        await scored(client, ann=30, bob=20, cid=10)
+        mine = await client.request(
+            "GET", "/api/players/me", headers={"Authorization": f"Bearer {make_token('bob')}"}
+        )
+        assert mine.code == 200
+        assert json.loads(mine.body) == {
+            "user_id": "bob",
+            "username": "Bob",
+            "score": 20,
+            "rank": 2,
+            "total": 3,
+            "percentile": 66.67,
+        }
+        public = await client.request("GET", "/api/players/cid")
+        assert json.loads(public.body)["rank"] == 3
+        missing = await client.request("GET", "/api/players/nobody")
+        assert missing.code == 404 and json.loads(missing.body)["error"] == "not_ranked"
+        anonymous = await client.request("GET", "/api/players/me")
+        assert anonymous.code == 401 and json.loads(anonymous.body)["error"] == "missing_token"
+
+
+async def test_a_write_moves_the_rank_at_once() -> None:
+    async with serving() as client:
+        await scored(client, ann=30, bob=20)
+        await scored(client, bob=15)
+        answer = await client.request("GET", "/api/players/bob")
+        assert json.loads(answer.body)["rank"] == 1
+
+
+async def test_around_and_lookup_over_http() -> None:
+    async with serving() as client:
+        await scored(client, a=50, b=40, c=30, d=20, e=10)
+        around = await client.request("GET", "/api/players/c/around?above=1&below=1")
+        assert [(r["user_id"], r["rank"]) for r in json.loads(around.body)["rows"]] == [
+            ("b", 2),
+            ("c", 3),
+            ("d", 4),
+        ]
+        bad = await client.request("GET", "/api/players/c/around?above=99")
+        assert bad.code == 400 and json.loads(bad.body)["error"] == "invalid_window"
+        lookup = await client.request(
+            "POST",
+            "/api/players/lookup",
+            json.dumps({"user_ids": ["e", "zz", "a"]}),
+            {"Content-Type": "application/json"},
+        )
+        body = json.loads(lookup.body)
+        assert [(r["user_id"], r["rank"]) for r in body["rows"]] == [("e", 5), ("a", 1)]
+        assert body["not_ranked"] == ["zz"]
