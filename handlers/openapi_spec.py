@@ -13,6 +13,7 @@ import json
 from typing import Any, Final
 
 from handlers.admin import ADMIN_SCOPE
+from handlers.players import MAX_LOOKUP, MAX_WINDOW
 from handlers.scores import MAX_BODY_BYTES, MAX_IDEMPOTENCY_KEY_CHARS
 from handlers.strict_json import MAX_DEPTH as MAX_JSON_DEPTH
 from server.domain.tokens import MAX_TOKEN_BYTES, MAX_USER_ID_CHARS
@@ -271,6 +272,137 @@ def openapi_document(
             "503": _error(503, ["not_ready"], retry_after=True),
         },
     }
+    ranked_row = _object(
+        {
+            "user_id": {"type": "string"},
+            "username": {"type": "string"},
+            "score": {"type": "integer", "minimum": 0},
+            "rank": {"type": "integer", "minimum": 1},
+        }
+    )
+    player_param = {
+        "name": "user_id",
+        "in": "path",
+        "required": True,
+        "description": "A player's id, or `me` for the caller (then a bearer token is needed)",
+        "schema": {"type": "string", "minLength": 1, "maxLength": MAX_USER_ID_CHARS},
+    }
+    ranks_503 = _error(503, ["not_ready"], retry_after=True)
+    get_player = {
+        "operationId": "getPlayer",
+        "tags": ["players"],
+        "summary": "A player's score, rank and percentile",
+        "description": (
+            "From this pod's rank index, ordered as the board is (score, then who reached "
+            "it first, then user id). `percentile`: the share of ranked players this one "
+            "ranks above or level with, in percent. `me` is the caller of the bearer token; "
+            "any other id is public."
+        ),
+        "security": [{}, {"bearerAuth": []}],
+        "parameters": [player_param, _request_id_param()],
+        "responses": {
+            "200": _ok(
+                "The player",
+                _object(
+                    {
+                        **ranked_row["properties"],
+                        "total": {"type": "integer", "minimum": 1},
+                        "percentile": {"type": "number", "exclusiveMinimum": 0, "maximum": 100},
+                    }
+                ),
+            ),
+            "401": _error(401, ["missing_token", "invalid_token"]),
+            "404": _error(404, ["not_ranked"]),
+            "429": _error(429, ["auth_throttled"], retry_after=True),
+            "503": ranks_503,
+        },
+    }
+    window_param = {
+        "in": "query",
+        "required": False,
+        "schema": {"type": "integer", "minimum": 0, "maximum": MAX_WINDOW, "default": 5},
+    }
+    get_around = {
+        "operationId": "getPlayersAround",
+        "tags": ["players"],
+        "summary": "The rows around a player, each with its rank",
+        "description": (
+            "Up to `above` rows ahead of the player and `below` behind, clipped at the ends "
+            "of the board. A player who is not ranked gets the top `above + below + 1` rows "
+            'and `"ranked": false`.'
+        ),
+        "security": [{}, {"bearerAuth": []}],
+        "parameters": [
+            player_param,
+            {**window_param, "name": "above", "description": "Rows ahead of the player"},
+            {**window_param, "name": "below", "description": "Rows behind the player"},
+            _request_id_param(),
+        ],
+        "responses": {
+            "200": _ok(
+                "The window",
+                _object(
+                    {
+                        "user_id": {"type": "string"},
+                        "ranked": {"type": "boolean"},
+                        "total": {"type": "integer", "minimum": 0},
+                        "rows": {"type": "array", "items": ranked_row},
+                    }
+                ),
+            ),
+            "400": _error(400, ["invalid_window"]),
+            "401": _error(401, ["missing_token", "invalid_token"]),
+            "429": _error(429, ["auth_throttled"], retry_after=True),
+            "503": ranks_503,
+        },
+    }
+    lookup_players = {
+        "operationId": "lookupPlayers",
+        "tags": ["players"],
+        "summary": "Many players' rows and ranks at once (a friends list)",
+        "description": (
+            f"At most {MAX_LOOKUP} ids; each ranked one's row in the order asked (each id "
+            "once), and the ids that are not ranked."
+        ),
+        "security": [],
+        "parameters": [_request_id_param()],
+        "requestBody": {
+            "required": True,
+            "content": {
+                JSON: {
+                    "schema": _object(
+                        {
+                            "user_ids": {
+                                "type": "array",
+                                "maxItems": MAX_LOOKUP,
+                                "items": {
+                                    "type": "string",
+                                    "minLength": 1,
+                                    "maxLength": MAX_USER_ID_CHARS,
+                                },
+                            }
+                        }
+                    )
+                }
+            },
+        },
+        "responses": {
+            "200": _ok(
+                "The players found",
+                _object(
+                    {
+                        "total": {"type": "integer", "minimum": 0},
+                        "rows": {"type": "array", "items": ranked_row},
+                        "not_ranked": {"type": "array", "items": {"type": "string"}},
+                    }
+                ),
+            ),
+            "400": _error(400, ["invalid_json", "too_many_players"]),
+            "413": _error(413, ["body_too_large"]),
+            "415": _error(415, ["unsupported_media_type"]),
+            "503": ranks_503,
+        },
+    }
     get_user = _admin_operation(
         "getUser",
         "A user's record and rank",
@@ -333,6 +465,7 @@ def openapi_document(
         },
         "tags": [
             {"name": "scores", "description": "Updating and reading scores"},
+            {"name": "players", "description": "Ranks, windows and lookups of players"},
             {"name": "admin", "description": f"Needs the `{ADMIN_SCOPE}` scope"},
             {"name": "operations", "description": "Health, readiness, metrics, this document"},
             {"name": "live", "description": "The WebSocket stream of the top scores"},
@@ -341,6 +474,9 @@ def openapi_document(
             "/api/update-score": {"post": update_score, "options": _preflight()},
             "/api/top-scores": {"get": top_scores},
             "/api/users/{user_id}": {"get": get_user, "delete": ban_user},
+            "/api/players/{user_id}": {"get": get_player},
+            "/api/players/{user_id}/around": {"get": get_around},
+            "/api/players/lookup": {"post": lookup_players},
             "/api/users/{user_id}/reset": {"post": reset_user},
             "/api/users/{user_id}/ban": {"delete": unban_user},
             "/ws/scoreboard": {"get": _websocket()},
