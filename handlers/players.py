@@ -144,10 +144,14 @@ class PlayersHandler(ApiHandler):
         return given
 
     def ready_ranks(self) -> RankIndex:
-        ranks = self.service.ranks
-        if not self.service.ranks_loaded():
+        """The rank index, complete once the board is loaded (the index loads first).
+
+        Raises:
+            ApiError: 503 ``not_ready`` until then.
+        """
+        if not self.service.leaderboard.view.loaded:
             raise ApiError(503, "not_ready", "the ranks are loading", {"Retry-After": "1"})
-        return ranks
+        return self.service.ranks
 
 
 class PlayerHandler(PlayersHandler):
@@ -155,6 +159,8 @@ class PlayerHandler(PlayersHandler):
 
     def get(self, user_id: str) -> None:
         self.write_json(player_answer(self.ready_ranks(), self.player_id(user_id)))
+
+    head = get
 
 
 class AroundHandler(PlayersHandler):
@@ -165,6 +171,8 @@ class AroundHandler(PlayersHandler):
         below = parse_window(self.get_query_argument("below", None), "below")
         player = self.player_id(user_id)
         self.write_json(around_answer(self.ready_ranks(), player, above, below))
+
+    head = get
 
 
 class LookupHandler(PlayersHandler):

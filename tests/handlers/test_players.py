@@ -19,7 +19,7 @@ from handlers.players import (
 )
 from server.domain.rank_index import RankIndex
 from server.domain.records import BoardRow
-from tests.conftest import Client, make_token, serving
+from tests.conftest import Client, make_token, scaled, serving
 
 TOO_MANY = ('{"user_ids": [' + ",".join(['"a"'] * (MAX_LOOKUP + 1)) + "]}").encode()
 
@@ -121,6 +121,7 @@ async def scored(client: Client, **scores: int) -> None:
         assert response.code == 200, response.body
 
 
+@pytest.mark.gen_test(timeout=scaled(30))
 async def test_a_player_reads_their_rank_and_anyone_reads_anyones() -> None:
     async with serving() as client:
         await scored(client, ann=30, bob=20, cid=10)
@@ -144,6 +145,7 @@ async def test_a_player_reads_their_rank_and_anyone_reads_anyones() -> None:
         assert anonymous.code == 401 and json.loads(anonymous.body)["error"] == "missing_token"
 
 
+@pytest.mark.gen_test(timeout=scaled(30))
 async def test_a_write_moves_the_rank_at_once() -> None:
     async with serving() as client:
         await scored(client, ann=30, bob=20)
@@ -152,6 +154,7 @@ async def test_a_write_moves_the_rank_at_once() -> None:
         assert json.loads(answer.body)["rank"] == 1
 
 
+@pytest.mark.gen_test(timeout=scaled(30))
 async def test_around_and_lookup_over_http() -> None:
     async with serving() as client:
         await scored(client, a=50, b=40, c=30, d=20, e=10)
