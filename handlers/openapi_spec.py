@@ -352,6 +352,7 @@ def openapi_document(
             ),
             "400": _error(400, ["invalid_window"]),
             "401": _error(401, ["missing_token", "invalid_token"]),
+            "404": _error(404, ["not_ranked"]),
             "429": _error(429, ["auth_throttled"], retry_after=True),
             "503": ranks_503,
         },
@@ -370,19 +371,22 @@ def openapi_document(
             "required": True,
             "content": {
                 JSON: {
-                    "schema": _object(
-                        {
-                            "user_ids": {
-                                "type": "array",
-                                "maxItems": MAX_LOOKUP,
-                                "items": {
-                                    "type": "string",
-                                    "minLength": 1,
-                                    "maxLength": MAX_USER_ID_CHARS,
-                                },
+                    "schema": {
+                        **_object(
+                            {
+                                "user_ids": {
+                                    "type": "array",
+                                    "maxItems": MAX_LOOKUP,
+                                    "items": {
+                                        "type": "string",
+                                        "minLength": 1,
+                                        "maxLength": MAX_USER_ID_CHARS,
+                                    },
+                                }
                             }
-                        }
-                    )
+                        ),
+                        "additionalProperties": False,
+                    }
                 }
             },
         },
@@ -398,7 +402,6 @@ def openapi_document(
                 ),
             ),
             "400": _error(400, ["invalid_json", "too_many_players"]),
-            "413": _error(413, ["body_too_large"]),
             "415": _error(415, ["unsupported_media_type"]),
             "503": ranks_503,
         },

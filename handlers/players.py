@@ -20,7 +20,7 @@ from typing import Any, Final
 
 from handlers.base import ApiHandler, header
 from handlers.errors import ApiError
-from handlers.scores import MAX_BODY_BYTES, check_content_type
+from handlers.scores import check_content_type
 from handlers.strict_json import JsonRefused, loads_strict
 from server.domain.rank_index import RankIndex
 from server.domain.records import BoardRow
@@ -129,7 +129,8 @@ def parse_lookup(body: bytes) -> list[str]:
 
 
 def not_ranked(user_id: str) -> ApiError:
-    return ApiError(404, "not_ranked", f"{user_id!r} is not on the board")
+    shown = user_id if len(user_id) <= MAX_USER_ID_CHARS else user_id[:MAX_USER_ID_CHARS] + "…"
+    return ApiError(404, "not_ranked", f"{shown!r} is not on the board")
 
 
 class PlayersHandler(ApiHandler):
@@ -139,8 +140,8 @@ class PlayersHandler(ApiHandler):
         """The id asked for: ``me`` is the caller (401 without a valid token)."""
         if given == ME:
             return self.authenticate(header(self.request, "Authorization")).user_id
-        if len(given) > MAX_USER_ID_CHARS:
-            raise not_ranked(given[:MAX_USER_ID_CHARS])
+        if len(given) > MAX_USER_ID_CHARS:  # no token could carry it
+            raise not_ranked(given)
         return given
 
     def ready_ranks(self) -> RankIndex:
@@ -179,8 +180,6 @@ class LookupHandler(PlayersHandler):
     """``POST /api/players/lookup``."""
 
     def post(self) -> None:
-        body = self.request.body
-        if len(body) > MAX_BODY_BYTES * 4:
-            raise ApiError(413, "body_too_large", "the body is too large")
+        body = self.request.body  # at most the server's request bound (1 MiB)
         check_content_type(header(self.request, "Content-Type"), bool(body))
         self.write_json(lookup_answer(self.ready_ranks(), parse_lookup(body)))
