@@ -13,6 +13,7 @@ import json
 from typing import Any, Final
 
 from handlers.admin import ADMIN_SCOPE
+from handlers.pages import MAX_CURSOR_CHARS, MAX_LIMIT
 from handlers.players import MAX_LOOKUP, MAX_WINDOW
 from handlers.scores import MAX_BODY_BYTES, MAX_IDEMPOTENCY_KEY_CHARS
 from handlers.strict_json import MAX_DEPTH as MAX_JSON_DEPTH
@@ -263,12 +264,59 @@ def openapi_document(
             "then user id. No authentication."
         ),
         "security": [],
-        "parameters": [_request_id_param()],
+        "parameters": [
+            {
+                "name": "limit",
+                "in": "query",
+                "required": False,
+                "description": (
+                    "Pages of the whole board: rows per page (default the top N's size). "
+                    "With `limit` or `cursor` the answer has ranks and cursors."
+                ),
+                "schema": {"type": "integer", "minimum": 1, "maximum": MAX_LIMIT},
+            },
+            {
+                "name": "cursor",
+                "in": "query",
+                "required": False,
+                "description": (
+                    "A `next_cursor` or `prev_cursor` of an earlier page (opaque): the page "
+                    "after or before it. A player who did not move is never skipped or "
+                    "repeated at a page boundary."
+                ),
+                "schema": {"type": "string", "minLength": 1, "maxLength": MAX_CURSOR_CHARS},
+            },
+            _request_id_param(),
+        ],
         "responses": {
             "200": _ok(
-                "The top scores",
-                _object({"top_scores": {"type": "array", "maxItems": top_n, "items": user_row}}),
+                "The top scores, or a page of the board",
+                {
+                    "anyOf": [
+                        _object(
+                            {"top_scores": {"type": "array", "maxItems": top_n, "items": user_row}}
+                        ),
+                        _object(
+                            {
+                                "top_scores": {
+                                    "type": "array",
+                                    "maxItems": MAX_LIMIT,
+                                    "items": _object(
+                                        {
+                                            **user_row["properties"],
+                                            "rank": {"type": "integer", "minimum": 1},
+                                        }
+                                    ),
+                                },
+                                "total": {"type": "integer", "minimum": 0},
+                                "next_cursor": {"type": ["string", "null"]},
+                                "prev_cursor": {"type": ["string", "null"]},
+                            }
+                        ),
+                    ]
+                },
             ),
+            "400": _error(400, ["invalid_limit", "invalid_cursor"]),
             "503": _error(503, ["not_ready"], retry_after=True),
         },
     }

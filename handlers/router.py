@@ -24,6 +24,7 @@ from handlers.base import HSTS, JSON_CONTENT_TYPE, access_log, header, request_i
 from handlers.context import Backend
 
 TOP_SCORES_PATH: Final = "/api/top-scores"
+_PAGING: Final = frozenset({"limit", "cursor"})
 ROUTE: Final = "top_scores"  # the route label of its metrics (server/app.py uses it too)
 SERVER_HEADER: Final = f"TornadoServer/{tornado.version}"  # what RequestHandler sends
 _OK: Final = httputil.ResponseStartLine("", 200, "OK")
@@ -35,6 +36,8 @@ def is_plain_read(request: httputil.HTTPServerRequest) -> bool:
     return (
         request.method == "GET"
         and request.path == TOP_SCORES_PATH
+        # Pages of the board (limit, cursor): the handler. Other parameters are ignored.
+        and not (request.query and _PAGING.intersection(request.query_arguments))
         and not headers.get_list("Origin")  # CORS: the handler decides
         and not headers.get_list("If-None-Match")  # may be a 304: the handler decides
         # A body (form data the application would parse and may refuse): the handler.

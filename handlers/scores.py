@@ -10,6 +10,7 @@ import tornado.web
 
 from handlers.base import ApiHandler, ask_user_actor, body_timeout_s, header
 from handlers.errors import ApiError, refusal
+from handlers.pages import page_answer, parse_limit
 from handlers.strict_json import JsonRefused, loads_strict
 from handlers.tornado_internals import body_timer
 from server.domain.actions import ProvenAction
@@ -248,7 +249,15 @@ class TopScoresHandler(ApiHandler):
         view = self.service.leaderboard.view
         if not view.loaded:
             raise ApiError(503, "not_ready", "the leaderboard is loading", {"Retry-After": "1"})
-        self.finish(view.top_scores.body)
+        limit = self.get_query_argument("limit", None)
+        cursor = self.get_query_argument("cursor", None)
+        if limit is None and cursor is None:
+            self.finish(view.top_scores.body)
+            return
+        # Pages of the whole board, from the rank index (complete once the board loaded).
+        self._paged = True
+        page = page_answer(self.service.ranks, parse_limit(limit, len(view.rows) or 10), cursor)
+        self.write_json(page)
 
     head = get  # the same status and headers, no body (Tornado drops it for HEAD)
 
@@ -256,9 +265,11 @@ class TopScoresHandler(ApiHandler):
         # Most readers send no If-None-Match: skip Tornado's lookup of it (a KeyError).
         return bool(self.request.headers.get_list("If-None-Match")) and super().check_etag_header()
 
+    _paged = False
+
     def compute_etag(self) -> str | None:
         # The body is encoded once per change: so is its ETag (Tornado's default hashes
         # every response). Called within get's finish(): the same view as the body's.
-        if self.get_status() != 200:
+        if self.get_status() != 200 or self._paged:
             return None
         return self.service.leaderboard.view.top_scores.etag

@@ -128,3 +128,16 @@ class RankIndex:
             return []
         first = max(rank - max(above, 0), 1)
         return self.page(first, rank + max(below, 0) - first + 1)
+
+    def after(self, key: RankKey, limit: int) -> list[tuple[int, BoardRow]]:
+        """Up to ``limit`` rows ranked after ``key`` (a row's :func:`rank_key`, whether or
+        not that row is still here), each with its rank: keyset paging, so a player who did
+        not move is never skipped or repeated at a page boundary."""
+        return self.page(self._order.bisect_right(key) + 1, limit)
+
+    def before(self, key: RankKey, limit: int) -> list[tuple[int, BoardRow]]:
+        """Up to ``limit`` rows ranked just before ``key``, in board order, each with its
+        rank (the page that ends where ``key`` is)."""
+        end = self._order.bisect_left(key)
+        start = max(end - max(limit, 0), 0)
+        return self.page(start + 1, end - start)

@@ -34,6 +34,8 @@ def request(method: str = "GET", uri: str = PATH, **headers: str) -> httputil.HT
 def test_only_a_get_of_the_top_scores_without_origin_or_validator_is_plain() -> None:
     assert is_plain_read(request())
     assert is_plain_read(request(uri=f"{PATH}?page=2"))  # the handler ignores the query too
+    assert not is_plain_read(request(uri=f"{PATH}?limit=50"))  # a page of the board
+    assert not is_plain_read(request(uri=f"{PATH}?page=2&cursor=abc"))
     assert is_plain_read(request(X_Request_ID="trace-1", Accept="application/json"))
     assert not is_plain_read(request("HEAD"))
     assert not is_plain_read(request("POST"))

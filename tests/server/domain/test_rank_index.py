@@ -116,3 +116,35 @@ def test_around_a_player_not_ranked_is_empty_and_pages_clip_at_the_ends() -> Non
     assert index.page(0, 1) == [(1, row("a", 3))]
     with pytest.raises(IndexError):
         index.at(4)
+
+
+@given(st.lists(st.integers(0, 9), min_size=1, max_size=30), st.integers(1, 6), st.data())
+def test_keyset_pages_survive_moves_of_other_players(
+    scores: list[int], limit: int, data: st.DataObject
+) -> None:
+    """Paging forward by the last row's key, while other players move between pages, never
+    skips or repeats a player who did not move; paging back from a page's first key gives
+    the page before it."""
+    rows = [row(f"p{i:02}", s, reached_ms=i % 4) for i, s in enumerate(scores)]
+    index = RankIndex(rows)
+    first = index.page(1, limit)
+    seen = [r.user_id for _, r in first]
+    moved: set[str] = set()
+    page = first
+    while page:
+        # Someone (not on this page) moves between two page reads.
+        mover = data.draw(st.sampled_from(rows)).user_id
+        if mover not in seen:
+            held = index.get(mover)
+            assert held is not None
+            index.apply(row(mover, data.draw(st.integers(0, 9)), held.reached_ms, held.v + 1))
+            moved.add(mover)
+        page = index.after(rank_key(page[-1][1]), limit)
+        seen += [r.user_id for _, r in page]
+    still = [r.user_id for r in rows if r.user_id not in moved]
+    assert sorted(u for u in seen if u in still) == sorted(still)  # none skipped or repeated
+    # Backward from any page's first row gives the rows just before it.
+    final = index.page(1, len(index))
+    at = data.draw(st.integers(1, len(index)))
+    back = index.before(rank_key(final[at - 1][1]), limit)
+    assert back == final[max(at - 1 - limit, 0) : at - 1]
