@@ -106,6 +106,7 @@ from pathlib import Path
 import jwt
 import tornado
 
+from bench import report as bench_report
 from bench.fanout import HOST, REPO, Http, ServerProcess, free_port, wait_ready
 
 SECRET = "memory-bench-secret-that-is-at-least-32-bytes"
@@ -520,19 +521,9 @@ def mib(kb: float) -> str:
 
 
 def header_lines(args: argparse.Namespace, argv: Sequence[str]) -> list[str]:
-    cpu, mem = "unknown CPU", "?"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                break
+    cpu, mem = bench_report.machine()
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    load = bench_report.load_average()
     return [
         f"command: python -m bench.memory {shlex.join(argv)}".rstrip(),
         f"date: {now}",

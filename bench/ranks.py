@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import datetime
 import gc
 import os
@@ -56,7 +55,6 @@ import random
 import shlex
 import sqlite3
 import string
-import subprocess
 import sys
 import tempfile
 import time
@@ -66,6 +64,7 @@ from pathlib import Path
 
 import sortedcontainers
 
+from bench import report
 from server.domain.increments import IncrementPolicy
 from server.domain.rank_index import RankIndex
 from server.domain.records import BoardRow
@@ -308,43 +307,15 @@ async def measure_before(
 
 
 def code_version() -> str:
-    git = ["git", "-C", str(REPO)]
-    try:
-        commit = subprocess.run(
-            [*git, "log", "-1", "--format=%h %s"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        changed = subprocess.run(
-            [*git, "status", "--porcelain", "--", "server", "bench/ranks.py"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (not a git checkout)"
-    return commit + (" + uncommitted changes" if changed else "")
+    return report.code_version(["server", "bench/ranks.py"])
 
 
 def load_average() -> str:
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return report.load_average()
 
 
 def header_lines(args: argparse.Namespace, argv: Sequence[str]) -> list[str]:
-    cpu, mem = "unknown CPU", "?"
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
-        for line in f:
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
-        for line in f:
-            if line.startswith("MemTotal:"):
-                mem = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
-                break
+    cpu, mem = report.machine()
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return [
         f"command: python -m bench.ranks {shlex.join(argv)}".rstrip(),
