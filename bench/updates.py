@@ -76,6 +76,7 @@ from pathlib import Path
 import jwt
 import tornado
 
+from bench import report as bench_report
 from bench.fanout import HOST, REPO, Http, ServerProcess, free_port, wait_ready
 
 SECRET = "updates-bench-secret-that-is-at-least-32-bytes"
@@ -753,30 +754,14 @@ def median(values: Sequence[float]) -> float:
 
 def load_average() -> str:
     """The 1/5/15-minute load averages: other work on the machine skews every figure."""
-    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    return bench_report.load_average()
 
 
 def code_version() -> str:
     """The commit measured, and whether the server's code differs from it."""
-    git = ["git", "-C", str(REPO)]
-    try:
-        commit = subprocess.run(
-            [*git, "log", "-1", "--format=%h %s"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-        changed = subprocess.run(
-            [*git, "status", "--porcelain", "--", "server", "handlers", "actors"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=True,
-        ).stdout.strip()
-    except (OSError, subprocess.SubprocessError):
-        return "unknown (not a git checkout)"
-    return commit + (" + uncommitted changes to the server" if changed else "")
+    return bench_report.code_version(
+        ["server", "handlers", "actors"], "uncommitted changes to the server"
+    )
 
 
 def header_lines(args: argparse.Namespace, argv: Sequence[str], loader: str) -> list[str]:
