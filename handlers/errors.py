@@ -196,3 +196,9 @@ def answer_failure(failure: Failure, store_retry_after_s: Callable[[], int]) -> 
         seconds = store_retry_after_s() if failure.retry_after_s is None else failure.retry_after_s
         headers["Retry-After"] = str(seconds)
     return ApiError(answer.status, failure.code, failure.message, headers)
+
+
+def board_loading() -> ApiError:
+    """503 ``not_ready`` while the board (and the rank index, loaded before it) loads:
+    what every read of the board answers until then."""
+    return ApiError(503, "not_ready", "the leaderboard is loading", {"Retry-After": "1"})

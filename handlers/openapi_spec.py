@@ -255,6 +255,7 @@ def openapi_document(
             "503": _error(503, STORE_503, retry_after=True),
         },
     }
+    ranked_row = _object({**user_row["properties"], "rank": {"type": "integer", "minimum": 1}})
     top_scores = {
         "operationId": "topScores",
         "tags": ["scores"],
@@ -301,12 +302,7 @@ def openapi_document(
                                 "top_scores": {
                                     "type": "array",
                                     "maxItems": MAX_LIMIT,
-                                    "items": _object(
-                                        {
-                                            **user_row["properties"],
-                                            "rank": {"type": "integer", "minimum": 1},
-                                        }
-                                    ),
+                                    "items": ranked_row,
                                 },
                                 "total": {"type": "integer", "minimum": 0},
                                 "next_cursor": {"type": ["string", "null"]},
@@ -320,14 +316,6 @@ def openapi_document(
             "503": _error(503, ["not_ready"], retry_after=True),
         },
     }
-    ranked_row = _object(
-        {
-            "user_id": {"type": "string"},
-            "username": {"type": "string"},
-            "score": {"type": "integer", "minimum": 0},
-            "rank": {"type": "integer", "minimum": 1},
-        }
-    )
     player_param = {
         "name": "user_id",
         "in": "path",

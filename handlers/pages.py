@@ -25,6 +25,11 @@ NEXT: Final = "n"
 PREVIOUS: Final = "p"
 
 
+def ranked_row(row: BoardRow, rank: int) -> dict[str, Any]:
+    """One row of an answer: who, their score and rank."""
+    return {"user_id": row.user_id, "username": row.username, "score": row.score, "rank": rank}
+
+
 def encode_cursor(direction: str, row: BoardRow) -> str:
     """The cursor that pages from ``row`` in ``direction`` (:data:`NEXT` or :data:`PREVIOUS`)."""
     score, reached_ms, user_id = rank_key(row)
@@ -82,10 +87,7 @@ def page_answer(ranks: RankIndex, limit: int, cursor: str | None) -> dict[str, A
         rows = ranks.after(key, limit) if direction == NEXT else ranks.before(key, limit)
     last_rank = rows[-1][0] if rows else 0
     return {
-        "top_scores": [
-            {"user_id": r.user_id, "username": r.username, "score": r.score, "rank": rank}
-            for rank, r in rows
-        ],
+        "top_scores": [ranked_row(row, rank) for rank, row in rows],
         "total": len(ranks),
         "next_cursor": encode_cursor(NEXT, rows[-1][1])
         if rows and last_rank < len(ranks)

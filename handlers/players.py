@@ -19,22 +19,17 @@ from __future__ import annotations
 from typing import Any, Final
 
 from handlers.base import ApiHandler, header
-from handlers.errors import ApiError
+from handlers.errors import ApiError, board_loading
+from handlers.pages import ranked_row
 from handlers.scores import check_content_type
 from handlers.strict_json import JsonRefused, loads_strict
 from server.domain.rank_index import RankIndex
-from server.domain.records import BoardRow
 from server.domain.tokens import MAX_USER_ID_CHARS
 
 MAX_WINDOW: Final = 50  # rows above, and rows below, one player
 DEFAULT_WINDOW: Final = 5
 MAX_LOOKUP: Final = 100
 ME: Final = "me"
-
-
-def ranked_row(row: BoardRow, rank: int) -> dict[str, Any]:
-    """One row of an answer: who, their score and rank."""
-    return {"user_id": row.user_id, "username": row.username, "score": row.score, "rank": rank}
 
 
 def percentile(rank: int, total: int) -> float:
@@ -151,7 +146,7 @@ class PlayersHandler(ApiHandler):
             ApiError: 503 ``not_ready`` until then.
         """
         if not self.service.leaderboard.view.loaded:
-            raise ApiError(503, "not_ready", "the ranks are loading", {"Retry-After": "1"})
+            raise board_loading()
         return self.service.ranks
 
 

@@ -9,7 +9,7 @@ from typing import Any, Final
 import tornado.web
 
 from handlers.base import ApiHandler, ask_user_actor, body_timeout_s, header
-from handlers.errors import ApiError, refusal
+from handlers.errors import ApiError, board_loading, refusal
 from handlers.pages import page_answer, parse_limit
 from handlers.strict_json import JsonRefused, loads_strict
 from handlers.tornado_internals import body_timer
@@ -248,7 +248,7 @@ class TopScoresHandler(ApiHandler):
     def get(self) -> None:
         view = self.service.leaderboard.view
         if not view.loaded:
-            raise ApiError(503, "not_ready", "the leaderboard is loading", {"Retry-After": "1"})
+            raise board_loading()
         limit = self.get_query_argument("limit", None)
         cursor = self.get_query_argument("cursor", None)
         if limit is None and cursor is None:

@@ -17,7 +17,7 @@ from tornado.websocket import WebSocketProtocol
 
 from handlers.base import client_of, header, render_error
 from handlers.context import Backend
-from handlers.errors import ApiError
+from handlers.errors import ApiError, board_loading
 from handlers.inflight import InFlight
 from handlers.live.auth import check_watcher_token
 from handlers.tornado_internals import notify_closing
@@ -65,7 +65,7 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
         if self.inflight.draining:
             raise ApiError(503, "shutting_down", "the server is shutting down")
         if not service.leaderboard.view.loaded:  # the store has not answered yet
-            raise ApiError(503, "not_ready", "the leaderboard is loading", {"Retry-After": "1"})
+            raise board_loading()
         origin = header(self.request, "Origin")
         if origin is not None and not service.origins.allows(origin):
             # Refused here (not only by Tornado's check_origin) to answer with a JSON body.

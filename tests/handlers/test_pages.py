@@ -68,11 +68,13 @@ async def test_pages_over_http_and_the_seed_answer_without_parameters() -> None:
         }
         page = json.loads((await client.request("GET", "/api/top-scores?limit=2")).body)
         assert [(r["user_id"], r["rank"]) for r in page["top_scores"]] == [("a", 1), ("b", 2)]
-        # b overtakes nobody; d moves ahead of c between the two reads: c is not skipped.
-        await scored(client, d=15)
+        # e jumps from the last place to the first between the two reads: a and b move down
+        # one rank, so the next page by offset (ranks 3-4) would give b again; by the cursor
+        # it starts after b, whose key did not change.
+        await scored(client, e=50)
         nxt = await client.request("GET", f"/api/top-scores?limit=2&cursor={page['next_cursor']}")
         rows = json.loads(nxt.body)["top_scores"]
-        assert [r["user_id"] for r in rows] == ["d", "c"]
+        assert [(r["user_id"], r["rank"]) for r in rows] == [("c", 4), ("d", 5)]
         bad = await client.request("GET", "/api/top-scores?limit=500")
         assert bad.code == 400 and json.loads(bad.body)["error"] == "invalid_limit"
         worse = await client.request("GET", "/api/top-scores?cursor=nope")
