@@ -28,11 +28,21 @@ from typing import Final, Protocol
 
 from server.domain.rank_index import RankIndex
 from server.domain.records import BoardRow
+from server.domain.topk import RankKey, rank_key
 
 log = logging.getLogger(__name__)
 
 BATCH_SIZE: Final = 10_000
 PROGRESS_EVERY_S: Final = 2.0
+
+
+class RankMoves(Protocol):
+    """Who hears of each change of the index (the live rank stream): the player's key
+    before it (``None``: not ranked before), and when the whole index was replaced."""
+
+    def moved(self, user_id: str, old: RankKey | None) -> None: ...
+
+    def replaced(self) -> None: ...
 
 
 class RankUpdates(Protocol):
@@ -89,16 +99,30 @@ class LiveRanks:
         self.loading = False
         # The updates taken while a load runs, to replay onto the new index.
         self._taken: list[_Update] | None = None
+        # Told of every change (the live rank stream), while anyone listens.
+        self.moves: RankMoves | None = None
 
     def apply(self, row: BoardRow) -> None:
         """Take a player's row if newer than the one held (O(log n))."""
-        self.index.apply(row)
+        moves = self.moves
+        if moves is None:
+            self.index.apply(row)
+        else:
+            held = self.index.get(row.user_id)
+            if self.index.apply(row):
+                moves.moved(row.user_id, None if held is None else rank_key(held))
         if self._taken is not None:
             self._taken.append(row)
 
     def remove(self, user_id: str, v: int) -> None:
         """Take the player off, as of their version ``v`` (O(log n))."""
-        self.index.remove(user_id, v)
+        moves = self.moves
+        if moves is None:
+            self.index.remove(user_id, v)
+        else:
+            held = self.index.get(user_id)
+            if self.index.remove(user_id, v) and held is not None:
+                moves.moved(user_id, rank_key(held))
         if self._taken is not None:
             self._taken.append((user_id, v))
 
@@ -124,6 +148,8 @@ class LiveRanks:
                     index.remove(*update)
             self.index = index
             self.loaded = True
+            if self.moves is not None:
+                self.moves.replaced()
             elapsed = self._clock() - started
             log.info(
                 "rank index loaded: %d players in %.1f s",

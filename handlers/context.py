@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from actors.user import UserRegistry
     from handlers.live.addresses import OpenPerAddress
     from handlers.live.fanout import Fanout
+    from handlers.live.rank_stream import RankStream
     from server.domain.actions import ActionVerifier
     from server.domain.origins import AllowedOrigins
     from server.domain.rank_index import RankIndex
@@ -41,6 +42,7 @@ class Backend(Protocol):
     auth_throttle: FailedAuthThrottle
     actions: ActionVerifier | None
     fanout: Fanout
+    rank_stream: RankStream
     users: UserRegistry
     ws_addresses: OpenPerAddress
     ask_deadlines: AskDeadlines

@@ -86,18 +86,19 @@ def lookup_answer(ranks: RankIndex, user_ids: list[str]) -> dict[str, Any]:
     return {"total": len(ranks), "rows": rows, "not_ranked": missing}
 
 
-def parse_window(raw: str | None, name: str) -> int:
-    """``above`` or ``below``: 0 to :data:`MAX_WINDOW` (default :data:`DEFAULT_WINDOW`).
+def parse_window(
+    raw: str | None, name: str, *, default: int = DEFAULT_WINDOW, most: int = MAX_WINDOW
+) -> int:
+    """Rows on one side of a player (``above``, ``below``, a rank stream's ``window``):
+    0 to ``most`` (default ``default``).
 
     Raises:
         ApiError: 400 ``invalid_window``.
     """
     if raw is None:
-        return DEFAULT_WINDOW
-    if not raw.isascii() or not raw.isdigit() or int(raw) > MAX_WINDOW:
-        raise ApiError(
-            400, "invalid_window", f"'{name}' must be a whole number from 0 to {MAX_WINDOW}"
-        )
+        return default
+    if not raw.isascii() or not raw.isdigit() or int(raw) > most:
+        raise ApiError(400, "invalid_window", f"'{name}' must be a whole number from 0 to {most}")
     return int(raw)
 
 

@@ -104,6 +104,7 @@ class Server:
         self._started = True
         service, settings = self.service, self.settings
         service.fanout.start()
+        service.rank_stream.start()
         service.users.start()
         service.ask_deadlines.start()
         service.loop_lag.start()
@@ -191,6 +192,7 @@ class Server:
         await (service.users.stop() if drain else service.users.kill_all())
         await service.follower.stop()
         await (service.leaderboard.stop() if drain else service.leaderboard.kill())
+        service.rank_stream.stop()
         await service.fanout.stop()
         await service.ask_deadlines.stop()
         await service.loop_lag.stop()

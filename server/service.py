@@ -25,6 +25,7 @@ from actors.ranks import LiveRanks
 from actors.user import UserRegistry
 from handlers.live.addresses import OpenPerAddress
 from handlers.live.fanout import Fanout
+from handlers.live.rank_stream import RankStream
 from server.domain.actions import ActionVerifier
 from server.domain.increments import IncrementPolicy
 from server.domain.origins import AllowedOrigins
@@ -130,6 +131,13 @@ class Service:
         # Every ranked player in board order, kept current by this pod's writes and the
         # change feed; read through :attr:`ranks`.
         self.live_ranks = LiveRanks(self.store)
+        # Rank events for watchers of one player (?watch=me), in the fan-out's streams.
+        self.rank_stream = RankStream(
+            self.live_ranks,
+            self.fanout,
+            self.metrics,
+            interval_s=settings.broadcast_interval_ms / 1000,
+        )
         self.users = UserRegistry(
             self.store,
             self.leaderboard,

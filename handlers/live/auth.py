@@ -8,13 +8,20 @@ from handlers.base import authenticate
 from handlers.context import Backend
 from handlers.errors import refusal
 from server.domain.errors import MissingToken, TokenRefused
+from server.domain.tokens import Identity
 from server.support.log_throttle import log_throttled
 
 log = logging.getLogger(__name__)
 
 
-def check_watcher_token(service: Backend, token: str | None, client: str) -> None:
-    """Apply the token rule to one WebSocket upgrade from ``client``.
+def check_watcher_token(
+    service: Backend, token: str | None, client: str, *, needed: bool = False
+) -> Identity | None:
+    """Apply the token rule to one WebSocket upgrade from ``client``; answer whose token
+    it is (None: no valid one).
+
+    ``needed``: the connection follows its own player (``watch=me``), so it must name
+    them with a valid token whatever ``SCOREBOARD_WS_REQUIRE_AUTH`` says.
 
     Auth required: the token must be given and valid (failures count against the
     client's address, as for any authentication). Auth not required: a token that does
@@ -28,13 +35,14 @@ def check_watcher_token(service: Backend, token: str | None, client: str) -> Non
         ApiError: auth required: 401 ``missing_token`` or ``invalid_token``, 429
             ``auth_throttled``.
     """
-    if service.settings.ws_require_auth:
+    if service.settings.ws_require_auth or needed:
         if token is None:
-            raise refusal(MissingToken("this scoreboard needs ?token=<JWT>"))
-        authenticate(service, client, lambda: service.verifier.verify(token))
-    elif token is not None:
+            why = "watch=me" if needed else "this scoreboard"
+            raise refusal(MissingToken(f"{why} needs ?token=<JWT>"))
+        return authenticate(service, client, lambda: service.verifier.verify(token))
+    if token is not None:
         try:
-            service.verifier.verify(token)
+            return service.verifier.verify(token)
         except TokenRefused as refused:
             service.metrics.ws_ignored_tokens.inc()
             # A client reconnecting in a loop with an expired token must not fill the log.
@@ -46,3 +54,4 @@ def check_watcher_token(service: Backend, token: str | None, client: str) -> Non
                 key=refused.message,
                 extra={"client": client, "error": refused.code, "reason": refused.message},
             )
+    return None

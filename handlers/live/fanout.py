@@ -156,6 +156,7 @@ class Fanout:
         self._walk: _Walk | None = None
         self._next_step: Cancellable | None = None
         self._sweeper: asyncio.Task[None] | None = None
+        self._on_resync: Callable[[Watcher], None] | None = None
 
     def __len__(self) -> int:
         return len(self._seats)
@@ -210,6 +211,14 @@ class Fanout:
             return
         self._seats[watcher] = seat
         self._metrics.websockets.set(len(self._seats))
+
+    def seat_of(self, watcher: Watcher) -> Outbox | None:
+        """The watcher's seat (for other frames of its stream: rank events), or None."""
+        return self._seats.get(watcher)
+
+    def on_resync(self, callback: Callable[[Watcher], None]) -> None:
+        """Call ``callback`` right after a lagging watcher was sent its fresh snapshot."""
+        self._on_resync = callback
 
     def leave(self, watcher: Watcher) -> None:
         """Forget a watcher whose connection closed."""
@@ -343,6 +352,8 @@ class Fanout:
                 seat.base = view.version  # the snapshot covers every version up to it
                 if seat.send(stream, text_frame(view.snapshot(RESYNC))):
                     self._metrics.ws_resyncs.inc()
+                    if self._on_resync is not None:
+                        self._on_resync(seat.watcher)
             elif now - since > self._slow_timeout:
                 del self._lagging[seat]
                 log.info("closing a WebSocket client that stopped reading")

@@ -2,8 +2,9 @@
 
 Query parameters: ``format=seed`` (default: the whole top N per change) or ``format=delta``
 (only what changed); ``since=EPOCH:VERSION`` to resume the deltas; ``token=<JWT>``
-(required when ``SCOREBOARD_WS_REQUIRE_AUTH`` is on, else an invalid one is ignored). See
-docs/protocol.md.
+(required when ``SCOREBOARD_WS_REQUIRE_AUTH`` is on or with ``watch=me``, else an invalid
+one is ignored); ``watch=me`` and ``window=N`` (0 to 10, default 2) to follow the token's
+player's rank (:mod:`handlers.live.rank_stream`). See docs/protocol.md.
 """
 
 from __future__ import annotations
@@ -20,10 +21,13 @@ from handlers.context import Backend
 from handlers.errors import ApiError, board_loading
 from handlers.inflight import InFlight
 from handlers.live.auth import check_watcher_token
+from handlers.players import parse_window
 from handlers.tornado_internals import notify_closing
 from server.domain.deltas import Since, parse_since
+from server.domain.rank_watch import MAX_WINDOW
 
 FORMATS = ("seed", "delta")
+DEFAULT_RANK_WINDOW = 2
 
 
 class ScoreboardSocket(tornado.websocket.WebSocketHandler):
@@ -42,6 +46,7 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
         self.wants_delta = False
         self.out = None
         self._since: Since | None = None
+        self._watch: tuple[str, int] | None = None  # (user id, window) with watch=me
         self._address: str | None = None  # counted in service.ws_addresses while open
 
     def prepare(self) -> None:
@@ -60,8 +65,20 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
                 self._since = parse_since(since)
             except ValueError as exc:
                 raise ApiError(400, "invalid_since", str(exc)) from None
+        watch = self.get_query_argument("watch", None)
+        if watch not in (None, "me"):
+            raise ApiError(400, "invalid_watch", "watch must be 'me' (with ?token=<JWT>)")
+        raw_window = self.get_query_argument("window", None)
+        if raw_window is not None and watch is None:
+            raise ApiError(400, "invalid_window", "'window' goes with watch=me")
+        window = parse_window(raw_window, "window", default=DEFAULT_RANK_WINDOW, most=MAX_WINDOW)
         token = self.get_query_argument("token", None)
-        check_watcher_token(service, token, client_of(self.request, service))
+        who = check_watcher_token(
+            service, token, client_of(self.request, service), needed=watch is not None
+        )
+        if watch is not None:
+            assert who is not None  # needed: refused above otherwise
+            self._watch = (who.user_id, window)
         if self.inflight.draining:
             raise ApiError(503, "shutting_down", "the server is shutting down")
         if not service.leaderboard.view.loaded:  # the store has not answered yet
@@ -114,6 +131,8 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
             # before the fan-out's own bound sees a byte.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
         service.fanout.join(self, self._since)
+        if self._watch is not None:
+            service.rank_stream.watch(self, *self._watch)
 
     def on_message(self, message: str | bytes) -> None:
         # The socket is one-way; client messages are ignored (their size is bounded).
@@ -121,6 +140,7 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
 
     def on_close(self) -> None:
         self.out = None
+        self.service.rank_stream.leave(self)
         self.service.fanout.leave(self)
         address, self._address = self._address, None
         if address is not None:

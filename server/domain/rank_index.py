@@ -112,6 +112,22 @@ class RankIndex:
             raise IndexError(f"rank {rank} is not between 1 and {len(self._order)}")
         return self._rows[self._order[rank - 1][2]]
 
+    def count_ahead(self, key: RankKey) -> int:
+        """How many players rank ahead of ``key`` (whether or not a row has it). O(log n)."""
+        ahead: int = self._order.bisect_left(key)
+        return ahead
+
+    def key_at(self, rank: int) -> RankKey:
+        """The :func:`rank_key` of the row at 1-based ``rank``. O(log n).
+
+        Raises:
+            IndexError: ``rank`` is not between 1 and ``len(self)``.
+        """
+        if not 1 <= rank <= len(self._order):
+            raise IndexError(f"rank {rank} is not between 1 and {len(self._order)}")
+        key: RankKey = self._order[rank - 1]
+        return key
+
     def page(self, first_rank: int, limit: int) -> list[tuple[int, BoardRow]]:
         """Up to ``limit`` rows from 1-based ``first_rank`` on, each with its rank; clipped
         at the ends of the board (empty past its end)."""

@@ -250,6 +250,23 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
             registry=self.registry,
         )
+        # The live rank stream (issue 13).
+        self.rank_watchers = Gauge(
+            "scoreboard_rank_watchers",
+            "WebSocket clients following a player's rank (?watch=me).",
+            registry=self.registry,
+        )
+        self.rank_events = Counter(
+            "scoreboard_rank_events",
+            "Rank events written to WebSocket clients (a player's rank, score or window changed).",
+            registry=self.registry,
+        )
+        self.rank_tick_seconds = Histogram(
+            "scoreboard_rank_tick_seconds",
+            "Time one broadcast interval's rank events took to find, compute and write.",
+            buckets=(0.0001, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25),
+            registry=self.registry,
+        )
         self.user_actors_displaced = Counter(
             "scoreboard_user_actors_displaced",
             "Idle user actors stopped before their idle time because the registry was full "

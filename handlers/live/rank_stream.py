@@ -1,0 +1,214 @@
+"""The live rank stream: ``rank`` events for watchers of one player (``?watch=me``).
+
+Each WebSocket opened with ``watch=me`` follows its own player: after its first board
+message it gets a ``rank`` event (rank, score, the rows ``window`` places around them),
+and another whenever any of that changes, at most once per broadcast interval, with every
+change in the interval coalesced into one event. The events travel in the connection's
+own stream (its :class:`~handlers.live.outbox.Outbox`), between the board's messages, in
+either format.
+
+The rank index tells this stream of every move (:class:`actors.ranks.RankMoves`). The
+first move after a quiet interval starts a tick at once; later ones wait for the interval
+to pass. A tick asks :class:`~server.domain.rank_watch.RankWatches` which watchers the
+moves could have changed (not every watcher: see there), then computes and writes those
+in steps of at most ``step_budget_s``, yielding to the event loop in between (as the
+fan-out does), so a tick that finds many watchers (every rank below a banned leader moves)
+delays a request by one step, not by the whole tick.
+
+A lagging watcher (skipped by the fan-out for not reading) is skipped here too; when the
+fan-out resyncs it with a snapshot, it is sent its current state right after.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from typing import Any, Protocol
+
+from actors.ranks import RankMoves
+from handlers.live.fanout import STEP_BUDGET_S, Cancellable, Schedule, after_ready_io
+from handlers.live.outbox import Outbox, Watcher
+from handlers.tornado_internals import text_frame
+from server.domain.rank_index import RankIndex
+from server.domain.rank_watch import RankState, RankWatch, RankWatches
+from server.domain.topk import RankKey
+from server.support.metrics import Metrics
+
+
+class Ranks(Protocol):
+    """What the stream uses of :class:`actors.ranks.LiveRanks`: the index as it is now,
+    and the hook through which it hears of every move."""
+
+    @property
+    def index(self) -> RankIndex: ...
+
+    moves: RankMoves | None
+
+
+class Seats(Protocol):
+    """What the stream uses of the fan-out: a watcher's seat, and word of its resyncs."""
+
+    def seat_of(self, watcher: Watcher) -> Outbox | None: ...
+
+    def on_resync(self, callback: Callable[[Watcher], None]) -> None: ...
+
+
+def rank_event(state: RankState, previous: int | None, total: int) -> dict[str, Any]:
+    """The ``rank`` event of ``state`` (see docs/protocol.md)."""
+    return {
+        "event": "rank",
+        "rank": state.rank,
+        "previous": previous,
+        "score": state.score,
+        "total": total,
+        "window": [
+            {"rank": rank, "user_id": user_id, "username": username, "score": score}
+            for rank, user_id, username, score in state.window
+        ],
+    }
+
+
+class RankStream:
+    """Owns the rank watchers of one service and writes their ``rank`` events.
+
+    Args:
+        ranks: the pod's rank index (it tells this stream of every move once started).
+        seats: the fan-out whose seats carry the events.
+        interval_s: the least time between two ticks (the broadcast interval).
+        step_budget_s: how long one step of a tick may hold the event loop.
+        schedule: runs the next step later (tests step by hand).
+        clock: monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        ranks: Ranks,
+        seats: Seats,
+        metrics: Metrics,
+        *,
+        interval_s: float,
+        step_budget_s: float = STEP_BUDGET_S,
+        schedule: Schedule = after_ready_io,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ranks = ranks
+        self._seats = seats
+        self._metrics = metrics
+        self._interval = interval_s
+        self._step_budget = step_budget_s
+        self._schedule = schedule
+        self._clock = clock
+        self._watches: RankWatches[Watcher] = RankWatches()
+        self._by_watcher: dict[Watcher, RankWatch[Watcher]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._next_step: Cancellable | None = None
+        self._walk: list[RankWatch[Watcher]] = []  # found, not yet computed (reversed)
+        self._walk_seconds = 0.0
+        self._last_tick = float("-inf")
+
+    def __len__(self) -> int:
+        return len(self._by_watcher)
+
+    def start(self) -> None:
+        """Hear of every move of the rank index, and of the fan-out's resyncs."""
+        self._ranks.moves = self
+        self._seats.on_resync(self.resynced)
+
+    def stop(self) -> None:
+        """Stop hearing of moves; cancel a tick waiting or in progress. Idempotent."""
+        if self._ranks.moves is self:
+            self._ranks.moves = None
+        for pending in (self._timer, self._next_step):
+            if pending is not None:
+                pending.cancel()
+        self._timer = self._next_step = None
+        self._walk = []
+
+    # --- watchers ------------------------------------------------------------------------
+
+    def watch(self, watcher: Watcher, user_id: str, window: int) -> None:
+        """Follow ``user_id`` for ``watcher`` (already joined to the fan-out) and send its
+        first ``rank`` event now, right behind its first board message."""
+        if self._seats.seat_of(watcher) is None or watcher in self._by_watcher:
+            return  # its first message could not be written: it is closing
+        index = self._ranks.index
+        watch = self._watches.add(user_id, window, watcher, index)
+        self._by_watcher[watcher] = watch
+        self._metrics.rank_watchers.set(len(self._by_watcher))
+        assert watch.state is not None
+        self._send(watcher, rank_event(watch.state, None, len(index)))
+
+    def leave(self, watcher: Watcher) -> None:
+        """Forget a watcher whose connection closed (one that did not watch is ignored)."""
+        watch = self._by_watcher.pop(watcher, None)
+        if watch is not None:
+            self._watches.discard(watch)
+            self._metrics.rank_watchers.set(len(self._by_watcher))
+
+    def resynced(self, watcher: Watcher) -> None:
+        """The fan-out just sent ``watcher`` a fresh snapshot: send its current state too
+        (its events were skipped while it lagged), with no ``previous``."""
+        watch = self._by_watcher.get(watcher)
+        if watch is not None and watch.state is not None:
+            self._send(watcher, rank_event(watch.state, None, len(self._ranks.index)))
+
+    # --- moves (actors.ranks.RankMoves) --------------------------------------------------
+
+    def moved(self, user_id: str, old: RankKey | None) -> None:
+        if self._by_watcher:
+            self._watches.moved(user_id, old)
+            self._tick_soon()
+
+    def replaced(self) -> None:
+        if self._by_watcher:
+            self._watches.replaced()
+            self._tick_soon()
+
+    # --- ticks ---------------------------------------------------------------------------
+
+    def _tick_soon(self) -> None:
+        if self._timer is not None or self._next_step is not None:
+            return  # a tick waits, or one is in progress (its end schedules the next)
+        delay = max(0.0, self._last_tick + self._interval - self._clock())
+        self._timer = asyncio.get_running_loop().call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._timer = None
+        self._last_tick = self._clock()
+        self._walk = self._watches.found(self._ranks.index)
+        self._walk.reverse()  # popped from the end, in the order found
+        self._walk_seconds = 0.0
+        self._step()
+
+    def _step(self) -> None:
+        self._next_step = None
+        started = time.perf_counter()
+        deadline = started + self._step_budget
+        index = self._ranks.index
+        total = len(index)
+        walk = self._walk
+        sent = 0
+        while walk:
+            change = self._watches.recompute(walk.pop(), index)
+            if change is not None:
+                sent += self._send(change.seat, rank_event(change.state, change.previous, total))
+            if time.perf_counter() >= deadline:
+                break
+        self._metrics.rank_events.inc(sent)
+        self._walk_seconds += time.perf_counter() - started
+        if walk:
+            self._next_step = self._schedule(self._step)
+            return
+        self._metrics.rank_tick_seconds.observe(self._walk_seconds)
+        if self._watches.pending:
+            self._tick_soon()  # moves that came during the walk: one interval after it began
+
+    def _send(self, watcher: Watcher, event: dict[str, Any]) -> int:
+        seat = self._seats.seat_of(watcher)
+        stream = watcher.out
+        if seat is None or stream is None or seat.lagging:
+            return 0  # closing, or lagging: its resync sends the current state
+        frame = text_frame(json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+        return 1 if seat.send(stream, frame) else 0
