@@ -97,25 +97,31 @@ def check_user_id(user_id: str) -> None:
 
 
 class UserHandler(AdminHandler):
-    """``GET /api/users/{id}``: the user and their rank; ``DELETE``: remove and ban."""
+    """``GET /api/users/{id}``: the user and their rank; ``DELETE``: remove and ban.
+
+    The user, their score and whether they are banned are read from the store (the
+    record of truth); the rank from the pod's rank index (O(log n), where the store could
+    only count the players ahead). Just after a write on another pod the two may differ
+    for the feed's lag: a banned user is banned, whether or not the index knows yet.
+    """
 
     async def get(self, user_id: str) -> None:
         self.admin()
         check_user_id(user_id)
         store = self.service.store
         try:
-            row = await store.get_score(user_id)
-            rank = await store.rank(user_id) if row is not None else None
+            user = await store.get_user(user_id)
         except StoreError as exc:
             raise failure_refusal(exc, store.retry_after_s) from None
-        if row is None:
+        if user is None:
             raise ApiError(404, "not_found", f"no user {user_id!r}")
+        row = user.row
         body: dict[str, Any] = {
             "user_id": row.user_id,
             "username": row.username,
             "score": row.score,
-            "rank": rank,
-            "banned": rank is None,
+            "rank": None if user.banned else self.service.ranks.rank_of(user_id),
+            "banned": user.banned,
         }
         self.write_json(body)
 

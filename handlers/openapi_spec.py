@@ -235,6 +235,19 @@ def openapi_document(
                             {
                                 "status": {"const": "success"},
                                 "new_score": {"type": "integer", "minimum": 0},
+                                "rank": {
+                                    "type": ["integer", "null"],
+                                    "minimum": 1,
+                                    "description": (
+                                        "the player's rank on this pod's board now (null: "
+                                        "not ranked, e.g. banned meanwhile)"
+                                    ),
+                                },
+                                "total": {
+                                    "type": "integer",
+                                    "minimum": 0,
+                                    "description": "how many players are ranked",
+                                },
                             }
                         )
                     }

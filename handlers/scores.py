@@ -171,16 +171,22 @@ class UpdateScoreHandler(ApiHandler):
         try:
             if self._too_large:
                 raise _body_too_large()
-            new_score = await self._update()
+            user_id, new_score = await self._update()
         except ApiError as error:
             self._outcome(error.code)
             raise
         except Exception:
             self._outcome("internal_error")  # answered 500 by write_error
             raise
-        self.finish(f'{{"status":"success","new_score":{new_score}}}')
+        # The rank now, from this pod's index (which took the write before the answer).
+        ranks = self.service.ranks
+        rank = ranks.rank_of(user_id)
+        self.finish(
+            f'{{"status":"success","new_score":{new_score},'
+            f'"rank":{"null" if rank is None else rank},"total":{len(ranks)}}}'
+        )
 
-    async def _update(self) -> int:
+    async def _update(self) -> tuple[str, int]:
         service = self.service
         identity = self.authenticate(header(self.request, "Authorization"))
         self._audit.user_id = identity.user_id
@@ -218,7 +224,7 @@ class UpdateScoreHandler(ApiHandler):
             self._outcome("applied")
         assert isinstance(decision, Applied | Replayed)
         self._audit.new_score = decision.new_score
-        return decision.new_score
+        return identity.user_id, decision.new_score
 
     def _outcome(self, outcome: str) -> None:
         self._audit.outcome = outcome

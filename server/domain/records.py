@@ -153,3 +153,12 @@ class BoardRow:
     score: int
     reached_ms: int
     v: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredUser:
+    """One user as the store holds them: their row, and whether they are banned (the
+    record of truth an admin reads; the rank index only holds who is ranked)."""
+
+    row: BoardRow
+    banned: bool

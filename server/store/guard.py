@@ -20,7 +20,13 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from server.domain.admin import AdminChange
-from server.domain.records import BoardRow, Decision, IncrementCommand, UserRecord
+from server.domain.records import (
+    BoardRow,
+    Decision,
+    IncrementCommand,
+    StoredUser,
+    UserRecord,
+)
 from server.store.breaker import Breaker
 from server.store.changes import ChangeFeed
 from server.store.port import ScoreStore, StoreError, StoreTimeout, StoreUnavailable
@@ -174,6 +180,9 @@ class GuardedStore:
 
     async def get_score(self, user_id: str) -> BoardRow | None:
         return await self._read(self.inner.get_score(user_id))
+
+    async def get_user(self, user_id: str) -> StoredUser | None:
+        return await self._read(self.inner.get_user(user_id))
 
     async def ranked_rows(self, after_user_id: str | None, limit: int) -> list[BoardRow]:
         return await self._read(self.inner.ranked_rows(after_user_id, limit))

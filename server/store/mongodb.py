@@ -33,7 +33,13 @@ from pymongo.errors import DuplicateKeyError, PyMongoError
 
 from server.domain.admin import AdminChange
 from server.domain.increments import IncrementPolicy, decide_all
-from server.domain.records import BoardRow, Decision, IncrementCommand, UserRecord
+from server.domain.records import (
+    BoardRow,
+    Decision,
+    IncrementCommand,
+    StoredUser,
+    UserRecord,
+)
 from server.store.changes import Change, ChangeFeed, LocalChangeFeed
 from server.store.mongo_changes import MongoChangeFeed
 from server.store.mongo_documents import to_document, to_record, update_of
@@ -47,6 +53,7 @@ _BACKOFF_S: Final = 0.002  # first retry waits up to this; doubles per attempt, 
 PING_TIMEOUT_S: Final = 2.0
 _RANK_SORT: Final = [("score", DESCENDING), ("reached_ms", ASCENDING), ("_id", ASCENDING)]
 _RANK_FIELDS: Final = {"username": 1, "score": 1, "reached_ms": 1, "v": 1}
+_USER_FIELDS: Final = {**_RANK_FIELDS, "banned": 1}
 # What a store call can raise besides the driver's errors: a value BSON cannot encode.
 _ENCODING_ERRORS: Final = (OverflowError, InvalidDocument)
 
@@ -252,6 +259,15 @@ class MongoStore:
         except PyMongoError as exc:
             raise store_error(exc, write=False) from exc
         return _to_row(doc) if doc is not None else None
+
+    async def get_user(self, user_id: str) -> StoredUser | None:
+        self._check_open()
+        try:
+            with pymongo.timeout(self._timeout_s):
+                doc = await self._users.find_one({"_id": user_id}, _USER_FIELDS)
+        except PyMongoError as exc:
+            raise store_error(exc, write=False) from exc
+        return StoredUser(_to_row(doc), bool(doc.get("banned"))) if doc is not None else None
 
     async def ranked_rows(self, after_user_id: str | None, limit: int) -> list[BoardRow]:
         self._check_open()

@@ -5,7 +5,13 @@ from __future__ import annotations
 from typing import Protocol
 
 from server.domain.admin import AdminChange
-from server.domain.records import BoardRow, Decision, IncrementCommand, UserRecord
+from server.domain.records import (
+    BoardRow,
+    Decision,
+    IncrementCommand,
+    StoredUser,
+    UserRecord,
+)
 from server.store.changes import ChangeFeed
 
 
@@ -75,6 +81,9 @@ class ScoreStore(Protocol):
 
     async def get_score(self, user_id: str) -> BoardRow | None:
         """Return one user's row, or ``None``."""
+
+    async def get_user(self, user_id: str) -> StoredUser | None:
+        """Return one user's row and whether they are banned, or ``None``."""
 
     async def ranked_rows(self, after_user_id: str | None, limit: int) -> list[BoardRow]:
         """Up to ``limit`` rows of users on the board (not banned), in user id order, from

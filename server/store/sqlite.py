@@ -32,6 +32,7 @@ from server.domain.records import (
     BoardRow,
     Decision,
     IncrementCommand,
+    StoredUser,
     UserRecord,
     keys_from_stored,
 )
@@ -320,6 +321,15 @@ class SqliteStore:
             if row is None:
                 return None
             return BoardRow(row[0], row[1], row[2], row[4], row[3])
+
+        return await self._call(job)
+
+    async def get_user(self, user_id: str) -> StoredUser | None:
+        def job(conn: sqlite3.Connection) -> StoredUser | None:
+            row = conn.execute(_SELECT_USER, (user_id,)).fetchone()
+            if row is None:
+                return None
+            return StoredUser(BoardRow(row[0], row[1], row[2], row[4], row[3]), bool(row[8]))
 
         return await self._call(job)
 

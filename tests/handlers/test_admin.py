@@ -52,6 +52,18 @@ async def test_lookup_gives_score_and_rank() -> None:
         assert missing.code == 404 and body_of(missing)["error"] == "not_found"
 
 
+async def test_lookup_reads_the_rank_from_the_index_and_the_ban_from_the_record() -> None:
+    async with serving(rate_limit_per_minute=0) as client:
+        await seed_board(client, {"a": 30, "b": 20})
+        # The index takes a removal the store has not seen (as during a feed's lag): the
+        # rank follows the index, "banned" the stored record.
+        client.running.service.live_ranks.remove("a", 10**6)
+        b = body_of(await admin(client, "GET", "/api/users/b"))
+        a = body_of(await admin(client, "GET", "/api/users/a"))
+        assert (b["rank"], b["banned"]) == (1, False)
+        assert (a["rank"], a["banned"], a["score"]) == (None, False, 30)
+
+
 async def test_non_admin_tokens_are_refused() -> None:
     async with serving() as client:
         await seed_board(client, {"a": 5})

@@ -582,7 +582,8 @@ def test_admin_session_matches_the_document(server: ThreadServer, http: requests
         if isinstance(expected, str):
             assert answer["error"] == expected, answer
         elif expected is not None:
-            assert answer == expected, answer
+            # Rank and total depend on what the fuzzers wrote before (one server for all).
+            assert {k: answer[k] for k in expected} == expected, answer
     looked_up = http.get(server.base_url + user, headers=admin, timeout=REQUEST_TIMEOUT_S).json()
     assert looked_up["user_id"] == target and looked_up["username"] == "Target"
     assert looked_up["score"] == 5 and looked_up["rank"] >= 1 and looked_up["banned"] is False

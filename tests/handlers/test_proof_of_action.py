@@ -27,7 +27,7 @@ async def test_points_come_from_the_action_and_a_token_is_spent_once() -> None:
     async with serving(**ACTIONS) as client:
         alice = make_token("alice")
         first = await client.update(alice, action("alice", "quest", "q-1"))
-        assert body_of(first) == {"status": "success", "new_score": 50}
+        assert body_of(first) == {"status": "success", "new_score": 50, "rank": 1, "total": 1}
         replay = await client.update(alice, action("alice", "quest", "q-1"))
         assert replay.code == 409
         assert body_of(replay)["error"] == "action_replayed"

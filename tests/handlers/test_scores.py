@@ -33,9 +33,9 @@ async def test_update_returns_new_score_and_top_scores_shows_it() -> None:
         alice = make_token("alice", name="Alice")
         first = await client.update(alice, {"increment": 5})
         assert first.code == 200
-        assert body_of(first) == {"status": "success", "new_score": 5}
+        assert body_of(first) == {"status": "success", "new_score": 5, "rank": 1, "total": 1}
         second = await client.update(alice, b"")  # an empty body means +1
-        assert body_of(second) == {"status": "success", "new_score": 6}
+        assert body_of(second) == {"status": "success", "new_score": 6, "rank": 1, "total": 1}
         await wait_for_top(client, [{"user_id": "alice", "username": "Alice", "score": 6}])
 
 
@@ -115,7 +115,7 @@ async def test_nesting_within_the_bound_and_colons_in_strings_are_plain_json() -
         within = b'{"increment": ' + b"[" * 15 + b"1" + b"]" * 15 + b"}"
         assert body_of(await client.update(token, within))["error"] == "invalid_increment"
         response = await client.update(token, b'{"increment": 3, "action_token": "a:b:{["}')
-        assert body_of(response) == {"status": "success", "new_score": 3}
+        assert body_of(response) == {"status": "success", "new_score": 3, "rank": 1, "total": 1}
 
 
 async def test_largest_increment_is_accepted() -> None:
@@ -195,7 +195,11 @@ async def test_idempotent_retry_is_not_applied_twice() -> None:
         key = {"Idempotency-Key": "action-42"}
         first = await client.update(token, {"increment": 3}, headers=key)
         again = await client.update(token, {"increment": 3}, headers=key)
-        assert body_of(first) == body_of(again) == {"status": "success", "new_score": 3}
+        assert (
+            body_of(first)
+            == body_of(again)
+            == {"status": "success", "new_score": 3, "rank": 1, "total": 1}
+        )
         other = await client.update(token, {"increment": 3}, headers={"Idempotency-Key": "b"})
         assert body_of(other)["new_score"] == 6
         # The first key still answers its own result.
@@ -219,7 +223,7 @@ async def test_a_replay_is_marked_and_only_a_replay() -> None:
         assert "Idempotent-Replayed" not in first.headers
         again = await client.update(token, {"increment": 3}, headers=key)
         assert again.headers["Idempotent-Replayed"] == "true"
-        assert body_of(again) == {"status": "success", "new_score": 3}
+        assert body_of(again) == {"status": "success", "new_score": 3, "rank": 1, "total": 1}
         unkeyed = await client.update(token, {"increment": 3})
         assert "Idempotent-Replayed" not in unkeyed.headers
 

@@ -298,7 +298,7 @@ def test_zero_config_start_prints_a_working_demo_token_and_stops_on_sigterm(
     assert token not in server.stdout  # the banner is for humans, on stderr only
 
     status, body = post_update(port, token, b'{"increment": 3}')
-    assert (status, body) == (200, {"status": "success", "new_score": 3})
+    assert (status, body) == (200, {"status": "success", "new_score": 3, "rank": 1, "total": 1})
     # The key is random: a token signed with any other key is refused.
     status, body = post_update(port, make_token("demo", secret=SECRET))
     assert status == 401, body
@@ -345,7 +345,7 @@ def test_token_subcommand_mints_a_token_the_server_accepts(launch: Any, tmp_path
     assert "Demo token" not in server.stderr  # a configured key: no demo banner
     assert post_update(port, token, b'{"increment": 2}') == (
         200,
-        {"status": "success", "new_score": 2},
+        {"status": "success", "new_score": 2, "rank": 1, "total": 1},
     )
     # Minted with another secret: refused by this server.
     other = run_cli("token", "--sub", "alice", env=server_env(jwt_secret="x" * 40))

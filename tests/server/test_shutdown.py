@@ -255,9 +255,11 @@ def test_kill_9_under_load_keeps_every_answered_increment(tmp_path: Path) -> Non
     with running_server(db) as restarted:
         first = load.users[0]
         status, body = post_update(restarted.port, make_token(first.user_id))
-        assert (status, body) == (
+        assert (status, body["status"], body["new_score"]) == (
             200,
-            {"status": "success", "new_score": stored[first.user_id] + 1},
+            "success",
+            stored[first.user_id] + 1,
         )
+        assert body["total"] == len(stored) and 1 <= body["rank"] <= len(stored)
         restarted.signal(signal.SIGTERM)
         assert restarted.wait(SHUTDOWN_TIMEOUT_S + 5) == 0, restarted.stderr

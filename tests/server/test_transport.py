@@ -79,7 +79,7 @@ async def test_https_and_wss_round_trip_with_hsts(tmp_path: Path) -> None:
             ssl_options=trust,
             raise_error=False,
         )
-        assert body_of(response) == {"status": "success", "new_score": 4}
+        assert body_of(response) == {"status": "success", "new_score": 4, "rank": 1, "total": 1}
         assert response.headers["Strict-Transport-Security"].startswith("max-age=")
         read = await http.fetch(base + "/api/top-scores", ssl_options=trust, raise_error=False)
         assert read.code == 200  # a plain read, answered by handlers/router.py
@@ -210,7 +210,7 @@ async def test_an_update_body_trickling_past_the_time_limit_is_cut_off(
         assert waited >= body_timeout * 0.8  # the time limit closed it, not some error
         # The same server answers a quick update, and a body completed within the limit.
         response = await client.update(token, {"increment": 2})
-        assert body_of(response) == {"status": "success", "new_score": 2}
+        assert body_of(response) == {"status": "success", "new_score": 2, "rank": 1, "total": 1}
         body = b'{"increment": 3}'
         async with raw_connection(client.running.port) as (reader, writer):
             writer.write(post_head("/api/update-score", len(body), token) + body[:5])
@@ -218,7 +218,10 @@ async def test_an_update_body_trickling_past_the_time_limit_is_cut_off(
             await asyncio.sleep(body_timeout / 3)
             writer.write(body[5:])
             status, answer = await read_response(reader)
-        assert (status, json.loads(answer)) == (200, {"status": "success", "new_score": 5})
+        assert (status, json.loads(answer)) == (
+            200,
+            {"status": "success", "new_score": 5, "rank": 1, "total": 1},
+        )
     assert client.running.clean_exit  # the cut-off request did not stay in flight
 
 
@@ -267,7 +270,7 @@ async def test_the_body_time_limit_does_not_cover_answering(body_timeout: float)
     store.delay_s = body_timeout * 1.5  # the body is in: only its arrival was timed
     async with serving(store=store) as client:
         response = await client.update(make_token("patient"), {"increment": 7})
-        assert body_of(response) == {"status": "success", "new_score": 7}
+        assert body_of(response) == {"status": "success", "new_score": 7, "rank": 1, "total": 1}
 
 
 # --- headers over the limit ------------------------------------------------------------

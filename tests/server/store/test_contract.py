@@ -44,6 +44,7 @@ from server.domain.records import (
     RememberedKey,
     Replayed,
     SpentAction,
+    StoredUser,
     UserRecord,
 )
 from server.store.changes import FeedHistoryLost
@@ -685,6 +686,9 @@ async def test_admin_changes_are_atomic_writes_and_removal_takes_a_user_off(
         assert removed is not None and (removed.score, removed.v, removed.banned) == (0, 2, True)
         assert [r.user_id for r in await store.top(10)] == ["c", "a"]
         assert await store.rank("b") is None
+        assert await store.get_user("b") == StoredUser(BoardRow("b", "B", 0, T0 + 2, 2), True)
+        assert await store.get_user("a") == StoredUser(BoardRow("a", "A", 0, T0 + 1, 2), False)
+        assert await store.get_user("ghost") is None
         assert isinstance(await apply_one(store, cmd("b", 1, now_ms=T0 + 3)), Banned)
         lifted = await store.apply_admin("b", AdminAction.UNBAN.change(T0 + 4))
         assert lifted is not None and (lifted.banned, lifted.v) == (False, 3)

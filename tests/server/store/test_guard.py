@@ -64,6 +64,9 @@ class Adapter:
     async def get_score(self, user_id: str) -> Any:
         return await self._do("get_score", None)
 
+    async def get_user(self, user_id: str) -> Any:
+        return await self._do("get_user", None)
+
 
 class Clock:
     def __init__(self) -> None:
