@@ -112,8 +112,8 @@ class RankStream:
         return len(self._by_watcher)
 
     def start(self) -> None:
-        """Hear of every move of the rank index, and of the fan-out's resyncs."""
-        self._ranks.moves = self
+        """Hear of the fan-out's resyncs (and of the index's moves while anyone watches:
+        without watchers the write path skips telling anyone)."""
         self._seats.on_resync(self.resynced)
 
     def stop(self) -> None:
@@ -136,6 +136,7 @@ class RankStream:
         index = self._ranks.index
         watch = self._watches.add(user_id, window, watcher, index)
         self._by_watcher[watcher] = watch
+        self._ranks.moves = self
         self._metrics.rank_watchers.set(len(self._by_watcher))
         assert watch.state is not None
         self._send(watcher, rank_event(watch.state, None, len(index)))
@@ -146,6 +147,8 @@ class RankStream:
         if watch is not None:
             self._watches.discard(watch)
             self._metrics.rank_watchers.set(len(self._by_watcher))
+            if not self._by_watcher and self._ranks.moves is self:
+                self._ranks.moves = None
 
     def resynced(self, watcher: Watcher) -> None:
         """The fan-out just sent ``watcher`` a fresh snapshot: send its current state too

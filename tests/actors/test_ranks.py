@@ -171,3 +171,36 @@ async def test_two_loads_at_once_are_refused() -> None:
     store.gate.set()
     await first
     assert len(ranks.index) == 3
+
+
+class Moves:
+    """A listener of the index's moves (what the live rank stream hears)."""
+
+    def __init__(self) -> None:
+        self.heard: list[object] = []
+
+    def moved(self, user_id: str, old: object) -> None:
+        self.heard.append((user_id, old))
+
+    def replaced(self) -> None:
+        self.heard.append("replaced")
+
+
+async def test_a_listener_hears_each_change_with_the_key_before_it_and_each_reload() -> None:
+    ranks = LiveRanks(PagedStore([row("a", 5)]))
+    ranks.moves = moves = Moves()
+    await ranks.load()
+    ranks.apply(row("b", 3))  # a newcomer: not ranked before
+    ranks.apply(row("a", 9, v=2))
+    ranks.apply(row("a", 7, v=1))  # older than the row held: no change, nothing heard
+    ranks.remove("b", 2)
+    ranks.remove("zed", 1)  # not ranked: nothing to hear
+    assert moves.heard == [
+        "replaced",
+        ("b", None),
+        ("a", (-5, 1_001, "a")),
+        ("b", (-3, 1_001, "b")),
+    ]
+    ranks.moves = None
+    ranks.apply(row("c", 1))
+    assert len(moves.heard) == 4 and ranks.index.rank_of("c") == 2
