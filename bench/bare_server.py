@@ -2,9 +2,10 @@
 
     python -m bench.bare_server --port 8001 [--host 127.0.0.1]
 
-``POST /api/update-score`` answers ``{"status":"success","new_score":1}`` and
+``POST /api/update-score`` answers ``{"status":"success","new_score":1}``,
 ``GET /api/top-scores`` a fixed top 10 shaped like ours (``user_id``, ``username``,
-``score``), both with our ``Content-Type``. Nothing else: no JWT decoding, no body
+``score``) and ``GET /api/players/{id}`` (``me`` too) a fixed player answer shaped like
+ours, all with our ``Content-Type``. Nothing else: no JWT decoding, no body
 parsing, no store, no logging, no metrics. Whatever our server does per request on top of
 Tornado itself is the difference between the two. SIGTERM or SIGINT stops it.
 """
@@ -30,6 +31,17 @@ TOP_SCORES_BODY = json.dumps(
     },
     separators=(",", ":"),
 ).encode()
+PLAYER_BODY = json.dumps(
+    {
+        "user_id": "player-0000001",
+        "username": "abcdefghijkl",
+        "score": 120,
+        "rank": 123456,
+        "total": 1000000,
+        "percentile": 87.65,
+    },
+    separators=(",", ":"),
+).encode()
 CONTENT_TYPE = "application/json; charset=utf-8"
 
 
@@ -45,11 +57,18 @@ class TopScoresHandler(tornado.web.RequestHandler):
         self.finish(TOP_SCORES_BODY)
 
 
+class PlayerHandler(tornado.web.RequestHandler):
+    def get(self, user_id: str) -> None:
+        self.set_header("Content-Type", CONTENT_TYPE)
+        self.finish(PLAYER_BODY)
+
+
 def make_app() -> tornado.web.Application:
     return tornado.web.Application(
         [
             (r"/api/update-score", UpdateScoreHandler),
             (r"/api/top-scores", TopScoresHandler),
+            (r"/api/players/([^/]+)", PlayerHandler),
         ]
     )
 

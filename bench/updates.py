@@ -372,7 +372,7 @@ class PyLoad:
 
 # --- wrk ------------------------------------------------------------------------------------
 
-_WRK_DONE = """
+WRK_DONE = """
 function done(summary, latency, requests)
   local e = summary.errors
   io.write(string.format(
@@ -404,10 +404,10 @@ function request()
   return prepared[at]
 end
 """.replace("__BODY__", UPDATE_BODY.decode())
-    + _WRK_DONE
+    + WRK_DONE
 )
 
-_RESULT = re.compile(r"BENCH-RESULT (.*)")
+WRK_RESULT = re.compile(r"BENCH-RESULT (.*)")
 
 
 def wrk_version() -> str:
@@ -474,7 +474,7 @@ async def wrk_load(
             proc.wait(5)
         ws.children.remove(proc)
     output = out_path.read_text(errors="replace")
-    match = _RESULT.search(output)
+    match = WRK_RESULT.search(output)
     if proc.returncode != 0 or match is None:
         raise RuntimeError(f"wrk failed ({proc.returncode}): {shlex.join(command)}\n{output}")
     values = {k: int(v) for k, v in (item.split("=") for item in match.group(1).split())}
@@ -636,7 +636,7 @@ class Bench:
         self.hot = Target(UPDATE, (hot,), ws.write("hot.txt", hot + "\n"))
         self.top = Target(TOP)
         ws.write("update.lua", _WRK_UPDATE)
-        ws.write("top.lua", _WRK_DONE)
+        ws.write("top.lua", WRK_DONE)
 
     async def load(
         self,

@@ -16,8 +16,8 @@ from handlers.live.socket import ScoreboardSocket
 from handlers.openapi import OpenApiHandler
 from handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
 from handlers.players import AroundHandler, LookupHandler, PlayerHandler
+from handlers.router import PLAYER_ROUTE, TOP_SCORES_PATH, FastReads
 from handlers.router import ROUTE as TOP_SCORES_ROUTE
-from handlers.router import TOP_SCORES_PATH, FastReads
 from handlers.scores import TopScoresHandler, UpdateScoreHandler
 from server.service import Service
 
@@ -42,7 +42,7 @@ def make_app(service: Service, inflight: InFlight) -> tornado.web.Application:
             (r"/api/openapi.json", OpenApiHandler, route("openapi")),
             (r"/api/players/lookup", LookupHandler, route("players_lookup")),
             (r"/api/players/([^/]+)/around", AroundHandler, route("player_around")),
-            (r"/api/players/([^/]+)", PlayerHandler, route("player")),
+            (r"/api/players/([^/]+)", PlayerHandler, route(PLAYER_ROUTE)),
             (r"/api/users/([^/]+)", UserHandler, route("admin_user")),
             (r"/api/users/([^/]+)/reset", ResetHandler, route("admin_reset")),
             (r"/api/users/([^/]+)/ban", BanHandler, route("admin_ban")),

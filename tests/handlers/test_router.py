@@ -13,7 +13,8 @@ import tornado.httpclient
 from tornado import httputil
 
 from handlers import router as fast_reads
-from handlers.router import is_plain_read
+from handlers.players import PlayerHandler
+from handlers.router import is_plain_read, plain_player_read
 from handlers.scores import TopScoresHandler
 from tests.conftest import Client, body_of, make_token, scaled, serving
 
@@ -168,3 +169,97 @@ async def test_plain_reads_write_the_access_log_line_handled_ones_write(
         ] * 2
         assert [r.levelno for r in lines] == [logging.DEBUG] * 2
         assert all(r.__dict__["duration_ms"] >= 0 for r in lines)
+
+
+# --- GET /api/players/{id|me} ---------------------------------------------------------------
+
+
+def test_a_plain_read_of_one_player_gives_its_id_and_the_rest_goes_to_the_handler() -> None:
+    assert plain_player_read(request(uri="/api/players/carol")) == "carol"
+    assert plain_player_read(request(uri="/api/players/me")) == "me"
+    assert plain_player_read(request(uri="/api/players/carol?x=1")) is None
+    assert plain_player_read(request(uri="/api/players/car%20ol")) is None  # decoded there
+    assert plain_player_read(request(uri="/api/players/" + "x" * 129)) is None
+    assert plain_player_read(request(uri="/api/players/lookup")) is None  # its own route
+    assert plain_player_read(request(uri="/api/players/carol/around")) is None
+    assert plain_player_read(request(uri="/api/players/")) is None
+    assert plain_player_read(request("HEAD", "/api/players/carol")) is None
+    assert plain_player_read(request(uri="/api/players/carol", Origin="https://a.example")) is None
+    assert plain_player_read(request(uri="/api/players/carol", If_None_Match='"x"')) is None
+    assert plain_player_read(request(uri="/api/players/carol", Content_Length="2")) is None
+
+
+async def read_player_both_ways(
+    client: Client, monkeypatch: pytest.MonkeyPatch, path: str, headers: dict[str, str]
+) -> tuple[Any, Any]:
+    fast = await client.request("GET", path, None, headers)
+    with monkeypatch.context() as patched:
+        patched.setattr(fast_reads, "plain_player_read", lambda request: None)
+        handled = await client.request("GET", path, None, headers)
+    return fast, handled
+
+
+async def test_a_plain_read_of_a_player_gets_the_handlers_status_headers_and_body(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with serving() as client:
+        for user, score in (("ann", 5), ("bob", 3)):
+            await client.update(make_token(user, name=user.title()), {"increment": score})
+        mine = {"Authorization": f"Bearer {make_token('bob')}"}
+        for path, headers in (("/api/players/ann", {}), ("/api/players/me", mine)):
+            fast, handled = await read_player_both_ways(client, monkeypatch, path, headers)
+            assert (fast.code, fast.body) == (handled.code, handled.body)
+            assert shape(fast) == shape(handled)
+            assert fast.headers["Etag"] == handled.headers["Etag"]
+        assert body_of(fast) == {
+            "user_id": "bob",
+            "username": "Bob",
+            "score": 3,
+            "rank": 2,
+            "total": 2,
+            "percentile": 50.0,
+        }
+
+
+def no_player_handler(monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(handler: PlayerHandler, user_id: str) -> None:
+        raise RuntimeError("the handler was used")
+
+    monkeypatch.setattr(PlayerHandler, "get", broken)
+
+
+async def test_player_reads_skip_the_handler_unless_it_must_answer(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    async with serving(auth_failures_per_minute=2) as client:
+        await client.update(make_token("ann"), {"increment": 5})
+        no_player_handler(monkeypatch)
+        assert (await client.request("GET", "/api/players/ann")).code == 200
+        good = {"Authorization": f"Bearer {make_token('ann')}"}
+        assert (await client.request("GET", "/api/players/me", None, good)).code == 200
+        # Not ranked, no token, a bad token: the handler answers (here: fails).
+        assert (await client.request("GET", "/api/players/nobody")).code == 500
+        assert (await client.request("GET", "/api/players/me")).code == 500
+        bad = {"Authorization": "Bearer not-a-jwt"}
+        assert (await client.request("GET", "/api/players/me", None, bad)).code == 500
+        metrics = client.running.service.metrics
+        assert (
+            metrics.registry.get_sample_value(
+                "scoreboard_http_responses_total", {"route": "player", "status": "200"}
+            )
+            == 2
+        )
+
+
+async def test_a_refused_token_counts_once_and_a_throttled_address_waits_even_with_a_good_one() -> (
+    None
+):
+    async with serving(auth_failures_per_minute=2) as client:
+        await client.update(make_token("ann"), {"increment": 5})
+        bad = {"Authorization": "Bearer not-a-jwt"}
+        for _ in range(2):
+            answer = await client.request("GET", "/api/players/me", None, bad)
+            assert (answer.code, body_of(answer)["error"]) == (401, "invalid_token")
+        good = {"Authorization": f"Bearer {make_token('ann')}"}
+        throttled = await client.request("GET", "/api/players/me", None, good)
+        assert (throttled.code, body_of(throttled)["error"]) == (429, "auth_throttled")
