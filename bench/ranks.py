@@ -49,11 +49,13 @@ import argparse
 import asyncio
 import datetime
 import gc
+import json
 import os
 import platform
 import random
 import shlex
 import sqlite3
+import statistics
 import string
 import sys
 import tempfile
@@ -65,8 +67,11 @@ from pathlib import Path
 import sortedcontainers
 
 from bench import report
+from handlers.live.rank_stream import rank_event
+from handlers.tornado_internals import text_frame
 from server.domain.increments import IncrementPolicy
 from server.domain.rank_index import RankIndex
+from server.domain.rank_watch import RankWatches, state_of
 from server.domain.records import BoardRow
 from server.domain.topk import rank_key
 from server.store.sqlite import _COUNT_AHEAD, SqliteStore
@@ -86,6 +91,7 @@ GOAL_BYTES_PER_PLAYER = 512
 GOAL_RANK_P99_US = 20.0
 GOAL_AROUND_P99_US = 50.0
 GOAL_PLAYERS = 1_000_000
+STREAM_WINDOW = 2  # rows each side of a rank watcher (the issue's example)
 
 
 # --- the players ----------------------------------------------------------------------------
@@ -444,6 +450,88 @@ def reads_and_writes(args: argparse.Namespace, loaded: Loaded) -> Measured:
     return Measured(rank_lat, around_lat, current, overhead_ns)
 
 
+def rank_stream_phase(
+    args: argparse.Namespace, index: RankIndex, current: dict[str, BoardRow]
+) -> None:
+    """The live rank stream's cost per broadcast interval with ``--watchers`` watchers.
+
+    Each interval: ``--moves`` random players' newer rows taken by the index (as
+    ``LiveRanks.apply`` does, telling the watchers of each move), then what a tick does
+    before writing to sockets: find the watchers the moves could have changed, compute
+    them, and frame an event for each one whose state changed. Then the worst case, a ban
+    of the leader (every rank below moves: every watcher computed and sent an event), and
+    for comparison one pass computing every watcher (what a tick without the search would
+    do every interval). ``current`` is kept up to date (the store phase reads it).
+    """
+    rng = random.Random(args.seed + 3)
+    ids = list(current)
+    watches: RankWatches[int] = RankWatches()
+    for seat in range(args.watchers):
+        watches.add(ids[rng.randrange(len(ids))], STREAM_WINDOW, seat, index)
+
+    def take(row: BoardRow) -> None:
+        held = index.get(row.user_id)
+        if index.apply(row):
+            watches.moved(row.user_id, None if held is None else rank_key(held))
+        current[row.user_id] = row
+
+    def tick() -> tuple[int, int, int]:
+        started = time.perf_counter_ns()
+        found = watches.found(index)
+        total = len(index)
+        events = 0
+        for watch in found:
+            change = watches.recompute(watch, index)
+            if change is not None:
+                event = rank_event(change.state, change.previous, total)
+                text_frame(json.dumps(event, separators=(",", ":"), ensure_ascii=False))
+                events += 1
+        return time.perf_counter_ns() - started, len(found), events
+
+    times, found, events = [], [], []
+    for _ in range(args.intervals):
+        for _ in range(args.moves):
+            user_id = ids[rng.randrange(len(ids))]
+            take(newer(current[user_id], rng))
+        ns, n_found, n_events = tick()
+        times.append(ns)
+        found.append(n_found)
+        events.append(n_events)
+    times.sort()
+    print(
+        f"\nlive rank stream: {args.watchers:,} watchers (window ±{STREAM_WINDOW}), "
+        f"{args.intervals} intervals of {args.moves} moves each; per interval (find, compute, "
+        f"frame; the socket writes are the fan-out's):"
+    )
+    print(
+        f"  time p50 {pct(times, 0.5) / 1e3:,.2f} ms, p99 {pct(times, 0.99) / 1e3:,.2f} ms, "
+        f"max {times[-1] / 1e6:,.2f} ms; watchers computed: mean "
+        f"{statistics.mean(found):,.1f}, max {max(found):,}; events: mean "
+        f"{statistics.mean(events):,.1f}, max {max(events):,}"
+    )
+    # The worst case: the leader is banned, every watcher's rank moves.
+    leader = index.at(1)
+    held = index.get(leader.user_id)
+    if index.remove(leader.user_id, leader.v + 1) and held is not None:
+        watches.moved(leader.user_id, rank_key(held))
+    ns, n_found, n_events = tick()
+    print(
+        f"  a ban of the leader: {n_found:,} watchers computed, {n_events:,} events, "
+        f"{ns / 1e6:,.1f} ms ({ns / 1e3 / max(n_found, 1):.1f} µs each; written in 1 ms steps)"
+    )
+    back = BoardRow(leader.user_id, leader.username, leader.score, leader.reached_ms, leader.v + 2)
+    take(back)
+    tick()
+    started = time.perf_counter_ns()
+    for seat in range(args.watchers):
+        state_of(index, ids[seat % len(ids)], STREAM_WINDOW)
+    naive = time.perf_counter_ns() - started
+    print(
+        f"  without the search (every watcher computed each interval): {naive / 1e6:,.1f} ms "
+        f"per interval"
+    )
+
+
 def check_against_sorted(index: RankIndex, current: dict[str, BoardRow], seed: int) -> bool:
     """The index's rank and row at rank against a sorted list, for random players."""
     expected = sorted(current.values(), key=rank_key)
@@ -502,6 +590,8 @@ def run(args: argparse.Namespace) -> int:
         f"thresholds {tuning.thresholds}"
     )
     measured = reads_and_writes(args, loaded)
+    if args.watchers:
+        rank_stream_phase(args, loaded.index, measured.current)
     sorted_ok = check_against_sorted(loaded.index, measured.current, args.seed)
     # The store gets the rows after the updates, in user id order (as its primary key).
     rows = sorted(measured.current.values(), key=lambda r: r.user_id)
@@ -536,10 +626,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--store-lookups", type=int, default=200)
     parser.add_argument("--apply-budget", type=float, default=60.0, help="s, apply-by-apply load")
     parser.add_argument("--sqlite-budget", type=float, default=60.0, help="s, SQLite insert")
+    parser.add_argument(
+        "--watchers", type=int, default=10_000, help="rank stream watchers (0: no such phase)"
+    )
+    parser.add_argument("--intervals", type=int, default=200, help="rank stream intervals")
+    parser.add_argument("--moves", type=int, default=50, help="moves per interval")
     args = parser.parse_args(argv)
     if args.quick:
         args.players = QUICK_PLAYERS
         args.lookups = min(args.lookups, QUICK_PLAYERS)
+        args.watchers, args.intervals = min(args.watchers, 1_000), min(args.intervals, 20)
     if args.players < PAGE:
         parser.error(f"--players must be at least {PAGE}")
     return args

@@ -10,10 +10,18 @@ either format.
 The rank index tells this stream of every move (:class:`actors.ranks.RankMoves`). The
 first move after a quiet interval starts a tick at once; later ones wait for the interval
 to pass. A tick asks :class:`~server.domain.rank_watch.RankWatches` which watchers the
-moves could have changed (not every watcher: see there), then computes and writes those
-in steps of at most ``step_budget_s``, yielding to the event loop in between (as the
-fan-out does), so a tick that finds many watchers (every rank below a banned leader moves)
-delays a request by one step, not by the whole tick.
+moves could have changed (not every watcher: see there), queues them behind those still
+waiting, then computes and writes them in steps of at most ``step_budget_s``, yielding to
+the event loop in between (as the fan-out does), so a request waits for one step at most.
+
+A tick spends at most ``tick_share`` of the interval (and at least ``MIN_TICK_BUDGET_S``):
+when moves sweep across the board (a ban of the leader, or many players jumping over the
+crowd of low scores) nearly every watcher changes every interval, and computing them all
+would cost more than the interval. The watchers not reached wait, in order, for the next
+tick (their events still coalesce: one per watcher, with everything up to then), so the
+stream's CPU stays bounded whatever the number of watchers, and each watcher's events
+come less often rather than the writes slowing down. ``scoreboard_rank_watchers_waiting``
+counts those left for the next tick.
 
 A lagging watcher (skipped by the fan-out for not reading) is skipped here too; when the
 fan-out resyncs it with a snapshot, it is sent its current state right after.
@@ -24,8 +32,9 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import deque
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Final, Protocol
 
 from actors.ranks import RankMoves
 from handlers.live.fanout import STEP_BUDGET_S, Cancellable, Schedule, after_ready_io
@@ -35,6 +44,9 @@ from server.domain.rank_index import RankIndex
 from server.domain.rank_watch import RankState, RankWatch, RankWatches
 from server.domain.topk import RankKey
 from server.support.metrics import Metrics
+
+TICK_SHARE: Final = 0.25  # of the broadcast interval, at most, per tick
+MIN_TICK_BUDGET_S: Final = 0.005
 
 
 class Ranks(Protocol):
@@ -77,6 +89,7 @@ class RankStream:
         ranks: the pod's rank index (it tells this stream of every move once started).
         seats: the fan-out whose seats carry the events.
         interval_s: the least time between two ticks (the broadcast interval).
+        tick_share: the most of an interval one tick may spend computing and writing.
         step_budget_s: how long one step of a tick may hold the event loop.
         schedule: runs the next step later (tests step by hand).
         clock: monotonic seconds.
@@ -89,6 +102,7 @@ class RankStream:
         metrics: Metrics,
         *,
         interval_s: float,
+        tick_share: float = TICK_SHARE,
         step_budget_s: float = STEP_BUDGET_S,
         schedule: Schedule = after_ready_io,
         clock: Callable[[], float] = time.monotonic,
@@ -97,6 +111,7 @@ class RankStream:
         self._seats = seats
         self._metrics = metrics
         self._interval = interval_s
+        self._tick_budget = max(interval_s * tick_share, MIN_TICK_BUDGET_S)
         self._step_budget = step_budget_s
         self._schedule = schedule
         self._clock = clock
@@ -104,8 +119,11 @@ class RankStream:
         self._by_watcher: dict[Watcher, RankWatch[Watcher]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._next_step: Cancellable | None = None
-        self._walk: list[RankWatch[Watcher]] = []  # found, not yet computed (reversed)
-        self._walk_seconds = 0.0
+        # Found by a tick, not yet computed: in order, each once.
+        self._waiting: deque[RankWatch[Watcher]] = deque()
+        self._queued: set[RankWatch[Watcher]] = set()
+        self._tick_ends = 0.0  # perf_counter: the current tick's budget runs out
+        self._tick_seconds = 0.0
         self._last_tick = float("-inf")
 
     def __len__(self) -> int:
@@ -124,7 +142,8 @@ class RankStream:
             if pending is not None:
                 pending.cancel()
         self._timer = self._next_step = None
-        self._walk = []
+        self._waiting.clear()
+        self._queued.clear()
 
     # --- watchers ------------------------------------------------------------------------
 
@@ -180,33 +199,40 @@ class RankStream:
     def _tick(self) -> None:
         self._timer = None
         self._last_tick = self._clock()
-        self._walk = self._watches.found(self._ranks.index)
-        self._walk.reverse()  # popped from the end, in the order found
-        self._walk_seconds = 0.0
+        for watch in self._watches.found(self._ranks.index):
+            if watch not in self._queued:
+                self._queued.add(watch)
+                self._waiting.append(watch)
+        self._tick_ends = time.perf_counter() + self._tick_budget
+        self._tick_seconds = 0.0
         self._step()
 
     def _step(self) -> None:
         self._next_step = None
         started = time.perf_counter()
-        deadline = started + self._step_budget
+        deadline = min(started + self._step_budget, self._tick_ends)
         index = self._ranks.index
         total = len(index)
-        walk = self._walk
+        waiting, queued, watches = self._waiting, self._queued, self._watches
         sent = 0
-        while walk:
-            change = self._watches.recompute(walk.pop(), index)
+        while waiting:
+            watch = waiting.popleft()
+            queued.discard(watch)
+            change = watches.recompute(watch, index)
             if change is not None:
                 sent += self._send(change.seat, rank_event(change.state, change.previous, total))
             if time.perf_counter() >= deadline:
                 break
         self._metrics.rank_events.inc(sent)
-        self._walk_seconds += time.perf_counter() - started
-        if walk:
+        now = time.perf_counter()
+        self._tick_seconds += now - started
+        if waiting and now < self._tick_ends:
             self._next_step = self._schedule(self._step)
             return
-        self._metrics.rank_tick_seconds.observe(self._walk_seconds)
-        if self._watches.pending:
-            self._tick_soon()  # moves that came during the walk: one interval after it began
+        self._metrics.rank_tick_seconds.observe(self._tick_seconds)
+        self._metrics.rank_waiting.set(len(waiting))
+        if waiting or watches.pending:
+            self._tick_soon()  # one interval after this tick began
 
     def _send(self, watcher: Watcher, event: dict[str, Any]) -> int:
         seat = self._seats.seat_of(watcher)

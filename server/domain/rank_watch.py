@@ -90,16 +90,29 @@ class RankWatch(Generic[Seat]):
     _order: tuple[RankKey, int] = field(default=(TOP, 0), repr=False)
 
 
+_NOT_RANKED: Final = RankState(None, None, ())
+
+
+def window_of(
+    index: RankIndex, user_id: str, window: int
+) -> tuple[RankState, RankKey | None, RankKey]:
+    """The player's state in ``index`` with ``window`` rows each side, and its window's
+    key span ``(lo, hi)`` (``lo`` None when not ranked; ``hi`` past every key when the
+    window reaches the bottom of the board)."""
+    rank = index.rank_of(user_id)
+    if rank is None:
+        return _NOT_RANKED, None, BOTTOM
+    first = max(rank - window, 1)
+    rows = index.page(first, rank + window - first + 1)
+    shown = tuple((r, row.user_id, row.username, row.score) for r, row in rows)
+    last_rank, last = rows[-1]
+    hi = BOTTOM if last_rank >= len(index) else rank_key(last)
+    return RankState(rank, shown[rank - first][3], shown), rank_key(rows[0][1]), hi
+
+
 def state_of(index: RankIndex, user_id: str, window: int) -> RankState:
     """The player's state in ``index``, with ``window`` rows each side."""
-    rows = tuple(
-        (r, row.user_id, row.username, row.score)
-        for r, row in index.around(user_id, window, window)
-    )
-    for shown in rows:
-        if shown[1] == user_id:
-            return RankState(shown[0], shown[3], rows)
-    return RankState(None, None, ())
+    return window_of(index, user_id, window)[0]
 
 
 class RankWatches(Generic[Seat]):
@@ -135,7 +148,7 @@ class RankWatches(Generic[Seat]):
         watch = RankWatch(user_id, window, seat, _order=(TOP, self._next_id))
         self._by_user.setdefault(user_id, set()).add(watch)
         self._count += 1
-        self._place(watch, state_of(index, user_id, window), index)
+        self._place(watch, *window_of(index, user_id, window))
         return watch
 
     def discard(self, watch: RankWatch[Seat]) -> None:
@@ -183,10 +196,8 @@ class RankWatches(Generic[Seat]):
         if watch.gone:
             return None
         before = watch.state
-        state = state_of(index, watch.user_id, watch.window)
-        if watch.lo is not None:
-            self._by_lo.remove(watch)
-        self._place(watch, state, index)
+        state, lo, hi = window_of(index, watch.user_id, watch.window)
+        self._place(watch, state, lo, hi)
         if state == before:
             return None
         return RankChange(watch.seat, state, before.rank if before is not None else None)
@@ -212,16 +223,21 @@ class RankWatches(Generic[Seat]):
                     found.add(watch)
         return found
 
-    def _place(self, watch: RankWatch[Seat], state: RankState, index: RankIndex) -> None:
+    def _place(
+        self, watch: RankWatch[Seat], state: RankState, lo: RankKey | None, hi: RankKey
+    ) -> None:
+        """Keep ``state`` as the watch's, and its window's key span (re-sorted only when
+        its first key moved: most changes move ranks, not the rows of a window)."""
         watch.state = state
-        if state.rank is None:
-            watch.lo = None
+        watch.hi = hi
+        if lo == watch.lo:
             return
-        first_rank, last_rank = state.window[0][0], state.window[-1][0]
-        watch.lo = index.key_at(first_rank)
-        watch.hi = BOTTOM if last_rank >= len(index) else index.key_at(last_rank)
-        watch._order = (watch.lo, watch._order[1])
-        self._by_lo.add(watch)
+        if watch.lo is not None:
+            self._by_lo.remove(watch)
+        watch.lo = lo
+        if lo is not None:
+            watch._order = (lo, watch._order[1])
+            self._by_lo.add(watch)
 
 
 def _order_of(watch: RankWatch[Seat]) -> tuple[RankKey, int]:

@@ -261,6 +261,12 @@ class Metrics:
             "Rank events written to WebSocket clients (a player's rank, score or window changed).",
             registry=self.registry,
         )
+        self.rank_waiting = Gauge(
+            "scoreboard_rank_watchers_waiting",
+            "Rank watchers found changed but left for the next tick: the last tick spent its "
+            "share of the broadcast interval (their events come less often, coalesced).",
+            registry=self.registry,
+        )
         self.rank_tick_seconds = Histogram(
             "scoreboard_rank_tick_seconds",
             "Time one broadcast interval's rank events took to find, compute and write.",

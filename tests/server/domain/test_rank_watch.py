@@ -4,6 +4,8 @@ rank each was last sent; and it finds them without computing the others."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -100,13 +102,13 @@ def test_a_move_far_from_a_window_computes_nothing(monkeypatch: pytest.MonkeyPat
     for i in range(0, 500, 10):
         board.watches.add(f"p{i:03}", 2, f"seat{i}", board.index)
     computed: list[str] = []
-    real = rank_watch.state_of
+    real = rank_watch.window_of
 
-    def counted(index: RankIndex, user_id: str, window: int) -> RankState:
+    def counted(index: RankIndex, user_id: str, window: int) -> Any:
         computed.append(user_id)
         return real(index, user_id, window)
 
-    monkeypatch.setattr(rank_watch, "state_of", counted)
+    monkeypatch.setattr(rank_watch, "window_of", counted)
     board.set("p250", 1000 - 250, reached_ms=5)  # a move in place: nothing shown changes
     board.set("p305", 1000 - 300)  # p305 overtakes p301..p304: only watchers near them
     changes = board.watches.due(board.index)
