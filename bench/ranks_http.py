@@ -467,6 +467,8 @@ async def measure(args: argparse.Namespace, ws: Workspace, loader: str, report: 
             (ME, (ours, bare)),
             (UPDATE, (ours, bare)),
         ):
+            if endpoint not in args.endpoints:
+                continue
             load = plan[endpoint]
             for server in who if args.warmup else ():
                 await run_load(
@@ -533,17 +535,20 @@ def print_report(report: Report) -> int:
             )
     print("\nGoals (issue 13; reported, not failed):")
     for endpoint, goal in GOALS.items():
+        if not report.runs("ours", endpoint):
+            continue
         ratio = report.rps("ours", endpoint) / report.rps("bare", endpoint)
         verdict = "MET" if ratio >= goal else "NOT MET"
         print(f"  {NAMES[endpoint]} >= {goal:g}x bare req/s: {verdict} ({ratio:.2f}x)")
     redis_rps = report.rps("redis", PLAYER)
-    print(
-        f"  beside Redis (ZREVRANK + ZSCORE behind Tornado): ours {report.rps('ours', PLAYER):,.0f}"
-        f" req/s, redis {redis_rps:,.0f} req/s "
-        f"({report.rps('ours', PLAYER) / redis_rps:.2f}x); p99 "
-        f"{median([r.p99_ms for r in report.runs('ours', PLAYER)]):.2f} vs "
-        f"{median([r.p99_ms for r in report.runs('redis', PLAYER)]):.2f} ms"
-    )
+    if report.runs("redis", PLAYER):
+        print(
+            f"  beside Redis (ZREVRANK + ZSCORE behind Tornado): ours "
+            f"{report.rps('ours', PLAYER):,.0f} req/s, redis {redis_rps:,.0f} req/s "
+            f"({report.rps('ours', PLAYER) / redis_rps:.2f}x); p99 "
+            f"{median([r.p99_ms for r in report.runs('ours', PLAYER)]):.2f} vs "
+            f"{median([r.p99_ms for r in report.runs('redis', PLAYER)]):.2f} ms"
+        )
     print(f"\nload average at the end: {bench_report.load_average()}")
     ours_bad = sum(r.non2xx + r.socket_errors for r in report.rounds if r.server == "ours")
     failed = bool(report.disagreements) or ours_bad > 0 or not report.ours_alive
@@ -562,6 +567,13 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     parser.add_argument("--connections", type=int, default=32)
     parser.add_argument("--loader", choices=("auto", "wrk", "python"), default="auto")
     parser.add_argument("--start-timeout", type=float, default=300, help="our server's start, s")
+    parser.add_argument(
+        "--endpoints",
+        nargs="+",
+        choices=(PLAYER, ME, UPDATE),
+        default=[PLAYER, ME, UPDATE],
+        help="which loads to run (default: all)",
+    )
     parser.add_argument("--keep-logs", action="store_true")
     parser.add_argument(
         "--quick", action="store_true", help=f"{QUICK_PLAYERS:,} players, 1 round of 1 s"
