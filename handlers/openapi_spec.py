@@ -744,14 +744,39 @@ def _websocket() -> dict[str, Any]:
                 "name": "token",
                 "in": "query",
                 "required": False,
-                "description": "A player JWT; required when `SCOREBOARD_WS_REQUIRE_AUTH` is on",
+                "description": (
+                    "A player JWT; required when `SCOREBOARD_WS_REQUIRE_AUTH` is on, and with "
+                    "`watch=me`"
+                ),
                 "schema": {"type": "string"},
+            },
+            {
+                "name": "watch",
+                "in": "query",
+                "required": False,
+                "description": "`me`: also stream `rank` events for the token's player",
+                "schema": {"type": "string", "enum": ["me"]},
+            },
+            {
+                "name": "window",
+                "in": "query",
+                "required": False,
+                "description": "With `watch=me`: rows above and below the player in each event",
+                "schema": {"type": "integer", "minimum": 0, "maximum": 10, "default": 2},
             },
         ],
         "responses": {
             "101": {"description": "Switching to the WebSocket protocol"},
             "400": _error(
-                400, ["invalid_format", "invalid_since", "websocket_required"], request_id=False
+                400,
+                [
+                    "invalid_format",
+                    "invalid_since",
+                    "invalid_watch",
+                    "invalid_window",
+                    "websocket_required",
+                ],
+                request_id=False,
             ),
             "401": _error(401, ["missing_token", "invalid_token"], request_id=False),
             "403": _error(403, ["origin_not_allowed"], request_id=False),

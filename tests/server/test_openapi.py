@@ -242,6 +242,7 @@ def test_every_error_code_is_in_api_md() -> None:
     assert ws_codes == {
         "invalid_format",
         "invalid_since",
+        "invalid_watch",
         "websocket_required",
         "too_many_connections",
     }
