@@ -66,7 +66,6 @@ from bench.updates import (
     REQUEST_TIMEOUT_S,
     SECRET,
     WRK_DONE,
-    WRK_RESULT,
     CpuSample,
     PyLoad,
     Run,
@@ -74,6 +73,7 @@ from bench.updates import (
     check_alive,
     median,
     mint,
+    run_wrk,
     spawn,
     wrk_version,
 )
@@ -293,10 +293,17 @@ async def wait_redis(server: ServerProcess, timeout_s: float = 30) -> None:
 _LOADED = re.compile(r"rank index loaded: ([\d,]+) players in ([\d.]+) s")
 
 
-def load_line(server: ServerProcess) -> str:
-    """Our server's own report of its rank index load."""
-    match = _LOADED.search(server.log_path.read_text(errors="replace"))
-    return match.group(0) if match else "(no load line in the log)"
+async def load_line(server: ServerProcess, timeout_s: float = 10) -> str:
+    """Our server's own report of its rank index load (its log is written in batches by
+    another thread: the line may come a moment after the server answers)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        match = _LOADED.search(server.log_path.read_text(errors="replace"))
+        if match:
+            return match.group(0)
+        if time.monotonic() > deadline:
+            return "(no load line in the log)"
+        await asyncio.sleep(0.1)
 
 
 # --- the check ------------------------------------------------------------------------------
@@ -383,30 +390,18 @@ async def wrk(
 ) -> None:
     lines = ws.write(f"{load.endpoint}.txt", load.file_text())
     script = ws.write("lines.lua", _WRK_LINES)
-    command = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency"]
-    command += [f"--timeout={REQUEST_TIMEOUT_S}s", "-s", str(script), f"http://{HOST}:{port}/"]
-    command += ["--", str(lines)]
-    out_path = ws.path / f"wrk-{port}-{load.endpoint}-{time.monotonic_ns()}.txt"
-    proc = spawn(ws, command, out_path)
-    deadline = time.monotonic() + duration_s + REQUEST_TIMEOUT_S + 30
-    while proc.poll() is None:
-        if time.monotonic() > deadline:
-            proc.kill()
-            raise RuntimeError(f"wrk did not finish: {shlex.join(command)}")
-        await asyncio.sleep(0.05)
-    ws.children.remove(proc)
-    output = out_path.read_text(errors="replace")
-    match = WRK_RESULT.search(output)
-    if proc.returncode != 0 or match is None:
-        raise RuntimeError(f"wrk failed ({proc.returncode}): {shlex.join(command)}\n{output}")
-    values = {k: int(v) for k, v in (item.split("=") for item in match.group(1).split())}
-    run.requests = values["requests"]
-    run.duration_s = values["duration_us"] / 1e6
-    run.p50_ms = values["p50_us"] / 1e3
-    run.p99_ms = values["p99_us"] / 1e3
-    run.max_ms = values["max_us"] / 1e3
-    run.non2xx = values["status"]
-    run.errors = {k: values[k] for k in ("connect", "read", "write", "timeout")}
+    url = f"http://{HOST}:{port}/"
+    name = f"{port}-{load.endpoint}"
+    await run_wrk(
+        ws,
+        script,
+        url,
+        [str(lines)],
+        connections=connections,
+        duration_s=duration_s,
+        run=run,
+        name=name,
+    )
 
 
 def loads(rows: Sequence[BoardRow], seed: int) -> dict[str, Load]:
@@ -450,7 +445,7 @@ async def measure(args: argparse.Namespace, ws: Workspace, loader: str, report: 
         servers.append(redis_http)
         first = rows[0].user_id
         await wait_answering(ours, f"/api/players/{first}", args.start_timeout)
-        report.load_line = load_line(ours)
+        report.load_line = await load_line(ours)
         report.rss_mib = ours.rss_kb() / 1024
         await wait_answering(bare, f"/api/players/{first}", 30)
         await wait_answering(redis_http, f"/api/players/{first}", 30)

@@ -456,11 +456,35 @@ async def wrk_load(
 ) -> Run:
     script = ws.path / ("update.lua" if target.endpoint == UPDATE else "top.lua")
     url = f"http://{HOST}:{port}{ROUTES[target.endpoint][1]}"
+    args = [] if target.tokens_file is None else [str(target.tokens_file)]
+    name = f"{port}-{target.endpoint}"
+    return await run_wrk(
+        ws, script, url, args, connections=connections, duration_s=duration_s, run=run, name=name
+    )
+
+
+async def run_wrk(
+    ws: Workspace,
+    script: Path,
+    url: str,
+    script_args: Sequence[str],
+    *,
+    connections: int,
+    duration_s: int,
+    run: Run,
+    name: str,
+) -> Run:
+    """One wrk run (``-t1 --latency``) with ``script`` (which ends with :data:`WRK_DONE`),
+    its counts and percentiles read into ``run``.
+
+    Raises:
+        RuntimeError: wrk failed, or did not finish in time.
+    """
     command = ["wrk", "-t1", f"-c{connections}", f"-d{duration_s}s", "--latency"]
     command += [f"--timeout={REQUEST_TIMEOUT_S}s", "-s", str(script), url]
-    if target.tokens_file is not None:
-        command += ["--", str(target.tokens_file)]
-    out_path = ws.path / f"wrk-{port}-{target.endpoint}-{time.monotonic_ns()}.txt"
+    if script_args:
+        command += ["--", *script_args]
+    out_path = ws.path / f"wrk-{name}-{time.monotonic_ns()}.txt"
     proc = spawn(ws, command, out_path)
     try:
         deadline = time.monotonic() + duration_s + REQUEST_TIMEOUT_S + 30
