@@ -125,7 +125,7 @@ def cron_problem(expression: str) -> str | None:
     except CroniterBadDateError:  # 31 February: croniter looks ahead for years, in vain
         return f"{expression!r} never fires"
     except CroniterError as exc:
-        problem = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        problem = " ".join(str(exc).split()) or type(exc).__name__  # on one line
         return f"{expression!r} is not a valid cron expression: {problem}"
     return None
 

@@ -94,6 +94,12 @@ CASES = [
         id="daily: Havana's day with two midnights starts at the first",
     ),
     pytest.param(
+        period("daily", "America/Toronto"),
+        "1919-03-31T00:45-04:00",  # the clocks jumped from 23:30 to 00:30
+        season("daily", "1919-03-31", "1919-03-31T00:30-04:00", "1919-04-01T00:00-04:00"),
+        id="daily: a jump across midnight, the day starts where the clocks land",
+    ),
+    pytest.param(
         period("daily", "Pacific/Apia"),
         "2011-12-29T23:59:59.999-10:00",
         season("daily", "2011-12-29", "2011-12-29T00:00-10:00", "2011-12-31T00:00+14:00"),
