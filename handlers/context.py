@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from handlers.live.fanout import Fanout
     from handlers.live.rank_stream import RankStream
     from server.domain.actions import ActionVerifier
+    from server.domain.boards import BoardSpec
     from server.domain.origins import AllowedOrigins
     from server.domain.rank_index import RankIndex
     from server.domain.throttle import FailedAuthThrottle, Network
@@ -41,6 +42,7 @@ class Backend(Protocol):
     trusted_proxies: tuple[Network, ...]
     auth_throttle: FailedAuthThrottle
     actions: ActionVerifier | None
+    boards: tuple[BoardSpec, ...]  # from SCOREBOARD_BOARDS_FILE; the first is the default
     fanout: Fanout
     rank_stream: RankStream
     users: UserRegistry

@@ -406,6 +406,62 @@ def openapi_document(
             "503": ranks_503,
         },
     }
+    nullable_time = {"type": ["string", "null"], "format": "date-time"}
+    season = _object(
+        {
+            "id": {"type": "string"},
+            "start": {"type": "string", "format": "date-time"},
+            "end": {**nullable_time, "description": "null: the season never ends (all_time)"},
+        }
+    )
+    board = _object(
+        {
+            "id": {"type": "string", "pattern": "^[a-z0-9_-]{1,32}$"},
+            "title": {"type": "string"},
+            "default": {"type": "boolean", "description": "the board the original routes serve"},
+            "operator": {"enum": ["incr", "best", "set"]},
+            "order": {"enum": ["desc", "asc"]},
+            "value_field": {"enum": ["increment", "score"]},
+            "limits": {
+                "type": "object",
+                "additionalProperties": {"type": ["integer", "null"]},
+            },
+            "top_n": {"type": "integer", "minimum": 1},
+            "rate_limit_per_minute": {"type": "integer", "minimum": 0},
+            "proof_of_action": {"type": "boolean"},
+            "keep_seasons": {"type": "integer", "minimum": 0},
+            "timezone": {"type": "string"},
+            "week_starts": {"type": "string"},
+            "periods": {
+                "type": "array",
+                "items": _object(
+                    {
+                        "name": {"type": "string"},
+                        "kind": {"enum": ["all_time", "daily", "weekly", "monthly", "cron"]},
+                        "cron": {"type": ["string", "null"]},
+                        "season": season,
+                    }
+                ),
+            },
+        }
+    )
+    list_boards = {
+        "operationId": "listBoards",
+        "tags": ["boards"],
+        "summary": "The boards, their rules, and each period's current season",
+        "description": (
+            "From `SCOREBOARD_BOARDS_FILE` (docs/boards.md), in the file's order; the first is "
+            "the default board. Without a file: the one board `main`, from the settings."
+        ),
+        "security": [],
+        "parameters": [_request_id_param()],
+        "responses": {
+            "200": _ok(
+                "The boards",
+                _object({"boards": {"type": "array", "items": board, "minItems": 1}}),
+            )
+        },
+    }
     lookup_players = {
         "operationId": "lookupPlayers",
         "tags": ["players"],
@@ -518,6 +574,7 @@ def openapi_document(
         "tags": [
             {"name": "scores", "description": "Updating and reading scores"},
             {"name": "players", "description": "Ranks, windows and lookups of players"},
+            {"name": "boards", "description": "The boards and their seasons (docs/boards.md)"},
             {"name": "admin", "description": f"Needs the `{ADMIN_SCOPE}` scope"},
             {"name": "operations", "description": "Health, readiness, metrics, this document"},
             {"name": "live", "description": "The WebSocket stream of the top scores"},
@@ -529,6 +586,7 @@ def openapi_document(
             "/api/players/{user_id}": {"get": get_player},
             "/api/players/{user_id}/around": {"get": get_around},
             "/api/players/lookup": {"post": lookup_players},
+            "/api/boards": {"get": list_boards},
             "/api/users/{user_id}/reset": {"post": reset_user},
             "/api/users/{user_id}/ban": {"delete": unban_user},
             "/ws/scoreboard": {"get": _websocket()},

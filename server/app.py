@@ -11,6 +11,7 @@ from tornado.routing import Router
 
 from handlers.admin import BanHandler, ResetHandler, UserHandler
 from handlers.base import NotFoundHandler, access_log, allowed_methods
+from handlers.boards import BoardsHandler
 from handlers.inflight import InFlight
 from handlers.live.socket import ScoreboardSocket
 from handlers.openapi import OpenApiHandler
@@ -40,6 +41,7 @@ def make_app(service: Service, inflight: InFlight) -> tornado.web.Application:
             (r"/readyz", ReadyHandler, route("readyz")),
             (r"/metrics", MetricsHandler, route("metrics")),
             (r"/api/openapi.json", OpenApiHandler, route("openapi")),
+            (r"/api/boards", BoardsHandler, route("boards")),
             (r"/api/players/lookup", LookupHandler, route("players_lookup")),
             (r"/api/players/([^/]+)/around", AroundHandler, route("player_around")),
             (r"/api/players/([^/]+)", PlayerHandler, route(PLAYER_ROUTE)),

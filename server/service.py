@@ -26,6 +26,7 @@ from actors.user import UserRegistry
 from handlers.live.addresses import OpenPerAddress
 from handlers.live.fanout import Fanout
 from handlers.live.rank_stream import RankStream
+from server.board_setup import boards_of
 from server.domain.actions import ActionVerifier
 from server.domain.increments import IncrementPolicy
 from server.domain.origins import AllowedOrigins
@@ -93,6 +94,8 @@ class Service:
         clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         self.settings = settings
+        # The boards this server runs (SCOREBOARD_BOARDS_FILE, checked here, at start).
+        self.boards = boards_of(settings)
         self.store = GuardedStore(store, probe_interval_s=settings.store_probe_interval_s)
         self.clock_ms = clock_ms
         self.metrics = Metrics()

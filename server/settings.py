@@ -93,6 +93,7 @@ class Settings:
     ready_max_staleness_s: float = 30.0
     store_probe_interval_s: float = 1.0
     ws_send_buffer_bytes: int = 64 * 1024
+    boards_file: str | None = None
     ws_max_per_address: int = 256
     max_user_actors: int = 50_000
 
@@ -273,6 +274,12 @@ OPTIONS: tuple[Option, ...] = (
         metavar="URI",
     ),
     Option("mongodb_db", _text, "MongoDB database name", metavar="NAME"),
+    Option(
+        "boards_file",
+        _optional_text,
+        "TOML file of boards (docs/boards.md); unset: one board 'main' from these settings",
+        metavar="PATH",
+    ),
     Option(
         "store_timeout_s",
         # Above the change stream's 1 s wait for events, which the driver requires.

@@ -41,7 +41,6 @@ first) means for each:
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal, NoReturn, get_args
@@ -233,28 +232,6 @@ def default_boards(defaults: BoardDefaults) -> tuple[BoardSpec, ...]:
             max_increment=defaults.max_increment,
         ),
     )
-
-
-def load_boards_file(path: str, defaults: BoardDefaults) -> tuple[BoardSpec, ...]:
-    """Read and check the boards file at ``path`` (:func:`parse_boards`).
-
-    Raises:
-        BoardsError: unreadable, not UTF-8, not TOML, or a board is wrong; the message is
-            one line and starts with ``path``.
-    """
-    try:
-        with open(path, "rb") as file:
-            document = tomllib.load(file)
-    except OSError as exc:
-        raise BoardsError(f"{path}: cannot read the file ({exc.strerror})") from None
-    except UnicodeDecodeError:
-        raise BoardsError(f"{path}: the file is not UTF-8") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise BoardsError(f"{path}: not valid TOML: {_one_line(str(exc))}") from None
-    try:
-        return parse_boards(document, defaults)
-    except BoardsError as exc:
-        raise BoardsError(f"{path}: {exc}") from None
 
 
 def parse_boards(document: Mapping[str, Any], defaults: BoardDefaults) -> tuple[BoardSpec, ...]:

@@ -4,7 +4,6 @@ the board without a file, and the operators incr, best and set with their ties."
 from __future__ import annotations
 
 import tomllib
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -18,7 +17,6 @@ from server.domain.boards import (
     Standing,
     default_boards,
     is_better,
-    load_boards_file,
     new_score,
     next_standing,
     ordering_score,
@@ -393,45 +391,6 @@ def test_each_mistake_is_refused_on_one_line_naming_board_and_field(
         boards(text)
     assert str(refused.value) == message
     assert "\n" not in message
-
-
-def test_the_file_is_read_and_its_errors_start_with_its_name(tmp_path: Path) -> None:
-    path = tmp_path / "boards.toml"
-    path.write_text(WORKED_EXAMPLE)
-    assert load_boards_file(str(path), DEFAULTS) == boards(WORKED_EXAMPLE)
-
-    path.write_text("[boards.k]\ntop_n = 0\n")
-    with pytest.raises(BoardsError) as refused:
-        load_boards_file(str(path), DEFAULTS)
-    assert str(refused.value) == f"{path}: board 'k': top_n: 0 is not from 1 to 1000"
-
-
-@pytest.mark.parametrize(
-    ("content", "message"),
-    [
-        # tomllib's own words follow (they vary between Python versions), with the line.
-        (b"[boards.k]\ntop_n = \n", "not valid TOML: "),
-        (b"[boards.k]\ntitle = 'a\n'\n", "not valid TOML: "),
-        (b"[boards.k]\ntitle = '\xff'\n", "the file is not UTF-8"),
-    ],
-)
-def test_a_file_that_is_not_toml_is_refused_on_one_line(
-    tmp_path: Path, content: bytes, message: str
-) -> None:
-    path = tmp_path / "boards.toml"
-    path.write_bytes(content)
-    with pytest.raises(BoardsError) as refused:
-        load_boards_file(str(path), DEFAULTS)
-    assert str(refused.value).startswith(f"{path}: {message}")
-    assert "TOML" not in message or "line 2" in str(refused.value)
-    assert "\n" not in str(refused.value)
-
-
-def test_a_missing_file_is_refused_with_its_name(tmp_path: Path) -> None:
-    path = tmp_path / "missing.toml"
-    with pytest.raises(BoardsError) as refused:
-        load_boards_file(str(path), DEFAULTS)
-    assert str(refused.value) == f"{path}: cannot read the file (No such file or directory)"
 
 
 # --- operators ----------------------------------------------------------------------------
