@@ -246,6 +246,21 @@ def test_an_invalid_setting_exits_2_with_one_line_naming_it(variable: str, value
         assert value not in lines[0]  # a secret is never echoed back
 
 
+def test_a_wrong_boards_file_exits_2_with_one_line_naming_the_board_and_field(
+    tmp_path: Path,
+) -> None:
+    boards = tmp_path / "boards.toml"
+    boards.write_text("[boards.laps]\noperator = 'best'\nmax_increment = 5\n")
+    env = server_env(port="0", host="127.0.0.1", sqlite_path=":memory:", boards_file=str(boards))
+    result = run_cli(env=env)
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"error: invalid setting SCOREBOARD_BOARDS_FILE: {boards}: board 'laps': "
+        "max_increment: applies to incr boards only"
+    ]
+    assert "listening" not in result.stdout
+
+
 def test_an_invalid_flag_exits_2_naming_the_flag_not_the_variable() -> None:
     env = server_env(host="127.0.0.1", sqlite_path=":memory:")
     result = run_cli("--port", "abc", env=env)
