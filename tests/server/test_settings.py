@@ -205,7 +205,9 @@ INVALID = [
     ("max_user_actors", "unlimited"),
 ]
 # These accept any text (an empty one means unset).
-FREE_TEXT = {"mongodb_uri", "jwt_issuer", "jwt_audience"}
+# boards_file: any path here; the file itself is read and checked when the service is built
+# (tests/server/test_board_setup.py, and test_main.py end to end).
+FREE_TEXT = {"mongodb_uri", "jwt_issuer", "jwt_audience", "boards_file"}
 
 
 def test_action_secret_needs_action_points_and_is_never_echoed() -> None:
