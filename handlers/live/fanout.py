@@ -213,8 +213,31 @@ class Fanout:
         self._metrics.websockets.set(len(self._seats))
 
     def seat_of(self, watcher: Watcher) -> Outbox | None:
-        """The watcher's seat (for other frames of its stream: rank events), or None."""
+        """The watcher's seat, or None (not joined, or gone)."""
         return self._seats.get(watcher)
+
+    def write_own(self, watcher: Watcher, frame: bytes) -> bool:
+        """Write ``frame``, a message of this watcher's own (a rank event), in order with
+        the board's and under the same bound: a watcher that is lagging is skipped (its
+        resync follows), and one whose unsent bytes would pass the bound is marked lagging
+        (resynced once it drains, closed if it stays behind).
+
+        Returns:
+            Whether the frame was written or queued.
+        """
+        seat = self._seats.get(watcher)
+        stream = watcher.out
+        if seat is None or stream is None or seat.lagging:
+            return False
+        if seat.frames is None:  # straight to the socket, unless Tornado has bytes
+            written = write_now(seat, stream, frame)
+            if written is not None:
+                return written
+        unsent = seat.unsent(stream)
+        if unsent and unsent + len(frame) > self._max_buffer:
+            self._mark_lagging(seat)
+            return False
+        return seat.push(stream, frame)
 
     def on_resync(self, callback: Callable[[Watcher], None]) -> None:
         """Call ``callback`` right after a lagging watcher was sent its fresh snapshot."""

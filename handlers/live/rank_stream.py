@@ -23,13 +23,16 @@ stream's CPU stays bounded whatever the number of watchers, and each watcher's e
 come less often rather than the writes slowing down. ``scoreboard_rank_watchers_waiting``
 counts those left for the next tick.
 
-A lagging watcher (skipped by the fan-out for not reading) is skipped here too; when the
-fan-out resyncs it with a snapshot, it is sent its current state right after.
+Events are written through the fan-out (:meth:`~handlers.live.fanout.Fanout.write_own`),
+under its slow-client rules: a watcher that stops reading is marked lagging once its unsent
+bytes would pass the bound, skipped meanwhile, and, once the fan-out resyncs it with a
+snapshot, sent its current state right after (or closed, if it stays behind).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections import deque
 from collections.abc import Callable
@@ -44,6 +47,8 @@ from server.domain.rank_index import RankIndex
 from server.domain.rank_watch import RankState, RankWatch, RankWatches
 from server.domain.topk import RankKey
 from server.support.metrics import Metrics
+
+log = logging.getLogger(__name__)
 
 TICK_SHARE: Final = 0.25  # of the broadcast interval, at most, per tick
 MIN_TICK_BUDGET_S: Final = 0.005
@@ -60,9 +65,12 @@ class Ranks(Protocol):
 
 
 class Seats(Protocol):
-    """What the stream uses of the fan-out: a watcher's seat, and word of its resyncs."""
+    """What the stream uses of the fan-out: whether a watcher has a seat, writes to it
+    under the fan-out's slow-client rules, and word of its resyncs."""
 
     def seat_of(self, watcher: Watcher) -> Outbox | None: ...
+
+    def write_own(self, watcher: Watcher, frame: bytes) -> bool: ...
 
     def on_resync(self, callback: Callable[[Watcher], None]) -> None: ...
 
@@ -238,10 +246,13 @@ class RankStream:
         while waiting:
             watch = waiting.popleft()
             queued.discard(watch)
-            change = watches.recompute(watch, index)
-            if change is not None:
-                event = rank_event_json(change.state, change.previous, total)
-                sent += self._send(change.seat, event)
+            try:
+                change = watches.recompute(watch, index)
+                if change is not None:
+                    event = rank_event_json(change.state, change.previous, total)
+                    sent += self._send(change.seat, event)
+            except Exception:  # one broken watcher must not stop the tick for the others
+                log.exception("a rank event failed")
             if time.perf_counter() >= deadline:
                 break
         self._metrics.rank_events.inc(sent)
@@ -256,8 +267,4 @@ class RankStream:
             self._tick_soon()  # one interval after this tick began
 
     def _send(self, watcher: Watcher, event: str) -> int:
-        seat = self._seats.seat_of(watcher)
-        stream = watcher.out
-        if seat is None or stream is None or seat.lagging:
-            return 0  # closing, or lagging: its resync sends the current state
-        return 1 if seat.send(stream, text_frame(event)) else 0
+        return 1 if self._seats.write_own(watcher, text_frame(event)) else 0

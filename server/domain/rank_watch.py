@@ -131,6 +131,11 @@ class RankWatches(Generic[Seat]):
         return self._count
 
     @property
+    def placed(self) -> int:
+        """How many watchers have a window in the search (ranked players' watchers)."""
+        return len(self._by_lo)
+
+    @property
     def pending(self) -> bool:
         """Whether moves wait for :meth:`due`."""
         return bool(self._moved) or self._everyone
@@ -163,6 +168,7 @@ class RankWatches(Generic[Seat]):
             del self._by_user[watch.user_id]
         if watch.lo is not None:
             self._by_lo.remove(watch)
+            watch.lo = None
 
     def moved(self, user_id: str, old: RankKey | None) -> None:
         """``user_id``'s row changed or was removed; ``old`` is its key before (``None``:

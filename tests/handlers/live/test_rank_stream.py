@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import struct
 from typing import Any
 
 import pytest
 
+from server.domain.records import BoardRow
 from tests.conftest import Client, body_of, close_websocket, eventually, make_token, serving
+from tests.handlers.live.test_fanout import stuck_client, unsent
 from tests.handlers.live.test_resume import refused
 from tests.handlers.live.test_socket import assert_silent, gauge, metrics_text, receive
 
@@ -134,3 +138,65 @@ async def test_bad_watch_queries_are_refused(query: str, status: int, code: str)
         response = await refused(client, query.replace("token=T", f"token={make_token('me')}"))
         assert (response.code, body_of(response)["error"]) == (status, code)
         assert len(client.running.service.rank_stream) == 0
+
+
+async def test_a_watcher_that_stops_reading_rank_events_is_bounded_then_closed() -> None:
+    bound = 16384
+    async with serving(
+        top_n=1,  # the board's own messages stay out of the way: rank events alone
+        rate_limit_per_minute=0,
+        max_increment=1_000_000,
+        ws_max_buffer_bytes=bound,
+        ws_slow_client_timeout_s=0.5,
+        ws_send_buffer_bytes=4096,
+    ) as client:
+        service = client.running.service
+        await scored(client, top=10_000, me=500, nb=499)
+        token = make_token("me")
+        async with stuck_client(client, f"?watch=me&window=10&token={token}") as stuck:
+            await eventually(lambda: len(service.rank_stream) == 1, "the rank watcher")
+            [watcher] = service.fanout._seats
+            worst, v = 0, 10
+            while not service.fanout._lagging:
+                assert v < 2_000, "the stalled rank watcher was never marked lagging"
+                v += 1  # nb passes me, then falls behind again: my rank moves each time
+                service.live_ranks.apply(BoardRow("nb", "nb", 499 + 2 * (v % 2), v, v))
+                await asyncio.sleep(0.002)
+                worst = max(worst, unsent(service.fanout, watcher))
+            assert worst <= bound  # never past the bound
+            # It stays behind past the timeout: closed with 1013 (the board's rules).
+            slow_closes = "scoreboard_ws_slow_closes_total"
+            await eventually(
+                lambda: service.metrics.registry.get_sample_value(slow_closes) == 1,
+                "the slow close",
+                timeout_s=3,
+            )
+            frames = await stuck.read_until_close_frame(2)
+            assert frames[-1][0] == 0x8 and struct.unpack("!H", frames[-1][1][:2])[0] == 1013
+
+
+async def test_a_resynced_watcher_gets_its_current_rank_after_the_snapshot() -> None:
+    async with serving(rate_limit_per_minute=0) as client:
+        await scored(client, a=10, me=5)
+        ws = await client.websocket(f"?watch=me&token={make_token('me')}")
+        try:
+            await receive(ws)  # snapshot
+            assert (await receive(ws))["rank"] == 2
+            service = client.running.service
+            [watcher] = service.fanout._seats
+            seat = service.fanout.seat_of(watcher)
+            assert seat is not None
+            seat.lagging = True  # as the fan-out marks a client over its bound
+            service.fanout._lagging[seat] = 0.0
+            await scored(client, me=10)  # me first now: skipped while lagging
+            # The fan-out's sweeper finds it drained and resyncs it (before or after the
+            # write): a snapshot, then the current rank with no "previous".
+            seen = [await receive(ws)]
+            while not (seen[-1]["event"] == "rank" and seen[-1]["rank"] == 1):
+                seen.append(await receive(ws))
+            resync = next(i for i, m in enumerate(seen) if m.get("reason") == "resync")
+            assert all(m["event"] != "rank" for m in seen[:resync])  # skipped while lagging
+            after = seen[resync + 1]
+            assert (after["event"], after["previous"]) == ("rank", None)
+        finally:
+            await close_websocket(ws)

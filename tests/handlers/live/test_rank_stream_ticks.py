@@ -22,14 +22,8 @@ pytestmark = pytest.mark.gen_test(timeout=scaled(30))
 class Seat:
     """A connection's seat: records the frames written to it."""
 
-    lagging = False
-
     def __init__(self) -> None:
         self.frames: list[bytes] = []
-
-    def send(self, stream: object, frame: bytes) -> bool:
-        self.frames.append(frame)
-        return True
 
     def events(self) -> list[dict[str, Any]]:
         # A short text frame: 2 bytes of header, then the payload (under 126 bytes: 2).
@@ -44,11 +38,20 @@ class Watcher:
 
 
 class Seats:
+    """The fan-out's part: seats, and writes to them (``broken``: writing raises)."""
+
     def __init__(self) -> None:
         self.seats: dict[Any, Seat] = {}
+        self.broken: set[Any] = set()
 
     def seat_of(self, watcher: Any) -> Any:
         return self.seats.get(watcher)
+
+    def write_own(self, watcher: Any, frame: bytes) -> bool:
+        if watcher in self.broken:
+            raise OSError("the test's broken connection")
+        self.seats[watcher].frames.append(frame)
+        return True
 
     def on_resync(self, callback: Any) -> None: ...
 
@@ -66,17 +69,10 @@ class Ranks:
 
 async def test_a_tick_past_its_budget_leaves_the_rest_for_the_next_each_once() -> None:
     players = 3_000
-    ranks = Ranks(RankIndex(BoardRow(f"p{i:05}", "P", 10_000 - i, 0, 1) for i in range(players)))
-    seats = Seats()
-    metrics = Metrics()
+    ranks, seats, metrics = board(players), Seats(), Metrics()
     stream = RankStream(ranks, seats, metrics, interval_s=0.02, tick_share=0.01)
     stream.start()
-    watchers = []
-    for i in range(players):
-        watcher = Watcher()
-        seats.seats[watcher] = Seat()
-        stream.watch(watcher, f"p{i:05}", 1)
-        watchers.append(watcher)
+    watchers = watched(ranks, seats, stream, players)
     # A newcomer at the top: every rank below moves by one, every watcher changes.
     ranks.apply(BoardRow("leader", "L", 10**6, 0, 1))
 
@@ -98,4 +94,46 @@ async def test_a_tick_past_its_budget_leaves_the_rest_for_the_next_each_once() -
         assert (second["rank"], second["previous"]) == (i + 2, i + 1)
     await asyncio.sleep(0.1)  # nothing more comes
     assert all(len(seats.seats[w].frames) == 2 for w in watchers)
+    stream.stop()
+
+
+def watched(ranks: Ranks, seats: Seats, stream: RankStream, players: int) -> list[Watcher]:
+    watchers = []
+    for i in range(players):
+        watcher = Watcher()
+        seats.seats[watcher] = Seat()
+        stream.watch(watcher, f"p{i:05}", 1)
+        watchers.append(watcher)
+    return watchers
+
+
+def board(players: int) -> Ranks:
+    return Ranks(RankIndex(BoardRow(f"p{i:05}", "P", 10_000 - i, 0, 1) for i in range(players)))
+
+
+async def test_watchers_leaving_mid_tick_are_forgotten_and_the_last_unhooks_the_index(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    ranks, seats = board(2_000), Seats()
+    stream = RankStream(ranks, seats, Metrics(), interval_s=0.02, tick_share=0.01)
+    stream.start()
+    watchers = watched(ranks, seats, stream, 2_000)
+    assert ranks.moves is stream  # hooked while anyone watches
+    seats.broken.add(watchers[1])  # its writes raise: logged, the others go on
+    ranks.apply(BoardRow("leader", "L", 10**6, 0, 1))  # every watcher changes
+    await asyncio.sleep(0.03)  # the first tick ran out of its budget
+    for watcher in watchers[1_000:]:  # half of them leave, most while queued
+        stream.leave(watcher)
+    await eventually(
+        lambda: all(len(seats.seats[w].frames) == 2 for w in watchers[2:1_000]),
+        "the watchers that stayed got their second event",
+        timeout_s=10,
+    )
+    assert len(seats.seats[watchers[1]].frames) == 1  # the broken one: its first only
+    assert "a rank event failed" in caplog.text
+    assert stream._watches.placed == 1_000 and len(stream) == 1_000
+    for watcher in watchers[:1_000]:
+        stream.leave(watcher)
+    assert stream._watches.placed == 0 and len(stream) == 0
+    assert ranks.moves is None  # no watcher: the write path tells no one
     stream.stop()

@@ -4,6 +4,7 @@ rank each was last sent; and it finds them without computing the others."""
 
 from __future__ import annotations
 
+from collections import deque
 from typing import Any
 
 import pytest
@@ -165,3 +166,71 @@ def test_a_move_into_the_bottom_of_the_widest_window_is_found() -> None:
     (change,) = board.watches.due(board.index)
     assert (change.seat, change.state.rank, change.previous) == ("seat", 101, 101)
     assert change.state.window[-1][1] == "p250" and watch.state == change.state
+
+
+step = st.one_of(
+    st.tuples(st.just("set"), st.sampled_from(USERS[:60]), st.integers(0, 30), st.integers(0, 2)),
+    st.tuples(st.just("remove"), st.sampled_from(USERS[:60]), st.just(0), st.just(0)),
+    st.tuples(st.just("found"), st.just(""), st.just(0), st.just(0)),
+    st.tuples(st.just("compute"), st.just(""), st.integers(1, 5), st.just(0)),
+    st.tuples(st.just("join"), st.sampled_from(USERS[:60]), st.integers(0, MAX_WINDOW), st.just(0)),
+    st.tuples(st.just("leave"), st.just(""), st.integers(0, 40), st.just(0)),
+    st.tuples(st.just("reload"), st.just(""), st.just(0), st.just(0)),
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.dictionaries(st.sampled_from(USERS[:60]), st.integers(0, 30), max_size=55),
+    st.lists(st.tuples(st.sampled_from(USERS[:60]), st.integers(0, MAX_WINDOW)), max_size=20),
+    st.lists(step, max_size=60),
+)
+def test_found_then_computed_in_steps_as_the_stream_does_misses_no_watcher(
+    scores: dict[str, int],
+    watchers: list[tuple[str, int]],
+    steps: list[tuple[str, str, int, int]],
+) -> None:
+    """As the stream uses it: moves, ticks that find watchers, computes spread over later
+    steps (moves in between), joins, leaves and reloads, in any order; afterwards every
+    watcher shows what computing it afresh shows, and the left ones are gone."""
+    board = Board([row(u, s, reached_ms=i % 3) for i, (u, s) in enumerate(scores.items())])
+    live = [board.watches.add(u, w, n, board.index) for n, (u, w) in enumerate(watchers)]
+    waiting: deque[Any] = deque()
+    queued: set[Any] = set()
+
+    def find() -> None:
+        for watch in board.watches.found(board.index):
+            if watch not in queued:
+                queued.add(watch)
+                waiting.append(watch)
+
+    def compute(count: int) -> None:
+        for _ in range(count):
+            if waiting:
+                watch = waiting.popleft()
+                queued.discard(watch)
+                board.watches.recompute(watch, board.index)
+
+    for kind, user, x, y in steps:
+        if kind == "set":
+            board.set(user, x, y)
+        elif kind == "remove":
+            board.remove(user)
+        elif kind == "found":
+            find()
+        elif kind == "compute":
+            compute(x)
+        elif kind == "join":
+            live.append(board.watches.add(user, x, len(live) + 100, board.index))
+        elif kind == "leave" and live:
+            board.watches.discard(live.pop(x % len(live)))
+        elif kind == "reload":
+            held = [board.index.get(u) for u in list(board.versions)]
+            board.index = RankIndex(r for r in held if r is not None)
+            board.watches.replaced()
+    find()
+    compute(len(waiting))
+    for watch in live:
+        assert watch.state == state_of(board.index, watch.user_id, watch.window)
+    assert len(board.watches) == len(live)
+    assert board.watches.placed == sum(1 for w in live if w.state and w.state.rank is not None)
