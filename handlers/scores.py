@@ -197,7 +197,9 @@ class UpdateScoreHandler(ApiHandler):
             amount = parse_increment(data, service.settings.max_increment)
         else:
             try:
-                action = service.actions.verify(data.get("action_token"), identity.user_id)
+                action = service.actions.verify(
+                    data.get("action_token"), identity.user_id, service.boards[0].id
+                )
             except DomainError as refused:
                 raise refusal(refused) from None
             amount, spent = proven_increment(data, action), action.spent

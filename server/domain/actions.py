@@ -55,12 +55,17 @@ class ActionVerifier:
         self._leeway = leeway_s
         self._max_ttl_s = max_ttl_s
 
-    def verify(self, token: Any, player_id: str) -> ProvenAction:
-        """Check ``token`` proves an action of ``player_id``.
+    def verify(self, token: Any, player_id: str, board_id: str) -> ProvenAction:
+        """Check ``token`` proves an action of ``player_id`` on board ``board_id``.
+
+        A token may name its board in a ``brd`` claim (issue 14): it is then refused on
+        any other board, so the game's action service can scope a proof to one board.
+        Without the claim it is good on any board (its ``jti`` is spent once across all).
 
         Raises:
-            InvalidAction: missing, malformed, bad signature, expired, unknown action type.
-            ActionForbidden: another player's action.
+            InvalidAction: missing, malformed, bad signature, expired, unknown action type,
+                a ``brd`` that is not a string.
+            ActionForbidden: another player's action, or another board's.
         """
         if token is None:
             raise InvalidAction("'action_token' is required: updates need a proof of action")
@@ -89,8 +94,13 @@ class ActionVerifier:
             raise InvalidAction(f"the action token lives longer than {self._max_ttl_s} s")
         if not isinstance(act, str) or act not in self._points:
             raise InvalidAction(f"unknown action type {act!r}")
+        board = claims.get("brd")
+        if board is not None and not isinstance(board, str):
+            raise InvalidAction("'brd' must be the board's id, a string")
         if claims["sub"] != player_id:
             raise ActionForbidden("the action belongs to another player")
+        if board is not None and board != board_id:
+            raise ActionForbidden(f"the action belongs to board {board[:32]!r}, not {board_id!r}")
         # Keep the jti until the token could no longer pass, leeway included.
         expires_ms = (int(exp) + self._leeway) * 1000
         return ProvenAction(act, self._points[act], SpentAction(jti, expires_ms))

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Callable
 from pathlib import Path
 
+import jwt
 import pytest
 
 from tests.conftest import body_of, make_token, mint_action_token, scaled, serving
@@ -33,6 +35,22 @@ async def test_points_come_from_the_action_and_a_token_is_spent_once() -> None:
         assert body_of(replay)["error"] == "action_replayed"
         matching = await client.update(alice, {**action("alice", "kill", "k-1"), "increment": 10})
         assert body_of(matching)["new_score"] == 60
+
+
+async def test_an_action_token_naming_another_board_is_refused_on_this_one() -> None:
+    async with serving(**ACTIONS) as client:
+        alice = make_token("alice")
+
+        def scoped(board: str, jti: str) -> dict[str, object]:
+            now = int(time.time())
+            claims = {"sub": "alice", "jti": jti, "act": "kill", "iat": now, "exp": now + 60}
+            token = jwt.encode({**claims, "brd": board}, ACTION_SECRET, algorithm="HS256")
+            return {"action_token": token}
+
+        elsewhere = await client.update(alice, scoped("laps", "b-1"))
+        assert (elsewhere.code, body_of(elsewhere)["error"]) == (403, "action_forbidden")
+        here = await client.update(alice, scoped("main", "b-2"))  # the default board's id
+        assert body_of(here)["new_score"] == 10
 
 
 # Bodies are built inside the test: a token minted at collection could expire before a

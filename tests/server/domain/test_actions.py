@@ -29,14 +29,14 @@ def verifier() -> ActionVerifier:
 
 def code_of(token: object, player: str = "alice") -> str:
     with pytest.raises(DomainError) as caught:
-        verifier().verify(token, player)
+        verifier().verify(token, player, "main")
     return caught.value.code
 
 
 def test_a_valid_token_is_worth_its_action_points_and_spends_its_jti() -> None:
     token = mint_action_token(ACTION_SECRET, "alice", "quest", "j-1", ttl_s=60)
     exp = jwt.decode(token, options={"verify_signature": False})["exp"]
-    proven = verifier().verify(token, "alice")
+    proven = verifier().verify(token, "alice", "main")
     assert (proven.act, proven.points) == ("quest", 50)
     # Kept until the token could no longer pass: expiry plus the leeway.
     assert proven.spent == SpentAction("j-1", (exp + 5) * 1000)
@@ -136,7 +136,7 @@ def test_a_long_lived_action_token_is_refused() -> None:
     token = mint_action_token(ACTION_SECRET, "alice", "kill", "j", ttl_s=10**6)
     assert code_of(token) == "invalid_action"
     fine = mint_action_token(ACTION_SECRET, "alice", "kill", "j", ttl_s=300)
-    assert verifier().verify(fine, "alice").points == 10
+    assert verifier().verify(fine, "alice", "main").points == 10
 
 
 def test_a_live_jti_is_never_forgotten_to_make_room() -> None:
@@ -150,3 +150,21 @@ def test_a_live_jti_is_never_forgotten_to_make_room() -> None:
     assert isinstance(full, RateLimited) and full.retry_after_s >= 1
     assert record is not None
     assert isinstance(decide(record, command("j-0", 2_000), policy), ActionReplayed)
+
+
+def board_token(board: object) -> str:
+    now = int(time.time())
+    claims = {"sub": "alice", "jti": "j", "act": "kill", "iat": now, "exp": now + 60}
+    return jwt.encode({**claims, "brd": board}, ACTION_SECRET, algorithm="HS256")
+
+
+def test_a_token_naming_its_board_is_good_there_only() -> None:
+    assert verifier().verify(board_token("laps"), "alice", "laps").points == 10
+    with pytest.raises(DomainError) as elsewhere:
+        verifier().verify(board_token("laps"), "alice", "main")
+    assert elsewhere.value.code == "action_forbidden"
+    assert "board 'laps'" in elsewhere.value.message
+    assert code_of(board_token(7)) == "invalid_action"  # not a board id
+    # Without the claim: good on any board.
+    plain = mint_action_token(ACTION_SECRET, "alice", "kill", "j")
+    assert verifier().verify(plain, "alice", "laps").points == 10
