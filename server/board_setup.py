@@ -1,15 +1,22 @@
 """The boards a server runs: from ``SCOREBOARD_BOARDS_FILE``, or the one board ``main``.
 
-The file is read and checked once, at start (:func:`boards_of`); a mistake stops the
-server with one line naming the board and field (docs/boards.md). Fields a board leaves
-out come from the server's settings (:class:`~server.domain.boards.BoardDefaults`), and
-without a file the single board ``main`` takes them all, so a deployment without a file
-behaves as before.
+The file is read and checked once, at start (:func:`served`); a mistake stops the server
+with one line naming the board and field (docs/boards.md). Fields a board leaves out come
+from the server's settings (:class:`~server.domain.boards.BoardDefaults`), and without a
+file the single board ``main`` takes them all, so a deployment without a file behaves as
+before.
+
+Issue 14 is being built: this server serves one board, adding to an all-time score,
+highest first. A file asking for more (other boards, periods, operators or orders) is
+refused at start with a line saying so, rather than accepted and then not served; the
+one board's limits (``top_n``, ``max_increment``, ``rate_limit_per_minute``,
+``action_points``) are the ones the server applies.
 """
 
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 
 from server.domain.boards import (
     BoardDefaults,
@@ -66,3 +73,59 @@ def read_boards_file(path: str, defaults: BoardDefaults) -> tuple[BoardSpec, ...
         return parse_boards(document, defaults)
     except BoardsError as exc:
         raise BoardsError(f"{path}: {exc}") from None
+
+
+def not_served_yet(boards: tuple[BoardSpec, ...]) -> str | None:
+    """What in ``boards`` this server cannot serve yet (issue 14 in progress), or ``None``."""
+    if len(boards) > 1:
+        ids = ", ".join(repr(b.id) for b in boards)
+        return f"this server serves one board for now (issue 14 in progress), not {ids}"
+    (board,) = boards
+    if board.operator != "incr" or board.order != "desc":
+        return (
+            f"board {board.id!r}: operator {board.operator!r}, order {board.order!r}: this "
+            "server serves incr boards, highest first, for now (issue 14 in progress)"
+        )
+    if tuple(p.kind for p in board.periods) != ("all_time",):
+        names = ", ".join(p.name for p in board.periods)
+        return (
+            f"board {board.id!r}: periods {names}: this server serves the all_time period "
+            "only for now (issue 14 in progress)"
+        )
+    return None
+
+
+def served(settings: Settings) -> tuple[Settings, tuple[BoardSpec, ...]]:
+    """The boards ``settings`` name, checked to be ones this server serves, and the
+    settings with the served board's limits in place of the server-wide ones.
+
+    Raises:
+        SettingsError: the boards file is missing, wrong, or asks for what is not served
+            yet; or its board asks for proof of action without
+            ``SCOREBOARD_ACTION_SECRET`` (one line each).
+    """
+    boards = boards_of(settings)
+    problem = not_served_yet(boards)
+    if problem is not None:
+        raise SettingsError("SCOREBOARD_BOARDS_FILE", f"{settings.boards_file}: {problem}")
+    board = boards[0]
+    if board.action_points and not settings.action_secret:
+        raise SettingsError(
+            "SCOREBOARD_BOARDS_FILE",
+            f"{settings.boards_file}: board {board.id!r}: action_points: proof of action "
+            "needs SCOREBOARD_ACTION_SECRET",
+        )
+    if settings.action_secret and not board.action_points:
+        raise SettingsError(
+            "SCOREBOARD_BOARDS_FILE",
+            f"{settings.boards_file}: board {board.id!r}: action_points: required with "
+            "SCOREBOARD_ACTION_SECRET",
+        )
+    effective = replace(
+        settings,
+        top_n=board.top_n,
+        rate_limit_per_minute=board.rate_limit_per_minute,
+        action_points=board.action_points,
+        max_increment=board.max_increment or settings.max_increment,
+    )
+    return effective, boards

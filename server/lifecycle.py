@@ -40,6 +40,7 @@ from handlers.base import body_timeout_s
 from handlers.header_limit import HeaderLimitedServer
 from handlers.inflight import InFlight
 from server.app import make_router
+from server.board_setup import served
 from server.service import Service, create_store
 from server.settings import Settings, SettingsError
 from server.store.port import ScoreStore
@@ -69,9 +70,14 @@ class Server:
     def __init__(
         self, settings: Settings, jwt_key: str, *, store: ScoreStore | None = None
     ) -> None:
+        # The served board's limits replace the server-wide ones (server/board_setup.py).
+        settings, boards = served(settings)
         self.settings = settings
         self.service = Service(
-            settings, store if store is not None else create_store(settings), jwt_key
+            settings,
+            store if store is not None else create_store(settings),
+            jwt_key,
+            boards=boards,
         )
         self.inflight = InFlight()
         self.http: tornado.httpserver.HTTPServer | None = None

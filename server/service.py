@@ -28,6 +28,7 @@ from handlers.live.fanout import Fanout
 from handlers.live.rank_stream import RankStream
 from server.board_setup import boards_of
 from server.domain.actions import ActionVerifier
+from server.domain.boards import BoardSpec
 from server.domain.increments import IncrementPolicy
 from server.domain.origins import AllowedOrigins
 from server.domain.rank_index import RankIndex
@@ -83,6 +84,8 @@ class Service:
             Everything here uses it through a :class:`GuardedStore` (:attr:`store`).
         jwt_key: the secret or public key tokens are checked with.
         clock_ms: wall-clock time in milliseconds, passed into every increment.
+        boards: the boards served (:func:`server.board_setup.served`); default: those
+            the settings name.
     """
 
     def __init__(
@@ -92,10 +95,11 @@ class Service:
         jwt_key: str,
         *,
         clock_ms: Callable[[], int] = wall_clock_ms,
+        boards: tuple[BoardSpec, ...] | None = None,
     ) -> None:
         self.settings = settings
-        # The boards this server runs (SCOREBOARD_BOARDS_FILE, checked here, at start).
-        self.boards = boards_of(settings)
+        # The boards this server runs (SCOREBOARD_BOARDS_FILE, checked at start).
+        self.boards = boards if boards is not None else boards_of(settings)
         self.store = GuardedStore(store, probe_interval_s=settings.store_probe_interval_s)
         self.clock_ms = clock_ms
         self.metrics = Metrics()

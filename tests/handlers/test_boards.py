@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from handlers.boards import boards_answer, instant
-from tests.conftest import scaled, serving, settings_for
+from tests.conftest import eventually, make_token, scaled, serving, settings_for
 from tests.server.domain.test_boards import WORKED_EXAMPLE, boards
 
 
@@ -72,11 +72,25 @@ async def test_the_route_lists_main_without_a_file_and_the_files_boards_with_one
         assert (main["id"], main["operator"], main["default"]) == ("main", "incr", True)
         assert [p["name"] for p in main["periods"]] == ["all_time"]
     path = tmp_path / "boards.toml"
-    path.write_text(WORKED_EXAMPLE)
+    path.write_text(SERVED)
     async with serving(replace(settings_for(), boards_file=str(path))) as client:
-        client.running.service.clock_ms = lambda: ms("2026-12-04T23:30:00+00:00")
-        response = await client.request("GET", "/api/boards")
-        assert response.code == 200
-        listed = json.loads(response.body)["boards"]
-        assert [b["id"] for b in listed] == ["kills", "laps", "level"]
-        assert listed[0]["periods"][2]["season"]["id"] == "2026-12-05"
+        listed = json.loads((await client.request("GET", "/api/boards")).body)["boards"]
+        assert [(b["id"], b["title"], b["top_n"]) for b in listed] == [("arena", "Arena", 2)]
+        # The board's limits are the ones applied: its top 2, its largest increment.
+        for user in ("a", "b", "c", "c"):  # c: 6, then a and b: 3 each
+            assert (await client.update(make_token(user), {"increment": 3})).code == 200
+        refused = await client.update(make_token("d"), {"increment": 4})
+        assert (refused.code, json.loads(refused.body)["error"]) == (400, "invalid_increment")
+        top = await eventually(
+            client.top, "the top 2", until=lambda rows: [r["user_id"] for r in rows][:1] == ["c"]
+        )
+        assert [r["user_id"] for r in top] == ["c", "a"]
+
+
+SERVED = """
+[boards.arena]
+title = "Arena"
+top_n = 2
+max_increment = 3
+rate_limit_per_minute = 0
+"""

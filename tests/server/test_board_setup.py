@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from server.board_setup import board_defaults, boards_of, read_boards_file
+from server.board_setup import board_defaults, boards_of, read_boards_file, served
 from server.domain.boards import BoardsError, default_boards, parse_boards
 from server.settings import Settings, SettingsError
 from tests.server.domain.test_boards import DEFAULTS, WORKED_EXAMPLE, boards
@@ -77,3 +77,38 @@ def test_a_wrong_file_stops_the_server_with_one_line_naming_the_setting(tmp_path
     path.write_text(WORKED_EXAMPLE)
     expected = parse_boards(tomllib.loads(WORKED_EXAMPLE), board_defaults(Settings()))
     assert boards_of(replace(Settings(), boards_file=str(path))) == expected
+
+
+def settings_with(tmp_path: Path, text: str, **overrides: object) -> Settings:
+    path = tmp_path / "boards.toml"
+    path.write_text(text)
+    return replace(Settings(), boards_file=str(path), **overrides)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        (WORKED_EXAMPLE, "serves one board for now (issue 14 in progress), not 'kills', 'laps'"),
+        ("[boards.laps]\noperator = 'best'\n", "operator 'best', order 'desc': this server"),
+        ("[boards.laps]\norder = 'asc'\n", "order 'asc'"),
+        ("[boards.k]\nperiods = ['daily']\n", "periods daily: this server serves the all_time"),
+        ("[boards.k]\naction_points = { kill = 1 }\n", "proof of action needs SCOREBOARD_ACTION"),
+    ],
+)
+def test_a_file_asking_for_what_is_not_served_yet_stops_the_server(
+    tmp_path: Path, text: str, words: str
+) -> None:
+    with pytest.raises(SettingsError) as refused:
+        served(settings_with(tmp_path, text))
+    assert words in str(refused.value) and "\n" not in str(refused.value)
+    assert str(refused.value).startswith("invalid setting SCOREBOARD_BOARDS_FILE: ")
+
+
+def test_the_served_boards_limits_replace_the_server_wide_ones(tmp_path: Path) -> None:
+    text = "[boards.arena]\ntop_n = 3\nmax_increment = 7\nrate_limit_per_minute = 0\n"
+    settings, (board,) = served(settings_with(tmp_path, text, top_n=10, max_increment=100))
+    assert board.id == "arena"
+    assert (settings.top_n, settings.max_increment, settings.rate_limit_per_minute) == (3, 7, 0)
+    # Without a file: the settings as they are, and the one board main.
+    plain, (main,) = served(Settings(top_n=4))
+    assert plain == Settings(top_n=4) and main.id == "main"
