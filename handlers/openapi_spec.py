@@ -462,6 +462,45 @@ def openapi_document(
             )
         },
     }
+    board_param = {
+        "name": "board",
+        "in": "path",
+        "required": True,
+        "description": "A board's id (`GET /api/boards`); today the one board served",
+        "schema": {"type": "string", "minLength": 1},
+    }
+    period_param = {
+        "name": "period",
+        "in": "query",
+        "required": False,
+        "description": "One of the board's periods (default: its first)",
+        "schema": {"type": "string"},
+    }
+    season_param = {
+        "name": "season",
+        "in": "query",
+        "required": False,
+        "description": "A season id of that period (default: the current one)",
+        "schema": {"type": "string"},
+    }
+
+    def on_board(
+        operation: dict[str, Any], operation_id: str, *, reads: bool, not_found: list[str]
+    ) -> dict[str, Any]:
+        """``operation`` under ``/api/boards/{board}/...``: the same answers, the board in
+        the path (and the period and season in the query of a read)."""
+        params = [board_param, *([period_param, season_param] if reads else [])]
+        unknown = (
+            ["unknown_board", "unknown_period", "unknown_season"] if reads else ["unknown_board"]
+        )
+        return {
+            **operation,
+            "operationId": operation_id,
+            "tags": ["boards"],
+            "parameters": [*params, *operation["parameters"]],
+            "responses": {**operation["responses"], "404": _error(404, [*not_found, *unknown])},
+        }
+
     lookup_players = {
         "operationId": "lookupPlayers",
         "tags": ["players"],
@@ -587,6 +626,25 @@ def openapi_document(
             "/api/players/{user_id}/around": {"get": get_around},
             "/api/players/lookup": {"post": lookup_players},
             "/api/boards": {"get": list_boards},
+            "/api/boards/{board}/scores": {
+                "post": on_board(update_score, "postBoardScore", reads=False, not_found=[]),
+                "options": {
+                    **_preflight(),
+                    "operationId": "postBoardScorePreflight",
+                    "parameters": [board_param, *_preflight()["parameters"]],
+                },
+            },
+            "/api/boards/{board}/top": {
+                "get": on_board(top_scores, "getBoardTop", reads=True, not_found=[])
+            },
+            "/api/boards/{board}/players/{user_id}": {
+                "get": on_board(get_player, "getBoardPlayer", reads=True, not_found=["not_ranked"])
+            },
+            "/api/boards/{board}/players/{user_id}/around": {
+                "get": on_board(
+                    get_around, "getBoardPlayersAround", reads=True, not_found=["not_ranked"]
+                )
+            },
             "/api/users/{user_id}/reset": {"post": reset_user},
             "/api/users/{user_id}/ban": {"delete": unban_user},
             "/ws/scoreboard": {"get": _websocket()},

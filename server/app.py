@@ -11,6 +11,12 @@ from tornado.routing import Router
 
 from handlers.admin import BanHandler, ResetHandler, UserHandler
 from handlers.base import NotFoundHandler, access_log, allowed_methods
+from handlers.board_routes import (
+    BoardAroundHandler,
+    BoardPlayerHandler,
+    BoardScoresHandler,
+    BoardTopHandler,
+)
 from handlers.boards import BoardsHandler
 from handlers.inflight import InFlight
 from handlers.live.socket import ScoreboardSocket
@@ -42,6 +48,14 @@ def make_app(service: Service, inflight: InFlight) -> tornado.web.Application:
             (r"/metrics", MetricsHandler, route("metrics")),
             (r"/api/openapi.json", OpenApiHandler, route("openapi")),
             (r"/api/boards", BoardsHandler, route("boards")),
+            (r"/api/boards/([^/]+)/scores", BoardScoresHandler, route("board_scores")),
+            (r"/api/boards/([^/]+)/top", BoardTopHandler, route("board_top")),
+            (
+                r"/api/boards/([^/]+)/players/([^/]+)/around",
+                BoardAroundHandler,
+                route("board_player_around"),
+            ),
+            (r"/api/boards/([^/]+)/players/([^/]+)", BoardPlayerHandler, route("board_player")),
             (r"/api/players/lookup", LookupHandler, route("players_lookup")),
             (r"/api/players/([^/]+)/around", AroundHandler, route("player_around")),
             (r"/api/players/([^/]+)", PlayerHandler, route(PLAYER_ROUTE)),

@@ -84,6 +84,9 @@ def routes() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
     found = []
     for rule in app.wildcard_router.rules:
         pattern = rule.matcher.regex.pattern.removesuffix("$")
+        # A board's routes: the first group is the board, any other a user id.
+        if pattern.startswith("/api/boards/("):
+            pattern = re.sub(r"\([^)]*\)", "{board}", pattern, count=1)
         path = re.sub(r"\([^)]*\)", "{user_id}", pattern)
         found.append((path, cast(type[tornado.web.RequestHandler], rule.target)))
     return found
