@@ -11,15 +11,18 @@ The board's default period is its first; a season defaults to the period's curre
 
 from __future__ import annotations
 
+from typing import Any
+
 import tornado.web
 
 from handlers.base import ApiHandler
+from handlers.boards import season_answer
 from handlers.context import Backend
 from handlers.errors import ApiError
 from handlers.players import AroundHandler, PlayerHandler
 from handlers.scores import TopScoresHandler, UpdateScoreHandler
 from server.domain.boards import BoardSpec
-from server.domain.seasons import SeasonError, season_at, season_named
+from server.domain.seasons import Period, SeasonError, season_at, season_named
 
 
 def served_board(service: Backend, board_id: str) -> BoardSpec:
@@ -35,6 +38,21 @@ def served_board(service: Backend, board_id: str) -> BoardSpec:
     return board
 
 
+def period_of(board: BoardSpec, name: str | None) -> Period:
+    """The board's period called ``name`` (``None``: its default, the first).
+
+    Raises:
+        ApiError: 404 ``unknown_period``.
+    """
+    period = board.default_period if name is None else board.period(name)
+    if period is None:
+        names = ", ".join(p.name for p in board.periods)
+        raise ApiError(
+            404, "unknown_period", f"board {board.id!r} has no period {name!r} ({names})"
+        )
+    return period
+
+
 def check_period_and_season(
     service: Backend, board: BoardSpec, period_name: str | None, season_id: str | None
 ) -> None:
@@ -44,12 +62,7 @@ def check_period_and_season(
     Raises:
         ApiError: 404 ``unknown_period`` or ``unknown_season``.
     """
-    period = board.default_period if period_name is None else board.period(period_name)
-    if period is None:
-        names = ", ".join(p.name for p in board.periods)
-        raise ApiError(
-            404, "unknown_period", f"board {board.id!r} has no period {period_name!r} ({names})"
-        )
+    period = period_of(board, period_name)
     if season_id is None:
         return
     current = season_at(period, service.clock_ms())
@@ -119,3 +132,33 @@ class BoardAroundHandler(AroundHandler):
         super().get(user_id)
 
     head = get  # type: ignore[assignment]
+
+
+def seasons_answer(board: BoardSpec, period_name: str | None, now_ms: int) -> dict[str, Any]:
+    """``GET /api/boards/{board}/seasons``'s body: the period's seasons this server keeps,
+    newest first, each with its start, end and state.
+
+    Raises:
+        ApiError: 404 ``unknown_period``.
+    """
+    period = period_of(board, period_name)
+    current = season_at(period, now_ms)
+    # Ended seasons are kept once several periods are served (issue 14): an all_time
+    # period, the only one served today, has a single season that never ends.
+    return {
+        "board": board.id,
+        "period": period.name,
+        "seasons": [{**season_answer(current), "state": "current"}],
+    }
+
+
+class BoardSeasonsHandler(ApiHandler):
+    """``GET /api/boards/{board}/seasons?period=``."""
+
+    def get(self, board_id: str) -> None:
+        service = self.service
+        board = served_board(service, board_id)
+        period = self.get_query_argument("period", None)
+        self.write_json(seasons_answer(board, period, service.clock_ms()))
+
+    head = get

@@ -634,6 +634,40 @@ def openapi_document(
                     "parameters": [board_param, *_preflight()["parameters"]],
                 },
             },
+            "/api/boards/{board}/seasons": {
+                "get": {
+                    "operationId": "getBoardSeasons",
+                    "tags": ["boards"],
+                    "summary": "A period's seasons: start, end and state",
+                    "description": (
+                        "Newest first. Today only all_time periods are served: one season, "
+                        "`all`, that never ends (docs/boards.md)."
+                    ),
+                    "security": [],
+                    "parameters": [board_param, period_param, _request_id_param()],
+                    "responses": {
+                        "200": _ok(
+                            "The seasons",
+                            _object(
+                                {
+                                    "board": {"type": "string"},
+                                    "period": {"type": "string"},
+                                    "seasons": {
+                                        "type": "array",
+                                        "items": _object(
+                                            {
+                                                **season["properties"],
+                                                "state": {"enum": ["current", "ended"]},
+                                            }
+                                        ),
+                                    },
+                                }
+                            ),
+                        ),
+                        "404": _error(404, ["unknown_board", "unknown_period"]),
+                    },
+                }
+            },
             "/api/boards/{board}/top": {
                 "get": on_board(top_scores, "getBoardTop", reads=True, not_found=[])
             },

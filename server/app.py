@@ -15,6 +15,7 @@ from handlers.board_routes import (
     BoardAroundHandler,
     BoardPlayerHandler,
     BoardScoresHandler,
+    BoardSeasonsHandler,
     BoardTopHandler,
 )
 from handlers.boards import BoardsHandler
@@ -50,6 +51,7 @@ def make_app(service: Service, inflight: InFlight) -> tornado.web.Application:
             (r"/api/boards", BoardsHandler, route("boards")),
             (r"/api/boards/([^/]+)/scores", BoardScoresHandler, route("board_scores")),
             (r"/api/boards/([^/]+)/top", BoardTopHandler, route("board_top")),
+            (r"/api/boards/([^/]+)/seasons", BoardSeasonsHandler, route("board_seasons")),
             (
                 r"/api/boards/([^/]+)/players/([^/]+)/around",
                 BoardAroundHandler,

@@ -81,3 +81,22 @@ async def test_a_file_board_is_served_under_its_own_id(tmp_path: Path) -> None:
         assert body_of(done)["new_score"] == 2
         assert (await get(client, "/api/boards/main/top")).code == 404
         assert body_of(await get(client, "/api/boards/arena/players/ann"))["score"] == 2
+
+
+async def test_a_periods_seasons_are_listed_with_their_state() -> None:
+    async with serving() as client:
+        answer = await get(client, "/api/boards/main/seasons")
+        assert body_of(answer) == {
+            "board": "main",
+            "period": "all_time",
+            "seasons": [
+                {"id": "all", "start": "1970-01-01T00:00:00.000Z", "end": None, "state": "current"}
+            ],
+        }
+        assert body_of(await get(client, "/api/boards/main/seasons?period=all_time")) == body_of(
+            answer
+        )
+        unknown = await get(client, "/api/boards/main/seasons?period=daily")
+        assert (unknown.code, body_of(unknown)["error"]) == (404, "unknown_period")
+        elsewhere = await get(client, "/api/boards/laps/seasons")
+        assert (elsewhere.code, body_of(elsewhere)["error"]) == (404, "unknown_board")
