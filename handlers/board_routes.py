@@ -15,6 +15,7 @@ from typing import Any
 
 import tornado.web
 
+from handlers.admin import ResetHandler
 from handlers.base import ApiHandler
 from handlers.boards import season_answer
 from handlers.context import Backend
@@ -162,3 +163,14 @@ class BoardSeasonsHandler(ApiHandler):
         self.write_json(seasons_answer(board, period, service.clock_ms()))
 
     head = get
+
+
+class BoardResetHandler(ResetHandler):
+    """``POST /api/boards/{board}/users/{id}/reset?period=``: the admin reset of one
+    board and period (today the served board's all_time period: the user's score)."""
+
+    async def post(self, board_id: str, user_id: str) -> None:  # type: ignore[override]
+        self.admin()  # who may ask comes first: 401/403 before 404
+        board = served_board(self.service, board_id)
+        period_of(board, self.get_query_argument("period", None))
+        await super().post(user_id)

@@ -668,6 +668,18 @@ def openapi_document(
                     },
                 }
             },
+            "/api/boards/{board}/users/{user_id}/reset": {
+                "post": {
+                    **reset_user,
+                    "operationId": "resetBoardUser",
+                    "summary": "Set a user's score on one board and period to 0",
+                    "parameters": [board_param, period_param, *reset_user["parameters"]],
+                    "responses": {
+                        **reset_user["responses"],
+                        "404": _error(404, ["not_found", "unknown_board", "unknown_period"]),
+                    },
+                }
+            },
             "/api/boards/{board}/top": {
                 "get": on_board(top_scores, "getBoardTop", reads=True, not_found=[])
             },

@@ -14,6 +14,7 @@ from handlers.base import NotFoundHandler, access_log, allowed_methods
 from handlers.board_routes import (
     BoardAroundHandler,
     BoardPlayerHandler,
+    BoardResetHandler,
     BoardScoresHandler,
     BoardSeasonsHandler,
     BoardTopHandler,
@@ -52,6 +53,11 @@ def make_app(service: Service, inflight: InFlight) -> tornado.web.Application:
             (r"/api/boards/([^/]+)/scores", BoardScoresHandler, route("board_scores")),
             (r"/api/boards/([^/]+)/top", BoardTopHandler, route("board_top")),
             (r"/api/boards/([^/]+)/seasons", BoardSeasonsHandler, route("board_seasons")),
+            (
+                r"/api/boards/([^/]+)/users/([^/]+)/reset",
+                BoardResetHandler,
+                route("board_admin_reset"),
+            ),
             (
                 r"/api/boards/([^/]+)/players/([^/]+)/around",
                 BoardAroundHandler,

@@ -100,3 +100,24 @@ async def test_a_periods_seasons_are_listed_with_their_state() -> None:
         assert (unknown.code, body_of(unknown)["error"]) == (404, "unknown_period")
         elsewhere = await get(client, "/api/boards/laps/seasons")
         assert (elsewhere.code, body_of(elsewhere)["error"]) == (404, "unknown_board")
+
+
+async def test_an_admin_resets_a_user_on_a_board_and_period() -> None:
+    admin = make_token("ops", scope="scores:admin", ttl_s=3600)
+    headers = {"Authorization": f"Bearer {admin}"}
+    async with serving() as client:
+        await client.update(make_token("ann"), {"increment": 4})
+        path = "/api/boards/main/users/ann/reset?period=all_time"
+        done = await client.request("POST", path, b"", headers)
+        assert body_of(done) == {"user_id": "ann", "score": 0}
+        assert body_of(await get(client, "/api/players/ann"))["score"] == 0
+        for wrong, code in (
+            ("/api/boards/laps/users/ann/reset", "unknown_board"),
+            ("/api/boards/main/users/ann/reset?period=daily", "unknown_period"),
+            ("/api/boards/main/users/nobody/reset", "not_found"),
+        ):
+            answer = await client.request("POST", wrong, b"", headers)
+            assert (answer.code, body_of(answer)["error"]) == (404, code)
+        player = {"Authorization": f"Bearer {make_token('ann')}"}
+        refused = await client.request("POST", "/api/boards/laps/users/ann/reset", b"", player)
+        assert (refused.code, body_of(refused)["error"]) == (403, "forbidden")  # who, first
