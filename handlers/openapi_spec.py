@@ -694,6 +694,7 @@ def openapi_document(
             "/api/users/{user_id}/reset": {"post": reset_user},
             "/api/users/{user_id}/ban": {"delete": unban_user},
             "/ws/scoreboard": {"get": _websocket()},
+            "/ws/boards/{board}": {"get": _board_websocket(board_param, period_param)},
             "/api/openapi.json": {
                 "get": {
                     "operationId": "openapi",
@@ -873,6 +874,26 @@ def _preflight() -> dict[str, Any]:
                 },
             },
             "403": _error(403, ["origin_not_allowed"]),
+        },
+    }
+
+
+def _board_websocket(board: dict[str, Any], period: dict[str, Any]) -> dict[str, Any]:
+    """``/ws/scoreboard`` under a board: one period's current season, each message naming
+    its ``season``."""
+    stream = _websocket()
+    return {
+        **stream,
+        "operationId": "boardStream",
+        "summary": "The live stream of one period's current season of a board",
+        "description": (
+            "As `/ws/scoreboard`, of the board's period (default its first) current season; "
+            "every message carries `season`. docs/protocol.md."
+        ),
+        "parameters": [board, period, *stream["parameters"]],
+        "responses": {
+            **stream["responses"],
+            "404": _error(404, ["unknown_board", "unknown_period"], request_id=False),
         },
     }
 

@@ -21,7 +21,7 @@ from handlers.board_routes import (
 )
 from handlers.boards import BoardsHandler
 from handlers.inflight import InFlight
-from handlers.live.socket import ScoreboardSocket
+from handlers.live.socket import BoardSocket, ScoreboardSocket
 from handlers.openapi import OpenApiHandler
 from handlers.ops import HealthHandler, MetricsHandler, ReadyHandler
 from handlers.players import AroundHandler, LookupHandler, PlayerHandler
@@ -45,6 +45,7 @@ def make_app(service: Service, inflight: InFlight) -> tornado.web.Application:
             (r"/api/update-score", UpdateScoreHandler, route("update_score")),
             (TOP_SCORES_PATH, TopScoresHandler, route(TOP_SCORES_ROUTE)),
             (r"/ws/scoreboard", ScoreboardSocket, {"service": service, "inflight": inflight}),
+            (r"/ws/boards/([^/]+)", BoardSocket, {"service": service, "inflight": inflight}),
             (r"/healthz", HealthHandler, route("healthz")),
             (r"/readyz", ReadyHandler, route("readyz")),
             (r"/metrics", MetricsHandler, route("metrics")),

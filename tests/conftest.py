@@ -203,6 +203,12 @@ class Client:
     async def websocket(self, query: str = "") -> tornado.websocket.WebSocketClientConnection:
         return await tornado.websocket.websocket_connect(self.ws_url + query)
 
+    async def websocket_at(self, path: str) -> tornado.websocket.WebSocketClientConnection:
+        """A WebSocket to ``path`` (with its query) on this server."""
+        return await tornado.websocket.websocket_connect(
+            f"ws://127.0.0.1:{self.running.port}{path}"
+        )
+
 
 async def close_websocket(
     ws: tornado.websocket.WebSocketClientConnection, timeout_s: float = 2.0

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import json
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -75,6 +76,12 @@ def after_ready_io(callback: Callable[[], None]) -> Cancellable:
     return asyncio.get_running_loop().call_later(0, callback)
 
 
+def with_season(message: str, season: str) -> str:
+    """``message`` (a JSON object) naming the ``season`` it is of, as a board route's
+    messages do (docs/protocol.md)."""
+    return f'{{"season":{json.dumps(season)},' + message[1:]
+
+
 class Batch:
     """Publications of consecutive versions, framed once for every watcher.
 
@@ -83,19 +90,31 @@ class Batch:
     versions it lacks.
     """
 
-    __slots__ = ("_frames", "_suffixes", "count", "delta", "first", "seed")
+    __slots__ = (
+        "_frames",
+        "_publications",
+        "_seasoned",
+        "_suffixes",
+        "count",
+        "delta",
+        "first",
+        "seed",
+    )
 
     def __init__(self, publications: Sequence[Publication]) -> None:
         if not publications:
             raise ValueError("a batch needs a publication")
         self.first = publications[0].version
         self.count = len(publications)
+        self._publications = tuple(publications)
         seed = [text_frame(p.update) for p in publications]
         delta = [text_frame(p.delta) for p in publications]
         self._frames = (seed, delta)
         self.seed = b"".join(seed)
         self.delta = b"".join(delta)
         self._suffixes: dict[tuple[int, bool], bytes] = {}
+        # A board route's frames (each message naming its season), built when first asked.
+        self._seasoned: dict[tuple[int, bool, str], bytes] = {}
 
     def after(self, version: int, delta: bool) -> tuple[bytes, int]:
         """The frames of this batch's versions after ``version``, joined, and how many."""
@@ -105,6 +124,16 @@ class Batch:
         data = self._suffixes.get((skip, delta))
         if data is None:
             data = self._suffixes[(skip, delta)] = b"".join(self._frames[delta][skip:])
+        return data, self.count - skip
+
+    def in_season(self, version: int, delta: bool, season: str) -> tuple[bytes, int]:
+        """:meth:`after`, each message naming ``season`` (``/ws/boards/{board}``)."""
+        skip = min(max(version - self.first + 1, 0), self.count)
+        data = self._seasoned.get((skip, delta, season))
+        if data is None:
+            messages = (p.delta if delta else p.update for p in self._publications[skip:])
+            data = b"".join(text_frame(with_season(m, season)) for m in messages)
+            self._seasoned[(skip, delta, season)] = data
         return data, self.count - skip
 
 
@@ -206,7 +235,10 @@ class Fanout:
                 messages = [view.snapshot(plan.reason)]
         else:
             messages = [view.snapshot(NEW)]
-        seat = Outbox(watcher, view.version)
+        season = getattr(watcher, "season", None)  # set on a board route's watchers
+        if season is not None:
+            messages = [with_season(m, season) for m in messages]
+        seat = Outbox(watcher, view.version, season)
         if not seat.send(stream, b"".join(text_frame(m) for m in messages)):
             return
         self._seats[watcher] = seat
@@ -325,7 +357,11 @@ class Fanout:
                 stream = seat.watcher.out
                 if stream is None:
                     continue  # closing or gone
-                if seat.base >= first:  # joined or resynced since the batch began
+                if seat.season is not None:  # a board route's: messages name the season
+                    data, n = batch.in_season(seat.base, seat.delta, seat.season)
+                    if not n:
+                        continue
+                elif seat.base >= first:  # joined or resynced since the batch began
                     data, n = batch.after(seat.base, seat.delta)
                     if not n:
                         continue
@@ -373,7 +409,10 @@ class Fanout:
                 del self._lagging[seat]
                 seat.lagging = False
                 seat.base = view.version  # the snapshot covers every version up to it
-                if seat.send(stream, text_frame(view.snapshot(RESYNC))):
+                snapshot = view.snapshot(RESYNC)
+                if seat.season is not None:
+                    snapshot = with_season(snapshot, seat.season)
+                if seat.send(stream, text_frame(snapshot)):
                     self._metrics.ws_resyncs.inc()
                     if self._on_resync is not None:
                         self._on_resync(seat.watcher)

@@ -48,14 +48,17 @@ class Outbox:
         watcher: the connection.
         base: the version the connection is at (its snapshot's, or the last one replayed
             to it): it is sent only later versions.
+        season: on a board route, the season every message names.
     """
 
-    __slots__ = ("_flushing", "base", "delta", "frames", "lagging", "queued", "watcher")
+    __slots__ = ("_flushing", "base", "delta", "frames", "lagging", "queued", "season", "watcher")
 
-    def __init__(self, watcher: Watcher, base: int) -> None:
+    def __init__(self, watcher: Watcher, base: int, season: str | None = None) -> None:
         self.watcher = watcher
         self.delta = watcher.wants_delta
         self.base = base
+        # A board route's watcher: every message names this season (None: /ws/scoreboard).
+        self.season = season
         self.lagging = False  # skipped for being over the bound; the fan-out resyncs it
         # The frames waiting here. None while nothing waits and nothing handed over is
         # unsent: only then may the fan-out write to the socket directly.

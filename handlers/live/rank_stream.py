@@ -40,7 +40,13 @@ from json.encoder import encode_basestring as _string
 from typing import Any, Final, Protocol
 
 from actors.ranks import RankMoves
-from handlers.live.fanout import STEP_BUDGET_S, Cancellable, Schedule, after_ready_io
+from handlers.live.fanout import (
+    STEP_BUDGET_S,
+    Cancellable,
+    Schedule,
+    after_ready_io,
+    with_season,
+)
 from handlers.live.outbox import Outbox, Watcher
 from handlers.tornado_internals import text_frame
 from server.domain.rank_index import RankIndex
@@ -267,4 +273,7 @@ class RankStream:
             self._tick_soon()  # one interval after this tick began
 
     def _send(self, watcher: Watcher, event: str) -> int:
+        season = getattr(watcher, "season", None)  # a board route's watcher
+        if season is not None:
+            event = with_season(event, season)
         return 1 if self._seats.write_own(watcher, text_frame(event)) else 0

@@ -17,6 +17,7 @@ from tornado.iostream import IOStream
 from tornado.websocket import WebSocketProtocol
 
 from handlers.base import client_of, header, render_error
+from handlers.board_routes import period_of, served_board
 from handlers.context import Backend
 from handlers.errors import ApiError, board_loading
 from handlers.inflight import InFlight
@@ -25,6 +26,7 @@ from handlers.players import parse_window
 from handlers.tornado_internals import notify_closing
 from server.domain.deltas import Since, parse_since
 from server.domain.rank_watch import MAX_WINDOW
+from server.domain.seasons import season_at
 
 FORMATS = ("seed", "delta")
 DEFAULT_RANK_WINDOW = 2
@@ -47,6 +49,8 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
         self.out = None
         self._since: Since | None = None
         self._watch: tuple[str, int] | None = None  # (user id, window) with watch=me
+        # On a board route (BoardSocket): the season every message names.
+        self.season: str | None = None
         self._address: str | None = None  # counted in service.ws_addresses while open
 
     def prepare(self) -> None:
@@ -148,3 +152,15 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         render_error(self, status_code, kwargs.get("exc_info"))
+
+
+class BoardSocket(ScoreboardSocket):
+    """``/ws/boards/{board}?period=``: the stream of one period's current season of a
+    board, each message naming its ``season``; otherwise ``/ws/scoreboard``'s (the same
+    versions, formats, resume and ``watch=me``). Today the served board's one period."""
+
+    def prepare(self) -> None:
+        board = served_board(self.service, self.path_args[0] if self.path_args else "")
+        period = period_of(board, self.get_query_argument("period", None))
+        self.season = season_at(period, self.service.clock_ms()).season_id
+        super().prepare()

@@ -85,7 +85,7 @@ def routes() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
     for rule in app.wildcard_router.rules:
         pattern = rule.matcher.regex.pattern.removesuffix("$")
         # A board's routes: the first group is the board, any other a user id.
-        if pattern.startswith("/api/boards/("):
+        if pattern.startswith(("/api/boards/(", "/ws/boards/(")):
             pattern = re.sub(r"\([^)]*\)", "{board}", pattern, count=1)
         path = re.sub(r"\([^)]*\)", "{user_id}", pattern)
         found.append((path, cast(type[tornado.web.RequestHandler], rule.target)))
@@ -139,7 +139,7 @@ def test_every_route_and_method_is_documented() -> None:
         implemented = implemented_methods(handler)
         # Every GET route answers HEAD too (the document says so once, in its description);
         # the WebSocket's GET is an upgrade, not a resource.
-        if path != "/ws/scoreboard":
+        if not path.startswith("/ws/"):
             assert ("get" in implemented) == ("head" in implemented), path
         assert documented == implemented - {"head"}, path
     assert set(DOCUMENT["paths"]) == {path for path, _ in found}
@@ -230,9 +230,10 @@ API_MD_MISSING_PATHS: set[str] = set()
 
 def websocket_only_codes() -> set[str]:
     """Codes only the WebSocket upgrade answers: api.md defers to protocol.md for them."""
-    ws = documented_errors({"paths": {"ws": DOCUMENT["paths"]["/ws/scoreboard"]}})
+    streams = {p: i for p, i in DOCUMENT["paths"].items() if p.startswith("/ws/")}
+    ws = documented_errors({"paths": streams})
     rest = documented_errors(
-        {"paths": {p: i for p, i in DOCUMENT["paths"].items() if p != "/ws/scoreboard"}}
+        {"paths": {p: i for p, i in DOCUMENT["paths"].items() if p not in streams}}
     )
     return {code for _, code in ws} - {code for _, code in rest}
 

@@ -50,12 +50,15 @@ async def connected(
 
 
 async def refused(
-    client: Client, query: str = "", headers: dict[str, str] | None = None
+    client: Client,
+    query: str = "",
+    headers: dict[str, str] | None = None,
+    *,
+    path: str = "/ws/scoreboard",
 ) -> tornado.httpclient.HTTPResponse:
-    """The HTTP answer to an upgrade that must be refused."""
-    request = tornado.httpclient.HTTPRequest(
-        client.ws_url + query, headers=headers, request_timeout=scaled(5)
-    )
+    """The HTTP answer to an upgrade (of ``path``) that must be refused."""
+    url = f"ws://127.0.0.1:{client.running.port}{path}{query}"
+    request = tornado.httpclient.HTTPRequest(url, headers=headers, request_timeout=scaled(5))
     try:
         ws = await tornado.websocket.websocket_connect(request)
     except tornado.httpclient.HTTPClientError as error:
