@@ -235,10 +235,9 @@ class Fanout:
                 messages = [view.snapshot(plan.reason)]
         else:
             messages = [view.snapshot(NEW)]
-        season = getattr(watcher, "season", None)  # set on a board route's watchers
-        if season is not None:
-            messages = [with_season(m, season) for m in messages]
-        seat = Outbox(watcher, view.version, season)
+        seat = Outbox(watcher, view.version, watcher.season)
+        if seat.season is not None:  # a board route's: every message names the season
+            messages = [with_season(m, seat.season) for m in messages]
         if not seat.send(stream, b"".join(text_frame(m) for m in messages)):
             return
         self._seats[watcher] = seat
@@ -248,19 +247,23 @@ class Fanout:
         """The watcher's seat, or None (not joined, or gone)."""
         return self._seats.get(watcher)
 
-    def write_own(self, watcher: Watcher, frame: bytes) -> bool:
-        """Write ``frame``, a message of this watcher's own (a rank event), in order with
-        the board's and under the same bound: a watcher that is lagging is skipped (its
-        resync follows), and one whose unsent bytes would pass the bound is marked lagging
-        (resynced once it drains, closed if it stays behind).
+    def write_own(self, watcher: Watcher, message: str) -> bool:
+        """Write ``message``, one of this watcher's own (a rank event), in order with the
+        board's, framed as they are (naming the season on a board route) and under the
+        same bound: a watcher that is lagging is skipped (its resync follows), and one
+        whose unsent bytes would pass the bound is marked lagging (resynced once it
+        drains, closed if it stays behind).
 
         Returns:
-            Whether the frame was written or queued.
+            Whether the message was written or queued.
         """
         seat = self._seats.get(watcher)
         stream = watcher.out
         if seat is None or stream is None or seat.lagging:
             return False
+        if seat.season is not None:
+            message = with_season(message, seat.season)
+        frame = text_frame(message)
         if seat.frames is None:  # straight to the socket, unless Tornado has bytes
             written = write_now(seat, stream, frame)
             if written is not None:

@@ -36,6 +36,7 @@ class Watcher(Protocol):
 
     wants_delta: bool
     out: IOStream | None  # the connection's stream; None once it is closing
+    season: str | None  # on a board route, the season every message names
 
     def close(self, code: int | None = None, reason: str | None = None) -> None: ...
 

@@ -45,10 +45,8 @@ from handlers.live.fanout import (
     Cancellable,
     Schedule,
     after_ready_io,
-    with_season,
 )
 from handlers.live.outbox import Outbox, Watcher
-from handlers.tornado_internals import text_frame
 from server.domain.rank_index import RankIndex
 from server.domain.rank_watch import RankState, RankWatch, RankWatches
 from server.domain.topk import RankKey
@@ -76,7 +74,7 @@ class Seats(Protocol):
 
     def seat_of(self, watcher: Watcher) -> Outbox | None: ...
 
-    def write_own(self, watcher: Watcher, frame: bytes) -> bool: ...
+    def write_own(self, watcher: Watcher, message: str) -> bool: ...
 
     def on_resync(self, callback: Callable[[Watcher], None]) -> None: ...
 
@@ -99,7 +97,8 @@ def rank_event(state: RankState, previous: int | None, total: int) -> dict[str, 
 def rank_event_json(state: RankState, previous: int | None, total: int) -> str:
     """:func:`rank_event` encoded as ``json.dumps(..., separators=(",", ":"),
     ensure_ascii=False)`` would, by hand: a tick encodes thousands of these, and this is a
-    quarter of the cost (2.4 vs 8.6 µs at ±2 rows, docs/benchmarks.md). Strings go through
+    quarter of the cost (2.5 vs 8.5 µs at ±2 rows by ``python -m bench.ranks --quick``,
+    docs/benchmarks.md). Strings go through
     the ``json`` module's own escaping (``encode_basestring``); the rest are integers."""
     window = ",".join(
         f'{{"rank":{rank},"user_id":{_string(user_id)},"username":{_string(username)},'
@@ -273,7 +272,4 @@ class RankStream:
             self._tick_soon()  # one interval after this tick began
 
     def _send(self, watcher: Watcher, event: str) -> int:
-        season = getattr(watcher, "season", None)  # a board route's watcher
-        if season is not None:
-            event = with_season(event, season)
-        return 1 if self._seats.write_own(watcher, text_frame(event)) else 0
+        return 1 if self._seats.write_own(watcher, event) else 0

@@ -45,6 +45,7 @@ class ExplodingStream:
 
 class Watcher:
     wants_delta = False
+    season = None
 
     def __init__(self, out: Any) -> None:
         self.out = out

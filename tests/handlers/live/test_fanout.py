@@ -269,6 +269,7 @@ class FakeWatcher:
 
     def __init__(self, *, wants_delta: bool = True, takes_all: bool = False) -> None:
         self.wants_delta = wants_delta
+        self.season: str | None = None
         self.stream = FakeStream(takes_all=takes_all)
         self.out: Any = self.stream  # the protocol says IOStream; the fan-out needs only this
         self.closed: list[tuple[int | None, str | None]] = []

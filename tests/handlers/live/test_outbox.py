@@ -37,6 +37,7 @@ class Peer:
 
 class Watcher:
     wants_delta = True
+    season = None
 
     def __init__(self, stream: IOStream) -> None:
         self.out: IOStream | None = stream
