@@ -32,12 +32,11 @@ from server.domain.seasons import Period, Season, season_at, season_named
 
 @dataclass(frozen=True, slots=True)
 class SeasonStanding:
-    """A player's standing in one season of one period (``None`` only while a write
-    builds it: a record never holds one)."""
+    """A player's standing in one season of one period."""
 
     period: str
     season: str
-    standing: Standing | None
+    standing: Standing
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,12 +82,14 @@ def standings_after(
         season = season_of(period)
         mine = by_period.get(period.name)
         if mine is not None and mine.season == season.season_id:
-            current.append(_updated(spec, mine, value, now_ms))
+            current.append(
+                _scored(spec, mine.period, mine.season, mine.standing, value=value, now_ms=now_ms)
+            )
         elif mine is None or _start(period, mine.season) < season.start_ms:
             if mine is not None:
                 ended.insert(0, mine)  # it is the newest of its period's ended ones
             current.append(
-                _updated(spec, SeasonStanding(period.name, season.season_id, None), value, now_ms)
+                _scored(spec, period.name, season.season_id, None, value=value, now_ms=now_ms)
             )
         else:
             current.append(mine)
@@ -135,10 +136,17 @@ class SeasonClock:
         return lambda period: self.current(period, now_ms)
 
 
-def _updated(spec: BoardSpec, held: SeasonStanding, value: int, now_ms: int) -> SeasonStanding:
-    return SeasonStanding(
-        held.period, held.season, next_standing(spec, held.standing, value, now_ms)
-    )
+def _scored(
+    spec: BoardSpec,
+    period: str,
+    season: str,
+    held: Standing | None,
+    *,
+    value: int,
+    now_ms: int,
+) -> SeasonStanding:
+    """The standing in ``season`` once ``value`` is applied to ``held`` (None: none yet)."""
+    return SeasonStanding(period, season, next_standing(spec, held, value, now_ms))
 
 
 def _start(period: Period, season_id: str) -> int:
@@ -159,11 +167,11 @@ def _with_earlier(
     """``ended`` with the update counted in ``season``, an earlier one than the current,
     kept in order (newest first within the period)."""
     earlier = next(
-        (s for s in ended if s.period == period.name and s.season == season.season_id),
-        SeasonStanding(period.name, season.season_id, None),
+        (s for s in ended if s.period == period.name and s.season == season.season_id), None
     )
     others = [s for s in ended if s is not earlier]
-    updated = _updated(spec, earlier, value, now_ms)
+    held = None if earlier is None else earlier.standing
+    updated = _scored(spec, period.name, season.season_id, held, value=value, now_ms=now_ms)
     mine = sorted(
         [s for s in others if s.period == period.name] + [updated],
         key=lambda s: _start(period, s.season),

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-from tests.conftest import scaled
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.support import run_bench
 
 
 def test_the_guards_benchmark_reports_each_cost() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.guards", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=scaled(60),
-        check=False,
-    )
+    result = run_bench("guards", "--quick", timeout_s=60)
     assert result.returncode == 0, result.stdout + result.stderr
     for line in ("ask + AskDeadlines", "store write, direct", "store guard adds"):
         assert line in result.stdout

@@ -2,24 +2,11 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-from pathlib import Path
-
-from tests.conftest import scaled
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.support import run_bench
 
 
 def test_hostile_benchmark_quick_run_reports_every_scenario() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.hostile", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=scaled(180),
-        check=False,
-    )
+    result = run_bench("hostile", "--quick", timeout_s=180)
     assert result.returncode == 0, result.stdout + result.stderr
     for scenario in ("stalled", "pings", "connections", "users", "watchers"):
         assert f"== {scenario}:" in result.stdout, result.stdout

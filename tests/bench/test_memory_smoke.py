@@ -8,28 +8,16 @@ Memory figures are for the full run to report.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import scaled
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.support import run_bench
 
 pytestmark = pytest.mark.slow
 
 
 def test_memory_benchmark_quick_run_evicts_every_user_actor() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.memory", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=scaled(60),
-        check=False,
-    )
+    result = run_bench("memory", "--quick", timeout_s=60)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     for number in (1, 2):

@@ -6,15 +6,10 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import scaled
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.support import run_bench
 
 pytestmark = [
     pytest.mark.slow,
@@ -23,14 +18,7 @@ pytestmark = [
 
 
 def test_ranks_http_quick_run_agrees_with_redis_and_the_sorted_rows() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.ranks_http", "--quick", "--loader", "python"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=scaled(180),
-        check=False,
-    )
+    result = run_bench("ranks_http", "--quick", "--loader", "python", timeout_s=180)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert re.search(r"^our server: rank index loaded: 20000 players in [\d.]+ s", out, re.M), out

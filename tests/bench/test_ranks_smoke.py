@@ -8,28 +8,16 @@ Timings and memory are for the full run to report.
 from __future__ import annotations
 
 import re
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import scaled
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.support import run_bench
 
 pytestmark = pytest.mark.slow
 
 
 def test_ranks_benchmark_quick_run_agrees_with_a_sorted_list() -> None:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.ranks", "--quick"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=scaled(60),
-        check=False,
-    )
+    result = run_bench("ranks", "--quick", timeout_s=60)
     out = result.stdout
     assert result.returncode == 0, out + result.stderr
     assert re.search(r"^command: python -m bench\.ranks --quick$", out, re.M), out

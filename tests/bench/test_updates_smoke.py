@@ -8,28 +8,16 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
-from tests.conftest import scaled
-
-ROOT = Path(__file__).resolve().parents[2]
+from tests.bench.support import run_bench
 
 pytestmark = pytest.mark.slow
 
 
 def run_quick(loader: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "bench.updates", "--quick", "--loader", loader],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=scaled(60),
-        check=False,
-    )
+    result = run_bench("updates", "--quick", "--loader", loader, timeout_s=60)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     return result.stdout

@@ -59,12 +59,18 @@ def shape(response: tornado.httpclient.HTTPResponse) -> list[tuple[str, str]]:
 
 
 async def read_both_ways(
-    client: Client, monkeypatch: pytest.MonkeyPatch, headers: dict[str, str] | None = None
+    client: Client,
+    monkeypatch: pytest.MonkeyPatch,
+    headers: dict[str, str] | None = None,
+    *,
+    path: str = PATH,
 ) -> tuple[Any, Any]:
-    fast = await client.request("GET", PATH, None, headers)
+    """``path`` read by the fast path, then with the fast path off (the handler's)."""
+    fast = await client.request("GET", path, None, headers)
     with monkeypatch.context() as patched:
         patched.setattr(fast_reads, "is_plain_read", lambda request: False)
-        handled = await client.request("GET", PATH, None, headers)
+        patched.setattr(fast_reads, "plain_player_read", lambda request: None)
+        handled = await client.request("GET", path, None, headers)
     return fast, handled
 
 
@@ -189,16 +195,6 @@ def test_a_plain_read_of_one_player_gives_its_id_and_the_rest_goes_to_the_handle
     assert plain_player_read(request(uri="/api/players/carol", Content_Length="2")) is None
 
 
-async def read_player_both_ways(
-    client: Client, monkeypatch: pytest.MonkeyPatch, path: str, headers: dict[str, str]
-) -> tuple[Any, Any]:
-    fast = await client.request("GET", path, None, headers)
-    with monkeypatch.context() as patched:
-        patched.setattr(fast_reads, "plain_player_read", lambda request: None)
-        handled = await client.request("GET", path, None, headers)
-    return fast, handled
-
-
 async def test_a_plain_read_of_a_player_gets_the_handlers_status_headers_and_body(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -207,7 +203,7 @@ async def test_a_plain_read_of_a_player_gets_the_handlers_status_headers_and_bod
             await client.update(make_token(user, name=user.title()), {"increment": score})
         mine = {"Authorization": f"Bearer {make_token('bob')}"}
         for path, headers in (("/api/players/ann", {}), ("/api/players/me", mine)):
-            fast, handled = await read_player_both_ways(client, monkeypatch, path, headers)
+            fast, handled = await read_both_ways(client, monkeypatch, headers, path=path)
             assert (fast.code, fast.body) == (handled.code, handled.body)
             assert shape(fast) == shape(handled)
             assert fast.headers["Etag"] == handled.headers["Etag"]

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from server.domain.boards import BoardDefaults, BoardSpec, Standing, next_standing, parse_boards
-from server.domain.seasons import season_at
+from server.domain.seasons import season_at, season_named
 from server.domain.standings import (
     BoardStandings,
     SeasonClock,
@@ -151,9 +151,13 @@ def test_each_kept_season_holds_what_its_own_writes_fold_to(
             season = season_at(period, start + offset).season_id
             folded[season] = next_standing(spec, folded.get(season), value, start + offset)
         assert len([s for s in held.ended if s.period == period.name]) <= spec.keep_seasons
+        # The newest seasons (the current one and keep_seasons ended ones) are all there,
+        # each exactly; older ones are dropped.
+        by_start = sorted(folded, key=lambda s: season_named(period, s).start_ms, reverse=True)
+        kept = by_start[: spec.keep_seasons + 1]
         for season, want in folded.items():
             got = held.in_season(period.name, season)
-            assert got is None or got == want  # dropped past keep_seasons, never wrong
+            assert got == (want if season in kept else None), (period.name, season)
         (current,) = [s for s in held.current if s.period == period.name]
         assert current.standing == folded[current.season]
         last = start + max(offset for offset, _ in writes)
