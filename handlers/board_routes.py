@@ -23,7 +23,8 @@ from handlers.errors import ApiError
 from handlers.players import AroundHandler, PlayerHandler
 from handlers.scores import TopScoresHandler, UpdateScoreHandler
 from server.domain.boards import BoardSpec
-from server.domain.seasons import Period, SeasonError, season_at, season_named
+from server.domain.seasons import Period, SeasonError, season_named
+from server.domain.standings import SeasonOf
 
 
 def served_board(service: Backend, board_id: str) -> BoardSpec:
@@ -66,7 +67,7 @@ def check_period_and_season(
     period = period_of(board, period_name)
     if season_id is None:
         return
-    current = season_at(period, service.clock_ms())
+    current = service.seasons.current(period, service.clock_ms())
     try:
         named = season_named(period, season_id)
     except SeasonError as exc:
@@ -135,7 +136,9 @@ class BoardAroundHandler(AroundHandler):
     head = get  # type: ignore[assignment]
 
 
-def seasons_answer(board: BoardSpec, period_name: str | None, now_ms: int) -> dict[str, Any]:
+def seasons_answer(
+    board: BoardSpec, period_name: str | None, season_of: SeasonOf
+) -> dict[str, Any]:
     """``GET /api/boards/{board}/seasons``'s body: the period's seasons this server keeps,
     newest first, each with its start, end and state.
 
@@ -143,7 +146,7 @@ def seasons_answer(board: BoardSpec, period_name: str | None, now_ms: int) -> di
         ApiError: 404 ``unknown_period``.
     """
     period = period_of(board, period_name)
-    current = season_at(period, now_ms)
+    current = season_of(period)
     # Ended seasons are kept once several periods are served (issue 14): an all_time
     # period, the only one served today, has a single season that never ends.
     return {
@@ -160,7 +163,7 @@ class BoardSeasonsHandler(ApiHandler):
         service = self.service
         board = served_board(service, board_id)
         period = self.get_query_argument("period", None)
-        self.write_json(seasons_answer(board, period, service.clock_ms()))
+        self.write_json(seasons_answer(board, period, service.seasons.at(service.clock_ms())))
 
     head = get
 

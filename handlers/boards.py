@@ -8,7 +8,8 @@ from typing import Any
 
 from handlers.base import ApiHandler
 from server.domain.boards import BoardSpec
-from server.domain.seasons import Period, Season, season_at
+from server.domain.seasons import Period, Season
+from server.domain.standings import SeasonOf
 
 
 def instant(ms: int | None) -> str | None:
@@ -27,16 +28,16 @@ def season_answer(season: Season) -> dict[str, Any]:
     }
 
 
-def period_answer(period: Period, now_ms: int) -> dict[str, Any]:
+def period_answer(period: Period, season_of: SeasonOf) -> dict[str, Any]:
     return {
         "name": period.name,
         "kind": period.kind,
         "cron": period.cron,
-        "season": season_answer(season_at(period, now_ms)),
+        "season": season_answer(season_of(period)),
     }
 
 
-def board_answer(board: BoardSpec, now_ms: int, *, default: bool) -> dict[str, Any]:
+def board_answer(board: BoardSpec, season_of: SeasonOf, *, default: bool) -> dict[str, Any]:
     """One board as ``GET /api/boards`` lists it: what a client needs to post to it and to
     show it (its id, title, rules, limits and periods, each with its current season)."""
     limits: dict[str, int | None]
@@ -58,13 +59,14 @@ def board_answer(board: BoardSpec, now_ms: int, *, default: bool) -> dict[str, A
         "keep_seasons": board.keep_seasons,
         "timezone": board.timezone,
         "week_starts": board.week_starts,
-        "periods": [period_answer(p, now_ms) for p in board.periods],
+        "periods": [period_answer(p, season_of) for p in board.periods],
     }
 
 
-def boards_answer(boards: tuple[BoardSpec, ...], now_ms: int) -> dict[str, Any]:
-    """``GET /api/boards``'s body: the boards in the file's order, the first the default."""
-    return {"boards": [board_answer(b, now_ms, default=i == 0) for i, b in enumerate(boards)]}
+def boards_answer(boards: tuple[BoardSpec, ...], season_of: SeasonOf) -> dict[str, Any]:
+    """``GET /api/boards``'s body: the boards in the file's order, the first the default;
+    ``season_of`` gives each period's current season (:meth:`SeasonClock.at`)."""
+    return {"boards": [board_answer(b, season_of, default=i == 0) for i, b in enumerate(boards)]}
 
 
 class BoardsHandler(ApiHandler):
@@ -72,6 +74,6 @@ class BoardsHandler(ApiHandler):
 
     def get(self) -> None:
         service = self.service
-        self.write_json(boards_answer(service.boards, service.clock_ms()))
+        self.write_json(boards_answer(service.boards, service.seasons.at(service.clock_ms())))
 
     head = get

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     from server.domain.boards import BoardSpec
     from server.domain.origins import AllowedOrigins
     from server.domain.rank_index import RankIndex
+    from server.domain.standings import SeasonClock
     from server.domain.throttle import FailedAuthThrottle, Network
     from server.domain.tokens import TokenVerifier
     from server.settings import Settings
@@ -43,6 +44,7 @@ class Backend(Protocol):
     auth_throttle: FailedAuthThrottle
     actions: ActionVerifier | None
     boards: tuple[BoardSpec, ...]  # from SCOREBOARD_BOARDS_FILE; the first is the default
+    seasons: SeasonClock  # each period's current season, computed again once it ended
     fanout: Fanout
     rank_stream: RankStream
     users: UserRegistry

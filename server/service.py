@@ -32,6 +32,7 @@ from server.domain.boards import BoardSpec
 from server.domain.increments import IncrementPolicy
 from server.domain.origins import AllowedOrigins
 from server.domain.rank_index import RankIndex
+from server.domain.standings import SeasonClock
 from server.domain.throttle import FailedAuthThrottle, parse_networks
 from server.domain.tokens import TokenVerifier
 from server.readiness import not_ready_reason
@@ -100,6 +101,7 @@ class Service:
         self.settings = settings
         # The boards this server runs (SCOREBOARD_BOARDS_FILE, checked at start).
         self.boards = boards if boards is not None else boards_of(settings)
+        self.seasons = SeasonClock()  # each period's current season, until it ends
         self.store = GuardedStore(store, probe_interval_s=settings.store_probe_interval_s)
         self.clock_ms = clock_ms
         self.metrics = Metrics()

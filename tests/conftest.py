@@ -194,6 +194,14 @@ class Client:
         raw = body if isinstance(body, bytes | str) else json.dumps(body or {})
         return await self.request("POST", "/api/update-score", raw, all_headers)
 
+    async def scored(self, **increments: int) -> None:
+        """Each user (a keyword) adds their increment, with a token naming them in title
+        case; each must be answered 200."""
+        for user, increment in increments.items():
+            token = make_token(user, name=user.title())
+            response = await self.update(token, {"increment": increment})
+            assert response.code == 200, response.body
+
     async def top(self) -> list[dict[str, Any]]:
         response = await self.request("GET", "/api/top-scores")
         assert response.code == 200, response.body

@@ -26,7 +26,6 @@ from handlers.players import parse_window
 from handlers.tornado_internals import notify_closing
 from server.domain.deltas import Since, parse_since
 from server.domain.rank_watch import MAX_WINDOW
-from server.domain.seasons import season_at
 
 FORMATS = ("seed", "delta")
 DEFAULT_RANK_WINDOW = 2
@@ -162,5 +161,5 @@ class BoardSocket(ScoreboardSocket):
     def prepare(self) -> None:
         board = served_board(self.service, self.path_args[0] if self.path_args else "")
         period = period_of(board, self.get_query_argument("period", None))
-        self.season = season_at(period, self.service.clock_ms()).season_id
+        self.season = self.service.seasons.current(period, self.service.clock_ms()).season_id
         super().prepare()

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from handlers.boards import boards_answer, instant
+from server.domain.standings import SeasonClock
 from tests.conftest import eventually, make_token, scaled, serving, settings_for
 from tests.server.domain.test_boards import WORKED_EXAMPLE, boards
 
@@ -20,7 +21,8 @@ def ms(text: str) -> int:
 
 def test_each_board_with_its_rules_and_the_current_season_of_each_period() -> None:
     # 23:30 UTC on 4 December is already the 5th in Berlin.
-    answer = boards_answer(boards(WORKED_EXAMPLE), ms("2026-12-04T23:30:00+00:00"))
+    season_of = SeasonClock().at(ms("2026-12-04T23:30:00+00:00"))
+    answer = boards_answer(boards(WORKED_EXAMPLE), season_of)
     kills, laps, level = answer["boards"]
     assert (kills["id"], kills["default"], laps["default"], level["default"]) == (
         "kills",

@@ -12,7 +12,7 @@ from handlers.pages import NEXT, decode_cursor, encode_cursor, page_answer, pars
 from server.domain.rank_index import RankIndex
 from server.domain.records import BoardRow
 from server.domain.topk import rank_key
-from tests.conftest import Client, make_token, scaled, serving
+from tests.conftest import scaled, serving
 
 
 def test_a_cursor_round_trips_the_rank_key() -> None:
@@ -48,16 +48,10 @@ def test_pages_forward_and_back_cover_the_board_once() -> None:
     assert back["top_scores"] == second["top_scores"]
 
 
-async def scored(client: Client, **scores: int) -> None:
-    for user, score in scores.items():
-        response = await client.update(make_token(user, name=user.title()), {"increment": score})
-        assert response.code == 200, response.body
-
-
 @pytest.mark.gen_test(timeout=scaled(30))
 async def test_pages_over_http_and_the_seed_answer_without_parameters() -> None:
     async with serving(top_n=3) as client:
-        await scored(client, a=60, b=50, c=40, d=30, e=20)
+        await client.scored(a=60, b=50, c=40, d=30, e=20)
         plain = await client.request("GET", "/api/top-scores")
         assert json.loads(plain.body) == {
             "top_scores": [
@@ -71,7 +65,7 @@ async def test_pages_over_http_and_the_seed_answer_without_parameters() -> None:
         # e jumps from the last place to the first between the two reads: a and b move down
         # one rank, so the next page by offset (ranks 3-4) would give b again; by the cursor
         # it starts after b, whose key did not change.
-        await scored(client, e=50)
+        await client.scored(e=50)
         nxt = await client.request("GET", f"/api/top-scores?limit=2&cursor={page['next_cursor']}")
         rows = json.loads(nxt.body)["top_scores"]
         assert [(r["user_id"], r["rank"]) for r in rows] == [("c", 4), ("d", 5)]

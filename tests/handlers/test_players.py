@@ -19,7 +19,7 @@ from handlers.players import (
 )
 from server.domain.rank_index import RankIndex
 from server.domain.records import BoardRow
-from tests.conftest import Client, make_token, scaled, serving
+from tests.conftest import make_token, scaled, serving
 
 TOO_MANY = ('{"user_ids": [' + ",".join(['"a"'] * (MAX_LOOKUP + 1)) + "]}").encode()
 
@@ -115,16 +115,10 @@ def test_a_lookup_body_gives_its_ids() -> None:
 # --- over HTTP, on a real server -----------------------------------------------------
 
 
-async def scored(client: Client, **scores: int) -> None:
-    for user, score in scores.items():
-        response = await client.update(make_token(user, name=user.title()), {"increment": score})
-        assert response.code == 200, response.body
-
-
 @pytest.mark.gen_test(timeout=scaled(30))
 async def test_a_player_reads_their_rank_and_anyone_reads_anyones() -> None:
     async with serving() as client:
-        await scored(client, ann=30, bob=20, cid=10)
+        await client.scored(ann=30, bob=20, cid=10)
         mine = await client.request(
             "GET", "/api/players/me", headers={"Authorization": f"Bearer {make_token('bob')}"}
         )
@@ -148,8 +142,8 @@ async def test_a_player_reads_their_rank_and_anyone_reads_anyones() -> None:
 @pytest.mark.gen_test(timeout=scaled(30))
 async def test_a_write_moves_the_rank_at_once() -> None:
     async with serving() as client:
-        await scored(client, ann=30, bob=20)
-        await scored(client, bob=15)
+        await client.scored(ann=30, bob=20)
+        await client.scored(bob=15)
         answer = await client.request("GET", "/api/players/bob")
         assert json.loads(answer.body)["rank"] == 1
 
@@ -157,7 +151,7 @@ async def test_a_write_moves_the_rank_at_once() -> None:
 @pytest.mark.gen_test(timeout=scaled(30))
 async def test_around_and_lookup_over_http() -> None:
     async with serving() as client:
-        await scored(client, a=50, b=40, c=30, d=20, e=10)
+        await client.scored(a=50, b=40, c=30, d=20, e=10)
         around = await client.request("GET", "/api/players/c/around?above=1&below=1")
         assert [(r["user_id"], r["rank"]) for r in json.loads(around.body)["rows"]] == [
             ("b", 2),

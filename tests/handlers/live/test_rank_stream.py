@@ -9,18 +9,12 @@ from typing import Any
 import pytest
 
 from server.domain.records import BoardRow
-from tests.conftest import Client, body_of, close_websocket, eventually, make_token, serving
+from tests.conftest import body_of, close_websocket, eventually, make_token, serving
 from tests.handlers.live.test_fanout import stuck_client, unsent
 from tests.handlers.live.test_resume import refused
 from tests.handlers.live.test_socket import assert_silent, gauge, metrics_text, receive
 
 pytestmark = pytest.mark.gen_test(timeout=30)
-
-
-async def scored(client: Client, **scores: int) -> None:
-    for user, score in scores.items():
-        response = await client.update(make_token(user), {"increment": score})
-        assert response.code == 200, response.body
 
 
 async def next_rank(ws: Any) -> dict[str, Any]:
@@ -31,7 +25,7 @@ async def next_rank(ws: Any) -> dict[str, Any]:
 
 
 def shown(rank: int, user: str, score: int) -> dict[str, Any]:
-    return {"rank": rank, "user_id": user, "username": user, "score": score}
+    return {"rank": rank, "user_id": user, "username": user.title(), "score": score}
 
 
 async def test_an_overtaken_player_gets_one_rank_event_per_interval_with_the_previous_rank() -> (
@@ -39,7 +33,7 @@ async def test_an_overtaken_player_gets_one_rank_event_per_interval_with_the_pre
 ):
     # top_n=1: the board's own messages stay out of the way (carol stays first).
     async with serving(broadcast_interval_ms=500, top_n=1, rate_limit_per_minute=0) as client:
-        await scored(client, carol=50, bob=40, me=30)
+        await client.scored(carol=50, bob=40, me=30)
         ws = await client.websocket(f"?watch=me&window=1&token={make_token('me')}")
         try:
             assert (await receive(ws))["event"] == "snapshot"
@@ -52,20 +46,20 @@ async def test_an_overtaken_player_gets_one_rank_event_per_interval_with_the_pre
                 "window": [shown(2, "bob", 40), shown(3, "me", 30)],
             }
             await assert_silent(ws, 0.6)  # nothing moved; and the interval passed
-            await scored(client, dave=35)  # the first move after a quiet interval: at once
+            await client.scored(dave=35)  # the first move after a quiet interval: at once
             first = await receive(ws)
             assert (first["rank"], first["previous"], first["total"]) == (4, 3, 4)
             assert first["window"] == [shown(3, "dave", 35), shown(4, "me", 30)]
             # Two more overtake within the interval: one event, from 4 to 6.
-            await scored(client, erin=45, frank=31)
+            await client.scored(erin=45, frank=31)
             second = await receive(ws)
             assert (second["rank"], second["previous"], second["score"]) == (6, 4, 30)
             assert second["window"] == [shown(5, "frank", 31), shown(6, "me", 30)]
             # A move wholly above the window changes nothing shown: no event.
-            await scored(client, erin=1)
+            await client.scored(erin=1)
             await assert_silent(ws, 0.7)
             # The player's own write: rank and score (and a new top 1, on the board).
-            await scored(client, me=100)
+            await client.scored(me=100)
             own = await next_rank(ws)
             assert (own["rank"], own["previous"], own["score"]) == (1, 6, 130)
             assert own["window"] == [shown(1, "me", 130), shown(2, "carol", 50)]
@@ -75,7 +69,7 @@ async def test_an_overtaken_player_gets_one_rank_event_per_interval_with_the_pre
 
 async def test_both_formats_carry_rank_events_and_a_player_not_ranked_has_no_window() -> None:
     async with serving(rate_limit_per_minute=0) as client:
-        await scored(client, ann=10)
+        await client.scored(ann=10)
         token = make_token("newcomer")
         seed = await client.websocket(f"?watch=me&token={token}")
         delta = await client.websocket(f"?format=delta&watch=me&window=0&token={token}")
@@ -91,7 +85,7 @@ async def test_both_formats_carry_rank_events_and_a_player_not_ranked_has_no_win
                     "total": 1,
                     "window": [],
                 }
-            await scored(client, newcomer=20)
+            await client.scored(newcomer=20)
             assert (await receive(seed))["event"] == "update"
             assert (await receive(delta))["event"] == "delta"
             seen = await receive(seed)
@@ -109,7 +103,7 @@ async def test_both_formats_carry_rank_events_and_a_player_not_ranked_has_no_win
 
 async def test_a_banned_player_sees_their_rank_go() -> None:
     async with serving(rate_limit_per_minute=0) as client:
-        await scored(client, a=10, b=5)
+        await client.scored(a=10, b=5)
         ws = await client.websocket(f"?format=delta&watch=me&token={make_token('b')}")
         try:
             await receive(ws)  # snapshot
@@ -151,7 +145,7 @@ async def test_a_watcher_that_stops_reading_rank_events_is_bounded_then_closed()
         ws_send_buffer_bytes=4096,
     ) as client:
         service = client.running.service
-        await scored(client, top=10_000, me=500, nb=499)
+        await client.scored(top=10_000, me=500, nb=499)
         token = make_token("me")
         async with stuck_client(client, f"?watch=me&window=10&token={token}") as stuck:
             await eventually(lambda: len(service.rank_stream) == 1, "the rank watcher")
@@ -177,7 +171,7 @@ async def test_a_watcher_that_stops_reading_rank_events_is_bounded_then_closed()
 
 async def test_a_resynced_watcher_gets_its_current_rank_after_the_snapshot() -> None:
     async with serving(rate_limit_per_minute=0) as client:
-        await scored(client, a=10, me=5)
+        await client.scored(a=10, me=5)
         ws = await client.websocket(f"?watch=me&token={make_token('me')}")
         try:
             await receive(ws)  # snapshot
@@ -188,7 +182,7 @@ async def test_a_resynced_watcher_gets_its_current_rank_after_the_snapshot() -> 
             assert seat is not None
             seat.lagging = True  # as the fan-out marks a client over its bound
             service.fanout._lagging[seat] = 0.0
-            await scored(client, me=10)  # me first now: skipped while lagging
+            await client.scored(me=10)  # me first now: skipped while lagging
             # The fan-out's sweeper finds it drained and resyncs it (before or after the
             # write): a snapshot, then the current rank with no "previous".
             seen = [await receive(ws)]
