@@ -7,9 +7,9 @@ increment, the idempotency check and the rate limit are applied together or not 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from server.domain.records import (
     ActionReplayed,
@@ -21,6 +21,7 @@ from server.domain.records import (
     RateLimited,
     RememberedKey,
     Replayed,
+    SpentAction,
     UserRecord,
 )
 
@@ -64,66 +65,29 @@ def decide(record: UserRecord | None, cmd: IncrementCommand, policy: IncrementPo
     if record is not None and record.banned:
         return Banned()
     if record is not None and cmd.idempotency_key is not None:
-        for remembered in record.recent_keys:
-            if remembered.key == cmd.idempotency_key:
-                if (
-                    remembered.fingerprint is not None
-                    and cmd.fingerprint is not None
-                    and remembered.fingerprint != cmd.fingerprint
-                ):
-                    return KeyReused()
-                return Replayed(new_score=remembered.score)
+        seen = key_seen(record.recent_keys, cmd.idempotency_key, cmd.fingerprint)
+        if isinstance(seen, KeyReused):
+            return seen
+        if seen is not None:
+            return Replayed(new_score=seen.score)
     now_ms = cmd.now_ms
-
-    # Spent action tokens, kept until they expire. A replay is refused before the rate
-    # limit is consulted: it is not a new update either.
-    used = record.used_actions if record is not None else ()
-    if cmd.action is not None:
-        live_exp: list[int] = []
-        free = -1
-        for slot, (jti, exp) in enumerate(used):
-            if exp > now_ms:
-                if jti == cmd.action.jti:
-                    return ActionReplayed()
-                live_exp.append(exp)
-            elif free < 0:
-                free = slot
-        if len(live_exp) >= policy.used_actions:
-            # Forgetting a live jti would let it be replayed: wait until one expires.
-            wait_ms = min(live_exp) - now_ms
-            return RateLimited(retry_after_s=max(1, -(-wait_ms // 1000)))
-        used = _put(used, free, (cmd.action.jti, cmd.action.expires_ms))
-
-    accepted: tuple[int, ...] = ()
-    if policy.rate_limit_per_minute > 0:
-        accepted = record.accepted_ms if record is not None else ()
-        # Keep "> window_start": an update exactly 60 s old has left the window.
-        window_start = now_ms - RATE_WINDOW_MS
-        live: list[int] = []
-        free = -1
-        for slot, t in enumerate(accepted):
-            if t > window_start:
-                live.append(t)
-            elif free < 0:
-                free = slot
-        if len(live) >= policy.rate_limit_per_minute:
-            # The oldest update that must leave the window before one more fits. Sorted,
-            # because clocks can step back (NTP, pods' clocks differ): the log need not
-            # be in time order. A stepped-back clock can let one extra update into a
-            # window; clamping times forward instead could lock a user out for as long
-            # as a fast clock was ahead.
-            live.sort()
-            blocker = live[len(live) - policy.rate_limit_per_minute]
-            wait_ms = blocker + RATE_WINDOW_MS - now_ms
-            return RateLimited(retry_after_s=max(1, -(-wait_ms // 1000)))
-        accepted = _put(accepted, free, now_ms)
+    guarded = admit(
+        record.used_actions if record is not None else (),
+        record.accepted_ms if record is not None else (),
+        cmd.action,
+        now_ms,
+        policy,
+    )
+    if isinstance(guarded, ActionReplayed | RateLimited):
+        return guarded
+    used, accepted = guarded
 
     old_score = record.score if record is not None else 0
     new_score = old_score + cmd.amount
     v = (record.v if record is not None else 0) + 1
     keys = record.recent_keys if record is not None else ()
     if cmd.idempotency_key is not None and policy.idempotency_keys > 0:
-        keys = _remember(
+        keys = remember(
             keys,
             RememberedKey(cmd.idempotency_key, new_score, v, cmd.fingerprint),
             policy.idempotency_keys,
@@ -142,6 +106,90 @@ def decide(record: UserRecord | None, cmd: IncrementCommand, policy: IncrementPo
     )
 
 
+class SeenKey(Protocol):
+    """A remembered idempotency key (a user's, or a player's on one board)."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def fingerprint(self) -> str | None: ...
+
+
+K = TypeVar("K", bound=SeenKey)
+
+
+def key_seen(keys: Iterable[K], key: str, fingerprint: str | None) -> K | KeyReused | None:
+    """The remembered entry of idempotency key ``key`` (its request was applied: answer
+    what it answered), :class:`KeyReused` when that request was a different one (by
+    ``fingerprint``), or ``None`` for a key not seen."""
+    for remembered in keys:
+        if remembered.key == key:
+            if (
+                remembered.fingerprint is not None
+                and fingerprint is not None
+                and remembered.fingerprint != fingerprint
+            ):
+                return KeyReused()
+            return remembered
+    return None
+
+
+def admit(
+    used_actions: tuple[tuple[str, int], ...],
+    accepted_ms: tuple[int, ...],
+    action: SpentAction | None,
+    now_ms: int,
+    policy: IncrementPolicy,
+) -> tuple[tuple[tuple[str, int], ...], tuple[int, ...]] | ActionReplayed | RateLimited:
+    """The proof-of-action and rate-limit checks of an update at ``now_ms``, on the rings
+    it is checked against (any writer's: a user's, or a player's on one board).
+
+    Returns the rings with this update in them, or why it is refused: a spent action
+    token (:class:`ActionReplayed`, checked first: a replay is not a new update) or too
+    many accepted updates in the window (:class:`RateLimited`).
+    """
+    used = used_actions
+    if action is not None:
+        live_exp: list[int] = []
+        free = -1
+        for slot, (jti, exp) in enumerate(used):
+            if exp > now_ms:
+                if jti == action.jti:
+                    return ActionReplayed()
+                live_exp.append(exp)
+            elif free < 0:
+                free = slot
+        if len(live_exp) >= policy.used_actions:
+            # Forgetting a live jti would let it be replayed: wait until one expires.
+            wait_ms = min(live_exp) - now_ms
+            return RateLimited(retry_after_s=max(1, -(-wait_ms // 1000)))
+        used = _put(used, free, (action.jti, action.expires_ms))
+
+    accepted: tuple[int, ...] = ()
+    if policy.rate_limit_per_minute > 0:
+        # Keep "> window_start": an update exactly 60 s old has left the window.
+        window_start = now_ms - RATE_WINDOW_MS
+        live: list[int] = []
+        free = -1
+        for slot, t in enumerate(accepted_ms):
+            if t > window_start:
+                live.append(t)
+            elif free < 0:
+                free = slot
+        if len(live) >= policy.rate_limit_per_minute:
+            # The oldest update that must leave the window before one more fits. Sorted,
+            # because clocks can step back (NTP, pods' clocks differ): the log need not
+            # be in time order. A stepped-back clock can let one extra update into a
+            # window; clamping times forward instead could lock a user out for as long
+            # as a fast clock was ahead.
+            live.sort()
+            blocker = live[len(live) - policy.rate_limit_per_minute]
+            wait_ms = blocker + RATE_WINDOW_MS - now_ms
+            return RateLimited(retry_after_s=max(1, -(-wait_ms // 1000)))
+        accepted = _put(accepted_ms, free, now_ms)
+    return used, accepted
+
+
 def _put(ring: tuple[T, ...], slot: int, item: T) -> tuple[T, ...]:
     """``ring`` with ``item`` in ``slot``, or appended when ``slot`` is -1."""
     if slot < 0:
@@ -149,9 +197,15 @@ def _put(ring: tuple[T, ...], slot: int, item: T) -> tuple[T, ...]:
     return (*ring[:slot], item, *ring[slot + 1 :])
 
 
-def _remember(
-    keys: tuple[RememberedKey, ...], new: RememberedKey, capacity: int
-) -> tuple[RememberedKey, ...]:
+class _Sequenced(Protocol):
+    @property
+    def seq(self) -> int: ...
+
+
+S = TypeVar("S", bound=_Sequenced)
+
+
+def remember(keys: tuple[S, ...], new: S, capacity: int) -> tuple[S, ...]:
     """The last ``capacity`` keys once ``new`` is added: the oldest one's slot is reused."""
     if len(keys) < capacity:
         return (*keys, new)

@@ -153,6 +153,8 @@ class BoardRow:
     score: int
     reached_ms: int
     v: int
+    # On a board ranked lowest first (``order = "asc"``: race times); see ``rank_key``.
+    ascending: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -21,8 +21,9 @@ RankKey = tuple[int, int, str]
 
 
 def rank_key(row: BoardRow) -> RankKey:
-    """Sort key: higher score first, then whoever reached it first, then user id."""
-    return (-row.score, row.reached_ms, row.user_id)
+    """Sort key: higher score first (lower first on an ascending board), then whoever
+    reached it first, then user id."""
+    return (row.score if row.ascending else -row.score, row.reached_ms, row.user_id)
 
 
 @dataclass(frozen=True, slots=True)

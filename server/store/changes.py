@@ -23,6 +23,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Protocol
 
+from server.domain.board_writes import BoardRecord
 from server.domain.records import BoardRow, UserRecord
 
 DEFAULT_HISTORY: Final = 100_000
@@ -59,12 +60,21 @@ class Change:
 
 
 @dataclass(frozen=True, slots=True)
+class BoardChange:
+    """One player's record on one board as written (issue 14): every pod's board
+    runtime takes the standings it shows from it."""
+
+    record: BoardRecord
+    written_ms: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Reload:
     """Something changed that no :class:`Change` describes (a deleted document): the reader
     must reload the top K from the store."""
 
 
-ChangeEvent = Change | Reload
+ChangeEvent = Change | BoardChange | Reload
 
 
 class FeedInterrupted(Exception):

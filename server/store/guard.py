@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 from server.domain.admin import AdminChange
+from server.domain.board_writes import BoardCommand, BoardDecision, BoardRecord, BoardRules
 from server.domain.records import (
     BoardRow,
     Decision,
@@ -149,6 +150,34 @@ class GuardedStore:
                 raise
         return await self._trial(lambda: self.inner.apply_admin(user_id, change))
 
+    async def apply_board_writes(
+        self, rules: BoardRules, cmds: list[BoardCommand]
+    ) -> list[BoardDecision]:
+        return await self._write(lambda: self.inner.apply_board_writes(rules, cmds))
+
+    async def reset_board_standing(
+        self, rules: BoardRules, user_id: str, period: str, season: str
+    ) -> BoardRecord | None:
+        return await self._write(
+            lambda: self.inner.reset_board_standing(rules, user_id, period, season)
+        )
+
+    async def retire_seasons(self, board: str, period: str, before_ms: int, limit: int) -> int:
+        return await self._write(lambda: self.inner.retire_seasons(board, period, before_ms, limit))
+
+    async def expire_spent_actions(self, now_ms: int, limit: int) -> int:
+        return await self._write(lambda: self.inner.expire_spent_actions(now_ms, limit))
+
+    async def _write(self, call: Callable[[], Awaitable[T]]) -> T:
+        """A write: refused while the breaker is open, its outcome counted."""
+        if self.breaker.closed:
+            try:
+                return await call()
+            except StoreUnavailable:
+                self.breaker.failed(self._clock())
+                raise
+        return await self._trial(call)
+
     async def _trial(self, call: Callable[[], Awaitable[T]]) -> T:
         """Run a write while the breaker is not closed: refused, or admitted as the trial."""
         if not self.breaker.admit(self._clock()):
@@ -186,6 +215,14 @@ class GuardedStore:
 
     async def ranked_rows(self, after_user_id: str | None, limit: int) -> list[BoardRow]:
         return await self._read(self.inner.ranked_rows(after_user_id, limit))
+
+    async def get_board_record(self, rules: BoardRules, user_id: str) -> BoardRecord | None:
+        return await self._read(self.inner.get_board_record(rules, user_id))
+
+    async def season_rows(
+        self, board: str, period: str, season: str, after_user_id: str | None, limit: int
+    ) -> list[BoardRow]:
+        return await self._read(self.inner.season_rows(board, period, season, after_user_id, limit))
 
     async def _read(self, call: Awaitable[T]) -> T:
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from server.domain.admin import AdminChange
+from server.domain.board_writes import BoardCommand, BoardDecision, BoardRecord, BoardRules
 from server.domain.records import (
     BoardRow,
     Decision,
@@ -91,3 +92,48 @@ class ScoreStore(Protocol):
         whole board for loading the rank index (:mod:`actors.ranks`). Pages follow the
         user id, which every user keeps, so a write between two pages neither skips nor
         repeats anyone."""
+
+    # --- boards (issue 14): one record per (board, player) ----------------------------
+
+    async def apply_board_writes(
+        self, rules: BoardRules, cmds: list[BoardCommand]
+    ) -> list[BoardDecision]:
+        """Apply consecutive updates of one player to ``rules``' board in one atomic write
+        (:func:`server.domain.board_writes.decide_board_all`): every period's standing,
+        the player's idempotency key and rate-limit log, and the proof-of-action tokens
+        spent (once across all boards). A banned player's are refused
+        (:class:`~server.domain.board_writes.BoardBanned`).
+
+        Raises:
+            StoreError: none is known to be applied.
+        """
+
+    async def get_board_record(self, rules: BoardRules, user_id: str) -> BoardRecord | None:
+        """The player's record on ``rules``' board, or ``None``."""
+
+    async def season_rows(
+        self, board: str, period: str, season: str, after_user_id: str | None, limit: int
+    ) -> list[BoardRow]:
+        """Up to ``limit`` rows of one season's ranking (banned players left out), in user
+        id order after ``after_user_id`` (``None``: from the start), as
+        :meth:`ranked_rows` pages the original board. Scores as stored: the board's order
+        is the caller's to apply."""
+
+    async def reset_board_standing(
+        self, rules: BoardRules, user_id: str, period: str, season: str
+    ) -> BoardRecord | None:
+        """Drop the player's standing in one season of one period (an admin reset),
+        atomically, growing their version; ``None``: no record on this board.
+
+        Raises:
+            StoreError: nothing is known to be applied.
+        """
+
+    async def retire_seasons(self, board: str, period: str, before_ms: int, limit: int) -> int:
+        """Delete at most ``limit`` standings of ``period``'s seasons that started before
+        ``before_ms`` (seasons past ``keep_seasons``); returns how many went: fewer than
+        ``limit`` means none are left. For a background job, in bounded steps."""
+
+    async def expire_spent_actions(self, now_ms: int, limit: int) -> int:
+        """Forget at most ``limit`` spent proof-of-action tokens that expired by
+        ``now_ms``; returns how many went."""

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from typing import Any, Final, TypeVar
 
 from server.domain.admin import AdminChange
+from server.domain.board_writes import BoardCommand, BoardDecision, BoardRecord, BoardRules
 from server.domain.increments import IncrementPolicy, decide_all
 from server.domain.records import (
     BoardRow,
@@ -36,7 +37,8 @@ from server.domain.records import (
     UserRecord,
     keys_from_stored,
 )
-from server.store.changes import Change, ChangeFeed, LocalChangeFeed, NoOtherWriters
+from server.store import sqlite_boards as boards
+from server.store.changes import BoardChange, Change, ChangeFeed, LocalChangeFeed, NoOtherWriters
 from server.store.file_lock import ProcessFileLock
 from server.store.port import StoreError, StoreUnavailable
 from server.support.log_throttle import LogThrottle, error_key, log_throttled
@@ -207,7 +209,7 @@ class SqliteStore:
     ) -> None:
         self._feed = feed
         self.changes: ChangeFeed = feed if feed is not None else NoOtherWriters()
-        self._written: list[UserRecord] = []  # by the batch in progress (writer thread only)
+        self._written: list[UserRecord | BoardRecord] = []  # by the batch in progress (writer thread only)
         self._path = path
         self._policy = policy
         self._synchronous = synchronous
@@ -343,6 +345,49 @@ class SqliteStore:
 
         return await self._call(job)
 
+    # --- boards (server/store/sqlite_boards.py) --------------------------------------
+
+    async def apply_board_writes(
+        self, rules: BoardRules, cmds: list[BoardCommand]
+    ) -> list[BoardDecision]:
+        def job(conn: sqlite3.Connection) -> list[BoardDecision]:
+            decisions, written = boards.apply_board_writes(conn, rules, cmds)
+            if written is not None and self._feed is not None:
+                self._written.append(written)
+            return decisions
+
+        return await self._call(job)
+
+    async def get_board_record(self, rules: BoardRules, user_id: str) -> BoardRecord | None:
+        return await self._call(lambda conn: boards.read_board_record(conn, rules, user_id))
+
+    async def season_rows(
+        self, board: str, period: str, season: str, after_user_id: str | None, limit: int
+    ) -> list[BoardRow]:
+        after = after_user_id if after_user_id is not None else ""
+        return await self._call(
+            lambda conn: boards.season_rows(conn, board, period, season, after, limit)
+        )
+
+    async def reset_board_standing(
+        self, rules: BoardRules, user_id: str, period: str, season: str
+    ) -> BoardRecord | None:
+        def job(conn: sqlite3.Connection) -> BoardRecord | None:
+            record = boards.reset_standing(conn, rules, user_id, period, season)
+            if record is not None and self._feed is not None:
+                self._written.append(record)
+            return record
+
+        return await self._call(job)
+
+    async def retire_seasons(self, board: str, period: str, before_ms: int, limit: int) -> int:
+        return await self._call(
+            lambda conn: boards.retire_seasons(conn, board, period, before_ms, limit)
+        )
+
+    async def expire_spent_actions(self, now_ms: int, limit: int) -> int:
+        return await self._call(lambda conn: boards.expire_spent(conn, now_ms, limit))
+
     async def _call(self, job: Callable[[sqlite3.Connection], T]) -> T:
         if self._closed or self._loop is None:
             raise StoreError("the SQLite store is closed")
@@ -380,6 +425,7 @@ class SqliteStore:
             conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self._synchronous}")
         conn.executescript(_SCHEMA)
+        conn.executescript(boards.BOARDS_SCHEMA)
         columns = {row[1] for row in conn.execute("PRAGMA table_info(users_scores)")}
         for column, kind in _ADDED_COLUMNS:
             if column not in columns:  # a file made by an earlier version
@@ -505,13 +551,18 @@ class SqliteStore:
         self,
         batch: list[_Pending],
         results: list[tuple[Any, BaseException | None]],
-        written: list[UserRecord],
+        written: list[UserRecord | BoardRecord],
     ) -> None:
         """On the event loop: publish the committed writes, then answer the callers."""
         try:
             if written and self._feed is not None:
                 now_ms = time.time_ns() // 1_000_000
-                self._feed.publish(Change.of(record, now_ms) for record in written)
+                self._feed.publish(
+                    BoardChange(record, now_ms)
+                    if isinstance(record, BoardRecord)
+                    else Change.of(record, now_ms)
+                    for record in written
+                )
         finally:
             _settle_all(batch, results)  # whatever publishing did, every caller hears back
 

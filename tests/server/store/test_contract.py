@@ -47,7 +47,7 @@ from server.domain.records import (
     StoredUser,
     UserRecord,
 )
-from server.store.changes import FeedHistoryLost
+from server.store.changes import FeedHistoryLost, LocalChangeFeed
 from server.store.mongo_changes import MongoChangeFeed
 from server.store.mongodb import COLLECTION, MongoStore
 from server.store.port import ScoreStore, StoreError, StoreTimeout, StoreUnavailable
@@ -151,15 +151,19 @@ class Backend:
     def is_mongo(self) -> bool:
         return self.kind in {"mongomock", "mongodb"}
 
-    def build(self, policy: IncrementPolicy = UNLIMITED) -> ScoreStore:
+    def build(
+        self, policy: IncrementPolicy = UNLIMITED, *, feed: LocalChangeFeed | None = None
+    ) -> ScoreStore:
         if self.kind == "sqlite-file":
-            return SqliteStore(str(self.tmp_path / "scores.db"), policy, synchronous="NORMAL")
+            return SqliteStore(
+                str(self.tmp_path / "scores.db"), policy, synchronous="NORMAL", feed=feed
+            )
         if self.kind == "sqlite-memory":
             return SqliteStore(":memory:", policy)
         if self.kind == "mongomock":
             if self._mock_db is None:
                 self._mock_db = AsyncMongoMockClient()[self.db_name]
-            return MongoStore(_YieldingDatabase(self._mock_db, self.stats), policy)
+            return MongoStore(_YieldingDatabase(self._mock_db, self.stats), policy, feed=feed)
         assert self.kind == "mongodb" and MONGODB_URI
         # As in production (server.service.create_store): a deadline on every operation.
         client: pymongo.AsyncMongoClient[dict[str, Any]] = pymongo.AsyncMongoClient(

@@ -1,0 +1,275 @@
+"""The boards' tables in the embedded store, and the jobs that read and write them.
+
+Every function here runs in the SQLite writer thread, inside the transaction of its
+batch (:mod:`server.store.sqlite`), so one board write is atomic however many periods
+it feeds. Tables:
+
+- ``board_standings``: one row per (board, period, season, player): that player's score
+  in that season. A season's ranking is its rows (clustered on the key, so loading it in
+  user id order is a range read); a player's rows (``board_standings_player``) rebuild
+  their :class:`~server.domain.standings.BoardStandings`: per period, the newest season
+  is the current one.
+- ``board_players``: one row per (board, player): version, name, idempotency keys and
+  the board's rate-limit log.
+- ``spent_actions``: proof-of-action tokens spent on any board, until they expire (a
+  ``jti`` is spent once across all boards).
+
+A ban is the ``users_scores`` row's (it holds on every board): a banned player's writes
+are refused and their rows are left out of every ranking read.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from typing import Final
+
+from server.domain.board_writes import (
+    BoardBanned,
+    BoardCommand,
+    BoardDecision,
+    BoardKey,
+    BoardRecord,
+    BoardRules,
+    decide_board_all,
+)
+from server.domain.boards import Standing
+from server.domain.records import BoardRow
+from server.domain.seasons import season_named
+from server.domain.standings import BoardStandings, SeasonStanding
+
+BOARDS_SCHEMA: Final = """
+CREATE TABLE IF NOT EXISTS board_standings (
+    board      TEXT NOT NULL,
+    period     TEXT NOT NULL,
+    season     TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    username   TEXT NOT NULL,
+    score      INTEGER NOT NULL,
+    reached_ms INTEGER NOT NULL,
+    v          INTEGER NOT NULL,
+    start_ms   INTEGER NOT NULL,
+    PRIMARY KEY (board, period, season, user_id)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS board_standings_player ON board_standings (board, user_id);
+CREATE INDEX IF NOT EXISTS board_standings_start ON board_standings (board, period, start_ms);
+CREATE TABLE IF NOT EXISTS board_players (
+    board       TEXT NOT NULL,
+    user_id     TEXT NOT NULL,
+    username    TEXT NOT NULL,
+    v           INTEGER NOT NULL,
+    recent_keys TEXT NOT NULL DEFAULT '[]',
+    accepted_ms TEXT NOT NULL DEFAULT '[]',
+    PRIMARY KEY (board, user_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS spent_actions (
+    jti        TEXT PRIMARY KEY,
+    expires_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS spent_actions_expiry ON spent_actions (expires_ms);
+"""
+_SELECT_PLAYER: Final = (
+    "SELECT username, v, recent_keys, accepted_ms FROM board_players "
+    "WHERE board = ? AND user_id = ?"
+)
+_SELECT_PLAYER_STANDINGS: Final = (
+    "SELECT period, season, score, reached_ms, start_ms FROM board_standings "
+    "WHERE board = ? AND user_id = ? ORDER BY period, start_ms DESC"
+)
+_UPSERT_PLAYER: Final = (
+    "INSERT INTO board_players (board, user_id, username, v, recent_keys, accepted_ms) "
+    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (board, user_id) DO UPDATE SET "
+    "username = excluded.username, v = excluded.v, recent_keys = excluded.recent_keys, "
+    "accepted_ms = excluded.accepted_ms"
+)
+_UPSERT_STANDING: Final = (
+    "INSERT INTO board_standings "
+    "(board, period, season, user_id, username, score, reached_ms, v, start_ms) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (board, period, season, user_id) "
+    "DO UPDATE SET username = excluded.username, score = excluded.score, "
+    "reached_ms = excluded.reached_ms, v = excluded.v"
+)
+_DELETE_STANDING: Final = (
+    "DELETE FROM board_standings WHERE board = ? AND period = ? AND season = ? AND user_id = ?"
+)
+_SELECT_BANNED: Final = "SELECT banned FROM users_scores WHERE user_id = ?"
+_SELECT_SPENT: Final = "SELECT 1 FROM spent_actions WHERE jti = ? AND expires_ms > ?"
+_SPEND: Final = (
+    "INSERT INTO spent_actions (jti, expires_ms) VALUES (?, ?) "
+    "ON CONFLICT (jti) DO UPDATE SET expires_ms = excluded.expires_ms"
+)
+# Keyset pages of one season by user id (the primary key's order), banned players left out.
+_SELECT_SEASON: Final = (
+    "SELECT s.user_id, s.username, s.score, s.reached_ms, s.v FROM board_standings s "
+    "WHERE s.board = ? AND s.period = ? AND s.season = ? AND s.user_id > ? AND NOT EXISTS "
+    "(SELECT 1 FROM users_scores u WHERE u.user_id = s.user_id AND u.banned = 1) "
+    "ORDER BY s.user_id LIMIT ?"
+)
+_RETIRE: Final = (
+    "DELETE FROM board_standings WHERE (board, period, season, user_id) IN ("
+    "SELECT board, period, season, user_id FROM board_standings "
+    "WHERE board = ? AND period = ? AND start_ms < ? LIMIT ?)"
+)
+_EXPIRE_SPENT: Final = (
+    "DELETE FROM spent_actions WHERE jti IN "
+    "(SELECT jti FROM spent_actions WHERE expires_ms <= ? LIMIT ?)"
+)
+
+
+def read_board_record(
+    conn: sqlite3.Connection, rules: BoardRules, user_id: str
+) -> BoardRecord | None:
+    """The player's record on ``rules``' board, or ``None``."""
+    spec = rules.spec
+    row = conn.execute(_SELECT_PLAYER, (spec.id, user_id)).fetchone()
+    if row is None:
+        return None
+    username, v, keys, accepted = row
+    current: list[SeasonStanding] = []
+    ended: list[SeasonStanding] = []
+    seen: set[str] = set()
+    for period, season, score, reached_ms, _ in conn.execute(
+        _SELECT_PLAYER_STANDINGS, (spec.id, user_id)
+    ):
+        held = SeasonStanding(period, season, Standing(score, reached_ms))
+        (ended if period in seen else current).append(held)
+        seen.add(period)
+    order = {p.name: i for i, p in enumerate(spec.periods)}
+    current.sort(key=lambda s: order.get(s.period, len(order)))
+    return BoardRecord(
+        board=spec.id,
+        user_id=user_id,
+        username=username,
+        v=v,
+        standings=BoardStandings(tuple(current), tuple(ended)),
+        recent_keys=tuple(
+            BoardKey(str(k), tuple(int(s) for s in scores), int(seq), fp)
+            for k, scores, seq, fp in json.loads(keys)
+        ),
+        accepted_ms=tuple(json.loads(accepted)),
+    )
+
+
+def apply_board_writes(
+    conn: sqlite3.Connection, rules: BoardRules, cmds: list[BoardCommand]
+) -> tuple[list[BoardDecision], BoardRecord | None]:
+    """Decide ``cmds`` (one player's, in order) and write what they change: the player's
+    row, each season row that moved, and the tokens spent. Returns the decisions and the
+    record written (``None``: nothing was)."""
+    user_id = cmds[0].user_id
+    banned = conn.execute(_SELECT_BANNED, (user_id,)).fetchone()
+    if banned is not None and banned[0]:
+        return [BoardBanned() for _ in cmds], None
+    now_ms = cmds[0].now_ms
+    spent = frozenset(
+        cmd.action.jti
+        for cmd in cmds
+        if cmd.action is not None
+        and conn.execute(_SELECT_SPENT, (cmd.action.jti, now_ms)).fetchone() is not None
+    )
+    held = read_board_record(conn, rules, user_id)
+    decisions, final, spending = decide_board_all(held, cmds, rules, spent=spent)
+    if final is None:
+        return decisions, None
+    _write(conn, rules, held, final)
+    for action in spending:
+        conn.execute(_SPEND, (action.jti, action.expires_ms))
+    return decisions, final
+
+
+def _write(
+    conn: sqlite3.Connection, rules: BoardRules, held: BoardRecord | None, record: BoardRecord
+) -> None:
+    spec = rules.spec
+    conn.execute(
+        _UPSERT_PLAYER,
+        (
+            spec.id,
+            record.user_id,
+            record.username,
+            record.v,
+            json.dumps([list(k) for k in record.recent_keys], separators=(",", ":")),
+            json.dumps(list(record.accepted_ms), separators=(",", ":")),
+        ),
+    )
+    before = _by_season(held.standings) if held is not None else {}
+    after = _by_season(record.standings)
+    for (period, season), standing in after.items():
+        if held is not None and held.username == record.username:
+            if before.get((period, season)) == standing:
+                continue  # unchanged: an ended season, or a period the update left alone
+        conn.execute(
+            _UPSERT_STANDING,
+            (
+                spec.id,
+                period,
+                season,
+                record.user_id,
+                record.username,
+                standing.score,
+                standing.reached_ms,
+                record.v,
+                _start_ms(rules, period, season),
+            ),
+        )
+    for period, season in before.keys() - after.keys():
+        conn.execute(_DELETE_STANDING, (spec.id, period, season, record.user_id))
+
+
+def _by_season(standings: BoardStandings) -> dict[tuple[str, str], Standing]:
+    return {(s.period, s.season): s.standing for s in (*standings.current, *standings.ended)}
+
+
+def _start_ms(rules: BoardRules, period_name: str, season_id: str) -> int:
+    period = rules.spec.period(period_name)
+    if period is None:  # a period the file no longer names: keep its rows findable
+        return 0
+    return season_named(period, season_id).start_ms
+
+
+def season_rows(
+    conn: sqlite3.Connection, board: str, period: str, season: str, after: str, limit: int
+) -> list[BoardRow]:
+    """One page of a season's ranking, by user id after ``after`` ("": from the start)."""
+    return [
+        BoardRow(*row) for row in conn.execute(_SELECT_SEASON, (board, period, season, after, limit))
+    ]
+
+
+def reset_standing(
+    conn: sqlite3.Connection, rules: BoardRules, user_id: str, period: str, season: str
+) -> BoardRecord | None:
+    """Take the player off ``season`` of ``period`` (an admin reset): their standing in it
+    is dropped and their version grows. ``None``: no record on this board."""
+    held = read_board_record(conn, rules, user_id)
+    if held is None:
+        return None
+    standings = held.standings
+    record = BoardRecord(
+        board=held.board,
+        user_id=held.user_id,
+        username=held.username,
+        v=held.v + 1,
+        standings=BoardStandings(
+            tuple(s for s in standings.current if (s.period, s.season) != (period, season)),
+            tuple(s for s in standings.ended if (s.period, s.season) != (period, season)),
+        ),
+        recent_keys=held.recent_keys,
+        accepted_ms=held.accepted_ms,
+    )
+    _write(conn, rules, held, record)
+    return record
+
+
+def retire_seasons(
+    conn: sqlite3.Connection, board: str, period: str, before_ms: int, limit: int
+) -> int:
+    """Delete up to ``limit`` rows of ``period``'s seasons that started before
+    ``before_ms``; returns how many went (fewer than ``limit``: none are left)."""
+    return conn.execute(_RETIRE, (board, period, before_ms, limit)).rowcount
+
+
+def expire_spent(conn: sqlite3.Connection, now_ms: int, limit: int) -> int:
+    """Forget up to ``limit`` spent tokens that expired; returns how many went."""
+    return conn.execute(_EXPIRE_SPENT, (now_ms, limit)).rowcount
+
