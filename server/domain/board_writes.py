@@ -102,7 +102,9 @@ class BoardBanned:
     """The player is banned: their updates are refused on every board."""
 
 
-BoardDecision = BoardApplied | BoardReplayed | KeyReused | RateLimited | ActionReplayed | BoardBanned
+BoardDecision = (
+    BoardApplied | BoardReplayed | KeyReused | RateLimited | ActionReplayed | BoardBanned
+)
 
 
 @dataclass(frozen=True, slots=True)

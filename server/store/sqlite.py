@@ -209,7 +209,8 @@ class SqliteStore:
     ) -> None:
         self._feed = feed
         self.changes: ChangeFeed = feed if feed is not None else NoOtherWriters()
-        self._written: list[UserRecord | BoardRecord] = []  # by the batch in progress (writer thread only)
+        # Written by the batch in progress (writer thread only).
+        self._written: list[UserRecord | BoardRecord] = []
         self._path = path
         self._policy = policy
         self._synchronous = synchronous
@@ -366,7 +367,7 @@ class SqliteStore:
     ) -> list[BoardRow]:
         after = after_user_id if after_user_id is not None else ""
         return await self._call(
-            lambda conn: boards.season_rows(conn, board, period, season, after, limit)
+            lambda conn: boards.season_rows(conn, (board, period, season), after, limit)
         )
 
     async def reset_board_standing(

@@ -195,9 +195,9 @@ def _write(
     before = _by_season(held.standings) if held is not None else {}
     after = _by_season(record.standings)
     for (period, season), standing in after.items():
-        if held is not None and held.username == record.username:
-            if before.get((period, season)) == standing:
-                continue  # unchanged: an ended season, or a period the update left alone
+        unchanged = held is not None and held.username == record.username
+        if unchanged and before.get((period, season)) == standing:
+            continue  # an ended season, or a period the update left alone
         conn.execute(
             _UPSERT_STANDING,
             (
@@ -228,12 +228,11 @@ def _start_ms(rules: BoardRules, period_name: str, season_id: str) -> int:
 
 
 def season_rows(
-    conn: sqlite3.Connection, board: str, period: str, season: str, after: str, limit: int
+    conn: sqlite3.Connection, where: tuple[str, str, str], after: str, limit: int
 ) -> list[BoardRow]:
-    """One page of a season's ranking, by user id after ``after`` ("": from the start)."""
-    return [
-        BoardRow(*row) for row in conn.execute(_SELECT_SEASON, (board, period, season, after, limit))
-    ]
+    """One page of a season's ranking (``where``: board, period, season), by user id
+    after ``after`` ("": from the start)."""
+    return [BoardRow(*row) for row in conn.execute(_SELECT_SEASON, (*where, after, limit))]
 
 
 def reset_standing(
@@ -272,4 +271,3 @@ def retire_seasons(
 def expire_spent(conn: sqlite3.Connection, now_ms: int, limit: int) -> int:
     """Forget up to ``limit`` spent tokens that expired; returns how many went."""
     return conn.execute(_EXPIRE_SPENT, (now_ms, limit)).rowcount
-

@@ -28,11 +28,7 @@ from server.store.changes import BoardChange, LocalChangeFeed
 from server.store.port import ScoreStore, StoreError
 from tests.conftest import scaled
 from tests.server.store.support import apply_one
-from tests.server.store.test_contract import (  # noqa: F401 (fixtures)
-    Backend,
-    backend,
-    cmd,
-)
+from tests.server.store.test_contract import Backend, cmd
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(20))
 
@@ -110,7 +106,9 @@ def scores(decision: BoardDecision) -> dict[str, tuple[str, int]]:
     return {s.period: (s.season, s.standing.score) for s in decision.record.standings.current}
 
 
-async def all_rows(store: ScoreStore, board: str, period: str, season: str) -> list[tuple[str, int]]:
+async def all_rows(
+    store: ScoreStore, board: str, period: str, season: str
+) -> list[tuple[str, int]]:
     rows, after = [], None
     while True:
         page = await store.season_rows(board, period, season, after, 2)
@@ -285,7 +283,7 @@ async def test_retiring_seasons_goes_in_bounded_steps(backend: Backend) -> None:
 
 
 async def test_board_writes_are_on_the_change_feed(backend: Backend) -> None:
-    if backend.kind != "sqlite-file" and backend.kind != "mongomock":
+    if backend.kind not in {"sqlite-file", "mongomock"}:
         pytest.skip("the local feed is given to these backends")
     feed = LocalChangeFeed()
     r = rules()
