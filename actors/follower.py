@@ -19,13 +19,14 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from typing import Final
+from typing import Final, Protocol
 
 from actors.base import ActorStopped
 from actors.leaderboard import LeaderboardActor, ReloadTop, ScoreChanged, UserRemoved
 from actors.ranks import ReloadableRanks
 from server.store.changes import (
     RESTART_REASONS,
+    BoardChange,
     Change,
     ChangeEvent,
     ChangeFeed,
@@ -55,6 +56,14 @@ class _ReloadFailed(Exception):
     itself is fine)."""
 
 
+class FollowedBoards(Protocol):
+    """The boards of a boards file, as the follower feeds them (:mod:`actors.boards`)."""
+
+    def saw(self, event: BoardChange | Change) -> None: ...
+
+    async def reload(self) -> None: ...
+
+
 class FeedFollower:
     """Follows a :class:`~server.store.changes.ChangeFeed` into a leaderboard.
 
@@ -70,6 +79,8 @@ class FeedFollower:
         on_version: told ``(user_id, v)`` of every write on the feed (the user actors
             drop records older than that, so their next write needs no failed try).
         on_reload: told when the top K is reloaded (nothing cached can be trusted).
+        boards: the boards of a boards file (issue 14): told of every board write and
+            every user change (bans hold on every board), and reloaded with the top K.
         clock_s: monotonic seconds, for :meth:`live_at`.
     """
 
@@ -87,6 +98,7 @@ class FeedFollower:
         on_version: Callable[[str, int], None] = lambda user_id, v: None,
         on_reload: Callable[[], None] = lambda: None,
         clock_s: Callable[[], float] = time.monotonic,
+        boards: FollowedBoards | None = None,
     ) -> None:
         self._feed = feed
         self._leaderboard = leaderboard
@@ -101,6 +113,7 @@ class FeedFollower:
         self._on_version = on_version
         self._on_reload = on_reload
         self._clock_s = clock_s
+        self._boards = boards
         self._last_live: float | None = None  # when the last stream closed
         self._throttle = LogThrottle()
         self._stream: ChangeStream | None = None
@@ -203,6 +216,8 @@ class FeedFollower:
         # wait; the index held keeps answering until the new one is complete.
         try:
             await self._ranks.load()
+            if self._boards is not None:
+                await self._boards.reload()
         except StoreError as exc:
             raise _ReloadFailed from exc
         self._reload_needed = False
@@ -213,8 +228,15 @@ class FeedFollower:
             return
         self._metrics.stream_events.inc(len(events))
         written_ms: int | None = None
+        boards = self._boards
         for event in events:
-            if isinstance(event, Change):
+            if isinstance(event, BoardChange):
+                if boards is not None:
+                    boards.saw(event)
+                written_ms = event.written_ms or written_ms
+            elif isinstance(event, Change):
+                if boards is not None:
+                    boards.saw(event)
                 row = event.row
                 self._on_version(row.user_id, row.v)
                 if event.banned:

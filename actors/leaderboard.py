@@ -25,7 +25,7 @@ from server.domain.board_view import BoardView, Publication, TopScores
 from server.domain.deltas import looks_same
 from server.domain.records import BoardRow
 from server.domain.topk import ADMITS_ALL, Admission, TopK
-from server.store.port import ScoreStore, StoreError
+from server.store.port import StoreError
 from server.support.log_throttle import LogThrottle, error_key, log_throttled
 
 log = logging.getLogger(__name__)
@@ -58,6 +58,13 @@ class BoardViews(Protocol):
     def view(self) -> BoardView: ...
 
 
+class TopSource(Protocol):
+    """Where the top K is read from: the store (:meth:`ScoreStore.top`), or a board
+    period's rank index (:mod:`actors.boards`)."""
+
+    async def top(self, limit: int) -> list[BoardRow]: ...
+
+
 @dataclass(frozen=True, slots=True)
 class ScoreChanged:
     """A user's score changed in the store (sent by that user's actor after the write)."""
@@ -82,12 +89,19 @@ class ReloadTop:
     """
 
 
+@dataclass(frozen=True, slots=True)
+class NewSeason:
+    """The board's period began a new season (issue 14): read the top K again (the new
+    season's, from the rank index) and start a new epoch, so no client resumes across
+    seasons. Asked: the answer is whether the read succeeded."""
+
+
 class _Publish:
     """The broadcast interval elapsed: publish what changed."""
 
 
 _PUBLISH: Final = _Publish()
-LeaderboardMessage = ScoreChanged | UserRemoved | ReloadTop | _Publish
+LeaderboardMessage = ScoreChanged | UserRemoved | ReloadTop | NewSeason | _Publish
 
 
 class LeaderboardActor(Actor[LeaderboardMessage]):
@@ -104,7 +118,7 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
 
     def __init__(
         self,
-        store: ScoreStore,
+        store: TopSource,
         top_n: int,
         broadcast_interval_s: float,
         *,
@@ -154,6 +168,15 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
     # --- messages ----------------------------------------------------------------------
 
     async def receive(self, message: LeaderboardMessage) -> bool | None:
+        if isinstance(message, NewSeason):
+            if not await self._refill():
+                return False
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            fresh = BoardView.empty(secrets.token_hex(4), self.view.history.size)
+            self.view = fresh.loaded_with(self._topk.top(self._top_n), self._admission())
+            return True
         if isinstance(message, ReloadTop):
             reloaded = await self._refill()
             if reloaded:

@@ -231,7 +231,14 @@ class UserRegistry:
             raise ActorStopped("the service is shutting down")
         if len(actors) >= self._max_actors:
             self._make_room()
-        actor = UserActor(
+        actor = self._new_actor(user_id)
+        actor.start()
+        actors[user_id] = actor
+        return actor
+
+    def _new_actor(self, user_id: str) -> UserActor:
+        """A new actor for ``user_id`` (not started)."""
+        return UserActor(
             user_id,
             self._store,
             self._leaderboard,
@@ -240,9 +247,6 @@ class UserRegistry:
             ranks=self._ranks,
             queued=self._queued,
         )
-        actor.start()
-        actors[user_id] = actor
-        return actor
 
     def _make_room(self) -> None:
         actors = self._actors

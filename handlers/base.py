@@ -16,6 +16,7 @@ from typing import Any, Final
 import tornado.web
 from tornado.httputil import HTTPServerRequest
 
+from actors.base import Actor
 from handlers.context import Backend
 from handlers.errors import (
     FAILURE_TYPES,
@@ -208,11 +209,21 @@ async def ask_user_actor(service: Backend, user_id: str, message: Any) -> Any:
             ``database_timeout`` (outcome unknown); 500 ``database_error`` (the store failed
             unexpectedly). A write cut by a shutdown timeout is a ``database_timeout`` too.
     """
+    return await ask_actor(service, lambda: service.users.actor_for(user_id), message)
+
+
+async def ask_actor(service: Backend, find: Callable[[], Actor[Any]], message: Any) -> Any:
+    """Ask the actor ``find`` gives (a user's, or a player's on one board: it may raise
+    as ``UserRegistry.actor_for`` does), as :func:`ask_user_actor` describes.
+
+    Raises:
+        ApiError: as :func:`ask_user_actor`.
+    """
     store = service.store
     if store.refusing():
         raise answer_failure(STORE_UNAVAILABLE, store.retry_after_s)
     try:
-        reply = service.users.actor_for(user_id).ask(message)
+        reply = find().ask(message)
         deadlines = service.ask_deadlines
         deadlines.watch(reply)
         try:

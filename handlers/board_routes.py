@@ -1,12 +1,13 @@
 """The per-board routes (issue 14): ``/api/boards/{board}/...``, with ``period`` and
-``season`` where a read names one.
+``season`` where a read names one, each checked: 404 ``unknown_board``, ``unknown_period``
+or ``unknown_season`` for one the server does not have. The board's default period is its
+first; a season defaults to the period's current one.
 
-A server serves one board today (``server/board_setup.py``): these routes answer for it
-exactly as the original routes do (``POST /api/update-score``, ``GET /api/top-scores``,
-``GET /api/players/{id|me}`` and ``/around``), which stay as its aliases. What they add is
-the board in the path and the period and season in the query, each checked: 404
-``unknown_board``, ``unknown_period`` or ``unknown_season`` for one the server does not have.
-The board's default period is its first; a season defaults to the period's current one.
+Without a boards file the one board, ``main``, is the original one: these routes answer for
+it exactly as the original routes do (``POST /api/update-score``, ``GET /api/top-scores``,
+``GET /api/players/{id|me}`` and ``/around``). With a file, every board is served by
+:mod:`handlers.board_engine` (its operator, order, periods and seasons), and the original
+routes answer for the default board's default period.
 """
 
 from __future__ import annotations
@@ -15,26 +16,27 @@ from typing import Any
 
 import tornado.web
 
+from handlers import board_engine as engine
 from handlers.admin import ResetHandler
 from handlers.base import ApiHandler
 from handlers.boards import season_answer
 from handlers.context import Backend
 from handlers.errors import ApiError
 from handlers.players import AroundHandler, PlayerHandler
-from handlers.scores import TopScoresHandler, UpdateScoreHandler
+from handlers.scores import TopScoresHandler, UpdateScoreHandler, body_too_large
 from server.domain.boards import BoardSpec
 from server.domain.seasons import Period, SeasonError, season_named
 from server.domain.standings import SeasonOf
 
 
 def served_board(service: Backend, board_id: str) -> BoardSpec:
-    """The board ``board_id`` names (the one served today is the first).
+    """The board ``board_id`` names.
 
     Raises:
         ApiError: 404 ``unknown_board``.
     """
-    board = service.boards[0]
-    if board_id != board.id:
+    board = next((b for b in service.boards if b.id == board_id), None)
+    if board is None:
         shown = board_id if len(board_id) <= 32 else board_id[:32] + "…"
         raise ApiError(404, "unknown_board", f"no board {shown!r} (GET /api/boards lists them)")
     return board
@@ -103,15 +105,50 @@ class BoardScoresHandler(UpdateScoreHandler):
             served_board(self.service, self.path_args[0])  # before the body is read
 
     async def post(self, board_id: str) -> None:  # type: ignore[override]
-        await super().post()
+        if self.service.board_runtime is None:
+            await super().post()
+            return
+        await self.post_to(served_board(self.service, board_id))
+
+    async def post_to(self, board: BoardSpec) -> None:
+        """Apply the body to ``board`` of a boards file (:func:`engine.post_score`)."""
+        self._body_done()
+        try:
+            if self._too_large:
+                raise body_too_large()
+            answer = await engine.post_score(self, board, bytes(self._body))
+        except ApiError as error:
+            self._outcome(error.code)
+            raise
+        except Exception:
+            self._outcome("internal_error")  # answered 500 by write_error
+            raise
+        self._outcome("replayed" if self._headers.get("Idempotent-Replayed") else "applied")
+        self.write_json(answer)
+
+
+class DefaultBoardScoresHandler(BoardScoresHandler):
+    """``POST /api/update-score`` with a boards file: the default board's scores."""
+
+    def prepare(self) -> None:
+        UpdateScoreHandler.prepare(self)  # the default board is always there
+
+    async def post(self) -> None:  # type: ignore[override]
+        await self.post_to(self.service.boards[0])
 
 
 class BoardTopHandler(TopScoresHandler):
     """``GET /api/boards/{board}/top?period=&season=&limit=&cursor=``."""
 
-    def get(self, board_id: str) -> None:  # type: ignore[override]
-        check_read(self, board_id)
-        super().get()
+    async def get(self, board_id: str) -> None:  # type: ignore[override]
+        if self.service.board_runtime is None:
+            check_read(self, board_id)
+            super().get()
+            return
+        board = served_board(self.service, board_id)
+        await engine.answer_top(
+            self, board, period_of(board, self.get_query_argument("period", None))
+        )
 
     head = get  # type: ignore[assignment]
 
@@ -119,9 +156,14 @@ class BoardTopHandler(TopScoresHandler):
 class BoardPlayerHandler(PlayerHandler):
     """``GET /api/boards/{board}/players/{id|me}?period=&season=``."""
 
-    def get(self, board_id: str, user_id: str) -> None:  # type: ignore[override]
-        check_read(self, board_id)
-        super().get(user_id)
+    async def get(self, board_id: str, user_id: str) -> None:  # type: ignore[override]
+        if self.service.board_runtime is None:
+            check_read(self, board_id)
+            super().get(user_id)
+            return
+        board = served_board(self.service, board_id)
+        period = period_of(board, self.get_query_argument("period", None))
+        await engine.answer_player(self, board, period, self.player_id(user_id), around=False)
 
     head = get  # type: ignore[assignment]
 
@@ -129,9 +171,14 @@ class BoardPlayerHandler(PlayerHandler):
 class BoardAroundHandler(AroundHandler):
     """``GET /api/boards/{board}/players/{id|me}/around?period=&season=&above=&below=``."""
 
-    def get(self, board_id: str, user_id: str) -> None:  # type: ignore[override]
-        check_read(self, board_id)
-        super().get(user_id)
+    async def get(self, board_id: str, user_id: str) -> None:  # type: ignore[override]
+        if self.service.board_runtime is None:
+            check_read(self, board_id)
+            super().get(user_id)
+            return
+        board = served_board(self.service, board_id)
+        period = period_of(board, self.get_query_argument("period", None))
+        await engine.answer_player(self, board, period, self.player_id(user_id), around=True)
 
     head = get  # type: ignore[assignment]
 
@@ -159,11 +206,14 @@ def seasons_answer(
 class BoardSeasonsHandler(ApiHandler):
     """``GET /api/boards/{board}/seasons?period=``."""
 
-    def get(self, board_id: str) -> None:
+    async def get(self, board_id: str) -> None:
         service = self.service
         board = served_board(service, board_id)
         period = self.get_query_argument("period", None)
-        self.write_json(seasons_answer(board, period, service.seasons.at(service.clock_ms())))
+        if service.board_runtime is None:
+            self.write_json(seasons_answer(board, period, service.seasons.at(service.clock_ms())))
+            return
+        self.write_json(await engine.seasons_answer(self, board, period_of(board, period)))
 
     head = get
 
@@ -175,5 +225,35 @@ class BoardResetHandler(ResetHandler):
     async def post(self, board_id: str, user_id: str) -> None:  # type: ignore[override]
         self.admin()  # who may ask comes first: 401/403 before 404
         board = served_board(self.service, board_id)
-        period_of(board, self.get_query_argument("period", None))
-        await super().post(user_id)
+        period = period_of(board, self.get_query_argument("period", None))
+        if self.service.board_runtime is None:
+            await super().post(user_id)
+            return
+        self.write_json(await engine.reset(self, board, period, user_id))
+
+
+class DefaultBoardTopHandler(BoardTopHandler):
+    """``GET /api/top-scores`` with a boards file: the default board's default period."""
+
+    async def get(self) -> None:  # type: ignore[override]
+        await super().get(self.service.boards[0].id)
+
+    head = get  # type: ignore[assignment]
+
+
+class DefaultBoardPlayerHandler(BoardPlayerHandler):
+    """``GET /api/players/{id|me}`` with a boards file: on the default board."""
+
+    async def get(self, user_id: str) -> None:  # type: ignore[override]
+        await super().get(self.service.boards[0].id, user_id)
+
+    head = get  # type: ignore[assignment]
+
+
+class DefaultBoardAroundHandler(BoardAroundHandler):
+    """``GET /api/players/{id|me}/around`` with a boards file: on the default board."""
+
+    async def get(self, user_id: str) -> None:  # type: ignore[override]
+        await super().get(self.service.boards[0].id, user_id)
+
+    head = get  # type: ignore[assignment]

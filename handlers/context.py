@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol
 
 if TYPE_CHECKING:
+    from actors.boards import BoardsRuntime
     from actors.deadlines import AskDeadlines
     from actors.leaderboard import BoardViews
     from actors.user import UserRegistry
@@ -47,6 +48,10 @@ class Backend(Protocol):
     seasons: SeasonClock  # each period's current season, computed again once it ended
     fanout: Fanout
     rank_stream: RankStream
+    # With a boards file (issue 14): every board live, and each period's watchers.
+    board_runtime: BoardsRuntime | None
+    board_fanouts: dict[tuple[str, str], Fanout]
+    board_rank_streams: dict[tuple[str, str], RankStream]
     users: UserRegistry
     ws_addresses: OpenPerAddress
     ask_deadlines: AskDeadlines

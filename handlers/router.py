@@ -121,7 +121,7 @@ class FastReads(Router):
         self, request: httputil.HTTPServerRequest, **kwargs: Any
     ) -> httputil.HTTPMessageDelegate | None:
         service = self.service
-        if service.leaderboard.view.loaded:
+        if service.leaderboard.view.loaded and service.board_runtime is None:
             if is_plain_read(request):
                 body, etag = service.leaderboard.view.top_scores.answer
                 return ReadAnswer(service, request, ROUTE, body, etag)

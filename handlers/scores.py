@@ -38,8 +38,9 @@ def check_content_type(content_type: str | None, has_body: bool) -> None:
         )
 
 
-def parse_body(body: bytes) -> dict[str, Any]:
-    """The update body as an object (empty body: ``{}``).
+def parse_body(body: bytes, fields: frozenset[str] | None = None) -> dict[str, Any]:
+    """The update body as an object (empty body: ``{}``); ``fields``: the ones it may
+    have (default: ``increment`` and ``action_token``).
 
     Raises:
         ApiError: 400 ``invalid_json`` (not JSON, not an object, an unknown field, nesting
@@ -53,8 +54,9 @@ def parse_body(body: bytes) -> dict[str, Any]:
         raise ApiError(400, "invalid_json", str(exc)) from None
     if not isinstance(data, dict):
         raise ApiError(400, "invalid_json", "the body must be a JSON object")
-    if not _BODY_FIELDS.issuperset(data):
-        unknown = sorted(set(data) - _BODY_FIELDS)
+    allowed = _BODY_FIELDS if fields is None else fields
+    if not allowed.issuperset(data):
+        unknown = sorted(set(data) - allowed)
         raise ApiError(400, "invalid_json", f"unknown field {unknown[0]!r} in the body")
     if "action_token" in data and not isinstance(data["action_token"], str):
         raise ApiError(400, "invalid_json", "'action_token' must be a string")
@@ -153,7 +155,7 @@ class UpdateScoreHandler(ApiHandler):
         length = header(self.request, "Content-Length")
         if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
             self._outcome("body_too_large")
-            raise _body_too_large()
+            raise body_too_large()
 
     def data_received(self, chunk: bytes) -> None:
         if len(self._body) + len(chunk) > MAX_BODY_BYTES:
@@ -170,7 +172,7 @@ class UpdateScoreHandler(ApiHandler):
         self._body_done()
         try:
             if self._too_large:
-                raise _body_too_large()
+                raise body_too_large()
             user_id, new_score = await self._update()
         except ApiError as error:
             self._outcome(error.code)
@@ -246,7 +248,7 @@ def _jti(spent: SpentAction | None) -> str | None:
     return None if spent is None else spent.jti
 
 
-def _body_too_large() -> ApiError:
+def body_too_large() -> ApiError:
     return ApiError(413, "body_too_large", f"the body must be at most {MAX_BODY_BYTES} bytes")
 
 

@@ -18,6 +18,10 @@ from handlers.board_routes import (
     BoardScoresHandler,
     BoardSeasonsHandler,
     BoardTopHandler,
+    DefaultBoardAroundHandler,
+    DefaultBoardPlayerHandler,
+    DefaultBoardScoresHandler,
+    DefaultBoardTopHandler,
 )
 from handlers.boards import BoardsHandler
 from handlers.inflight import InFlight
@@ -40,10 +44,18 @@ def make_app(service: Service, inflight: InFlight) -> tornado.web.Application:
     def route(name: str) -> dict[str, object]:
         return {"service": service, "inflight": inflight, "route": name}
 
+    # With a boards file, the original routes answer for the default board's default
+    # period (handlers/board_routes.py); without one, for the original board.
+    boards_file = service.board_runtime is not None
+    update_score = DefaultBoardScoresHandler if boards_file else UpdateScoreHandler
+    top_scores = DefaultBoardTopHandler if boards_file else TopScoresHandler
+    player = DefaultBoardPlayerHandler if boards_file else PlayerHandler
+    around = DefaultBoardAroundHandler if boards_file else AroundHandler
+
     return tornado.web.Application(
         [
-            (r"/api/update-score", UpdateScoreHandler, route("update_score")),
-            (TOP_SCORES_PATH, TopScoresHandler, route(TOP_SCORES_ROUTE)),
+            (r"/api/update-score", update_score, route("update_score")),
+            (TOP_SCORES_PATH, top_scores, route(TOP_SCORES_ROUTE)),
             (r"/ws/scoreboard", ScoreboardSocket, {"service": service, "inflight": inflight}),
             (r"/ws/boards/([^/]+)", BoardSocket, {"service": service, "inflight": inflight}),
             (r"/healthz", HealthHandler, route("healthz")),
@@ -66,8 +78,8 @@ def make_app(service: Service, inflight: InFlight) -> tornado.web.Application:
             ),
             (r"/api/boards/([^/]+)/players/([^/]+)", BoardPlayerHandler, route("board_player")),
             (r"/api/players/lookup", LookupHandler, route("players_lookup")),
-            (r"/api/players/([^/]+)/around", AroundHandler, route("player_around")),
-            (r"/api/players/([^/]+)", PlayerHandler, route(PLAYER_ROUTE)),
+            (r"/api/players/([^/]+)/around", around, route("player_around")),
+            (r"/api/players/([^/]+)", player, route(PLAYER_ROUTE)),
             (r"/api/users/([^/]+)", UserHandler, route("admin_user")),
             (r"/api/users/([^/]+)/reset", ResetHandler, route("admin_reset")),
             (r"/api/users/([^/]+)/ban", BanHandler, route("admin_ban")),

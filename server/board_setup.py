@@ -6,11 +6,8 @@ from the server's settings (:class:`~server.domain.boards.BoardDefaults`), and w
 file the single board ``main`` takes them all, so a deployment without a file behaves as
 before.
 
-Issue 14 is being built: this server serves one board, adding to an all-time score,
-highest first. A file asking for more (other boards, periods, operators or orders) is
-refused at start with a line saying so, rather than accepted and then not served; the
-one board's limits (``top_n``, ``max_increment``, ``rate_limit_per_minute``,
-``action_points``) are the ones the server applies.
+With a file, every board applies its own rules and limits (:mod:`actors.boards`);
+without one, ``main`` is the original board and the settings' limits are its own.
 """
 
 from __future__ import annotations
@@ -75,29 +72,9 @@ def read_boards_file(path: str, defaults: BoardDefaults) -> tuple[BoardSpec, ...
         raise BoardsError(f"{path}: {exc}") from None
 
 
-def not_served_yet(boards: tuple[BoardSpec, ...]) -> str | None:
-    """What in ``boards`` this server cannot serve yet (issue 14 in progress), or ``None``."""
-    if len(boards) > 1:
-        ids = ", ".join(repr(b.id) for b in boards)
-        return f"this server serves one board for now (issue 14 in progress), not {ids}"
-    (board,) = boards
-    if board.operator != "incr" or board.order != "desc":
-        return (
-            f"board {board.id!r}: operator {board.operator!r}, order {board.order!r}: this "
-            "server serves incr boards, highest first, for now (issue 14 in progress)"
-        )
-    if tuple(p.kind for p in board.periods) != ("all_time",):
-        names = ", ".join(p.name for p in board.periods)
-        return (
-            f"board {board.id!r}: periods {names}: this server serves the all_time period "
-            "only for now (issue 14 in progress)"
-        )
-    return None
-
-
 def served(settings: Settings) -> tuple[Settings, tuple[BoardSpec, ...]]:
-    """The boards ``settings`` name, checked to be ones this server serves, and the
-    settings with the served board's limits in place of the server-wide ones.
+    """The boards ``settings`` name, checked, and the settings to run with (without a
+    file: with the one board's limits in place of the server-wide ones).
 
     Raises:
         SettingsError: the boards file is missing, wrong, or asks for what is not served
@@ -105,16 +82,16 @@ def served(settings: Settings) -> tuple[Settings, tuple[BoardSpec, ...]]:
             ``SCOREBOARD_ACTION_SECRET`` (one line each).
     """
     boards = boards_of(settings)
-    problem = not_served_yet(boards)
-    if problem is not None:
-        raise SettingsError("SCOREBOARD_BOARDS_FILE", f"{settings.boards_file}: {problem}")
+    for board in boards:
+        if board.action_points and not settings.action_secret:
+            raise SettingsError(
+                "SCOREBOARD_BOARDS_FILE",
+                f"{settings.boards_file}: board {board.id!r}: action_points: proof of action "
+                "needs SCOREBOARD_ACTION_SECRET",
+            )
     board = boards[0]
-    if board.action_points and not settings.action_secret:
-        raise SettingsError(
-            "SCOREBOARD_BOARDS_FILE",
-            f"{settings.boards_file}: board {board.id!r}: action_points: proof of action "
-            "needs SCOREBOARD_ACTION_SECRET",
-        )
+    if settings.boards_file is not None:
+        return settings, boards  # each board applies its own limits (actors/boards.py)
     if settings.action_secret and not board.action_points:
         raise SettingsError(
             "SCOREBOARD_BOARDS_FILE",

@@ -41,7 +41,7 @@ from handlers.header_limit import HeaderLimitedServer
 from handlers.inflight import InFlight
 from server.app import make_router
 from server.board_setup import served
-from server.service import Service, create_store
+from server.service import Service, create_store, wall_clock_ms
 from server.settings import Settings, SettingsError
 from server.store.port import ScoreStore
 from server.support.gc_tuning import tune_for_serving
@@ -65,10 +65,16 @@ class Server:
         settings: the validated settings.
         jwt_key: the secret or public key tokens are checked with.
         store: the store adapter (default: the one the settings ask for).
+        clock_ms: wall-clock milliseconds (tests inject one to cross season boundaries).
     """
 
     def __init__(
-        self, settings: Settings, jwt_key: str, *, store: ScoreStore | None = None
+        self,
+        settings: Settings,
+        jwt_key: str,
+        *,
+        store: ScoreStore | None = None,
+        clock_ms: Callable[[], int] = wall_clock_ms,
     ) -> None:
         # The served board's limits replace the server-wide ones (server/board_setup.py).
         settings, boards = served(settings)
@@ -78,6 +84,7 @@ class Server:
             store if store is not None else create_store(settings),
             jwt_key,
             boards=boards,
+            clock_ms=clock_ms,
         )
         self.inflight = InFlight()
         self.http: tornado.httpserver.HTTPServer | None = None
@@ -110,7 +117,11 @@ class Server:
         self._started = True
         service, settings = self.service, self.settings
         service.fanout.start()
+        for fanout in service.board_fanouts.values():
+            fanout.start()
         service.rank_stream.start()
+        for stream in service.board_rank_streams.values():
+            stream.start()
         service.users.start()
         service.ask_deadlines.start()
         service.loop_lag.start()
@@ -179,6 +190,8 @@ class Server:
         # an increment is applied only if its request was in flight before, and answered.
         self.inflight.draining = True
         self.service.fanout.close_all(GOING_AWAY, "server shutting down")
+        for fanout in self.service.board_fanouts.values():
+            fanout.close_all(GOING_AWAY, "server shutting down")
 
     async def _close_connections(self) -> None:
         if self.http is not None:
@@ -196,10 +209,16 @@ class Server:
         service = self.service
         await service.stop_connecting()
         await (service.users.stop() if drain else service.users.kill_all())
+        if service.board_runtime is not None:
+            await service.board_runtime.stop()  # drains its writers (killed: see stop())
         await service.follower.stop()
         await (service.leaderboard.stop() if drain else service.leaderboard.kill())
         service.rank_stream.stop()
+        for stream in service.board_rank_streams.values():
+            stream.stop()
         await service.fanout.stop()
+        for fanout in service.board_fanouts.values():
+            await fanout.stop()
         await service.ask_deadlines.stop()
         await service.loop_lag.stop()
         await service.store.close()
@@ -212,6 +231,7 @@ async def run_server(
     *,
     store: ScoreStore | None = None,
     wait_for_store: bool = True,
+    clock_ms: Callable[[], int] = wall_clock_ms,
 ) -> AsyncIterator[Server]:
     """A :class:`Server` started (:meth:`Server.startup`) for the block and shut down
     (:meth:`Server.shutdown`) when it ends, or when its startup fails.
@@ -219,7 +239,7 @@ async def run_server(
     Raises:
         StoreError, SettingsError, OSError: see :meth:`Server.startup`.
     """
-    server = Server(settings, jwt_key, store=store)
+    server = Server(settings, jwt_key, store=store, clock_ms=clock_ms)
     try:
         await server.startup(wait_for_store=wait_for_store)
         yield server

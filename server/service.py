@@ -18,6 +18,7 @@ from collections.abc import Callable
 
 from pymongo import AsyncMongoClient
 
+from actors.boards import BoardsRuntime, LiveSettings
 from actors.deadlines import AskDeadlines
 from actors.follower import BASE_BACKOFF_S, MAX_BACKOFF_S, FeedFollower, backoff_delay
 from actors.leaderboard import LeaderboardActor
@@ -74,6 +75,11 @@ def create_store(settings: Settings) -> ScoreStore:
             timeout_s=settings.store_timeout_s,
         )
     return SqliteStore(settings.sqlite_path, policy, synchronous=settings.sqlite_synchronous)
+
+
+def players_of(ranks: LiveRanks) -> Callable[[], float]:
+    """How many players ``ranks`` holds, read when scraped."""
+    return lambda: len(ranks.index)
 
 
 class Service:
@@ -158,6 +164,13 @@ class Service:
         )
         self.ws_addresses = OpenPerAddress(settings.ws_max_per_address)
         self.loop_lag = LoopLagMonitor(self.metrics.event_loop_lag.observe)
+        # The boards of a boards file (issue 14): each period's season, index, leaderboard
+        # and watchers. Without a file the one board is the original one, above.
+        self.board_fanouts: dict[tuple[str, str], Fanout] = {}
+        self.board_rank_streams: dict[tuple[str, str], RankStream] = {}
+        self.board_runtime: BoardsRuntime | None = None
+        if settings.boards_file is not None:
+            self.board_runtime = self._board_runtime(settings)
         self.follower = FeedFollower(
             self.store.changes,
             self.leaderboard,
@@ -165,6 +178,7 @@ class Service:
             ranks=self.live_ranks,
             on_version=self.users.saw_version,
             on_reload=self.users.forget_known,
+            boards=self.board_runtime,
         )
         self.metrics.track(
             user_actors=lambda: len(self.users),
@@ -177,6 +191,44 @@ class Service:
         self._tried = asyncio.Event()  # the first attempt to reach the store ended
         # Repeated identical log lines of this service: one per interval, with a count.
         self.log_throttle = LogThrottle()
+
+    def _board_runtime(self, settings: Settings) -> BoardsRuntime:
+        runtime = BoardsRuntime(
+            self.boards,
+            self.store,
+            self.seasons,
+            self.clock_ms,
+            LiveSettings(
+                broadcast_interval_s=settings.broadcast_interval_ms / 1000,
+                history_size=settings.ws_history_size,
+                max_buffer_bytes=settings.ws_max_buffer_bytes,
+                slow_timeout_s=settings.ws_slow_client_timeout_s,
+                mailbox_size=settings.mailbox_size,
+                idle_s=settings.user_idle_s,
+                max_actors=settings.max_user_actors,
+            ),
+            on_season_started=self._season_started,
+        )
+        for key, live in runtime.periods.items():
+            fanout = self.board_fanouts[key] = Fanout(
+                live.leaderboard,
+                self.metrics,
+                max_buffer_bytes=settings.ws_max_buffer_bytes,
+                slow_timeout_s=settings.ws_slow_client_timeout_s,
+            )
+            self.board_rank_streams[key] = RankStream(
+                live.ranks,
+                fanout,
+                self.metrics,
+                interval_s=settings.broadcast_interval_ms / 1000,
+            )
+            self.metrics.board_players.labels(*key).set_function(players_of(live.ranks))
+        self.metrics.expect_boards((b.id, [p.name for p in b.periods]) for b in self.boards)
+        return runtime
+
+    def _season_started(self, board: str, period: str, season: str) -> None:
+        self.metrics.board_seasons_started.labels(board, period).inc()
+        self.board_fanouts[(board, period)].start_season(season)
 
     @property
     def ranks(self) -> RankIndex:
@@ -252,6 +304,8 @@ class Service:
                 # (a read-only or full SQLite file) serves its board, refuses updates.
                 await self.store.probe()
                 await self.leaderboard.load()
+                if self.board_runtime is not None:
+                    await self.board_runtime.load()
                 break
             except StoreUnavailable as exc:
                 log_throttled(
@@ -269,6 +323,8 @@ class Service:
         # Loaded and started in one step (no await between): a read that finds the
         # board loaded finds every part of the service running.
         self.leaderboard.start()
+        if self.board_runtime is not None:
+            self.board_runtime.start()
         self.follower.start()
         self.store.start_probing()
         self._tried.set()
@@ -280,7 +336,8 @@ class Service:
         return not_ready_reason(
             time.monotonic(),
             draining=draining,
-            loaded=self.leaderboard.view.loaded,
+            loaded=self.leaderboard.view.loaded
+            and (self.board_runtime is None or self.board_runtime.loaded),
             ranks_loading=self.live_ranks.loading,
             ranks_loaded=self.live_ranks.loaded,
             feed_live_at=self.follower.live_at(),

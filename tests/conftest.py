@@ -249,11 +249,17 @@ def body_of(response: tornado.httpclient.HTTPResponse) -> Any:
 
 @asynccontextmanager
 async def serving(
-    settings: Settings | None = None, *, store: ScoreStore | None = None, **overrides: Any
+    settings: Settings | None = None,
+    *,
+    store: ScoreStore | None = None,
+    clock_ms: Callable[[], int] | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Client]:
-    """Run a real server for the duration of the block and yield a :class:`Client`."""
+    """Run a real server for the duration of the block and yield a :class:`Client`
+    (``clock_ms``: the server's wall clock, default the real one)."""
     settings = settings or settings_for(**overrides)
-    async with run_server(settings, settings.jwt_secret or SECRET, store=store) as running:
+    clock = {} if clock_ms is None else {"clock_ms": clock_ms}
+    async with run_server(settings, settings.jwt_secret or SECRET, store=store, **clock) as running:
         yield Client(running)
 
 

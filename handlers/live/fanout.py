@@ -32,7 +32,15 @@ from actors.leaderboard import BoardViews, Subscriber
 from handlers.live.outbox import Outbox, Watcher
 from handlers.tornado_internals import text_frame, write_now
 from server.domain.board_view import Publication
-from server.domain.deltas import NEW, RESYNC, Replay, Since, plan_resume, resumed_message
+from server.domain.deltas import (
+    NEW,
+    RESYNC,
+    SEASON_STARTED,
+    Replay,
+    Since,
+    plan_resume,
+    resumed_message,
+)
 from server.support.metrics import Metrics
 from server.support.tasks import cancel_and_wait
 
@@ -240,8 +248,9 @@ class Fanout:
             messages = [with_season(m, seat.season) for m in messages]
         if not seat.send(stream, b"".join(text_frame(m) for m in messages)):
             return
+        if watcher not in self._seats:
+            self._metrics.websockets.inc()  # one gauge for every fan-out (a board's each)
         self._seats[watcher] = seat
-        self._metrics.websockets.set(len(self._seats))
 
     def seat_of(self, watcher: Watcher) -> Outbox | None:
         """The watcher's seat, or None (not joined, or gone)."""
@@ -274,6 +283,30 @@ class Fanout:
             return False
         return seat.push(stream, frame)
 
+    def start_season(self, season: str) -> None:
+        """Move every watcher to ``season`` (issue 14): the leaderboard has just started
+        it, in a new epoch. Each watcher gets a snapshot of it (reason
+        ``season_started``) and from then on only its versions; what the previous season
+        still had to send is dropped. A lagging watcher gets its resync (of the new
+        season) once it drains."""
+        if self._next_step is not None:
+            self._next_step.cancel()
+            self._next_step = None
+        self._walk = None
+        self._pending.clear()
+        view = self._board.view
+        frame = text_frame(with_season(view.snapshot(SEASON_STARTED), season))
+        for seat in tuple(self._seats.values()):
+            seat.season = season
+            seat.base = view.version
+            stream = seat.watcher.out
+            if stream is None or seat.lagging:
+                continue
+            try:
+                seat.send(stream, frame)
+            except Exception:  # one broken watcher must not keep the others in the old season
+                log.exception("writing to a WebSocket client failed")
+
     def on_resync(self, callback: Callable[[Watcher], None]) -> None:
         """Call ``callback`` right after a lagging watcher was sent its fresh snapshot."""
         self._on_resync = callback
@@ -284,7 +317,7 @@ class Fanout:
         if seat is not None:
             self._lagging.pop(seat, None)
             seat.drop()
-        self._metrics.websockets.set(len(self._seats))
+            self._metrics.websockets.dec()
 
     # --- publishing ----------------------------------------------------------------------
 

@@ -48,12 +48,21 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
         self.out = None
         self._since: Since | None = None
         self._watch: tuple[str, int] | None = None  # (user id, window) with watch=me
-        # On a board route (BoardSocket): the season every message names.
+        # On a board route (BoardSocket): the season every message names, and the
+        # period's own fan-out and rank stream (with a boards file).
         self.season: str | None = None
+        self.fanout = service.fanout
+        self.rank_stream = service.rank_stream
         self._address: str | None = None  # counted in service.ws_addresses while open
 
     def prepare(self) -> None:
         service = self.service
+        if service.board_runtime is not None and self.fanout is service.fanout:
+            # With a boards file, /ws/scoreboard is the default board's default period.
+            default = service.boards[0]
+            key = (default.id, default.default_period.name)
+            self.fanout = service.board_fanouts[key]
+            self.rank_stream = service.board_rank_streams[key]
         if (header(self.request, "Upgrade") or "").lower() != "websocket":
             raise ApiError(
                 400, "websocket_required", "this endpoint speaks WebSocket: send an Upgrade"
@@ -133,9 +142,9 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
             # The kernel would otherwise let a client that stops reading take megabytes
             # before the fan-out's own bound sees a byte.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, send_buffer)
-        service.fanout.join(self, self._since)
+        self.fanout.join(self, self._since)
         if self._watch is not None:
-            service.rank_stream.watch(self, *self._watch)
+            self.rank_stream.watch(self, *self._watch)
 
     def on_message(self, message: str | bytes) -> None:
         # The socket is one-way; client messages are ignored (their size is bounded).
@@ -143,8 +152,8 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
 
     def on_close(self) -> None:
         self.out = None
-        self.service.rank_stream.leave(self)
-        self.service.fanout.leave(self)
+        self.rank_stream.leave(self)
+        self.fanout.leave(self)
         address, self._address = self._address, None
         if address is not None:
             self.service.ws_addresses.closed(address)
@@ -156,10 +165,19 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
 class BoardSocket(ScoreboardSocket):
     """``/ws/boards/{board}?period=``: the stream of one period's current season of a
     board, each message naming its ``season``; otherwise ``/ws/scoreboard``'s (the same
-    versions, formats, resume and ``watch=me``). Today the served board's one period."""
+    versions, formats, resume and ``watch=me``), from the period's own fan-out. At a new
+    season every watcher gets a ``snapshot`` with reason ``season_started``."""
 
     def prepare(self) -> None:
-        board = served_board(self.service, self.path_args[0] if self.path_args else "")
+        service = self.service
+        board = served_board(service, self.path_args[0] if self.path_args else "")
         period = period_of(board, self.get_query_argument("period", None))
-        self.season = self.service.seasons.current(period, self.service.clock_ms()).season_id
+        runtime = service.board_runtime
+        if runtime is None:
+            self.season = service.seasons.current(period, service.clock_ms()).season_id
+        else:
+            key = (board.id, period.name)
+            self.season = runtime.period(*key).season.season_id
+            self.fanout = service.board_fanouts[key]
+            self.rank_stream = service.board_rank_streams[key]
         super().prepare()

@@ -55,12 +55,19 @@ class ActionVerifier:
         self._leeway = leeway_s
         self._max_ttl_s = max_ttl_s
 
-    def verify(self, token: Any, player_id: str, board_id: str) -> ProvenAction:
+    def verify(
+        self,
+        token: Any,
+        player_id: str,
+        board_id: str,
+        points: Mapping[str, int] | None = None,
+    ) -> ProvenAction:
         """Check ``token`` proves an action of ``player_id`` on board ``board_id``.
 
         A token may name its board in a ``brd`` claim (issue 14): it is then refused on
         any other board, so the game's action service can scope a proof to one board.
         Without the claim it is good on any board (its ``jti`` is spent once across all).
+        ``points``: that board's action types and their points (default: the server's).
 
         Raises:
             InvalidAction: missing, malformed, bad signature, expired, unknown action type,
@@ -92,7 +99,8 @@ class ActionVerifier:
         # so a far expiry would also make that memory unbounded.
         if int(exp) - time.time() > self._max_ttl_s + self._leeway:
             raise InvalidAction(f"the action token lives longer than {self._max_ttl_s} s")
-        if not isinstance(act, str) or act not in self._points:
+        worth = self._points if points is None else points
+        if not isinstance(act, str) or act not in worth:
             raise InvalidAction(f"unknown action type {act!r}")
         board = claims.get("brd")
         if board is not None and not isinstance(board, str):
@@ -103,7 +111,7 @@ class ActionVerifier:
             raise ActionForbidden(f"the action belongs to board {board[:32]!r}, not {board_id!r}")
         # Keep the jti until the token could no longer pass, leeway included.
         expires_ms = (int(exp) + self._leeway) * 1000
-        return ProvenAction(act, self._points[act], SpentAction(jti, expires_ms))
+        return ProvenAction(act, worth[act], SpentAction(jti, expires_ms))
 
 
 def _utf8(text: str) -> bool:

@@ -29,7 +29,16 @@ EPOCH_CHANGED: Final = "epoch_changed"
 UNKNOWN_VERSION: Final = "unknown_version"
 HISTORY_EXPIRED: Final = "history_expired"
 RESYNC: Final = "resync"
-SNAPSHOT_REASONS: Final = (NEW, EPOCH_CHANGED, UNKNOWN_VERSION, HISTORY_EXPIRED, RESYNC)
+# A board route's period began a new season: the board starts empty (issue 14).
+SEASON_STARTED: Final = "season_started"
+SNAPSHOT_REASONS: Final = (
+    NEW,
+    EPOCH_CHANGED,
+    UNKNOWN_VERSION,
+    HISTORY_EXPIRED,
+    RESYNC,
+    SEASON_STARTED,
+)
 
 
 def encode(obj: object) -> str:

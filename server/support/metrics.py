@@ -131,6 +131,26 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        # Labelled by board: boards come from the file (at most 100), so the series are
+        # bounded; created at zero for each board by expect_boards().
+        self.board_updates = Counter(
+            "scoreboard_board_updates",
+            "Score updates of a board of the boards file by board and outcome.",
+            ["board", "outcome"],
+            registry=self.registry,
+        )
+        self.board_players = Gauge(
+            "scoreboard_board_players",
+            "Players ranked in the current season of each board and period.",
+            ["board", "period"],
+            registry=self.registry,
+        )
+        self.board_seasons_started = Counter(
+            "scoreboard_board_seasons_started",
+            "Seasons this pod started, by board and period.",
+            ["board", "period"],
+            registry=self.registry,
+        )
         self.request_seconds = LoopHistogram(
             "scoreboard_request_duration_seconds",
             "HTTP request latency by route and method.",
@@ -302,6 +322,14 @@ class Metrics:
             self._request_children[key] = children
         children[0].observe(seconds)
         children[1].inc()
+
+    def expect_boards(self, boards: Iterable[tuple[str, Iterable[str]]]) -> None:
+        """Create each board's series at zero (``boards``: board id, period names)."""
+        for board, periods in boards:
+            for outcome in ("applied", "replayed"):
+                self.board_updates.labels(board, outcome)
+            for period in periods:
+                self.board_seasons_started.labels(board, period)
 
     def update_outcome(self, outcome: str) -> None:
         """Count one update request by its outcome (an error code, applied, replayed)."""

@@ -1,0 +1,527 @@
+"""The boards of a boards file, live on this pod (issue 14).
+
+Each board has, per period, a :class:`PeriodLive`: the current season's rank index
+(:class:`~actors.ranks.LiveRanks`, loaded from the store's season rows), a top-K
+leaderboard actor reading from that index, and a fan-out to the period's WebSocket
+watchers. Writes go through one actor per (board, player) (:class:`BoardWriter`), which
+serializes them into the store (one atomic write for every period) and hands the record
+written to :meth:`BoardsRuntime.took`; other pods' writes come the same way from the change
+feed (:meth:`BoardsRuntime.saw`).
+
+Seasons follow the clock, with no coordinator: every pod computes the same seasons from the
+board's schedule. A period starts its new season (:meth:`BoardsRuntime.check_seasons`) when
+the clock reaches it (a ticker looks every ``tick_s``), or at once when a write of the new
+season arrives first (another pod's clock was a little ahead). The new season starts
+empty: the ended index is kept as an archive (readable, ranks included), the leaderboard
+starts a new epoch, and every watcher gets a ``snapshot`` with reason ``season_started``.
+
+Ended seasons: the archives of the seasons this pod saw end stay in memory (at most
+``max_archives``, the least recently read dropped first); an older one is read from the
+store's season rows (an indexed range read, not a scan) on its first read and kept the
+same way. A bounded background job deletes seasons past each board's ``keep_seasons``
+and spent proof-of-action tokens past their expiry, a page at a time.
+
+Bans hold on every board: a banned player's writes are refused by the store, and this pod
+keeps the banned players (from the change feed) off every index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import OrderedDict
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any, Final
+
+from actors.base import ActorStopped, QueuedCount
+from actors.leaderboard import LeaderboardActor, NewSeason, ReloadTop, ScoreChanged, UserRemoved
+from actors.ranks import LiveRanks
+from actors.user import UserActor, UserRegistry
+from server.domain.board_writes import (
+    BoardApplied,
+    BoardCommand,
+    BoardRecord,
+    BoardRules,
+    row_of,
+)
+from server.domain.boards import BoardSpec
+from server.domain.rank_index import RankIndex
+from server.domain.records import BoardRow
+from server.domain.seasons import Period, Season, previous_seasons
+from server.domain.standings import SeasonClock
+from server.store.changes import BoardChange, Change
+from server.store.port import ScoreStore, StoreError
+from server.support.tasks import cancel_and_wait
+
+log = logging.getLogger(__name__)
+
+TICK_S: Final = 0.5  # how often the clock is looked at for seasons that ended
+RETIRE_EVERY_S: Final = 300.0  # how often the retirement job runs
+RETIRE_PAGE: Final = 1000  # rows deleted per store call by the retirement job
+MAX_ARCHIVES: Final = 8  # ended seasons' indexes kept in memory, per pod
+
+
+@dataclass(frozen=True, slots=True)
+class LiveSettings:
+    """How the boards' live parts are sized (from the server's settings)."""
+
+    broadcast_interval_s: float = 0.1
+    history_size: int = 256
+    max_buffer_bytes: int = 256 * 1024
+    slow_timeout_s: float = 10.0
+    mailbox_size: int = 64
+    idle_s: float = 60.0
+    max_actors: int = 50_000
+
+
+class SeasonRows:
+    """One season's rows from the store, for a :class:`LiveRanks` to load (as
+    :meth:`ScoreStore.ranked_rows` pages the original board)."""
+
+    def __init__(self, store: ScoreStore, spec: BoardSpec, period: str, season: str) -> None:
+        self._store = store
+        self._spec = spec
+        self._period = period
+        self.season = season
+
+    async def ranked_rows(self, after_user_id: str | None, limit: int) -> list[BoardRow]:
+        rows = await self._store.season_rows(
+            self._spec.id, self._period, self.season, after_user_id, limit
+        )
+        if self._spec.order == "asc":
+            return [BoardRow(r.user_id, r.username, r.score, r.reached_ms, r.v, True) for r in rows]
+        return rows
+
+
+class IndexTop:
+    """The top K of a period's current season, for its leaderboard: from the rank index,
+    which holds every player of the season, so a refill never reads the store."""
+
+    def __init__(self, ranks: LiveRanks) -> None:
+        self._ranks = ranks
+
+    async def top(self, limit: int) -> list[BoardRow]:
+        return [row for _, row in self._ranks.index.page(1, limit)]
+
+
+class PeriodLive:
+    """One period of one board on this pod: its current season, rank index and
+    leaderboard (its watchers' fan-out is the web layer's, told of a new season through
+    :attr:`BoardsRuntime.on_season_started`)."""
+
+    def __init__(
+        self,
+        spec: BoardSpec,
+        period: Period,
+        season: Season,
+        store: ScoreStore,
+        live: LiveSettings,
+    ) -> None:
+        self.spec = spec
+        self.period = period
+        self.season = season
+        self.rows = SeasonRows(store, spec, period.name, season.season_id)
+        self.ranks = LiveRanks(self.rows)
+        self.leaderboard = LeaderboardActor(
+            IndexTop(self.ranks),
+            spec.top_n,
+            live.broadcast_interval_s,
+            history_size=live.history_size,
+        )
+
+    def take(self, row: BoardRow) -> None:
+        """A player's row in the current season: into the index, and to the leaderboard
+        when it could change what is shown."""
+        self.ranks.apply(row)
+        if self.leaderboard.view.wants(row):
+            with contextlib.suppress(ActorStopped):  # shutting down
+                self.leaderboard.tell(ScoreChanged(row))
+
+    def drop(self, user_id: str) -> None:
+        """Take a player off (banned)."""
+        held = self.ranks.index.get(user_id)
+        if held is None:
+            return
+        self.ranks.remove(user_id, held.v)
+        with contextlib.suppress(ActorStopped):
+            self.leaderboard.tell(UserRemoved(user_id, held.v))
+
+    def begin(self, season: Season) -> RankIndex:
+        """Start ``season``, empty; return the ended season's index (its archive)."""
+        ended = self.ranks.index
+        self.season = season
+        self.rows.season = season.season_id
+        self.ranks.index = RankIndex()
+        if self.ranks.moves is not None:
+            self.ranks.moves.replaced()
+        return ended
+
+
+class BoardWriter(UserActor):
+    """Applies one player's updates to one board in order, several queued ones in one
+    store call, and hands each record written to the runtime."""
+
+    def __init__(  # noqa: PLR0917 (UserActor's, and what a writer adds)
+        self,
+        key: str,
+        store: ScoreStore,
+        runtime: BoardsRuntime,
+        rules: BoardRules,
+        mailbox_size: int,
+        clock: Callable[[], float],
+        queued: QueuedCount,
+    ) -> None:
+        super().__init__(
+            key,
+            store,
+            runtime.any_leaderboard,
+            mailbox_size,
+            clock,
+            ranks=runtime.any_ranks,
+            queued=queued,
+        )
+        self._runtime = runtime
+        self._rules = rules
+
+    def batchable(self, message: Any) -> bool:
+        return isinstance(message, BoardCommand)
+
+    async def receive(self, message: Any) -> Any:
+        return (await self.receive_batch([message]))[0]
+
+    async def receive_batch(self, messages: list[Any]) -> list[Any]:
+        self._busy = True
+        try:
+            decisions = await self._store.apply_board_writes(self._rules, list(messages))
+            applied = [d.record for d in decisions if isinstance(d, BoardApplied)]
+            if applied:
+                self._runtime.took(applied[-1])
+            return list(decisions)
+        finally:
+            self._busy = False
+            self.last_active = self._clock()
+
+
+class BoardWriters(UserRegistry):
+    """One :class:`BoardWriter` per (board, player), created on demand and evicted when
+    idle, as user actors are."""
+
+    def __init__(self, runtime: BoardsRuntime, store: ScoreStore, live: LiveSettings) -> None:
+        super().__init__(
+            store,
+            runtime.any_leaderboard,
+            ranks=runtime.any_ranks,
+            mailbox_size=live.mailbox_size,
+            idle_s=live.idle_s,
+            max_actors=live.max_actors,
+        )
+        self._runtime = runtime
+
+    def _new_actor(self, user_id: str) -> UserActor:
+        board, _, _ = user_id.partition("\0")
+        return BoardWriter(
+            user_id,
+            self._store,
+            self._runtime,
+            self._runtime.rules[board],
+            self._mailbox_size,
+            self._clock,
+            self._queued,
+        )
+
+
+class BoardsRuntime:
+    """Every board of the file, live on this pod.
+
+    Args:
+        boards: the boards served.
+        store: the store (guarded).
+        seasons: the service's season clock (each period's current season).
+        clock_ms: wall-clock milliseconds (injected in tests).
+        live: how the live parts are sized.
+        on_season_started: called with the board, period and new season's id once the
+            period's leaderboard started it (its watchers then get a snapshot).
+    """
+
+    def __init__(
+        self,
+        boards: tuple[BoardSpec, ...],
+        store: ScoreStore,
+        seasons: SeasonClock,
+        clock_ms: Callable[[], int],
+        live: LiveSettings,
+        *,
+        on_season_started: Callable[[str, str, str], None] = lambda b, p, s: None,
+        tick_s: float = TICK_S,
+        retire_every_s: float = RETIRE_EVERY_S,
+        max_archives: int = MAX_ARCHIVES,
+    ) -> None:
+        self.specs = {b.id: b for b in boards}
+        self.rules = {b.id: BoardRules(b, seasons) for b in boards}
+        self._store = store
+        self._seasons = seasons
+        self._clock_ms = clock_ms
+        self.on_season_started = on_season_started
+        now = clock_ms()
+        self.periods: dict[tuple[str, str], PeriodLive] = {
+            (b.id, p.name): PeriodLive(b, p, seasons.current(p, now), store, live)
+            for b in boards
+            for p in b.periods
+        }
+        first = next(iter(self.periods.values()))
+        self.any_leaderboard = first.leaderboard  # unused by board writers: they report here
+        self.any_ranks = first.ranks
+        self.writers = BoardWriters(self, store, live)
+        self.banned: set[str] = set()
+        self._archives: OrderedDict[tuple[str, str, str], RankIndex] = OrderedDict()
+        self._loading: dict[tuple[str, str, str], asyncio.Future[RankIndex]] = {}
+        self._max_archives = max_archives
+        self._tick_s = tick_s
+        self._retire_every_s = retire_every_s
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ticker: asyncio.Task[None] | None = None
+        self._retirer: asyncio.Task[None] | None = None
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Load every period's current season from the store, and its top K.
+
+        Raises:
+            StoreError: the store could not be read.
+        """
+        for live in self.periods.values():
+            if not live.ranks.loaded:
+                await live.ranks.load()
+            await live.leaderboard.load()
+
+    def start(self) -> None:
+        """Start the leaderboards, writers, the season ticker and the retirement job."""
+        for live in self.periods.values():
+            live.leaderboard.start()
+        self.writers.start()
+        loop = asyncio.get_running_loop()
+        self._ticker = loop.create_task(self._tick(), name="board-seasons")
+        self._retirer = loop.create_task(self._retire_loop(), name="board-retirement")
+
+    async def stop(self) -> None:
+        """Drain the writers, then stop everything else. Idempotent."""
+        await self.writers.stop()
+        ticker, self._ticker = self._ticker, None
+        retirer, self._retirer = self._retirer, None
+        await cancel_and_wait(ticker)
+        await cancel_and_wait(retirer)
+        for task in list(self._tasks):
+            await cancel_and_wait(task)
+        for live in self.periods.values():
+            await live.leaderboard.stop()
+
+    @property
+    def loaded(self) -> bool:
+        return all(live.leaderboard.view.loaded for live in self.periods.values())
+
+    # --- writes ----------------------------------------------------------------------------
+
+    def writer_key(self, board: str, user_id: str) -> str:
+        return f"{board}\0{user_id}"
+
+    def took(self, record: BoardRecord) -> None:
+        """A record this pod wrote, or another pod's from the feed: into every index it
+        changes."""
+        if record.user_id in self.banned:
+            return
+        spec = self.specs.get(record.board)
+        if spec is None:
+            return  # a board no longer in the file
+        held_seasons = {(s.period, s.season) for s in record.standings.current}
+        held_seasons |= {(s.period, s.season) for s in record.standings.ended}
+        for period in spec.periods:  # a standing the record no longer holds (a reset)
+            now_live = self.periods[(spec.id, period.name)]
+            if (period.name, now_live.season.season_id) not in held_seasons:
+                now_live.drop(record.user_id)
+        for held in record.standings.current + record.standings.ended:
+            live = self.periods.get((spec.id, held.period))
+            if live is None:
+                continue
+            if held.season == live.season.season_id:
+                live.take(row_of(spec, record, held))
+                continue
+            archive = self._archives.get((spec.id, held.period, held.season))
+            if archive is not None:  # a late write into an ended season
+                archive.apply(row_of(spec, record, held))
+            elif held in record.standings.current and live.season.end_ms is not None:
+                # A newer season than this pod's: its clock is behind the writer's.
+                self.check_seasons(max(self._clock_ms(), live.season.end_ms))
+                if held.season == live.season.season_id:
+                    live.take(row_of(spec, record, held))
+
+    def saw(self, event: BoardChange | Change) -> None:
+        """A change on the feed: another pod's board write, or a user's ban or unban."""
+        if isinstance(event, BoardChange):
+            self.took(event.record)
+            return
+        user_id = event.row.user_id
+        if event.banned:
+            if user_id not in self.banned:
+                self.banned.add(user_id)
+                for live in self.periods.values():
+                    live.drop(user_id)
+        elif user_id in self.banned:
+            self.banned.discard(user_id)
+            self._own(self._restore(user_id), "board-unban")
+
+    async def _restore(self, user_id: str) -> None:
+        """An unbanned player's standings come back on every board (from the store)."""
+        for board_id, rules in self.rules.items():
+            try:
+                record = await self._store.get_board_record(rules, user_id)
+            except StoreError:
+                log.warning("could not restore %s on board %s after an unban", user_id, board_id)
+                continue
+            if record is not None:
+                self.took(record)
+
+    async def reload(self) -> None:
+        """Read every period's current season again (the change feed lost its place).
+
+        Raises:
+            StoreError: the store could not be read.
+        """
+        for live in self.periods.values():
+            await live.ranks.load()
+            if not await live.leaderboard.ask(ReloadTop()):
+                raise StoreError(f"could not reload board {live.spec.id!r}")
+
+    # --- seasons ---------------------------------------------------------------------------
+
+    def check_seasons(self, now_ms: int) -> None:
+        """Start the new season of every period whose season ended by ``now_ms``."""
+        for (board_id, _), live in self.periods.items():
+            season = self._seasons.current(live.period, now_ms)
+            if season.start_ms <= live.season.start_ms:
+                continue
+            ended = live.season
+            archive = live.begin(season)
+            self._keep_archive((board_id, live.period.name, ended.season_id), archive)
+            log.info(
+                "season started",
+                extra={"board": board_id, "period": live.period.name, "season": season.season_id},
+            )
+            self._own(self._announce(live, season), "board-season")
+
+    async def _announce(self, live: PeriodLive, season: Season) -> None:
+        if await live.leaderboard.ask(NewSeason()) and live.season == season:
+            self.on_season_started(live.spec.id, live.period.name, season.season_id)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(self._tick_s)
+            try:
+                self.check_seasons(self._clock_ms())
+            except Exception:
+                log.exception("checking the boards' seasons failed")
+
+    # --- reads -----------------------------------------------------------------------------
+
+    def period(self, board: str, period: str) -> PeriodLive:
+        return self.periods[(board, period)]
+
+    def kept(self, live: PeriodLive, season_id: str) -> bool:
+        """Whether ``season_id`` is the current season or one of the kept ended ones."""
+        if season_id == live.season.season_id:
+            return True
+        kept = previous_seasons(live.period, live.season, live.spec.keep_seasons)
+        return any(s.season_id == season_id for s in kept)
+
+    async def season_index(self, board: str, period: str, season_id: str) -> RankIndex:
+        """The rank index of one season: the live one, an archive, or read from the store
+        (once; concurrent readers wait for the same read).
+
+        Raises:
+            StoreError: the store could not be read.
+        """
+        live = self.periods[(board, period)]
+        if season_id == live.season.season_id:
+            return live.ranks.index
+        key = (board, period, season_id)
+        archive = self._archives.get(key)
+        if archive is not None:
+            self._archives.move_to_end(key)
+            return archive
+        loading = self._loading.get(key)
+        if loading is None:
+            loading = asyncio.get_running_loop().create_future()
+            self._loading[key] = loading
+            self._own(self._load_archive(live, key, loading), "board-archive")
+        return await asyncio.shield(loading)
+
+    async def _load_archive(
+        self, live: PeriodLive, key: tuple[str, str, str], done: asyncio.Future[RankIndex]
+    ) -> None:
+        try:
+            ranks = LiveRanks(SeasonRows(self._store, live.spec, key[1], key[2]))
+            await ranks.load()
+            self._keep_archive(key, ranks.index)
+            done.set_result(ranks.index)
+        except BaseException as exc:
+            if not done.done():
+                done.set_exception(exc if isinstance(exc, Exception) else StoreError(str(exc)))
+            if not isinstance(exc, Exception):
+                raise
+        finally:
+            self._loading.pop(key, None)
+
+    def _keep_archive(self, key: tuple[str, str, str], index: RankIndex) -> None:
+        self._archives[key] = index
+        self._archives.move_to_end(key)
+        while len(self._archives) > self._max_archives:
+            self._archives.popitem(last=False)
+
+    # --- retirement ------------------------------------------------------------------------
+
+    async def retire(self) -> int:
+        """Delete the seasons past each board's ``keep_seasons`` and the expired spent
+        tokens, a page at a time; return how many rows went."""
+        gone = 0
+        now = self._clock_ms()
+        for live in self.periods.values():
+            if live.season.end_ms is None:
+                continue  # all_time: one season, never ended
+            kept = previous_seasons(live.period, live.season, live.spec.keep_seasons)
+            oldest = kept[-1] if kept else live.season
+            while True:
+                n = await self._store.retire_seasons(
+                    live.spec.id, live.period.name, oldest.start_ms, RETIRE_PAGE
+                )
+                gone += n
+                if n < RETIRE_PAGE:
+                    break
+                await asyncio.sleep(0)  # between pages, the loop serves requests
+            for key in [k for k in self._archives if k[:2] == (live.spec.id, live.period.name)]:
+                if not self.kept(live, key[2]):
+                    del self._archives[key]
+        while (n := await self._store.expire_spent_actions(now, RETIRE_PAGE)) > 0:
+            gone += n
+            if n < RETIRE_PAGE:
+                break
+            await asyncio.sleep(0)
+        return gone
+
+    async def _retire_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._retire_every_s)
+            try:
+                gone = await self.retire()
+                if gone:
+                    log.info("retired ended seasons", extra={"rows": gone})
+            except StoreError as exc:
+                log.warning("retiring ended seasons failed; next run retries: %s", exc)
+
+    # --- tasks -----------------------------------------------------------------------------
+
+    def _own(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.get_running_loop().create_task(work, name=name)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)

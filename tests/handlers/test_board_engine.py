@@ -1,0 +1,225 @@
+"""A boards file served end to end (issue 14): several boards with their own rules,
+periods and seasons, over real HTTP and WebSockets, with an injected clock (never by
+sleeping past a boundary)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import (
+    Client,
+    body_of,
+    close_websocket,
+    eventually,
+    make_token,
+    scaled,
+    serving,
+    settings_for,
+)
+from tests.handlers.test_admin import admin
+
+pytestmark = pytest.mark.gen_test(timeout=scaled(30))
+
+BOARDS = """
+[boards.kills]
+title = "Kills"
+operator = "incr"
+max_increment = 100
+periods = ["daily", "weekly", "all_time"]
+timezone = "Europe/Berlin"
+rate_limit_per_minute = 0
+
+[boards.laps]
+title = "Best lap"
+operator = "best"
+order = "asc"
+min_score = 1000
+max_score = 600000
+periods = ["all_time", { name = "cup", cron = "0 0 1 * *" }]
+rate_limit_per_minute = 0
+
+[boards.mood]
+operator = "set"
+min_score = 0
+max_score = 10
+periods = ["all_time"]
+rate_limit_per_minute = 2
+"""
+# 2026-03-02 22:59:59 UTC = 23:59:59 in Berlin (CET, UTC+1): a second before a new day.
+BEFORE_MIDNIGHT = 1_772_492_399_000
+
+
+class Clock:
+    def __init__(self, now_ms: int) -> None:
+        self.now_ms = now_ms
+
+    def __call__(self) -> int:
+        return self.now_ms
+
+
+def boards_file(tmp_path: Path) -> str:
+    path = tmp_path / "boards.toml"
+    path.write_text(BOARDS)
+    return str(path)
+
+
+async def post(client: Client, board: str, user: str, body: dict[str, Any], **headers: str) -> Any:
+    response = await client.request(
+        "POST",
+        f"/api/boards/{board}/scores",
+        json.dumps(body),
+        {
+            "Content-Type": "application/json",
+            "Authorization": f"Bearer {make_token(user, name=user.title())}",
+            **headers,
+        },
+    )
+    return response
+
+
+async def get(client: Client, path: str) -> Any:
+    response = await client.request("GET", path)
+    assert response.code == 200, (path, response.code, response.body)
+    return body_of(response)
+
+
+def shown(page: Any) -> list[tuple[str, int]]:
+    return [(row["user_id"], row["score"]) for row in page["top_scores"]]
+
+
+async def test_writes_before_and_after_midnight_land_in_different_daily_seasons(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(BEFORE_MIDNIGHT)
+    settings = settings_for(boards_file=boards_file(tmp_path))
+    async with serving(settings, clock_ms=clock) as client:
+        first = await post(client, "kills", "alice", {"increment": 5})
+        assert first.code == 200, first.body
+        periods = body_of(first)["periods"]
+        assert periods["daily"] == {"season": "2026-03-02", "score": 5, "rank": 1, "total": 1}
+        clock.now_ms += 2000  # 00:00:01 in Berlin: a new day, the same week
+        second = body_of(await post(client, "kills", "alice", {"increment": 2}))["periods"]
+        assert second["daily"] == {"season": "2026-03-03", "score": 2, "rank": 1, "total": 1}
+        assert second["weekly"]["score"] == 7
+        assert second["all_time"]["score"] == 7
+        today = await get(client, "/api/boards/kills/top?period=daily")
+        assert today["season"] == "2026-03-03" and shown(today) == [("alice", 2)]
+        # The ended day stays readable, ranks included.
+        yesterday = await get(client, "/api/boards/kills/top?period=daily&season=2026-03-02")
+        assert shown(yesterday) == [("alice", 5)]
+        me = await get(client, "/api/boards/kills/players/alice?period=daily&season=2026-03-02")
+        assert me["rank"] == 1 and me["score"] == 5
+        seasons = await get(client, "/api/boards/kills/seasons?period=daily")
+        assert [s["state"] for s in seasons["seasons"][:2]] == ["current", "ended"]
+        assert seasons["seasons"][1]["top"][0]["user_id"] == "alice"
+
+
+async def test_watchers_get_season_started_and_messages_name_the_season(tmp_path: Path) -> None:
+    clock = Clock(BEFORE_MIDNIGHT)
+    settings = settings_for(boards_file=boards_file(tmp_path))
+    async with serving(settings, clock_ms=clock) as client:
+        assert (await post(client, "kills", "alice", {"increment": 5})).code == 200
+        ws = await client.websocket_at("/ws/boards/kills?period=daily")
+        try:
+            first = json.loads(await ws.read_message())  # type: ignore[arg-type]
+            assert first["event"] == "snapshot" and first["season"] == "2026-03-02"
+            assert [r["user_id"] for r in first["top_scores"]] == ["alice"]
+            clock.now_ms += 2000
+            await post(client, "kills", "bob", {"increment": 1})  # of the new day
+            started = json.loads(await ws.read_message())  # type: ignore[arg-type]
+            while started.get("reason") != "season_started":
+                started = json.loads(await ws.read_message())  # type: ignore[arg-type]
+            assert started["season"] == "2026-03-03"
+        finally:
+            await close_websocket(ws)
+
+
+async def test_best_with_lowest_first_and_set(tmp_path: Path) -> None:
+    settings = settings_for(boards_file=boards_file(tmp_path))
+    async with serving(settings) as client:
+        assert (await post(client, "laps", "alice", {"score": 90_000})).code == 200
+        assert (await post(client, "laps", "bob", {"score": 85_000})).code == 200
+        worse = body_of(await post(client, "laps", "bob", {"score": 99_000}))
+        assert worse["periods"]["all_time"] == {
+            "season": "all",
+            "score": 85_000,
+            "rank": 1,
+            "total": 2,
+        }
+        assert (await post(client, "laps", "carol", {"score": 85_000})).code == 200  # a tie
+        top = await get(client, "/api/boards/laps/top")
+        assert shown(top) == [("bob", 85_000), ("carol", 85_000), ("alice", 90_000)]
+        for value in (7, 3):
+            assert (await post(client, "mood", "alice", {"score": value})).code == 200
+        assert shown(await get(client, "/api/boards/mood/top")) == [("alice", 3)]
+        # mood's rate limit is per player and board: a third write is refused there only.
+        limited = await post(client, "mood", "alice", {"score": 4})
+        assert limited.code == 429
+        assert (await post(client, "kills", "alice", {"increment": 1})).code == 200
+
+
+async def test_an_idempotency_key_is_per_board(tmp_path: Path) -> None:
+    settings = settings_for(boards_file=boards_file(tmp_path))
+    async with serving(settings) as client:
+        first = await post(client, "kills", "alice", {"increment": 5}, **{"Idempotency-Key": "k"})
+        again = await post(client, "kills", "alice", {"increment": 5}, **{"Idempotency-Key": "k"})
+        assert first.code == again.code == 200
+        assert again.headers.get("Idempotent-Replayed") == "true"
+        assert body_of(again)["periods"]["all_time"]["score"] == 5
+        other = await post(client, "laps", "alice", {"score": 5000}, **{"Idempotency-Key": "k"})
+        assert other.code == 200 and "Idempotent-Replayed" not in other.headers
+        reused = await post(client, "kills", "alice", {"increment": 6}, **{"Idempotency-Key": "k"})
+        assert reused.code == 422
+
+
+async def test_unknown_board_period_and_season(tmp_path: Path) -> None:
+    settings = settings_for(boards_file=boards_file(tmp_path))
+    async with serving(settings) as client:
+        for path, code in [
+            ("/api/boards/nope/top", "unknown_board"),
+            ("/api/boards/kills/top?period=hourly", "unknown_period"),
+            ("/api/boards/kills/top?period=daily&season=1999-01-01", "unknown_season"),
+            ("/api/boards/kills/top?period=daily&season=banana", "unknown_season"),
+        ]:
+            response = await client.request("GET", path)
+            assert response.code == 404, path
+            assert body_of(response)["error"] == code, path
+        bad = await post(client, "laps", "alice", {"score": 1})
+        assert bad.code == 400 and body_of(bad)["error"] == "invalid_score"
+
+
+async def test_the_original_routes_alias_the_default_boards_default_period(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(BEFORE_MIDNIGHT)
+    settings = settings_for(boards_file=boards_file(tmp_path))
+    async with serving(settings, clock_ms=clock) as client:
+        response = await client.update(make_token("alice", name="Alice"), {"increment": 4})
+        assert response.code == 200, response.body
+        for alias, route in [
+            ("/api/top-scores", "/api/boards/kills/top"),
+            ("/api/players/alice", "/api/boards/kills/players/alice"),
+            ("/api/players/alice/around", "/api/boards/kills/players/alice/around"),
+        ]:
+            a, b = await client.request("GET", alias), await client.request("GET", route)
+            assert a.code == b.code == 200 and a.body == b.body, alias
+
+
+async def test_a_ban_holds_on_every_board(tmp_path: Path) -> None:
+    settings = settings_for(boards_file=boards_file(tmp_path))
+    async with serving(settings) as client:
+        await client.scored(alice=1)  # a user record for the ban (the default board's)
+        assert (await post(client, "laps", "alice", {"score": 5000})).code == 200
+        banned = await admin(client, "POST", "/api/users/alice/ban")
+        assert banned.code == 200, banned.body
+
+        async def off_laps() -> bool:
+            return shown(await get(client, "/api/boards/laps/top")) == []
+
+        await eventually(off_laps, "alice off the laps board", until=True)
+        refused = await post(client, "laps", "alice", {"score": 4000})
+        assert refused.code == 403, refused.body
