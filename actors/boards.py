@@ -375,6 +375,8 @@ class BoardsRuntime:
     async def _restore(self, user_id: str) -> None:
         """An unbanned player's standings come back on every board (from the store)."""
         for board_id, rules in self.rules.items():
+            for period in rules.spec.periods:
+                self.periods[(board_id, period.name)].ranks.index.forget_removal(user_id)
             try:
                 record = await self._store.get_board_record(rules, user_id)
             except StoreError:

@@ -40,10 +40,12 @@ class RegistryFull(Exception):
 
 @dataclass(frozen=True, slots=True)
 class AdminCommand:
-    """An admin action on this user, at ``now_ms``."""
+    """An admin action on this user, at ``now_ms``; ``blank``: the record to act on when
+    the user has none (a boards file's player, banned on every board)."""
 
     action: AdminAction
     now_ms: int
+    blank: UserRecord | None = None
 
 
 class UserActor(Actor[IncrementCommand | AdminCommand]):
@@ -100,7 +102,7 @@ class UserActor(Actor[IncrementCommand | AdminCommand]):
             if isinstance(message, AdminCommand):
                 change = message.action.change(message.now_ms)
                 self._known = None
-                record = await self._store.apply_admin(self.user_id, change)
+                record = await self._store.apply_admin(self.user_id, change, message.blank)
                 self._known = record
                 self._report(record)
                 return record

@@ -17,6 +17,7 @@ from handlers.errors import ApiError, challenge, failure_refusal
 from server.domain.admin import AdminAction
 from server.domain.records import UserRecord
 from server.domain.tokens import MAX_USER_ID_CHARS
+from server.store.changes import Change
 from server.store.port import StoreError
 from server.support.audit import audit_log
 
@@ -82,10 +83,18 @@ class AdminHandler(ApiHandler):
         self._audit["action"] = action.value
         self.admin()
         check_user_id(user_id)
-        command = AdminCommand(action, self.service.clock_ms())
+        now_ms = self.service.clock_ms()
+        blank = None
+        if self.service.board_runtime is not None and action is AdminAction.REMOVE:
+            # A boards file's player may have no record on the original board: the ban
+            # makes one, and holds on every board.
+            blank = UserRecord(user_id, user_id, 0, 0, now_ms)
+        command = AdminCommand(action, now_ms, blank)
         record = cast(UserRecord | None, await ask_user_actor(self.service, user_id, command))
         if record is None:
             raise ApiError(404, "not_found", f"no user {user_id!r}")
+        if self.service.board_runtime is not None:  # a ban holds on every board
+            self.service.board_runtime.saw(Change.of(record))
         self._audit["new_score"] = record.score
         return record
 

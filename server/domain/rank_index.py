@@ -94,6 +94,11 @@ class RankIndex:
         self._order.remove(rank_key(held))
         return True
 
+    def forget_removal(self, user_id: str) -> None:
+        """Take rows of a removed player again, whatever their version (a ban lifted:
+        their rows as stored come back)."""
+        self._removed.pop(user_id, None)
+
     def rank_of(self, user_id: str) -> int | None:
         """The player's 1-based rank, or ``None`` if not ranked. O(log n)."""
         row = self._rows.get(user_id)

@@ -141,14 +141,10 @@ class GuardedStore:
                 raise
         return await self._trial(lambda: self.inner.apply_increments(cmds, known))
 
-    async def apply_admin(self, user_id: str, change: AdminChange) -> UserRecord | None:
-        if self.breaker.closed:
-            try:
-                return await self.inner.apply_admin(user_id, change)
-            except StoreUnavailable:
-                self.breaker.failed(self._clock())
-                raise
-        return await self._trial(lambda: self.inner.apply_admin(user_id, change))
+    async def apply_admin(
+        self, user_id: str, change: AdminChange, blank: UserRecord | None = None
+    ) -> UserRecord | None:
+        return await self._write(lambda: self.inner.apply_admin(user_id, change, blank))
 
     async def apply_board_writes(
         self, rules: BoardRules, cmds: list[BoardCommand]

@@ -70,8 +70,12 @@ class ScoreStore(Protocol):
     async def top(self, limit: int) -> list[BoardRow]:
         """Return the best ``limit`` users: score descending, then earliest reached, then id."""
 
-    async def apply_admin(self, user_id: str, change: AdminChange) -> UserRecord | None:
-        """Apply an admin ``change`` to the user's record atomically; ``None``: no such user.
+    async def apply_admin(
+        self, user_id: str, change: AdminChange, blank: UserRecord | None = None
+    ) -> UserRecord | None:
+        """Apply an admin ``change`` to the user's record atomically; ``None``: no such
+        user. ``blank``: the record to apply it to when the user has none (a boards file's
+        players may have no record on the original board, and a ban must hold for them).
 
         Raises:
             StoreError: nothing is known to be applied.

@@ -297,12 +297,15 @@ class SqliteStore:
 
         return await self._call(job)
 
-    async def apply_admin(self, user_id: str, change: AdminChange) -> UserRecord | None:
+    async def apply_admin(
+        self, user_id: str, change: AdminChange, blank: UserRecord | None = None
+    ) -> UserRecord | None:
         def job(conn: sqlite3.Connection) -> UserRecord | None:
             row = conn.execute(_SELECT_USER, (user_id,)).fetchone()
-            if row is None:
+            current = _row_to_record(row) if row is not None else blank
+            if current is None:
                 return None
-            record = change(_row_to_record(row))
+            record = change(current)
             self._write(conn, record)
             return record
 
