@@ -149,7 +149,9 @@ async def post_score(handler: ApiHandler, board: BoardSpec, body: bytes) -> dict
         value = data.get(field, 1 if board.operator == "incr" else None)
     problem = validate_value(board, value)
     if problem is not None:
-        raise ApiError(400, f"invalid_{field}", problem)
+        if field == "increment":
+            raise ApiError(400, "invalid_increment", problem)
+        raise ApiError(400, "invalid_score", problem)
     key = parse_idempotency_key(header(handler.request, "Idempotency-Key"))
     fingerprint = None
     if key is not None:
@@ -233,7 +235,7 @@ async def reset(
     """The admin reset of one player in the current season of one period of ``board``.
 
     Raises:
-        ApiError: 404 ``unknown_user`` (no record on this board); the store's failures.
+        ApiError: 404 ``not_found`` (no record on this board); the store's failures.
     """
     runtime = runtime_of(handler)
     live = runtime.period(board.id, period.name)
@@ -245,6 +247,6 @@ async def reset(
     except StoreError as exc:
         raise failure_refusal(exc, handler.service.store.retry_after_s) from None
     if record is None:
-        raise ApiError(404, "unknown_user", f"no player {user_id[:64]!r} on board {board.id!r}")
+        raise ApiError(404, "not_found", f"no player {user_id[:64]!r} on board {board.id!r}")
     runtime.took(record)
     return {**scope(board, period, season), "user_id": user_id, "reset": True}

@@ -501,6 +501,53 @@ def openapi_document(
             "responses": {**operation["responses"], "404": _error(404, [*not_found, *unknown])},
         }
 
+    def board_scores(operation: dict[str, Any]) -> dict[str, Any]:
+        """``POST /api/boards/{board}/scores``: with a boards file, the board's value
+        field and the score and rank in every period; without one, the original answer."""
+        ok = operation["responses"]["200"]
+        original = ok["content"][JSON]["schema"]
+        in_period = _object(
+            {
+                "season": {"type": "string"},
+                "score": {"type": ["integer", "null"]},
+                "rank": {"type": ["integer", "null"], "minimum": 1},
+                "total": {"type": "integer", "minimum": 0},
+            }
+        )
+        with_file = _object(
+            {
+                "status": {"const": "success"},
+                "board": {"type": "string"},
+                "user_id": {"type": "string"},
+                "periods": {"type": "object", "additionalProperties": in_period},
+            }
+        )
+        return {
+            **operation,
+            "description": (
+                operation["description"] + " With a boards file (docs/boards.md) the body "
+                "carries the board's value field (`increment`, or `score` for best and set "
+                "boards) and the answer gives the score and rank in every period."
+            ),
+            "responses": {
+                **operation["responses"],
+                "200": {
+                    **ok,
+                    "content": {JSON: {"schema": {"oneOf": [original, with_file]}}},
+                },
+                "400": _error(
+                    400,
+                    [
+                        "invalid_json",
+                        "invalid_increment",
+                        "invalid_score",
+                        "invalid_idempotency_key",
+                        "invalid_action",
+                    ],
+                ),
+            },
+        }
+
     lookup_players = {
         "operationId": "lookupPlayers",
         "tags": ["players"],
@@ -627,7 +674,9 @@ def openapi_document(
             "/api/players/lookup": {"post": lookup_players},
             "/api/boards": {"get": list_boards},
             "/api/boards/{board}/scores": {
-                "post": on_board(update_score, "postBoardScore", reads=False, not_found=[]),
+                "post": board_scores(
+                    on_board(update_score, "postBoardScore", reads=False, not_found=[])
+                ),
                 "options": {
                     **_preflight(),
                     "operationId": "postBoardScorePreflight",
@@ -640,8 +689,10 @@ def openapi_document(
                     "tags": ["boards"],
                     "summary": "A period's seasons: start, end and state",
                     "description": (
-                        "Newest first. Today only all_time periods are served: one season, "
-                        "`all`, that never ends (docs/boards.md)."
+                        "Newest first: the current season, then the ended ones kept "
+                        "(`keep_seasons`), each with its players' count (`total`) and "
+                        "final top N (`top`). An all_time period has one season, `all`, "
+                        "that never ends (docs/boards.md)."
                     ),
                     "security": [],
                     "parameters": [board_param, period_param, _request_id_param()],
@@ -658,7 +709,10 @@ def openapi_document(
                                             {
                                                 **season["properties"],
                                                 "state": {"enum": ["current", "ended"]},
-                                            }
+                                                "total": {"type": "integer", "minimum": 0},
+                                                "top": {"type": "array", "items": ranked_row},
+                                            },
+                                            required=[*season["required"], "state"],
                                         ),
                                     },
                                 }

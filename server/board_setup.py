@@ -77,9 +77,8 @@ def served(settings: Settings) -> tuple[Settings, tuple[BoardSpec, ...]]:
     file: with the one board's limits in place of the server-wide ones).
 
     Raises:
-        SettingsError: the boards file is missing, wrong, or asks for what is not served
-            yet; or its board asks for proof of action without
-            ``SCOREBOARD_ACTION_SECRET`` (one line each).
+        SettingsError: the boards file is missing or wrong, or a board asks for proof
+            of action without ``SCOREBOARD_ACTION_SECRET`` (one line each).
     """
     boards = boards_of(settings)
     for board in boards:

@@ -6,6 +6,13 @@ stream) and projects each to the fields the board needs. ``full_document="update
 gives the document as it is when the event is read, which may be newer than the event;
 the per-user version ``v`` in it lets the leaderboard drop what it already has.
 
+The store's feed watches the database instead (:meth:`MongoChangeFeed.of_database`,
+:func:`database_pipeline`): the same events of ``users_scores``, and every write of
+``board_scores`` (issue 14: each changes a player's standings and version), which
+:func:`event_of` turns into a :class:`~server.store.changes.BoardChange`. One stream, so
+one resume token and one order for both. A board event's record comes without its
+idempotency keys and rate-limit log (projected away: readers take its standings).
+
 Only the real driver has ``watch()`` (mongomock does not): the tests drive this module
 against a real replica set when ``SCOREBOARD_TEST_MONGODB_URI`` is set, and test
 :func:`event_of` and the pipeline as data otherwise.
@@ -22,6 +29,7 @@ from pymongo.errors import ConnectionFailure, CursorNotFound, OperationFailure, 
 
 from server.domain.records import BoardRow
 from server.store.changes import (
+    BoardChange,
     Change,
     ChangeEvent,
     ChangeStream,
@@ -31,37 +39,59 @@ from server.store.changes import (
     FeedNotResumable,
     Reload,
 )
+from server.store.mongo_boards import BOARD_COLLECTION, FEED_FIELDS, board_record
 
 CHANGE_STREAM_HISTORY_LOST: Final = 286
 # How long one getMore waits for events; an empty wait still advances the resume token.
 MAX_AWAIT_MS: Final = 1000
 _BOARD_FIELDS: Final = ("score", "banned", "username")
 _ENDINGS: Final = ("invalidate", "drop", "rename", "dropDatabase")
+_USER_FIELDS: Final = ("_id", "username", "score", "reached_ms", "v", "banned")
+# The users' events that can change the board.
+_USERS_MATCH: Final[dict[str, Any]] = {
+    "$or": [
+        {"operationType": {"$in": ["insert", "replace", "delete", *_ENDINGS]}},
+        *(
+            {f"updateDescription.updatedFields.{field}": {"$exists": True}}
+            for field in _BOARD_FIELDS
+        ),
+    ]
+}
+_EVENT_FIELDS: Final = {"operationType": 1, "documentKey": 1, "wallTime": 1}
 
 PIPELINE: Final[list[dict[str, Any]]] = [
-    {
-        "$match": {
-            "$or": [
-                {"operationType": {"$in": ["insert", "replace", "delete", *_ENDINGS]}},
-                *(
-                    {f"updateDescription.updatedFields.{field}": {"$exists": True}}
-                    for field in _BOARD_FIELDS
-                ),
-            ]
-        }
-    },
+    {"$match": _USERS_MATCH},
     {
         "$project": {
-            "operationType": 1,
-            "documentKey": 1,
-            "wallTime": 1,
-            **{
-                f"fullDocument.{field}": 1
-                for field in ("_id", "username", "score", "reached_ms", "v", "banned")
-            },
+            **_EVENT_FIELDS,
+            **{f"fullDocument.{field}": 1 for field in _USER_FIELDS},
         }
     },
 ]
+
+
+def database_pipeline(users: str) -> list[dict[str, Any]]:
+    """The pipeline of a stream on the database: ``PIPELINE``'s events of the ``users``
+    collection, every event of ``board_scores``, and the database's own ending events
+    (other collections' events are left out). ``ns`` is kept: it tells them apart."""
+    return [
+        {
+            "$match": {
+                "$or": [
+                    {"operationType": {"$in": ["invalidate", "dropDatabase"]}},
+                    {"$and": [{"ns.coll": users}, _USERS_MATCH]},
+                    {"ns.coll": BOARD_COLLECTION},
+                ]
+            }
+        },
+        {
+            "$project": {
+                **_EVENT_FIELDS,
+                "ns": 1,
+                **{f"fullDocument.{field}": 1 for field in (*_USER_FIELDS, *FEED_FIELDS)},
+            }
+        },
+    ]
 
 
 def _written_ms(change: Mapping[str, Any]) -> int | None:
@@ -88,6 +118,9 @@ def event_of(change: Mapping[str, Any]) -> ChangeEvent | None:
     if not isinstance(doc, Mapping):
         # Looked up after the document was deleted: the delete event follows.
         return None
+    namespace = change.get("ns")
+    if isinstance(namespace, Mapping) and namespace.get("coll") == BOARD_COLLECTION:
+        return BoardChange(board_record(doc), _written_ms(change))
     row = BoardRow(doc["_id"], doc["username"], doc["score"], doc["reached_ms"], doc["v"])
     return Change(row, bool(doc.get("banned", False)), _written_ms(change))
 
@@ -96,16 +129,25 @@ class MongoChangeFeed:
     """A :class:`~server.store.changes.ChangeFeed` over ``collection.watch()``.
 
     Args:
-        collection: a ``pymongo`` async collection (``users_scores``).
+        collection: a ``pymongo`` async collection (``users_scores``), or database
+            (:meth:`of_database`).
+        pipeline: the stream's pipeline.
     """
 
-    def __init__(self, collection: Any) -> None:
+    def __init__(self, collection: Any, pipeline: list[dict[str, Any]] = PIPELINE) -> None:
         self._collection = collection
+        self._pipeline = pipeline
+
+    @classmethod
+    def of_database(cls, database: Any, users: str) -> MongoChangeFeed:
+        """The feed of the ``users`` collection's and the boards' writes: one stream on
+        ``database`` (:func:`database_pipeline`)."""
+        return cls(database, database_pipeline(users))
 
     async def watch(self, resume_token: object | None) -> ChangeStream:
         try:
             stream = await self._collection.watch(
-                PIPELINE,
+                self._pipeline,
                 full_document="updateLookup",
                 resume_after=resume_token,
                 max_await_time_ms=MAX_AWAIT_MS,

@@ -68,8 +68,10 @@ class GatedStore:
             raise self.fail_after_write[number]
         return decisions
 
-    async def apply_admin(self, user_id: str, change: AdminChange) -> UserRecord | None:
-        record = await self.inner.apply_admin(user_id, change)
+    async def apply_admin(
+        self, user_id: str, change: AdminChange, blank: UserRecord | None = None
+    ) -> UserRecord | None:
+        record = await self.inner.apply_admin(user_id, change, blank)
         if self.admin_fails_after_write is not None:
             raise self.admin_fails_after_write
         return record

@@ -122,7 +122,7 @@ def setting_default(env: str) -> Any:
 @cache
 def routes() -> dict[str, str]:
     """Route pattern -> its metrics ``route`` label, from the real application."""
-    app = make_app(SimpleNamespace(settings=Settings()), InFlight())  # type: ignore[arg-type]
+    app = make_app(SimpleNamespace(settings=Settings(), board_runtime=None), InFlight())  # type: ignore[arg-type]
     table = {}
     for rule in app.wildcard_router.rules:
         pattern = rule.matcher.regex.pattern.rstrip("$")  # type: ignore[attr-defined]

@@ -78,7 +78,7 @@ async def test_a_file_board_is_served_under_its_own_id(tmp_path: Path) -> None:
     path.write_text("[boards.arena]\nrate_limit_per_minute = 0\n")
     async with serving(replace(settings_for(), boards_file=str(path))) as client:
         done = await post(client, "/api/boards/arena/scores", make_token("ann"), {"increment": 2})
-        assert body_of(done)["new_score"] == 2
+        assert body_of(done)["periods"]["all_time"]["score"] == 2
         assert (await get(client, "/api/boards/main/top")).code == 404
         assert body_of(await get(client, "/api/boards/arena/players/ann"))["score"] == 2
 

@@ -85,30 +85,30 @@ def settings_with(tmp_path: Path, text: str, **overrides: object) -> Settings:
     return replace(Settings(), boards_file=str(path), **overrides)  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("text", "words"),
-    [
-        (WORKED_EXAMPLE, "serves one board for now (issue 14 in progress), not 'kills', 'laps'"),
-        ("[boards.laps]\noperator = 'best'\n", "operator 'best', order 'desc': this server"),
-        ("[boards.laps]\norder = 'asc'\n", "order 'asc'"),
-        ("[boards.k]\nperiods = ['daily']\n", "periods daily: this server serves the all_time"),
-        ("[boards.k]\naction_points = { kill = 1 }\n", "proof of action needs SCOREBOARD_ACTION"),
-    ],
-)
-def test_a_file_asking_for_what_is_not_served_yet_stops_the_server(
-    tmp_path: Path, text: str, words: str
-) -> None:
+def test_a_board_asking_for_proof_of_action_needs_the_action_secret(tmp_path: Path) -> None:
     with pytest.raises(SettingsError) as refused:
-        served(settings_with(tmp_path, text))
-    assert words in str(refused.value) and "\n" not in str(refused.value)
+        served(settings_with(tmp_path, "[boards.k]\naction_points = { kill = 1 }\n"))
+    assert "proof of action needs SCOREBOARD_ACTION" in str(refused.value)
+    assert "\n" not in str(refused.value)
     assert str(refused.value).startswith("invalid setting SCOREBOARD_BOARDS_FILE: ")
 
 
-def test_the_served_boards_limits_replace_the_server_wide_ones(tmp_path: Path) -> None:
+def test_every_board_of_the_worked_example_is_served(tmp_path: Path) -> None:
+    settings, boards = served(settings_with(tmp_path, WORKED_EXAMPLE, action_secret="s" * 32))
+    assert [b.id for b in boards] == ["kills", "laps", "level"]
+    assert settings.boards_file is not None
+
+
+def test_each_board_of_a_file_keeps_its_own_limits(tmp_path: Path) -> None:
     text = "[boards.arena]\ntop_n = 3\nmax_increment = 7\nrate_limit_per_minute = 0\n"
     settings, (board,) = served(settings_with(tmp_path, text, top_n=10, max_increment=100))
-    assert board.id == "arena"
-    assert (settings.top_n, settings.max_increment, settings.rate_limit_per_minute) == (3, 7, 0)
+    assert (board.id, board.top_n, board.max_increment, board.rate_limit_per_minute) == (
+        "arena",
+        3,
+        7,
+        0,
+    )
+    assert (settings.top_n, settings.max_increment) == (10, 100)  # the server's, unchanged
     # Without a file: the settings as they are, and the one board main.
     plain, (main,) = served(Settings(top_n=4))
     assert plain == Settings(top_n=4) and main.id == "main"

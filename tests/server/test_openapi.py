@@ -79,7 +79,7 @@ def documented_errors(document: dict[str, Any]) -> set[tuple[int, str]]:
 
 def routes() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
     """(OpenAPI-style path, handler class) of every route of the real application."""
-    service = cast(Service, SimpleNamespace(settings=Settings()))
+    service = cast(Service, SimpleNamespace(settings=Settings(), board_runtime=None))
     app = make_app(service, InFlight())
     found = []
     for rule in app.wildcard_router.rules:

@@ -86,12 +86,14 @@ class SwitchedStore(SqliteStore):
             await self.released.wait()  # no answer until the test releases it
         return await super().apply_increments(cmds, known)
 
-    async def apply_admin(self, user_id: str, change: AdminChange) -> UserRecord | None:
+    async def apply_admin(
+        self, user_id: str, change: AdminChange, blank: UserRecord | None = None
+    ) -> UserRecord | None:
         self.writes += 1
         self._check()
         if self.hang:
             await self.released.wait()
-        return await super().apply_admin(user_id, change)
+        return await super().apply_admin(user_id, change, blank)
 
     async def top(self, limit: int) -> list[BoardRow]:
         self._check()

@@ -52,7 +52,7 @@ class Adapter:
     async def apply_increments(self, cmds: list[IncrementCommand], known: Any = None) -> Any:
         return await self._do("write", [Applied(RECORD)])
 
-    async def apply_admin(self, user_id: str, change: Any) -> Any:
+    async def apply_admin(self, user_id: str, change: Any, blank: Any = None) -> Any:
         return await self._do("admin", RECORD)
 
     async def top(self, limit: int) -> Any:

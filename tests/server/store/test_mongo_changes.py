@@ -28,9 +28,13 @@ from pymongo.errors import (
     ServerSelectionTimeoutError,
 )
 
+from server.domain.board_writes import BoardKey, BoardRecord
+from server.domain.boards import Standing
 from server.domain.records import BoardRow
+from server.domain.standings import BoardStandings, SeasonStanding
 from server.store.changes import (
     RESTART_REASONS,
+    BoardChange,
     Change,
     ChangeEvent,
     FeedHistoryLost,
@@ -39,12 +43,14 @@ from server.store.changes import (
     FeedNotResumable,
     Reload,
 )
+from server.store.mongo_boards import BOARD_COLLECTION, board_document
 from server.store.mongo_changes import (
     MAX_AWAIT_MS,
     PIPELINE,
     MongoChangeFeed,
     _feed_error,
     _MongoStream,
+    database_pipeline,
     event_of,
 )
 from tests.conftest import scaled
@@ -449,3 +455,145 @@ async def test_a_stream_opened_from_now_resumes_from_the_drivers_first_token() -
     with pytest.raises(FeedInterrupted):
         await stream.next_batch()
     assert stream.resume_token == {"_data": "opened-here"}
+
+
+# --- the boards (issue 14): one stream on the database ------------------------------------
+
+RECORD = BoardRecord(
+    "kills",
+    "alice",
+    "Alice",
+    4,
+    BoardStandings(
+        (
+            SeasonStanding("daily", "2026-03-03", Standing(2, 1_000)),
+            SeasonStanding("all_time", "all", Standing(7, 1_000)),
+        ),
+        (SeasonStanding("daily", "2026-03-02", Standing(5, 900)),),
+    ),
+    (BoardKey("k", (2, 7), 4, "fp"),),
+    (1_000,),
+)
+
+
+def board_event(kind: str, token: int = 1, **fields: Any) -> dict[str, Any]:
+    """A change-stream document of ``board_scores``."""
+    body = event(kind, token, **fields)
+    if "ns" in body:
+        body["ns"] = {"db": "scoreboard", "coll": BOARD_COLLECTION}
+        body["documentKey"] = {"_id": "kills\x00alice"}
+    return body
+
+
+def board_full_document(record: BoardRecord = RECORD) -> dict[str, Any]:
+    return board_document(record, lambda period, season: len(season))
+
+
+@pytest.mark.parametrize("kind", ["insert", "update", "replace"])
+def test_a_board_write_is_a_board_change_of_its_record(kind: str) -> None:
+    change = event_of(board_event(kind, fullDocument=board_full_document(), wallTime=WALL))
+    assert change == BoardChange(RECORD, WALL_MS)
+
+
+def test_a_board_event_without_the_rings_carries_the_standings() -> None:
+    # As the database pipeline projects it: no keys, no rate-limit log.
+    doc = {k: v for k, v in board_full_document().items() if k not in {"keys", "acc"}}
+    change = event_of(board_event("update", fullDocument=doc))
+    assert isinstance(change, BoardChange)
+    assert change.record.standings == RECORD.standings
+    assert (change.record.v, change.record.recent_keys, change.record.accepted_ms) == (4, (), ())
+
+
+def test_board_events_that_carry_no_record_are_as_the_users() -> None:
+    assert event_of(board_event("delete")) == Reload()
+    assert event_of(board_event("update", fullDocument=None)) is None
+    with pytest.raises(FeedInvalidated):
+        event_of(board_event("drop"))
+
+
+def other(kind: str, token: int, coll: str, **fields: Any) -> dict[str, Any]:
+    body = event(kind, token, **fields)
+    body["ns"] = {"db": "scoreboard", "coll": coll}
+    return body
+
+
+DATABASE_EVENTS = {
+    **{
+        name: {**doc, "ns": {"db": "scoreboard", "coll": "users_scores"}}
+        if name not in {"invalidate", "dropDatabase"}
+        else doc
+        for name, doc in SAMPLE_EVENTS.items()
+    },
+    "board-insert": board_event("insert", 20, fullDocument=board_full_document()),
+    "board-update": board_event(
+        "update",
+        21,
+        fullDocument=board_full_document(),
+        updateDescription={"updatedFields": {"v": 4, "s.0": {}}, "removedFields": []},
+    ),
+    "board-rings-only": board_event(
+        "update",
+        22,
+        fullDocument=board_full_document(),
+        updateDescription={"updatedFields": {"keys.3": [], "acc.1": 5}, "removedFields": []},
+    ),
+    "board-drop": other("drop", 23, BOARD_COLLECTION),
+    "spent-insert": other("insert", 24, "spent_actions", fullDocument={"_id": "j1", "exp": 9}),
+    "other-drop": other("drop", 25, "elsewhere"),
+    "other-update": other("update", 26, "elsewhere", fullDocument=full_document()),
+}
+DATABASE_KEPT = (set(SAMPLE_EVENTS) - FILTERED_OUT) | {
+    "board-insert",
+    "board-update",
+    "board-rings-only",
+    "board-drop",
+}
+
+
+def run_database_pipeline(stages: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    collection: Any = mongomock.MongoClient()["changes"]["events"]
+    collection.insert_many([{**doc, "name": name} for name, doc in DATABASE_EVENTS.items()])
+    return {doc.pop("name"): doc for doc in collection.aggregate(stages)}
+
+
+def test_the_database_pipeline_keeps_the_users_events_and_every_board_write() -> None:
+    (match, project) = database_pipeline("users_scores")
+    assert set(run_database_pipeline([match])) == DATABASE_KEPT
+    by_name = run_database_pipeline([match, {"$project": {**project["$project"], "name": 1}}])
+    # The users' events map as they do on the collection's own stream.
+    for name in (
+        set(SAMPLE_EVENTS) - FILTERED_OUT - {"invalidate", "drop", "rename", "dropDatabase"}
+    ):
+        assert event_of(by_name[name]) == event_of(SAMPLE_EVENTS[name])
+    # A board event keeps its record but not the rings: the oplog holds them, the feed not.
+    board = by_name["board-insert"]
+    assert set(board["fullDocument"]) == {"_id", "b", "u", "n", "v", "s"}
+    assert event_of(board) == BoardChange(
+        BoardRecord(RECORD.board, RECORD.user_id, RECORD.username, RECORD.v, RECORD.standings)
+    )
+    with pytest.raises(FeedInvalidated):
+        event_of(by_name["board-drop"])
+
+
+def test_the_users_collection_pipeline_is_unchanged() -> None:
+    # The database pipeline does not touch the collection's (the store's own before).
+    match, project = database_pipeline("users_scores")
+    assert PIPELINE[0] == {"$match": match["$match"]["$or"][1]["$and"][1]}
+    assert set(PIPELINE[1]["$project"]) < set(project["$project"])
+
+
+async def test_the_store_feed_watches_the_database_with_its_pipeline() -> None:
+    database = FakeCollection(FakeDriverStream())  # a database's watch() is the same call
+    feed = MongoChangeFeed.of_database(database, "users_scores")
+    stream = await feed.watch({"_data": "t1"})
+    assert stream.resume_token == {"_data": "t1"}
+    assert database.calls == [
+        (
+            (database_pipeline("users_scores"),),
+            {
+                "full_document": "updateLookup",
+                "resume_after": {"_data": "t1"},
+                "max_await_time_ms": MAX_AWAIT_MS,
+            },
+        )
+    ]

@@ -68,9 +68,9 @@ class Database:
         self._target = AsyncMongoMockClient()[f"test_{uuid.uuid4().hex}"]
         self.users = Collection(self._target["users_scores"])
 
-    def __getitem__(self, name: str) -> Collection:
-        assert name == "users_scores"
-        return self.users
+    def __getitem__(self, name: str) -> Any:
+        # The users' collection is the one these tests fake; the boards' are mongomock's.
+        return self.users if name == "users_scores" else self._target[name]
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._target, name)
