@@ -33,6 +33,7 @@ import logging
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 from actors.base import ActorStopped, QueuedCount
@@ -49,7 +50,7 @@ from server.domain.board_writes import (
 from server.domain.boards import BoardSpec
 from server.domain.rank_index import RankIndex
 from server.domain.records import BoardRow
-from server.domain.seasons import Period, Season, previous_seasons
+from server.domain.seasons import Period, Season, previous_seasons, season_named
 from server.domain.standings import SeasonClock
 from server.store.changes import BoardChange, Change
 from server.store.port import ScoreStore, StoreError
@@ -352,10 +353,12 @@ class BoardsRuntime:
             if archive is not None:  # a late write into an ended season
                 archive.apply(row_of(spec, record, held))
             elif held in record.standings.current and live.season.end_ms is not None:
-                # A newer season than this pod's: its clock is behind the writer's.
-                self.check_seasons(max(self._clock_ms(), live.season.end_ms))
-                if held.season == live.season.season_id:
-                    live.take(row_of(spec, record, held))
+                newer = season_named(live.period, held.season)
+                if newer.start_ms > live.season.start_ms:
+                    # A newer season than this pod's: its clock is behind the writer's.
+                    self.check_seasons(max(self._clock_ms(), newer.start_ms))
+                    if held.season == live.season.season_id:
+                        live.take(row_of(spec, record, held))
 
     def saw(self, event: BoardChange | Change) -> None:
         """A change on the feed: another pod's board write, or a user's ban or unban."""
@@ -411,11 +414,18 @@ class BoardsRuntime:
                 "season started",
                 extra={"board": board_id, "period": live.period.name, "season": season.season_id},
             )
-            self._own(self._announce(live, season), "board-season")
+            # Queued now, ahead of the new season's rows: the leaderboard starts the new
+            # epoch, and its watchers move to the new season, before it shows any of them.
+            started = NewSeason(partial(self._started, live, season))
+            self._own(self._announce(live.leaderboard.ask(started)), "board-season")
 
-    async def _announce(self, live: PeriodLive, season: Season) -> None:
-        if await live.leaderboard.ask(NewSeason()) and live.season == season:
+    def _started(self, live: PeriodLive, season: Season) -> None:
+        if live.season == season:
             self.on_season_started(live.spec.id, live.period.name, season.season_id)
+
+    async def _announce(self, reply: asyncio.Future[bool]) -> None:
+        if not await reply:  # the leaderboard could not read the new season's top
+            log.warning("a board's leaderboard did not start its new season")
 
     async def _tick(self) -> None:
         while True:

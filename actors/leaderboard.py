@@ -93,7 +93,11 @@ class ReloadTop:
 class NewSeason:
     """The board's period began a new season (issue 14): read the top K again (the new
     season's, from the rank index) and start a new epoch, so no client resumes across
-    seasons. Asked: the answer is whether the read succeeded."""
+    seasons. ``started`` is called once the new view is in place, before any later
+    message is handled (the watchers move to the new season before any of its
+    publications). Asked: the answer is whether the read succeeded."""
+
+    started: Callable[[], None] = lambda: None
 
 
 class _Publish:
@@ -176,6 +180,7 @@ class LeaderboardActor(Actor[LeaderboardMessage]):
                 self._timer = None
             fresh = BoardView.empty(secrets.token_hex(4), self.view.history.size)
             self.view = fresh.loaded_with(self._topk.top(self._top_n), self._admission())
+            message.started()
             return True
         if isinstance(message, ReloadTop):
             reloaded = await self._refill()

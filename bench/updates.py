@@ -3,6 +3,7 @@
     python -m bench.updates [--rounds 3] [--duration 10] [--loader auto|wrk|python]
     python -m bench.updates --sqlite-synchronous NORMAL     # the store's faster setting
     python -m bench.updates --quick --loader python         # 1 round of 1 s: the smoke test
+    python -m bench.updates --periods daily,weekly,all_time # a board of three periods
 
 Exit status 1 when our server answered anything but 2xx or a connection to it failed
 (warm-ups and the hot-user phase included); missed speed goals are reported, not failed.
@@ -515,6 +516,18 @@ async def run_wrk(
 # --- servers --------------------------------------------------------------------------------
 
 
+def boards_file(ws: Workspace, periods: str) -> Path:
+    """A boards file whose one board, ``main``, adds to a score in each of ``periods``
+    (comma-separated), with no rate limit: the original routes then serve it."""
+    names = ", ".join(f'"{name.strip()}"' for name in periods.split(","))
+    path = ws.path / "boards.toml"
+    path.write_text(
+        f'[boards.main]\nperiods = [{names}]\ntimezone = "Europe/Berlin"\n'
+        "rate_limit_per_minute = 0\n"
+    )
+    return path
+
+
 def start(ws: Workspace, kind: str, args: argparse.Namespace) -> ServerProcess:
     """Our server (an SQLite file in the workspace) or the bare app, on a free port."""
     port = free_port()
@@ -530,6 +543,8 @@ def start(ws: Workspace, kind: str, args: argparse.Namespace) -> ServerProcess:
         )
         if args.sqlite_synchronous:
             env["SCOREBOARD_SQLITE_SYNCHRONOUS"] = args.sqlite_synchronous
+        if args.periods:
+            env["SCOREBOARD_BOARDS_FILE"] = str(boards_file(ws, args.periods))
     module = "server" if kind == "ours" else "bench.bare_server"
     log_path = ws.path / f"{kind}-{port}.log"
     with open(log_path, "wb") as log:
@@ -997,6 +1012,12 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
         default=60.0,
         help="before each run, wait up to this many s for other processes to leave the CPUs "
         f"(< {QUIET_PCT:g}%% of the machine; 0: start at once)",
+    )
+    parser.add_argument(
+        "--periods",
+        default="",
+        help="serve a boards file whose default board has these periods, e.g. "
+        "daily,weekly,all_time (issue 14); default: no file, the original board",
     )
     parser.add_argument("--keep-logs", action="store_true", help="keep the temporary directory")
     parser.add_argument(

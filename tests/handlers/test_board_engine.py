@@ -5,9 +5,11 @@ sleeping past a boundary)."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 
 from tests.conftest import (
@@ -231,3 +233,69 @@ async def test_a_ban_holds_on_every_board(tmp_path: Path) -> None:
 
         await eventually(back_on_laps, "alice back on the laps board")
         assert (await post(client, "laps", "alice", {"score": 4000})).code == 200
+
+
+# 2026-03-29 00:30 UTC: Sunday in Berlin, just before the clocks go from 02:00 to 03:00.
+BEFORE_DST = 1_774_744_200_000
+HOUR = 3_600_000
+
+
+async def test_a_weekly_season_across_a_daylight_saving_change(tmp_path: Path) -> None:
+    clock = Clock(BEFORE_DST)
+    settings = settings_for(boards_file=boards_file(tmp_path))
+    async with serving(settings, clock_ms=clock) as client:
+        before = body_of(await post(client, "kills", "alice", {"increment": 1}))["periods"]
+        clock.now_ms += 3 * HOUR  # after the change: the same Sunday, the same week
+        after = body_of(await post(client, "kills", "alice", {"increment": 1}))["periods"]
+        assert before["weekly"]["season"] == after["weekly"]["season"] == "2026-03-23"
+        assert after["weekly"]["score"] == 2
+        # Monday 00:00 in Berlin is now 22:00 UTC on Sunday (UTC+2), not 23:00.
+        clock.now_ms = 1_774_821_600_000  # 2026-03-29 22:00:00 UTC
+        monday = body_of(await post(client, "kills", "alice", {"increment": 1}))["periods"]
+        assert monday["weekly"] == {"season": "2026-03-30", "score": 1, "rank": 1, "total": 1}
+
+
+async def test_a_cron_season_turns_over_on_its_schedule(tmp_path: Path) -> None:
+    clock = Clock(1_775_001_599_000)  # 2026-03-31 23:59:59 UTC (laps is in UTC)
+    settings = settings_for(boards_file=boards_file(tmp_path))
+    async with serving(settings, clock_ms=clock) as client:
+        march = body_of(await post(client, "laps", "alice", {"score": 90_000}))["periods"]
+        clock.now_ms += 2000
+        april = body_of(await post(client, "laps", "alice", {"score": 95_000}))["periods"]
+        assert march["cup"]["season"] == "2026-03-01T00:00"
+        assert april["cup"] == {
+            "season": "2026-04-01T00:00",
+            "score": 95_000,
+            "rank": 1,
+            "total": 1,
+        }
+        assert april["all_time"]["score"] == 90_000  # best: the better one, lower first
+        ended = await get(client, "/api/boards/laps/top?period=cup&season=2026-03-01T00:00")
+        assert shown(ended) == [("alice", 90_000)]
+
+
+async def test_an_action_tokens_jti_is_spent_once_across_boards(tmp_path: Path) -> None:
+    secret = "action-service-secret-of-32-bytes-or-more"
+    path = tmp_path / "boards.toml"
+    path.write_text(
+        "[boards.kills]\naction_points = { kill = 3 }\nrate_limit_per_minute = 0\n"
+        "[boards.deaths]\naction_points = { kill = 1 }\nrate_limit_per_minute = 0\n"
+    )
+    settings = settings_for(
+        boards_file=str(path), action_secret=secret, action_points=(("kill", 3),)
+    )
+    now = int(time.time())
+
+    def action(jti: str, **claims: Any) -> dict[str, str]:
+        body = {"sub": "alice", "jti": jti, "act": "kill", "iat": now, "exp": now + 60}
+        return {"action_token": jwt.encode({**body, **claims}, secret, algorithm="HS256")}
+
+    async with serving(settings) as client:
+        first = await post(client, "kills", "alice", action("j1"))
+        assert first.code == 200 and body_of(first)["periods"]["all_time"]["score"] == 3
+        elsewhere = await post(client, "deaths", "alice", action("j1"))
+        assert (elsewhere.code, body_of(elsewhere)["error"]) == (409, "action_replayed")
+        bound = await post(client, "deaths", "alice", action("j2", brd="kills"))
+        assert (bound.code, body_of(bound)["error"]) == (403, "action_forbidden")
+        own = await post(client, "deaths", "alice", action("j3", brd="deaths"))
+        assert own.code == 200 and body_of(own)["periods"]["all_time"]["score"] == 1
