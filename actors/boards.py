@@ -185,19 +185,30 @@ class BoardWriter(UserActor):
         )
         self._runtime = runtime
         self._rules = rules
+        # The record this writer last wrote: lets the store skip reading it first.
+        self._board_known: BoardRecord | None = None
 
     def batchable(self, message: Any) -> bool:
         return isinstance(message, BoardCommand)
+
+    def saw_version(self, v: int) -> None:
+        if self._board_known is not None and self._board_known.v < v:
+            self._board_known = None
+
+    def forget_known(self) -> None:
+        self._board_known = None
 
     async def receive(self, message: Any) -> Any:
         return (await self.receive_batch([message]))[0]
 
     async def receive_batch(self, messages: list[Any]) -> list[Any]:
         self._busy = True
+        known, self._board_known = self._board_known, None  # unknown again if it fails
         try:
-            decisions = await self._store.apply_board_writes(self._rules, list(messages))
+            decisions = await self._store.apply_board_writes(self._rules, list(messages), known)
             applied = [d.record for d in decisions if isinstance(d, BoardApplied)]
             if applied:
+                self._board_known = applied[-1]
                 self._runtime.took(applied[-1])
             return list(decisions)
         finally:
@@ -363,7 +374,10 @@ class BoardsRuntime:
     def saw(self, event: BoardChange | Change) -> None:
         """A change on the feed: another pod's board write, or a user's ban or unban."""
         if isinstance(event, BoardChange):
-            self.took(event.record)
+            record = event.record
+            # Another pod wrote it (or this one): the writer's record may be stale.
+            self.writers.saw_version(self.writer_key(record.board, record.user_id), record.v)
+            self.took(record)
             return
         user_id = event.row.user_id
         if event.banned:
@@ -394,6 +408,7 @@ class BoardsRuntime:
         Raises:
             StoreError: the store could not be read.
         """
+        self.writers.forget_known()
         for live in self.periods.values():
             await live.ranks.load()
             if not await live.leaderboard.ask(ReloadTop()):

@@ -147,9 +147,9 @@ class GuardedStore:
         return await self._write(lambda: self.inner.apply_admin(user_id, change, blank))
 
     async def apply_board_writes(
-        self, rules: BoardRules, cmds: list[BoardCommand]
+        self, rules: BoardRules, cmds: list[BoardCommand], known: BoardRecord | None = None
     ) -> list[BoardDecision]:
-        return await self._write(lambda: self.inner.apply_board_writes(rules, cmds))
+        return await self._write(lambda: self.inner.apply_board_writes(rules, cmds, known))
 
     async def reset_board_standing(
         self, rules: BoardRules, user_id: str, period: str, season: str

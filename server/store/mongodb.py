@@ -309,8 +309,10 @@ class MongoStore:
     # --- boards (issue 14): documents and queries in server/store/mongo_boards.py -------
 
     async def apply_board_writes(
-        self, rules: BoardRules, cmds: list[BoardCommand]
+        self, rules: BoardRules, cmds: list[BoardCommand], known: BoardRecord | None = None
     ) -> list[BoardDecision]:
+        # ``known`` is not used: the board's document is read first (the ban and the
+        # spent tokens are read anyway), then written with a compare-and-set.
         self._check_open()
         if not cmds:
             return []

@@ -100,13 +100,17 @@ class ScoreStore(Protocol):
     # --- boards (issue 14): one record per (board, player) ----------------------------
 
     async def apply_board_writes(
-        self, rules: BoardRules, cmds: list[BoardCommand]
+        self, rules: BoardRules, cmds: list[BoardCommand], known: BoardRecord | None = None
     ) -> list[BoardDecision]:
         """Apply consecutive updates of one player to ``rules``' board in one atomic write
         (:func:`server.domain.board_writes.decide_board_all`): every period's standing,
         the player's idempotency key and rate-limit log, and the proof-of-action tokens
         spent (once across all boards). A banned player's are refused
         (:class:`~server.domain.board_writes.BoardBanned`).
+
+        ``known``: the player's record as the caller last saw it; as for
+        :meth:`apply_increments`, the store may decide on it and write with a
+        compare-and-set on its version instead of reading first.
 
         Raises:
             StoreError: none is known to be applied.

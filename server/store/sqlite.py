@@ -352,10 +352,10 @@ class SqliteStore:
     # --- boards (server/store/sqlite_boards.py) --------------------------------------
 
     async def apply_board_writes(
-        self, rules: BoardRules, cmds: list[BoardCommand]
+        self, rules: BoardRules, cmds: list[BoardCommand], known: BoardRecord | None = None
     ) -> list[BoardDecision]:
         def job(conn: sqlite3.Connection) -> list[BoardDecision]:
-            decisions, written = boards.apply_board_writes(conn, rules, cmds)
+            decisions, written = boards.apply_board_writes(conn, rules, cmds, known)
             if written is not None and self._feed is not None:
                 self._written.append(written)
             return decisions

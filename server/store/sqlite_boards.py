@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from functools import lru_cache
 from typing import Final
 
 from server.domain.board_writes import (
@@ -33,9 +34,9 @@ from server.domain.board_writes import (
     BoardRules,
     decide_board_all,
 )
-from server.domain.boards import Standing
-from server.domain.records import BoardRow
-from server.domain.seasons import season_named
+from server.domain.boards import BoardSpec, Standing
+from server.domain.records import BoardRow, SpentAction
+from server.domain.seasons import Period, season_named
 from server.domain.standings import BoardStandings, SeasonStanding
 
 BOARDS_SCHEMA: Final = """
@@ -76,11 +77,13 @@ _SELECT_PLAYER_STANDINGS: Final = (
     "SELECT period, season, score, reached_ms, start_ms FROM board_standings "
     "WHERE board = ? AND user_id = ? ORDER BY period, start_ms DESC"
 )
-_UPSERT_PLAYER: Final = (
+_INSERT_PLAYER: Final = (
     "INSERT INTO board_players (board, user_id, username, v, recent_keys, accepted_ms) "
-    "VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (board, user_id) DO UPDATE SET "
-    "username = excluded.username, v = excluded.v, recent_keys = excluded.recent_keys, "
-    "accepted_ms = excluded.accepted_ms"
+    "VALUES (?, ?, ?, ?, ?, ?)"
+)
+_UPDATE_PLAYER_IF: Final = (
+    "UPDATE board_players SET username = ?, v = ?, recent_keys = ?, accepted_ms = ? "
+    "WHERE board = ? AND user_id = ? AND v = ?"
 )
 _UPSERT_STANDING: Final = (
     "INSERT INTO board_standings "
@@ -151,11 +154,19 @@ def read_board_record(
 
 
 def apply_board_writes(
-    conn: sqlite3.Connection, rules: BoardRules, cmds: list[BoardCommand]
+    conn: sqlite3.Connection,
+    rules: BoardRules,
+    cmds: list[BoardCommand],
+    known: BoardRecord | None = None,
 ) -> tuple[list[BoardDecision], BoardRecord | None]:
     """Decide ``cmds`` (one player's, in order) and write what they change: the player's
     row, each season row that moved, and the tokens spent. Returns the decisions and the
-    record written (``None``: nothing was)."""
+    record written (``None``: nothing was).
+
+    ``known``: the record as the player's writer last wrote it. It is decided on without
+    reading the player's rows, and trusted only if the player's row still has its version
+    (a compare-and-set); otherwise the rows are read and the updates decided again.
+    """
     user_id = cmds[0].user_id
     banned = conn.execute(_SELECT_BANNED, (user_id,)).fetchone()
     if banned is not None and banned[0]:
@@ -167,39 +178,48 @@ def apply_board_writes(
         if cmd.action is not None
         and conn.execute(_SELECT_SPENT, (cmd.action.jti, now_ms)).fetchone() is not None
     )
+    if known is not None:
+        decisions, final, spending = decide_board_all(known, cmds, rules, spent=spent)
+        if final is not None and _write(conn, rules, known, final):
+            _spend(conn, spending)
+            return decisions, final
     held = read_board_record(conn, rules, user_id)
     decisions, final, spending = decide_board_all(held, cmds, rules, spent=spent)
     if final is None:
         return decisions, None
     _write(conn, rules, held, final)
+    _spend(conn, spending)
+    return decisions, final
+
+
+def _spend(conn: sqlite3.Connection, spending: list[SpentAction]) -> None:
     for action in spending:
         conn.execute(_SPEND, (action.jti, action.expires_ms))
-    return decisions, final
 
 
 def _write(
     conn: sqlite3.Connection, rules: BoardRules, held: BoardRecord | None, record: BoardRecord
-) -> None:
+) -> bool:
+    """Write ``record`` over ``held`` (what the store holds, or ``None``): the player's row
+    (only if it still has ``held``'s version) and the season rows that changed. Returns
+    whether it was written (``False``: another writer got there first, nothing written)."""
     spec = rules.spec
-    conn.execute(
-        _UPSERT_PLAYER,
-        (
-            spec.id,
-            record.user_id,
-            record.username,
-            record.v,
-            json.dumps([list(k) for k in record.recent_keys], separators=(",", ":")),
-            json.dumps(list(record.accepted_ms), separators=(",", ":")),
-        ),
+    player = (
+        record.username,
+        record.v,
+        json.dumps([list(k) for k in record.recent_keys], separators=(",", ":")),
+        json.dumps(list(record.accepted_ms), separators=(",", ":")),
     )
+    if held is None:
+        conn.execute(_INSERT_PLAYER, (spec.id, record.user_id, *player))
+    elif conn.execute(_UPDATE_PLAYER_IF, (*player, spec.id, record.user_id, held.v)).rowcount != 1:
+        return False
     before = _by_season(held.standings) if held is not None else {}
     after = _by_season(record.standings)
-    for (period, season), standing in after.items():
-        unchanged = held is not None and held.username == record.username
-        if unchanged and before.get((period, season)) == standing:
-            continue  # an ended season, or a period the update left alone
-        conn.execute(
-            _UPSERT_STANDING,
+    renamed = held is not None and held.username != record.username
+    conn.executemany(
+        _UPSERT_STANDING,
+        [
             (
                 spec.id,
                 period,
@@ -209,21 +229,39 @@ def _write(
                 standing.score,
                 standing.reached_ms,
                 record.v,
-                _start_ms(rules, period, season),
-            ),
-        )
-    for period, season in before.keys() - after.keys():
-        conn.execute(_DELETE_STANDING, (spec.id, period, season, record.user_id))
+                season_start_ms(spec, period, season),
+            )
+            for (period, season), standing in after.items()
+            # Unchanged: an ended season, or a period the update left alone.
+            if renamed or before.get((period, season)) != standing
+        ],
+    )
+    conn.executemany(
+        _DELETE_STANDING,
+        [
+            (spec.id, period, season, record.user_id)
+            for period, season in before.keys() - after.keys()
+        ],
+    )
+    return True
 
 
 def _by_season(standings: BoardStandings) -> dict[tuple[str, str], Standing]:
     return {(s.period, s.season): s.standing for s in (*standings.current, *standings.ended)}
 
 
-def _start_ms(rules: BoardRules, period_name: str, season_id: str) -> int:
-    period = rules.spec.period(period_name)
+def season_start_ms(spec: BoardSpec, period_name: str, season_id: str) -> int:
+    """The start of a season, for its rows (retirement deletes by it)."""
+    period = spec.period(period_name)
     if period is None:  # a period the file no longer names: keep its rows findable
         return 0
+    return _start_of(period, season_id)
+
+
+@lru_cache(maxsize=4096)
+def _start_of(period: Period, season_id: str) -> int:
+    # Cached: a season's start takes tens of microseconds to compute (a cron one, a
+    # fraction of a millisecond), and every write of a season asks for the same few.
     return season_named(period, season_id).start_ms
 
 
