@@ -50,7 +50,7 @@ from server.domain.board_writes import (
 from server.domain.boards import BoardSpec
 from server.domain.rank_index import RankIndex
 from server.domain.records import BoardRow
-from server.domain.seasons import Period, Season, previous_seasons, season_named
+from server.domain.seasons import Period, Season, previous_seasons, season_start
 from server.domain.standings import SeasonClock
 from server.store.changes import BoardChange, Change
 from server.store.port import ScoreStore, StoreError
@@ -341,35 +341,41 @@ class BoardsRuntime:
 
     def took(self, record: BoardRecord) -> None:
         """A record this pod wrote, or another pod's from the feed: into every index it
-        changes."""
+        changes. Costs O(periods) per write (O(log n) each), plus the kept ended seasons
+        while an archive of one is in memory."""
         if record.user_id in self.banned:
             return
         spec = self.specs.get(record.board)
         if spec is None:
             return  # a board no longer in the file
-        held_seasons = {(s.period, s.season) for s in record.standings.current}
-        held_seasons |= {(s.period, s.season) for s in record.standings.ended}
-        for period in spec.periods:  # a standing the record no longer holds (a reset)
-            now_live = self.periods[(spec.id, period.name)]
-            if (period.name, now_live.season.season_id) not in held_seasons:
-                now_live.drop(record.user_id)
-        for held in record.standings.current + record.standings.ended:
+        standings = record.standings
+        taken: set[str] = set()
+        for held in standings.current:
             live = self.periods.get((spec.id, held.period))
             if live is None:
                 continue
+            season = live.season
+            if held.season != season.season_id and season.end_ms is not None:
+                start = season_start(live.period, held.season)
+                if start > season.start_ms:
+                    # A newer season than this pod's: its clock is behind the writer's.
+                    self.check_seasons(max(self._clock_ms(), start))
             if held.season == live.season.season_id:
                 live.take(row_of(spec, record, held))
+                taken.add(held.period)
+        for period in spec.periods:
+            if period.name in taken:
                 continue
-            archive = self._archives.get((spec.id, held.period, held.season))
-            if archive is not None:  # a late write into an ended season
-                archive.apply(row_of(spec, record, held))
-            elif held in record.standings.current and live.season.end_ms is not None:
-                newer = season_named(live.period, held.season)
-                if newer.start_ms > live.season.start_ms:
-                    # A newer season than this pod's: its clock is behind the writer's.
-                    self.check_seasons(max(self._clock_ms(), newer.start_ms))
-                    if held.season == live.season.season_id:
-                        live.take(row_of(spec, record, held))
+            live = self.periods[(spec.id, period.name)]
+            if record.user_id in live.ranks.index and (
+                standings.in_season(period.name, live.season.season_id) is None
+            ):
+                live.drop(record.user_id)  # a standing the record no longer holds (a reset)
+        if self._archives:  # a late write into an ended season this pod keeps in memory
+            for held in (*standings.current, *standings.ended):
+                archive = self._archives.get((spec.id, held.period, held.season))
+                if archive is not None:
+                    archive.apply(row_of(spec, record, held))
 
     def saw(self, event: BoardChange | Change) -> None:
         """A change on the feed: another pod's board write, or a user's ban or unban."""

@@ -13,6 +13,8 @@ with the original handlers; with a file those routes call here. Answers:
 from __future__ import annotations
 
 import hashlib
+import json
+from functools import lru_cache
 from typing import Any
 
 from actors.boards import BoardsRuntime, PeriodLive
@@ -32,7 +34,7 @@ from server.domain.board_writes import (
 from server.domain.boards import BoardSpec, validate_value
 from server.domain.errors import DomainError, refusal_of
 from server.domain.rank_index import RankIndex
-from server.domain.records import Banned, Decision
+from server.domain.records import Banned, Decision, SpentAction
 from server.domain.seasons import Period, SeasonError, previous_seasons, season_named
 from server.store.port import StoreError
 
@@ -113,6 +115,12 @@ async def answer_player(
     handler.write_json({**scope(board, period, season), **body})
 
 
+@lru_cache(maxsize=128)
+def body_fields(board: BoardSpec) -> frozenset[str]:
+    """The fields an update's body may have on ``board``."""
+    return frozenset({board.value_field, "action_token"})
+
+
 def as_decision(decision: BoardDecision) -> Decision | None:
     """A board's refusal as the original board's decision (the same errors)."""
     if isinstance(decision, BoardBanned):
@@ -122,9 +130,9 @@ def as_decision(decision: BoardDecision) -> Decision | None:
     return decision
 
 
-async def post_score(handler: ApiHandler, board: BoardSpec, body: bytes) -> dict[str, Any]:
+async def post_score(handler: ApiHandler, board: BoardSpec, body: bytes) -> str:
     """Apply an update to ``board`` and answer the player's score and rank in every
-    period.
+    period (the JSON text).
 
     Raises:
         ApiError: the request's refusal (as ``POST /api/update-score``'s).
@@ -133,25 +141,8 @@ async def post_score(handler: ApiHandler, board: BoardSpec, body: bytes) -> dict
     runtime = runtime_of(handler)
     identity = handler.authenticate(header(handler.request, "Authorization"))
     check_content_type(header(handler.request, "Content-Type"), bool(body.strip()))
-    field = board.value_field
-    data = parse_body(body, frozenset({field, "action_token"}))
-    spent = None
-    if board.action_points and service.actions is not None:
-        try:
-            action = service.actions.verify(
-                data.get("action_token"), identity.user_id, board.id, dict(board.action_points)
-            )
-        except DomainError as refused:
-            raise refusal(refused) from None
-        spent = action.spent
-        value: Any = action.points if board.operator == "incr" else data.get(field)
-    else:
-        value = data.get(field, 1 if board.operator == "incr" else None)
-    problem = validate_value(board, value)
-    if problem is not None:
-        if field == "increment":
-            raise ApiError(400, "invalid_increment", problem)
-        raise ApiError(400, "invalid_score", problem)
+    data = parse_body(body, body_fields(board))
+    value, spent = board_value(handler, board, data, identity.user_id)
     key = parse_idempotency_key(header(handler.request, "Idempotency-Key"))
     fingerprint = None
     if key is not None:
@@ -183,26 +174,71 @@ async def post_score(handler: ApiHandler, board: BoardSpec, body: bytes) -> dict
         outcome = "replayed"
     else:
         assert isinstance(decision, BoardApplied)
-        held = {s.period: s.standing.score for s in decision.record.standings.current}
-        scores = {p.name: held[p.name] for p in board.periods if p.name in held}
+        scores = {s.period: s.standing.score for s in decision.record.standings.current}
         outcome = "applied"
     service.metrics.board_updates.labels(board.id, outcome).inc()
-    periods: dict[str, Any] = {}
+    return answer_json(runtime, board, identity.user_id, scores)
+
+
+def board_value(
+    handler: ApiHandler, board: BoardSpec, data: dict[str, Any], user_id: str
+) -> tuple[int, SpentAction | None]:
+    """The value an update's body gives ``board`` (with proof of action: an ``incr``
+    board's is the action's points), and the action token it spends.
+
+    Raises:
+        ApiError: 400 ``invalid_increment`` / ``invalid_score``, or the action's refusal.
+    """
+    actions = handler.service.actions
+    field = board.value_field
+    spent = None
+    if board.action_points and actions is not None:
+        try:
+            points = dict(board.action_points)
+            action = actions.verify(data.get("action_token"), user_id, board.id, points)
+        except DomainError as refused:
+            raise refusal(refused) from None
+        spent = action.spent
+        value: Any = action.points if board.operator == "incr" else data.get(field)
+    else:
+        value = data.get(field, 1 if board.operator == "incr" else None)
+    problem = validate_value(board, value)
+    if problem is not None:
+        if field == "increment":
+            raise ApiError(400, "invalid_increment", problem)
+        raise ApiError(400, "invalid_score", problem)
+    return value, spent
+
+
+def answer_json(
+    runtime: BoardsRuntime, board: BoardSpec, user_id: str, scores: dict[str, int]
+) -> str:
+    """An update's answer: the score and rank in every period, from this pod's indexes
+    (which took the write before the answer)."""
+    parts = []
     for period in board.periods:
         live = runtime.period(board.id, period.name)
         index = live.ranks.index
-        periods[period.name] = {
-            "season": live.season.season_id,
-            "score": scores.get(period.name),
-            "rank": index.rank_of(identity.user_id),
-            "total": len(index),
-        }
-    return {
-        "status": "success",
-        "board": board.id,
-        "user_id": identity.user_id,
-        "periods": periods,
-    }
+        rank = index.rank_of(user_id)
+        parts.append(
+            period_json(
+                period.name, live.season.season_id, scores.get(period.name), rank, len(index)
+            )
+        )
+    shown_id = json.dumps(user_id, ensure_ascii=False)
+    return (
+        f'{{"status":"success","board":"{board.id}","user_id":{shown_id},'
+        f'"periods":{{{",".join(parts)}}}}}'
+    )
+
+
+def period_json(name: str, season: str, score: int | None, rank: int | None, total: int) -> str:
+    """One period's entry of an update's answer, encoded by hand (as the original
+    answer is): ids of boards, periods and seasons are of ``[0-9A-Za-z_:+-]``, never
+    escaped; ``None`` is ``null``."""
+    shown = "null" if score is None else score
+    place = "null" if rank is None else rank
+    return f'"{name}":{{"season":"{season}","score":{shown},"rank":{place},"total":{total}}}'
 
 
 async def seasons_answer(handler: ApiHandler, board: BoardSpec, period: Period) -> dict[str, Any]:

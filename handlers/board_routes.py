@@ -124,7 +124,7 @@ class BoardScoresHandler(UpdateScoreHandler):
             self._outcome("internal_error")  # answered 500 by write_error
             raise
         self._outcome("replayed" if self._headers.get("Idempotent-Replayed") else "applied")
-        self.write_json(answer)
+        self.finish(answer)
 
 
 class DefaultBoardScoresHandler(BoardScoresHandler):

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from server.domain.boards import BoardSpec, Standing, next_standing
-from server.domain.seasons import Period, Season, season_at, season_named
+from server.domain.seasons import Period, Season, season_at, season_start
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +152,7 @@ def _scored(
 def _start(period: Period, season_id: str) -> int:
     """The start of ``period``'s season ``season_id`` (ids are compared by their starts:
     a cron id with an offset does not sort as text)."""
-    return season_named(period, season_id).start_ms
+    return season_start(period, season_id)
 
 
 def _with_earlier(

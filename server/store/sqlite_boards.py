@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from functools import lru_cache
 from typing import Final
 
 from server.domain.board_writes import (
@@ -36,7 +35,7 @@ from server.domain.board_writes import (
 )
 from server.domain.boards import BoardSpec, Standing
 from server.domain.records import BoardRow, SpentAction
-from server.domain.seasons import Period, season_named
+from server.domain.seasons import season_start
 from server.domain.standings import BoardStandings, SeasonStanding
 
 BOARDS_SCHEMA: Final = """
@@ -255,14 +254,7 @@ def season_start_ms(spec: BoardSpec, period_name: str, season_id: str) -> int:
     period = spec.period(period_name)
     if period is None:  # a period the file no longer names: keep its rows findable
         return 0
-    return _start_of(period, season_id)
-
-
-@lru_cache(maxsize=4096)
-def _start_of(period: Period, season_id: str) -> int:
-    # Cached: a season's start takes tens of microseconds to compute (a cron one, a
-    # fraction of a millisecond), and every write of a season asks for the same few.
-    return season_named(period, season_id).start_ms
+    return season_start(period, season_id)
 
 
 def season_rows(
