@@ -122,13 +122,20 @@ class SeasonClock:
     back before its start)."""
 
     def __init__(self) -> None:
-        self._seasons: dict[Period, Season] = {}
+        # By the period object's identity (each write asks for each period of its board:
+        # hashing a Period's fields, its zone included, cost more than the rest of the
+        # lookup); the period is kept beside its season, so an id is never reused.
+        self._seasons: dict[int, tuple[Period, Season]] = {}
 
     def current(self, period: Period, now_ms: int) -> Season:
         """``period``'s season at ``now_ms``."""
-        season = self._seasons.get(period)
-        if season is None or not season.contains(now_ms):
-            season = self._seasons[period] = season_at(period, now_ms)
+        held = self._seasons.get(id(period))
+        if held is not None and held[0] is period:
+            season = held[1]
+            if season.start_ms <= now_ms and (season.end_ms is None or now_ms < season.end_ms):
+                return season
+        season = season_at(period, now_ms)
+        self._seasons[id(period)] = (period, season)
         return season
 
     def at(self, now_ms: int) -> SeasonOf:

@@ -206,8 +206,10 @@ def _write(
     player = (
         record.username,
         record.v,
-        json.dumps([list(k) for k in record.recent_keys], separators=(",", ":")),
-        json.dumps(list(record.accepted_ms), separators=(",", ":")),
+        json.dumps([list(k) for k in record.recent_keys], separators=(",", ":"))
+        if record.recent_keys
+        else "[]",
+        json.dumps(list(record.accepted_ms), separators=(",", ":")) if record.accepted_ms else "[]",
     )
     if held is None:
         conn.execute(_INSERT_PLAYER, (spec.id, record.user_id, *player))
@@ -250,11 +252,22 @@ def _by_season(standings: BoardStandings) -> dict[tuple[str, str], Standing]:
 
 
 def season_start_ms(spec: BoardSpec, period_name: str, season_id: str) -> int:
-    """The start of a season, for its rows (retirement deletes by it)."""
-    period = spec.period(period_name)
-    if period is None:  # a period the file no longer names: keep its rows findable
-        return 0
-    return season_start(period, season_id)
+    """The start of a season, for its rows (retirement deletes by it). Remembered by
+    their ids (strings hash fast; every write of a season asks for the same few)."""
+    key = (spec.id, period_name, season_id)
+    start = _STARTS.get(key)
+    if start is None:
+        period = spec.period(period_name)
+        # A period the file no longer names: keep its rows findable.
+        start = 0 if period is None else season_start(period, season_id)
+        if len(_STARTS) >= _MAX_STARTS:
+            _STARTS.clear()
+        _STARTS[key] = start
+    return start
+
+
+_MAX_STARTS: Final = 4096
+_STARTS: dict[tuple[str, str, str], int] = {}
 
 
 def season_rows(
