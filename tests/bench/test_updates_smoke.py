@@ -16,8 +16,8 @@ from tests.bench.support import run_bench
 pytestmark = pytest.mark.slow
 
 
-def run_quick(loader: str) -> str:
-    result = run_bench("updates", "--quick", "--loader", loader, timeout_s=60)
+def run_quick(loader: str, *more: str) -> str:
+    result = run_bench("updates", "--quick", "--loader", loader, *more, timeout_s=60)
     output = result.stdout + result.stderr
     assert result.returncode == 0, output
     return result.stdout
@@ -45,3 +45,8 @@ def test_updates_benchmark_quick_run_with_the_python_loader() -> None:
 @pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not on PATH")
 def test_updates_benchmark_quick_run_with_wrk() -> None:
     assert_complete_report(run_quick("wrk"), "wrk")
+
+
+def test_updates_benchmark_quick_run_on_a_board_of_three_periods() -> None:
+    out = run_quick("python", "--periods", "daily,weekly,all_time")
+    assert_complete_report(out, "python")
