@@ -77,6 +77,7 @@ def standings_after(
     """
     current: list[SeasonStanding] = []
     ended = list(held.ended)
+    ended_changed = False
     by_period = {s.period: s for s in held.current}
     for period in spec.periods:
         season = season_of(period)
@@ -88,15 +89,20 @@ def standings_after(
         elif mine is None or _start(period, mine.season) < season.start_ms:
             if mine is not None:
                 ended.insert(0, mine)  # it is the newest of its period's ended ones
+                ended_changed = True
             current.append(
                 _scored(spec, period.name, season.season_id, None, value=value, now_ms=now_ms)
             )
         else:
             current.append(mine)
             ended = _with_earlier(spec, period, ended, season, value=value, now_ms=now_ms)
+            ended_changed = True
     # A period no longer on the board (the file changed) keeps what it held, unchanged.
-    names = {p.name for p in spec.periods}
-    current += [s for s in held.current if s.period not in names]
+    if len(current) < len(held.current) or any(spec.period(p) is None for p in by_period):
+        names = {p.name for p in spec.periods}
+        current += [s for s in held.current if s.period not in names]
+    if not ended_changed:  # the common case: no season ended, none to drop
+        return BoardStandings(tuple(current), held.ended)
     return BoardStandings(tuple(current), _kept(spec, ended))
 
 
