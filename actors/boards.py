@@ -318,9 +318,11 @@ class BoardsRuntime:
         self._ticker = loop.create_task(self._tick(), name="board-seasons")
         self._retirer = loop.create_task(self._retire_loop(), name="board-retirement")
 
-    async def stop(self) -> None:
-        """Drain the writers, then stop everything else. Idempotent."""
-        await self.writers.stop()
+    async def stop(self, *, drain: bool = True) -> None:
+        """Stop the writers (``drain``: each first writes what its mailbox holds; else
+        they are cancelled, as on a shutdown past its timeout), then everything else.
+        Idempotent."""
+        await (self.writers.stop() if drain else self.writers.kill_all())
         ticker, self._ticker = self._ticker, None
         retirer, self._retirer = self._retirer, None
         await cancel_and_wait(ticker)
@@ -328,7 +330,7 @@ class BoardsRuntime:
         for task in list(self._tasks):
             await cancel_and_wait(task)
         for live in self.periods.values():
-            await live.leaderboard.stop()
+            await (live.leaderboard.stop() if drain else live.leaderboard.kill())
 
     @property
     def loaded(self) -> bool:

@@ -210,7 +210,7 @@ class Server:
         await service.stop_connecting()
         await (service.users.stop() if drain else service.users.kill_all())
         if service.board_runtime is not None:
-            await service.board_runtime.stop()  # drains its writers (killed: see stop())
+            await service.board_runtime.stop(drain=drain)
         await service.follower.stop()
         await (service.leaderboard.stop() if drain else service.leaderboard.kill())
         service.rank_stream.stop()
