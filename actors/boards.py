@@ -463,6 +463,14 @@ class BoardsRuntime:
     def period(self, board: str, period: str) -> PeriodLive:
         return self.periods[(board, period)]
 
+    def held_index(self, board: str, period: str, season_id: str) -> RankIndex | None:
+        """The index of a season this pod holds in memory (the current one, or an
+        archive), or ``None``."""
+        live = self.periods[(board, period)]
+        if season_id == live.season.season_id:
+            return live.ranks.index
+        return self._archives.get((board, period, season_id))
+
     def kept(self, live: PeriodLive, season_id: str) -> bool:
         """Whether ``season_id`` is the current season or one of the kept ended ones."""
         if season_id == live.season.season_id:

@@ -30,6 +30,7 @@ from server.domain.board_writes import (
     BoardCommand,
     BoardDecision,
     BoardReplayed,
+    landed_scores,
 )
 from server.domain.boards import BoardSpec, validate_value
 from server.domain.errors import DomainError, refusal_of
@@ -168,16 +169,17 @@ async def post_score(handler: ApiHandler, board: BoardSpec, body: bytes) -> str:
         assert against is not None
         service.metrics.board_updates.labels(board.id, against.code).inc()
         raise refusal(against)
+    rules = runtime.rules[board.id]
     if isinstance(decision, BoardReplayed):
         handler.set_header("Idempotent-Replayed", "true")
-        scores = dict(zip((p.name for p in board.periods), decision.scores, strict=False))
+        scores = decision.scores
         outcome = "replayed"
     else:
         assert isinstance(decision, BoardApplied)
-        scores = {s.period: s.standing.score for s in decision.record.standings.current}
+        scores = landed_scores(board, decision.record.standings, rules.seasons, command.now_ms)
         outcome = "applied"
     service.metrics.board_updates.labels(board.id, outcome).inc()
-    return answer_json(runtime, board, identity.user_id, scores)
+    return answer_json(runtime, board, identity.user_id, scores, command.now_ms)
 
 
 def board_value(
@@ -211,20 +213,25 @@ def board_value(
 
 
 def answer_json(
-    runtime: BoardsRuntime, board: BoardSpec, user_id: str, scores: dict[str, int]
+    runtime: BoardsRuntime,
+    board: BoardSpec,
+    user_id: str,
+    scores: tuple[int, ...],
+    accepted_ms: int,
 ) -> str:
-    """An update's answer: the score and rank in every period, from this pod's indexes
-    (which took the write before the answer)."""
+    """An update's answer: in each period, the season the update landed in (the one of
+    its acceptance time: the current one, or the one just ended when this pod's clock was
+    behind another's at the boundary), the score there and the rank there now, from this
+    pod's indexes (which took the write before the answer; ``null`` for a season it does
+    not hold in memory)."""
+    seasons = runtime.rules[board.id].seasons
     parts = []
-    for period in board.periods:
-        live = runtime.period(board.id, period.name)
-        index = live.ranks.index
-        rank = index.rank_of(user_id)
-        parts.append(
-            period_json(
-                period.name, live.season.season_id, scores.get(period.name), rank, len(index)
-            )
-        )
+    for period, score in zip(board.periods, scores, strict=True):
+        season = seasons.current(period, accepted_ms).season_id
+        index = runtime.held_index(board.id, period.name, season)
+        rank = None if index is None else index.rank_of(user_id)
+        total = 0 if index is None else len(index)
+        parts.append(period_json(period.name, season, score, rank, total))
     shown_id = json.dumps(user_id, ensure_ascii=False)
     return (
         f'{{"status":"success","board":"{board.id}","user_id":{shown_id},'

@@ -295,15 +295,20 @@ class Fanout:
         self._walk = None
         self._pending.clear()
         view = self._board.view
-        frame = text_frame(with_season(view.snapshot(SEASON_STARTED), season))
+        snapshot = view.snapshot(SEASON_STARTED)
+        named = text_frame(with_season(snapshot, season))
+        plain = text_frame(snapshot)
         for seat in tuple(self._seats.values()):
-            seat.season = season
+            # /ws/scoreboard's watchers of a boards file's default period keep messages
+            # without a season, as the original route's are.
+            if seat.season is not None:
+                seat.season = seat.watcher.season = season
             seat.base = view.version
             stream = seat.watcher.out
             if stream is None or seat.lagging:
                 continue
             try:
-                seat.send(stream, frame)
+                seat.send(stream, named if seat.season is not None else plain)
             except Exception:  # one broken watcher must not keep the others in the old season
                 log.exception("writing to a WebSocket client failed")
 

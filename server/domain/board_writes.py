@@ -150,7 +150,7 @@ def decide_board(
     v = (record.v if record is not None else 0) + 1
     keys = record.recent_keys if record is not None else ()
     if cmd.idempotency_key is not None and policy.idempotency_keys > 0:
-        scores = tuple(s.standing.score for s in standings.current[: len(spec.periods)])
+        scores = landed_scores(spec, standings, rules.seasons, cmd.now_ms)
         keys = remember(
             keys, BoardKey(cmd.idempotency_key, scores, v, cmd.fingerprint), policy.idempotency_keys
         )
@@ -195,6 +195,19 @@ def decide_board_all(
                 spending.append(cmd.action)
         decisions.append(decision)
     return decisions, final, spending
+
+
+def landed_scores(
+    spec: BoardSpec, standings: BoardStandings, seasons: SeasonClock, now_ms: int
+) -> tuple[int, ...]:
+    """The score in each period (the board's order) of the season an update accepted at
+    ``now_ms`` landed in: the current one, or, from a pod whose clock is behind at a
+    boundary, the one before."""
+    scores = []
+    for period in spec.periods:
+        held = standings.in_season(period.name, seasons.current(period, now_ms).season_id)
+        scores.append(held.score if held is not None else 0)
+    return tuple(scores)
 
 
 def current_standings(spec: BoardSpec, record: BoardRecord) -> list[SeasonStanding]:

@@ -105,7 +105,8 @@ async def test_pods_whose_clocks_straddle_midnight_agree(
             assert (started["reason"], started["season"]) == ("season_started", "2026-03-03")
             # Pod B's clock is still before midnight: its write belongs to the day before.
             answer = await post(b, "bob", 1)
-            assert answer["periods"]["daily"]["season"] == "2026-03-03"  # its current one
+            ended = {"season": "2026-03-02", "score": 1, "rank": 1, "total": 1}
+            assert answer["periods"]["daily"] == ended  # the season it landed in
             assert await daily(a, "2026-03-02") == ("2026-03-02", [("bob", 1)])
             assert await daily(b, "2026-03-02") == ("2026-03-02", [("bob", 1)])
         finally:
