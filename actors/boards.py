@@ -304,9 +304,10 @@ class BoardsRuntime:
         Raises:
             StoreError: the store could not be read.
         """
+        self.banned = set(await self._store.banned_users())
         for live in self.periods.values():
             if not live.ranks.loaded:
-                await live.ranks.load()
+                await self._load_current(live)
             await live.leaderboard.load()
 
     def start(self) -> None:
@@ -393,12 +394,18 @@ class BoardsRuntime:
                 self.banned.add(user_id)
                 for live in self.periods.values():
                     live.drop(user_id)
-        elif user_id in self.banned:
+                for archive in self._archives.values():  # ended seasons are shown too
+                    held = archive.get(user_id)
+                    if held is not None:
+                        archive.remove(user_id, held.v)
+        elif user_id in self.banned:  # an unban (bans are loaded at start and reload)
             self.banned.discard(user_id)
             self._own(self._restore(user_id), "board-unban")
 
     async def _restore(self, user_id: str) -> None:
         """An unbanned player's standings come back on every board (from the store)."""
+        for archive in self._archives.values():
+            archive.forget_removal(user_id)
         for board_id, rules in self.rules.items():
             for period in rules.spec.periods:
                 self.periods[(board_id, period.name)].ranks.index.forget_removal(user_id)
@@ -417,10 +424,21 @@ class BoardsRuntime:
             StoreError: the store could not be read.
         """
         self.writers.forget_known()
+        self.banned = set(await self._store.banned_users())  # a ban or unban may be missed
         for live in self.periods.values():
-            await live.ranks.load()
+            await self._load_current(live)
             if not await live.leaderboard.ask(ReloadTop()):
                 raise StoreError(f"could not reload board {live.spec.id!r}")
+
+    async def _load_current(self, live: PeriodLive) -> None:
+        """Load ``live``'s current season into its index; again if a new season started
+        during the load (its pages would mix two seasons)."""
+        while True:
+            season = live.season
+            await live.ranks.load()
+            if live.season == season:
+                return
+            log.info("a season started while its period loaded; loading it again")
 
     # --- seasons ---------------------------------------------------------------------------
 

@@ -175,14 +175,15 @@ def season_named(period: Period, season_id: str) -> Season:
 
 @lru_cache(maxsize=4096)
 def season_start(period: Period, season_id: str) -> int:
-    """The start of ``period``'s season ``season_id`` (:func:`season_named`), cached: it
-    takes tens of microseconds to compute (a cron season's, a fraction of a millisecond),
-    and every write of a season asks for the same few.
-
-    Raises:
-        SeasonError: as :func:`season_named`.
-    """
-    return season_named(period, season_id).start_ms
+    """The start of ``period``'s season ``season_id`` (:func:`season_named`), or 0 for an
+    id the period's schedule does not give: one stored before the schedule changed (a
+    new cron expression or ``week_starts``), which is then older than every season of the
+    new schedule. Cached: it takes tens of microseconds to compute (a cron season's, a
+    fraction of a millisecond), and every write of a season asks for the same few."""
+    try:
+        return season_named(period, season_id).start_ms
+    except SeasonError:
+        return 0
 
 
 def season_after(period: Period, season: Season) -> Season | None:

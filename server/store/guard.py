@@ -215,6 +215,9 @@ class GuardedStore:
     async def get_board_record(self, rules: BoardRules, user_id: str) -> BoardRecord | None:
         return await self._read(self.inner.get_board_record(rules, user_id))
 
+    async def banned_users(self) -> list[str]:
+        return await self._read(self.inner.banned_users())
+
     async def season_rows(
         self, board: str, period: str, season: str, after_user_id: str | None, limit: int
     ) -> list[BoardRow]:

@@ -58,10 +58,10 @@ from typing import Any, Final
 
 from pymongo import ASCENDING
 
+from server.domain import seasons
 from server.domain.board_writes import BoardKey, BoardRecord
 from server.domain.boards import BoardSpec, Standing
 from server.domain.records import BoardRow, SpentAction
-from server.domain.seasons import season_named
 from server.domain.standings import BoardStandings, SeasonStanding
 
 BOARD_COLLECTION: Final = "board_scores"
@@ -164,7 +164,7 @@ def season_start(spec: BoardSpec | None, period_name: str, season_id: str) -> in
     period = spec.period(period_name) if spec is not None else None
     if period is None:
         return 0
-    return season_named(period, season_id).start_ms
+    return seasons.season_start(period, season_id)  # 0 for an id of an earlier schedule
 
 
 def starts_of(doc: Mapping[str, Any] | None, spec: BoardSpec | None) -> StartOf:

@@ -440,6 +440,16 @@ class MongoStore:
             raise store_error(exc, write=writing) from exc
         raise StoreError(f"too much write contention on board record {doc_id!r}")
 
+    async def banned_users(self) -> list[str]:
+        self._check_open()
+        try:
+            with pymongo.timeout(self._timeout_s):
+                cursor = self._users.find({"banned": True}, {"_id": 1})
+                docs = await cursor.to_list(None)
+        except PyMongoError as exc:
+            raise store_error(exc, write=False) from exc
+        return [doc["_id"] for doc in docs]
+
     async def get_board_record(self, rules: BoardRules, user_id: str) -> BoardRecord | None:
         self._check_open()
         try:

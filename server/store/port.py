@@ -119,6 +119,10 @@ class ScoreStore(Protocol):
     async def get_board_record(self, rules: BoardRules, user_id: str) -> BoardRecord | None:
         """The player's record on ``rules``' board, or ``None``."""
 
+    async def banned_users(self) -> list[str]:
+        """The ids of every banned user (bans are few: an admin's response to cheating),
+        for a boards file's runtime to keep them off every board."""
+
     async def season_rows(
         self, board: str, period: str, season: str, after_user_id: str | None, limit: int
     ) -> list[BoardRow]:

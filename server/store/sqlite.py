@@ -365,6 +365,13 @@ class SqliteStore:
     async def get_board_record(self, rules: BoardRules, user_id: str) -> BoardRecord | None:
         return await self._call(lambda conn: boards.read_board_record(conn, rules, user_id))
 
+    async def banned_users(self) -> list[str]:
+        def job(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute("SELECT user_id FROM users_scores WHERE banned = 1")
+            return [row[0] for row in rows]
+
+        return await self._call(job)
+
     async def season_rows(
         self, board: str, period: str, season: str, after_user_id: str | None, limit: int
     ) -> list[BoardRow]:

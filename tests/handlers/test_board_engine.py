@@ -308,3 +308,47 @@ async def test_the_answer_is_json_whatever_the_player_id(tmp_path: Path) -> None
         answer = body_of(await post(client, "kills", user, {"increment": 1}))
         assert answer["user_id"] == user
         assert answer["periods"]["all_time"] == {"season": "all", "score": 1, "rank": 1, "total": 1}
+
+
+async def test_a_ban_reaches_ended_seasons_and_holds_across_a_restart(tmp_path: Path) -> None:
+    clock = Clock(BEFORE_MIDNIGHT)
+    settings = settings_for(boards_file=boards_file(tmp_path), sqlite_path=str(tmp_path / "s.db"))
+    yesterday = "/api/boards/kills/top?period=daily&season=2026-03-02"
+    async with serving(settings, clock_ms=clock) as client:
+        await post(client, "kills", "alice", {"increment": 9})
+        await post(client, "kills", "bob", {"increment": 1})
+        clock.now_ms += 2000  # a new day: yesterday is an ended season, held in memory
+        await post(client, "kills", "bob", {"increment": 1})
+        assert shown(await get(client, yesterday)) == [("alice", 9), ("bob", 1)]
+        assert (await admin(client, "DELETE", "/api/users/alice")).code == 200
+        assert shown(await get(client, yesterday)) == [("bob", 1)]
+    # A pod started after the ban keeps her off, and lifting the ban brings her back.
+    async with serving(settings, clock_ms=clock) as client:
+        all_time = "/api/boards/kills/top?period=all_time"
+        assert shown(await get(client, all_time)) == [("bob", 2)]
+        assert (await admin(client, "DELETE", "/api/users/alice/ban")).code == 200
+
+        async def back() -> list[tuple[str, int]]:
+            return shown(await get(client, all_time))
+
+        await eventually(back, "alice back", until=lambda rows: rows == [("alice", 9), ("bob", 2)])
+
+
+async def test_a_season_starts_on_the_clock_with_no_write(tmp_path: Path) -> None:
+    clock = Clock(BEFORE_MIDNIGHT)
+    settings = settings_for(boards_file=boards_file(tmp_path))
+    async with serving(settings, clock_ms=clock) as client:
+        await post(client, "kills", "alice", {"increment": 3})
+        ws = await client.websocket_at("/ws/boards/kills?period=daily&format=delta")
+        try:
+            hello = json.loads(await ws.read_message())  # type: ignore[arg-type]
+            assert [r["user_id"] for r in hello["top_scores"]] == ["alice"]
+            clock.now_ms += 2000  # nobody writes: the pod's ticker sees the new day
+            started = json.loads(await ws.read_message())  # type: ignore[arg-type]
+            assert (started["event"], started["reason"]) == ("snapshot", "season_started")
+            assert (started["season"], started["top_scores"]) == ("2026-03-03", [])
+            assert started["epoch"] != hello["epoch"]
+        finally:
+            await close_websocket(ws)
+        today = await get(client, "/api/boards/kills/top?period=daily")
+        assert (today["season"], shown(today)) == ("2026-03-03", [])

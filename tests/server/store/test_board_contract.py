@@ -7,6 +7,7 @@ Every adapter runs it (the backends of ``test_contract``).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -305,3 +306,24 @@ async def test_calls_after_close_raise_store_error(backend: Backend) -> None:
     await store.close()
     with pytest.raises(StoreError):
         await one(store, rules(), write())
+
+
+async def test_banned_users_are_listed(backend: Backend) -> None:
+    async with backend.opened() as store:
+        await apply_one(store, cmd("alice"))
+        await apply_one(store, cmd("bob"))
+        assert await store.banned_users() == []
+        await store.apply_admin("alice", AdminAction.REMOVE.change(T0))
+        assert await store.banned_users() == ["alice"]
+        await store.apply_admin("alice", AdminAction.UNBAN.change(T0))
+        assert await store.banned_users() == []
+
+
+async def test_a_season_id_of_an_earlier_schedule_is_an_ended_season(backend: Backend) -> None:
+    weekly = rules(spec(periods=(Period("weekly", "weekly", BERLIN),)))
+    async with backend.opened() as store:
+        await one(store, weekly, write(value=5))  # week 2026-03-02 (weeks start on Monday)
+        sunday = Period("weekly", "weekly", BERLIN, week_starts=6)
+        moved = rules(dataclasses.replace(spec(periods=(sunday,)), week_starts="sunday"))
+        after = await one(store, moved, write(value=2, now_ms=T0 + 1000))
+        assert scores(after)["weekly"] == ("2026-03-01", 2)  # a week of the new schedule
