@@ -77,6 +77,10 @@ class LiveSettings:
     max_actors: int = 50_000
 
 
+# An ended season's players' count and its final top N (rank, row).
+SeasonFinal = tuple[int, list[tuple[int, BoardRow]]]
+
+
 class SeasonRows:
     """One season's rows from the store, for a :class:`LiveRanks` to load (as
     :meth:`ScoreStore.ranked_rows` pages the original board)."""
@@ -289,6 +293,10 @@ class BoardsRuntime:
         self.banned: set[str] = set()
         self._archives: OrderedDict[tuple[str, str, str], RankIndex] = OrderedDict()
         self._loading: dict[tuple[str, str, str], asyncio.Future[RankIndex]] = {}
+        # Each ended season's players' count and final top N, once computed: small (top N
+        # rows per kept season), so kept for every kept season, while whole archives are
+        # few. Dropped when a late write or a ban changes the season.
+        self._finals: dict[tuple[str, str, str], SeasonFinal] = {}
         self._max_archives = max_archives
         self._tick_s = tick_s
         self._retire_every_s = retire_every_s
@@ -376,9 +384,10 @@ class BoardsRuntime:
                 live.drop(record.user_id)  # a standing the record no longer holds (a reset)
         if self._archives:  # a late write into an ended season this pod keeps in memory
             for held in (*standings.current, *standings.ended):
-                archive = self._archives.get((spec.id, held.period, held.season))
-                if archive is not None:
-                    archive.apply(row_of(spec, record, held))
+                key = (spec.id, held.period, held.season)
+                archive = self._archives.get(key)
+                if archive is not None and archive.apply(row_of(spec, record, held)):
+                    self._finals.pop(key, None)
 
     def saw(self, event: BoardChange | Change) -> None:
         """A change on the feed: another pod's board write, or a user's ban or unban."""
@@ -398,12 +407,14 @@ class BoardsRuntime:
                     held = archive.get(user_id)
                     if held is not None:
                         archive.remove(user_id, held.v)
+                self._finals.clear()
         elif user_id in self.banned:  # an unban (bans are loaded at start and reload)
             self.banned.discard(user_id)
             self._own(self._restore(user_id), "board-unban")
 
     async def _restore(self, user_id: str) -> None:
         """An unbanned player's standings come back on every board (from the store)."""
+        self._finals.clear()
         for archive in self._archives.values():
             archive.forget_removal(user_id)
         for board_id, rules in self.rules.items():
@@ -480,6 +491,20 @@ class BoardsRuntime:
 
     def period(self, board: str, period: str) -> PeriodLive:
         return self.periods[(board, period)]
+
+    async def final(self, board: str, period: str, season_id: str) -> SeasonFinal:
+        """An ended season's players' count and final top N (of the board's ``top_n``),
+        read from the store once per pod (:meth:`season_index`), then from memory.
+
+        Raises:
+            StoreError: the store could not be read.
+        """
+        key = (board, period, season_id)
+        final = self._finals.get(key)
+        if final is None:
+            index = await self.season_index(board, period, season_id)
+            final = self._finals[key] = (len(index), index.page(1, self.specs[board].top_n))
+        return final
 
     def held_index(self, board: str, period: str, season_id: str) -> RankIndex | None:
         """The index of a season this pod holds in memory (the current one, or an
@@ -563,6 +588,9 @@ class BoardsRuntime:
             for key in [k for k in self._archives if k[:2] == (live.spec.id, live.period.name)]:
                 if not self.kept(live, key[2]):
                     del self._archives[key]
+            for key in [k for k in self._finals if k[:2] == (live.spec.id, live.period.name)]:
+                if not self.kept(live, key[2]):
+                    del self._finals[key]
         while (n := await self._store.expire_spent_actions(now, RETIRE_PAGE)) > 0:
             gone += n
             if n < RETIRE_PAGE:

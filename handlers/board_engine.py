@@ -260,13 +260,18 @@ async def seasons_answer(handler: ApiHandler, board: BoardSpec, period: Period) 
     live = runtime.period(board.id, period.name)
     seasons: list[dict[str, Any]] = [{**season_answer(live.season), "state": "current"}]
     for ended in previous_seasons(period, live.season, board.keep_seasons):
-        _, _, index = await season_index(handler, board, period, ended.season_id)
+        try:
+            total, top = await runtime.final(board.id, period.name, ended.season_id)
+        except StoreError:
+            raise ApiError(
+                503, "database_unavailable", "the store cannot be read now", {"Retry-After": "1"}
+            ) from None
         seasons.append(
             {
                 **season_answer(ended),
                 "state": "ended",
-                "total": len(index),
-                "top": [ranked_row(row, rank) for rank, row in index.page(1, board.top_n)],
+                "total": total,
+                "top": [ranked_row(row, rank) for rank, row in top],
             }
         )
     return {"board": board.id, "period": period.name, "seasons": seasons}

@@ -352,3 +352,26 @@ async def test_a_season_starts_on_the_clock_with_no_write(tmp_path: Path) -> Non
             await close_websocket(ws)
         today = await get(client, "/api/boards/kills/top?period=daily")
         assert (today["season"], shown(today)) == ("2026-03-03", [])
+
+
+async def test_the_seasons_list_reads_an_ended_season_from_the_store_once(tmp_path: Path) -> None:
+    clock = Clock(BEFORE_MIDNIGHT)
+    settings = settings_for(boards_file=boards_file(tmp_path))
+    async with serving(settings, clock_ms=clock) as client:
+        await post(client, "kills", "alice", {"increment": 4})
+        clock.now_ms += 2000
+        await post(client, "kills", "bob", {"increment": 1})
+        first = await get(client, "/api/boards/kills/seasons?period=daily")
+        runtime = client.running.service.board_runtime
+        assert runtime is not None
+        runtime._archives.clear()  # the whole ended seasons are gone from memory
+
+        async def no_reads(*args: Any) -> Any:
+            raise AssertionError("the seasons list read a season from the store again")
+
+        client.running.service.store.season_rows = no_reads  # type: ignore[method-assign]
+        again = await get(client, "/api/boards/kills/seasons?period=daily")
+        assert again == first
+        ended = first["seasons"][1]
+        assert (ended["id"], ended["total"]) == ("2026-03-02", 1)
+        assert [row["user_id"] for row in ended["top"]] == ["alice"]
