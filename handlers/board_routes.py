@@ -23,7 +23,7 @@ from handlers.boards import season_answer
 from handlers.context import Backend
 from handlers.errors import ApiError
 from handlers.players import AroundHandler, PlayerHandler
-from handlers.scores import TopScoresHandler, UpdateScoreHandler, body_too_large
+from handlers.scores import TopScoresHandler, UpdateScoreHandler
 from server.domain.boards import BoardSpec
 from server.domain.seasons import Period, SeasonError, season_named
 from server.domain.standings import SeasonOf
@@ -83,6 +83,17 @@ def check_period_and_season(
         )
 
 
+def board_and_period(handler: ApiHandler, board_id: str) -> tuple[BoardSpec, Period]:
+    """The board a request's path names and the period its query names (default: the
+    board's first).
+
+    Raises:
+        ApiError: 404 ``unknown_board`` or ``unknown_period``.
+    """
+    board = served_board(handler.service, board_id)
+    return board, period_of(board, handler.get_query_argument("period", None))
+
+
 def check_read(handler: ApiHandler, board_id: str) -> None:
     """The board, period and season of a read, checked before the original handler answers.
 
@@ -112,17 +123,7 @@ class BoardScoresHandler(UpdateScoreHandler):
 
     async def post_to(self, board: BoardSpec) -> None:
         """Apply the body to ``board`` of a boards file (:func:`engine.post_score`)."""
-        self._body_done()
-        try:
-            if self._too_large:
-                raise body_too_large()
-            answer = await engine.post_score(self, board, bytes(self._body))
-        except ApiError as error:
-            self._outcome(error.code)
-            raise
-        except Exception:
-            self._outcome("internal_error")  # answered 500 by write_error
-            raise
+        answer = await self.counted(lambda: engine.post_score(self, board, bytes(self._body)))
         self._outcome("replayed" if self._headers.get("Idempotent-Replayed") else "applied")
         self.finish(answer)
 
@@ -161,8 +162,7 @@ class BoardPlayerHandler(PlayerHandler):
             check_read(self, board_id)
             super().get(user_id)
             return
-        board = served_board(self.service, board_id)
-        period = period_of(board, self.get_query_argument("period", None))
+        board, period = board_and_period(self, board_id)
         await engine.answer_player(self, board, period, self.player_id(user_id), around=False)
 
     head = get  # type: ignore[assignment]
@@ -176,8 +176,7 @@ class BoardAroundHandler(AroundHandler):
             check_read(self, board_id)
             super().get(user_id)
             return
-        board = served_board(self.service, board_id)
-        period = period_of(board, self.get_query_argument("period", None))
+        board, period = board_and_period(self, board_id)
         await engine.answer_player(self, board, period, self.player_id(user_id), around=True)
 
     head = get  # type: ignore[assignment]

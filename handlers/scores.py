@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any, Final
+from collections.abc import Awaitable, Callable
+from typing import Any, Final, TypeVar
 
 import tornado.web
 
@@ -18,6 +19,7 @@ from server.domain.errors import DomainError, refusal_of
 from server.domain.records import Applied, IncrementCommand, Replayed, SpentAction
 from server.support.audit import UpdateAudit
 
+T = TypeVar("T")
 MAX_BODY_BYTES: Final = 4096
 MAX_IDEMPOTENCY_KEY_CHARS: Final = 128
 _BODY_FIELDS: Final = frozenset({"increment", "action_token"})
@@ -169,17 +171,7 @@ class UpdateScoreHandler(ApiHandler):
             self._body_timer = None
 
     async def post(self) -> None:
-        self._body_done()
-        try:
-            if self._too_large:
-                raise body_too_large()
-            user_id, new_score = await self._update()
-        except ApiError as error:
-            self._outcome(error.code)
-            raise
-        except Exception:
-            self._outcome("internal_error")  # answered 500 by write_error
-            raise
+        user_id, new_score = await self.counted(self._update)
         # The rank now, from this pod's index (which took the write before the answer).
         ranks = self.service.ranks
         rank = ranks.rank_of(user_id)
@@ -187,6 +179,21 @@ class UpdateScoreHandler(ApiHandler):
             f'{{"status":"success","new_score":{new_score},'
             f'"rank":{"null" if rank is None else rank},"total":{len(ranks)}}}'
         )
+
+    async def counted(self, update: Callable[[], Awaitable[T]]) -> T:
+        """Run ``update`` once the body is in, counting a refusal's outcome (its error
+        code; ``internal_error`` for anything else, answered 500)."""
+        self._body_done()
+        try:
+            if self._too_large:
+                raise body_too_large()
+            return await update()
+        except ApiError as error:
+            self._outcome(error.code)
+            raise
+        except Exception:
+            self._outcome("internal_error")  # answered 500 by write_error
+            raise
 
     async def _update(self) -> tuple[str, int]:
         service = self.service
