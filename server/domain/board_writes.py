@@ -25,7 +25,7 @@ A ban is the store's to check (it holds on every board).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from server.domain.boards import BoardSpec
@@ -115,13 +115,14 @@ class BoardRules:
     spec: BoardSpec
     seasons: SeasonClock
     idempotency_keys: int = 64
+    policy: IncrementPolicy = field(init=False)
 
-    @property
-    def policy(self) -> IncrementPolicy:
-        return IncrementPolicy(
+    def __post_init__(self) -> None:
+        policy = IncrementPolicy(
             rate_limit_per_minute=self.spec.rate_limit_per_minute,
             idempotency_keys=self.idempotency_keys,
         )
+        object.__setattr__(self, "policy", policy)  # frozen: set once, here
 
 
 def decide_board(

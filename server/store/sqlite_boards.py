@@ -215,36 +215,59 @@ def _write(
         conn.execute(_INSERT_PLAYER, (spec.id, record.user_id, *player))
     elif conn.execute(_UPDATE_PLAYER_IF, (*player, spec.id, record.user_id, held.v)).rowcount != 1:
         return False
-    before = _by_season(held.standings) if held is not None else {}
-    after = _by_season(record.standings)
-    renamed = held is not None and held.username != record.username
-    conn.executemany(
-        _UPSERT_STANDING,
-        [
-            (
-                spec.id,
-                period,
-                season,
-                record.user_id,
-                record.username,
-                standing.score,
-                standing.reached_ms,
-                record.v,
-                season_start_ms(spec, period, season),
-            )
-            for (period, season), standing in after.items()
-            # Unchanged: an ended season, or a period the update left alone.
-            if renamed or before.get((period, season)) != standing
-        ],
-    )
-    conn.executemany(
-        _DELETE_STANDING,
-        [
-            (spec.id, period, season, record.user_id)
-            for period, season in before.keys() - after.keys()
-        ],
-    )
+    rows = _changed_rows(spec, held, record)
+    if rows:
+        conn.executemany(_UPSERT_STANDING, rows)
+    if held is not None and (
+        record.standings.ended is not held.standings.ended
+        or len(record.standings.current) != len(held.standings.current)
+    ):
+        # A season ended (its standing moved to the ended ones), one past keep_seasons was
+        # dropped, or a reset took one: delete the rows of the seasons no longer held.
+        gone = _by_season(held.standings).keys() - _by_season(record.standings).keys()
+        conn.executemany(
+            _DELETE_STANDING, [(spec.id, p, season, record.user_id) for p, season in gone]
+        )
     return True
+
+
+def _changed_rows(
+    spec: BoardSpec, held: BoardRecord | None, record: BoardRecord
+) -> list[tuple[object, ...]]:
+    """The season rows ``record`` writes over ``held``: the standings that changed (all
+    of them when the player's name did)."""
+    renamed = held is None or held.username != record.username
+    standings = record.standings
+    if renamed or standings.ended is not held.standings.ended:  # type: ignore[union-attr]
+        before = {} if renamed or held is None else _by_season(held.standings)
+        changed = [
+            (s.period, s.season, s.standing)
+            for s in (*standings.current, *standings.ended)
+            if before.get((s.period, s.season)) != s.standing
+        ]
+    else:
+        # The common write: no season ended, so only current standings can have moved.
+        assert held is not None
+        was = {(s.period, s.season): s.standing for s in held.standings.current}
+        changed = [
+            (s.period, s.season, s.standing)
+            for s in standings.current
+            if was.get((s.period, s.season)) is not s.standing
+        ]
+    return [
+        (
+            spec.id,
+            period,
+            season,
+            record.user_id,
+            record.username,
+            standing.score,
+            standing.reached_ms,
+            record.v,
+            season_start_ms(spec, period, season),
+        )
+        for period, season, standing in changed
+    ]
 
 
 def _by_season(standings: BoardStandings) -> dict[tuple[str, str], Standing]:
