@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 from collections import OrderedDict
 from collections.abc import Callable, Coroutine
@@ -37,9 +38,10 @@ from functools import partial
 from typing import Any, Final
 
 from actors.base import ActorStopped, QueuedCount
-from actors.leaderboard import LeaderboardActor, NewSeason, ReloadTop, ScoreChanged, UserRemoved
+from actors.leaderboard import LeaderboardActor, NewSeason, ReloadTop, ScoreChanged
 from actors.ranks import LiveRanks
 from actors.user import UserActor, UserRegistry
+from server.domain.board_view import TopScores
 from server.domain.board_writes import (
     BoardApplied,
     BoardCommand,
@@ -135,6 +137,7 @@ class PeriodLive:
             live.broadcast_interval_s,
             history_size=live.history_size,
         )
+        self._plain: tuple[TopScores, str, bytes, str] | None = None
 
     def take(self, row: BoardRow) -> None:
         """A player's row in the current season: into the index, and to the leaderboard
@@ -150,8 +153,28 @@ class PeriodLive:
         if held is None:
             return
         self.ranks.remove(user_id, held.v)
+        # The leaderboard reads its top K again from the index (which no longer holds the
+        # player): a removal at the row's own version would not take (it needs a newer
+        # one), and a made-up newer one would hide the player's next writes after an unban.
         with contextlib.suppress(ActorStopped):
-            self.leaderboard.tell(UserRemoved(user_id, held.v))
+            self.leaderboard.tell(ReloadTop())
+
+    def plain_top(self) -> tuple[bytes, str]:
+        """The answer to a plain read of this period's top N (no season, limit or cursor),
+        and its ETag: the leaderboard's published rows, as ``GET /api/top-scores`` answers
+        them, after the board, period and season. Encoded once per published view."""
+        top = self.leaderboard.view.top_scores
+        cached = self._plain
+        if cached is not None and cached[0] is top and cached[1] == self.season.season_id:
+            return cached[2], cached[3]
+        scope = (
+            f'{{"board":"{self.spec.id}","period":"{self.period.name}",'
+            f'"season":"{self.season.season_id}",'
+        ).encode()
+        body = scope + top.body[1:]
+        etag = f'"{hashlib.sha1(body, usedforsecurity=False).hexdigest()}"'
+        self._plain = (top, self.season.season_id, body, etag)
+        return body, etag
 
     def begin(self, season: Season) -> RankIndex:
         """Start ``season``, empty; return the ended season's index (its archive)."""

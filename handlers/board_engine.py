@@ -88,14 +88,22 @@ def scope(board: BoardSpec, period: Period, season: str) -> dict[str, Any]:
     return {"board": board.id, "period": period.name, "season": season}
 
 
-async def answer_top(handler: ApiHandler, board: BoardSpec, period: Period) -> None:
-    """``GET /api/boards/{board}/top``."""
-    _, season, index = await season_index(
-        handler, board, period, handler.get_query_argument("season", None)
-    )
-    limit = parse_limit(handler.get_query_argument("limit", None), board.top_n)
-    page = page_answer(index, limit, handler.get_query_argument("cursor", None))
-    handler.write_json({**scope(board, period, season), **page})
+async def top_answer(
+    handler: ApiHandler, board: BoardSpec, period: Period
+) -> tuple[bytes, str | None]:
+    """``GET /api/boards/{board}/top``'s body, and its ETag when it has one. A plain read
+    (no season, limit or cursor) answers the current season's top N as
+    ``GET /api/top-scores`` does, encoded once per published view; otherwise a page of
+    the season asked for."""
+    season_id = handler.get_query_argument("season", None)
+    limit = handler.get_query_argument("limit", None)
+    cursor = handler.get_query_argument("cursor", None)
+    live, season, index = await season_index(handler, board, period, season_id)
+    if season_id is None and limit is None and cursor is None:
+        return live.plain_top()
+    page = page_answer(index, parse_limit(limit, board.top_n), cursor)
+    body = json.dumps({**scope(board, period, season), **page}, separators=(",", ":"))
+    return body.encode(), None
 
 
 async def answer_player(

@@ -146,12 +146,18 @@ class BoardTopHandler(TopScoresHandler):
             check_read(self, board_id)
             super().get()
             return
-        board = served_board(self.service, board_id)
-        await engine.answer_top(
-            self, board, period_of(board, self.get_query_argument("period", None))
-        )
+        board, period = board_and_period(self, board_id)
+        body, self._board_etag = await engine.top_answer(self, board, period)
+        self.finish(body)
 
     head = get  # type: ignore[assignment]
+
+    _board_etag: str | None = None
+
+    def compute_etag(self) -> str | None:
+        if self.service.board_runtime is None:
+            return super().compute_etag()
+        return self._board_etag if self.get_status() == 200 else None
 
 
 class BoardPlayerHandler(PlayerHandler):

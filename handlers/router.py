@@ -121,7 +121,16 @@ class FastReads(Router):
         self, request: httputil.HTTPServerRequest, **kwargs: Any
     ) -> httputil.HTTPMessageDelegate | None:
         service = self.service
-        if service.leaderboard.view.loaded and service.board_runtime is None:
+        runtime = service.board_runtime
+        if runtime is not None:
+            # A boards file: plain reads of the top N of the default board's default
+            # period, as its top route answers them (any query: the handler).
+            if not request.query and is_plain_read(request) and runtime.loaded:
+                default = service.boards[0]
+                body, etag = runtime.period(default.id, default.default_period.name).plain_top()
+                return ReadAnswer(service, request, ROUTE, body, etag)
+            return self.app.find_handler(request, **kwargs)
+        if service.leaderboard.view.loaded:
             if is_plain_read(request):
                 body, etag = service.leaderboard.view.top_scores.answer
                 return ReadAnswer(service, request, ROUTE, body, etag)

@@ -375,3 +375,31 @@ async def test_the_seasons_list_reads_an_ended_season_from_the_store_once(tmp_pa
         ended = first["seasons"][1]
         assert (ended["id"], ended["total"]) == ("2026-03-02", 1)
         assert [row["user_id"] for row in ended["top"]] == ["alice"]
+
+
+async def test_plain_top_reads_answer_the_published_top_alike_on_both_routes(
+    tmp_path: Path,
+) -> None:
+    settings = settings_for(boards_file=boards_file(tmp_path))
+    async with serving(settings) as client:
+        await post(client, "kills", "alice", {"increment": 2})
+        await post(client, "kills", "bob", {"increment": 3})
+        fast = await client.request("GET", "/api/top-scores")  # the router's fast path
+        handled = await client.request("GET", "/api/boards/kills/top")  # the handler
+        assert fast.code == handled.code == 200
+        assert fast.body == handled.body
+        assert fast.headers["ETag"] == handled.headers["ETag"]
+        assert fast.headers["Content-Type"] == handled.headers["Content-Type"]
+        assert body_of(fast) == {
+            "board": "kills",
+            "period": "daily",
+            "season": body_of(fast)["season"],
+            "top_scores": [
+                {"user_id": "bob", "username": "Bob", "score": 3},
+                {"user_id": "alice", "username": "Alice", "score": 2},
+            ],
+        }
+        again = await client.request(
+            "GET", "/api/top-scores", headers={"If-None-Match": fast.headers["ETag"]}
+        )
+        assert again.code == 304
