@@ -314,6 +314,7 @@ class BoardsRuntime:
         self.any_ranks = first.ranks
         self.writers = BoardWriters(self, store, live)
         self.banned: set[str] = set()
+        self._loaded = False
         self._archives: OrderedDict[tuple[str, str, str], RankIndex] = OrderedDict()
         self._loading: dict[tuple[str, str, str], asyncio.Future[RankIndex]] = {}
         # Each ended season's players' count and final top N, once computed: small (top N
@@ -366,7 +367,10 @@ class BoardsRuntime:
 
     @property
     def loaded(self) -> bool:
-        return all(live.leaderboard.view.loaded for live in self.periods.values())
+        """Every period's leaderboard is loaded (once true, for good: asked per request)."""
+        if not self._loaded:
+            self._loaded = all(live.leaderboard.view.loaded for live in self.periods.values())
+        return self._loaded
 
     # --- writes ----------------------------------------------------------------------------
 

@@ -175,7 +175,7 @@ async def post_score(handler: ApiHandler, board: BoardSpec, body: bytes) -> str:
     if decided is not None:
         against = refusal_of(decided, board.rate_limit_per_minute)
         assert against is not None
-        service.metrics.board_updates.labels(board.id, against.code).inc()
+        service.metrics.board_update(board.id, against.code)
         raise refusal(against)
     rules = runtime.rules[board.id]
     if isinstance(decision, BoardReplayed):
@@ -186,7 +186,7 @@ async def post_score(handler: ApiHandler, board: BoardSpec, body: bytes) -> str:
         assert isinstance(decision, BoardApplied)
         scores = landed_scores(board, decision.record.standings, rules.seasons, command.now_ms)
         outcome = "applied"
-    service.metrics.board_updates.labels(board.id, outcome).inc()
+    service.metrics.board_update(board.id, outcome)
     return answer_json(runtime, board, identity.user_id, scores, command.now_ms)
 
 

@@ -309,6 +309,7 @@ class Metrics:
         # Labelled children, looked up once: labels() costs microseconds per call.
         self._request_children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self._outcome_children: dict[str, Any] = {}
+        self._board_children: dict[tuple[str, str], Any] = {}
 
     def request_done(self, route: str, method: str | None, status: int, seconds: float) -> None:
         """Count one answered HTTP request: its latency and its status."""
@@ -322,6 +323,15 @@ class Metrics:
             self._request_children[key] = children
         children[0].observe(seconds)
         children[1].inc()
+
+    def board_update(self, board: str, outcome: str) -> None:
+        """Count one update of a board of the boards file by its outcome (the children
+        are cached: ``labels()`` takes a lock and builds a key on every call)."""
+        key = (board, outcome)
+        child = self._board_children.get(key)
+        if child is None:
+            child = self._board_children[key] = self.board_updates.labels(board, outcome)
+        child.inc()
 
     def expect_boards(self, boards: Iterable[tuple[str, Iterable[str]]]) -> None:
         """Create each board's series at zero (``boards``: board id, period names)."""
