@@ -403,3 +403,26 @@ async def test_plain_top_reads_answer_the_published_top_alike_on_both_routes(
             "GET", "/api/top-scores", headers={"If-None-Match": fast.headers["ETag"]}
         )
         assert again.code == 304
+
+
+async def test_an_ended_season_dropped_from_memory_is_read_again_from_the_store(
+    tmp_path: Path,
+) -> None:
+    clock = Clock(BEFORE_MIDNIGHT)
+    settings = settings_for(boards_file=boards_file(tmp_path))
+    async with serving(settings, clock_ms=clock) as client:
+        runtime = client.running.service.board_runtime
+        assert runtime is not None
+        runtime._max_archives = 1  # one ended season in memory
+        await post(client, "kills", "alice", {"increment": 5})
+        clock.now_ms += 2000  # 2026-03-03
+        await post(client, "kills", "bob", {"increment": 2})
+        clock.now_ms += 86_400_000  # 2026-03-04: 03-03's archive pushes 03-02's out
+        await post(client, "kills", "carol", {"increment": 1})
+        held = {key[2] for key in runtime._archives}
+        assert "2026-03-02" not in held and "2026-03-03" in held
+        first = await get(client, "/api/boards/kills/top?period=daily&season=2026-03-02")
+        assert shown(first) == [("alice", 5)]  # read back from the store
+        second = await get(client, "/api/boards/kills/top?period=daily&season=2026-03-03")
+        assert shown(second) == [("bob", 2)]
+        assert len(runtime._archives) == 1
