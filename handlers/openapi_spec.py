@@ -792,6 +792,42 @@ def openapi_document(
                     },
                 }
             },
+            "/client/scoreboard.js": {
+                "get": {
+                    "operationId": "clientModule",
+                    "tags": ["operations"],
+                    "summary": "The live client, an ES module (docs/protocol.md)",
+                    "description": (
+                        "With `?v=` naming the module's version, cached for a year as "
+                        "immutable; otherwise revalidated on every use (`no-cache`), with "
+                        "its ETag. Any origin may import it."
+                    ),
+                    "security": [],
+                    "parameters": [
+                        {
+                            "name": "v",
+                            "in": "query",
+                            "required": False,
+                            "schema": {"type": "string"},
+                            "description": "The module's version (a long cache when it matches)",
+                        }
+                    ],
+                    "responses": {
+                        "200": {
+                            "description": "The module",
+                            "headers": {
+                                "ETag": {
+                                    "description": "the module's version, for If-None-Match",
+                                    "schema": {"type": "string"},
+                                },
+                                "Cache-Control": _header("Cache-Control"),
+                            },
+                            "content": {"text/javascript": {"schema": {"type": "string"}}},
+                        },
+                        "304": {"description": "Not modified (If-None-Match)"},
+                    },
+                }
+            },
             "/metrics": {
                 "get": {
                     "operationId": "metrics",

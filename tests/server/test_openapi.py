@@ -84,6 +84,8 @@ def routes() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
     found = []
     for rule in app.wildcard_router.rules:
         pattern = rule.matcher.regex.pattern.removesuffix("$")
+        # A group that matches one file's name is that name (/client/(scoreboard\.js)).
+        pattern = re.sub(r"\((\w+)\\\.(\w+)\)", r"\1.\2", pattern)
         # A board's routes: the first group is the board, any other a user id.
         if pattern.startswith(("/api/boards/(", "/ws/boards/(")):
             pattern = re.sub(r"\([^)]*\)", "{board}", pattern, count=1)

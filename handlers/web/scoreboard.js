@@ -1,0 +1,220 @@
+// The scoreboard's live client: an ES module, no build step, no dependencies.
+//
+//   import { connectScoreboard } from "https://scores.example.com/client/scoreboard.js";
+//   const live = connectScoreboard({
+//     origin: "https://scores.example.com", // default: the page's own origin
+//     board: "kills", period: "weekly",      // default: the original /ws/scoreboard stream
+//     token: playerJwt,                      // optional: with watch, the player's rank too
+//     watch: true, window: 2,                // the player's rank events (needs a token)
+//     refreshToken: async () => newJwt(),    // optional: a fresh token before a retry
+//     onBoard: ({ rows, season }) => render(rows),
+//     onState: (state) => show(state),       // "connecting" | "live" | "reconnecting" | "stopped"
+//     onRank: (event) => showRank(event),    // {rank, previous, score, total, window}
+//     onSeason: (season) => newSeason(season),
+//   });
+//   live.stop();
+//
+// The protocol is docs/protocol.md's: the delta format, resumed with `since` after a
+// reconnect; a lost connection is retried after a jittered exponential backoff (full
+// jitter, minDelayMs doubling up to maxDelayMs). Before a retry, refreshToken() is awaited
+// when the token expires within a minute, or once after an attempt failed before opening
+// (a WebSocket cannot see why an upgrade failed: the server may have refused the token).
+// The pure parts (applyMessage, backoffDelay, streamUrl, expiresWithin) are exported and
+// tested on their own (tests/handlers/web/scoreboard.test.mjs).
+
+/** The board as the client holds it: the stream's position, its season and rows. */
+export const EMPTY_VIEW = Object.freeze({ epoch: null, version: null, season: null, rows: [] });
+
+/**
+ * One message applied to `view`. Returns `{ view, board, resync, season, rank }`:
+ * `board` when the rows changed; `resync` when the stream is out of order (the caller
+ * reconnects, resuming or getting a snapshot); `season` when a new season started;
+ * `rank` for a rank event.
+ */
+export function applyMessage(view, msg) {
+  const out = { view, board: false, resync: false, season: null, rank: null };
+  if (msg.event === "rank") {
+    out.rank = msg;
+    return out;
+  }
+  if (msg.event === "resumed") return out; // the missed deltas follow
+  let rows;
+  if (msg.event === "snapshot" || msg.event === "update") {
+    rows = msg.top_scores.map(({ user_id, username, score }) => ({ user_id, username, score }));
+  } else if (msg.event === "delta") {
+    if (msg.epoch !== view.epoch || msg.version !== view.version + 1) {
+      out.resync = true;
+      return out;
+    }
+    rows = applyDelta(view.rows, msg);
+  } else {
+    out.resync = true; // an event this client does not know: start over from a snapshot
+    return out;
+  }
+  const season = msg.season ?? view.season;
+  if (msg.reason === "season_started" || (view.season !== null && season !== view.season)) {
+    out.season = season;
+  }
+  out.view = { epoch: msg.epoch, version: msg.version, season, rows };
+  out.board = true;
+  return out;
+}
+
+function applyDelta(rows, msg) {
+  const gone = new Set(msg.removed);
+  for (const row of msg.changed) gone.add(row.user_id);
+  const byRank = new Map();
+  rows.forEach((row, i) => {
+    if (!gone.has(row.user_id)) byRank.set(i + 1, row);
+  });
+  for (const { rank, user_id, username, score } of msg.changed) {
+    byRank.set(rank, { user_id, username, score });
+  }
+  return [...byRank.keys()].sort((a, b) => a - b).map((rank) => byRank.get(rank));
+}
+
+/** The wait before retry number `attempt` (0-based): full jitter, `draw` in [0, 1). */
+export function backoffDelay(attempt, minMs, maxMs, draw) {
+  return draw * Math.min(maxMs, minMs * 2 ** Math.min(attempt, 30));
+}
+
+/** The stream's URL: the board's (or the original one), the delta format, resuming. */
+export function streamUrl(origin, { board, period, token, watch, window, view }) {
+  const path = board ? `/ws/boards/${encodeURIComponent(board)}` : "/ws/scoreboard";
+  const url = new URL(path, origin.replace(/^http/, "ws"));
+  url.searchParams.set("format", "delta");
+  if (board && period) url.searchParams.set("period", period);
+  if (view && view.epoch !== null) url.searchParams.set("since", `${view.epoch}:${view.version}`);
+  if (token) url.searchParams.set("token", token);
+  if (watch && token) {
+    url.searchParams.set("watch", "me");
+    if (window !== undefined) url.searchParams.set("window", String(window));
+  }
+  return url.toString();
+}
+
+/** Whether a JWT expires within `ms` of `now` (false for one this client cannot read). */
+export function expiresWithin(token, ms, now) {
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    return JSON.parse(atob(part)).exp * 1000 < now + ms;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Connect, keep the board current across reconnects, and call back; see the top of
+ * this file. `WebSocketImpl`, `setTimer`, `clearTimer`, `random` and `now` are for tests.
+ */
+export function connectScoreboard(options) {
+  const {
+    origin = globalThis.location ? globalThis.location.origin : undefined,
+    board = null,
+    period = null,
+    watch = false,
+    window,
+    refreshToken = null,
+    onBoard = () => {},
+    onState = () => {},
+    onRank = () => {},
+    onSeason = () => {},
+    minDelayMs = 500,
+    maxDelayMs = 30000,
+    WebSocketImpl = globalThis.WebSocket,
+    setTimer = (fn, ms) => setTimeout(fn, ms),
+    clearTimer = (id) => clearTimeout(id),
+    random = Math.random,
+    now = Date.now,
+  } = options;
+  let token = options.token ?? null;
+  let view = EMPTY_VIEW;
+  let socket = null;
+  let timer = null;
+  let attempt = 0;
+  let stopped = false;
+  let failedBeforeOpen = false;
+  let refreshedSinceOpen = false;
+  let state = null;
+
+  function setState(next) {
+    if (next !== state) {
+      state = next;
+      onState(next);
+    }
+  }
+
+  function retry() {
+    setState("reconnecting");
+    timer = setTimer(connect, backoffDelay(attempt, minDelayMs, maxDelayMs, random()));
+    attempt += 1;
+  }
+
+  async function connect() {
+    timer = null;
+    const stale = failedBeforeOpen && !refreshedSinceOpen;
+    if (token && refreshToken && (expiresWithin(token, 60000, now()) || stale)) {
+      try {
+        token = await refreshToken();
+        refreshedSinceOpen = true;
+      } catch {
+        if (!stopped) retry(); // keep the old token; ask again next time
+        return;
+      }
+      if (stopped) return;
+    }
+    if (state === null) setState("connecting");
+    const ws = new WebSocketImpl(streamUrl(origin, { board, period, token, watch, window, view }));
+    socket = ws;
+    let opened = false;
+    ws.onopen = () => {
+      if (ws !== socket) return;
+      opened = true;
+      refreshedSinceOpen = false;
+      setState("live");
+    };
+    ws.onmessage = (event) => {
+      if (ws !== socket) return;
+      attempt = 0; // a server that accepts and then drops us at once still backs off
+      const result = applyMessage(view, JSON.parse(event.data));
+      if (result.resync) {
+        lost(ws);
+        return;
+      }
+      view = result.view;
+      if (result.season !== null) onSeason(result.season);
+      if (result.board) onBoard({ rows: view.rows, season: view.season });
+      if (result.rank !== null) onRank(result.rank);
+    };
+    ws.onerror = ws.onclose = () => lost(ws);
+    function lost(which) {
+      if (which !== socket) return; // handled already (an error, then its close)
+      socket = null;
+      failedBeforeOpen = !opened;
+      which.close();
+      if (!stopped) retry();
+    }
+  }
+
+  connect();
+  return {
+    /** Close, and never reconnect. */
+    stop() {
+      stopped = true;
+      if (timer !== null) clearTimer(timer);
+      timer = null;
+      const ws = socket;
+      socket = null;
+      if (ws) ws.close(1000);
+      setState("stopped");
+    },
+    /** The rows held now (best first). */
+    get rows() {
+      return view.rows;
+    },
+    /** "connecting", "live", "reconnecting" or "stopped". */
+    get state() {
+      return state;
+    },
+  };
+}

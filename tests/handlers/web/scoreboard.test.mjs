@@ -1,0 +1,164 @@
+// Unit tests of handlers/web/scoreboard.js under Node's own test runner (node --test):
+// the protocol's pure parts as data, and the connection's life with a fake WebSocket and
+// fake timers (run by tests/handlers/web/test_client_module.py).
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  EMPTY_VIEW,
+  applyMessage,
+  backoffDelay,
+  connectScoreboard,
+  expiresWithin,
+  streamUrl,
+} from "../../../handlers/web/scoreboard.js";
+
+const row = (user_id, score) => ({ user_id, username: user_id.toUpperCase(), score });
+const snapshot = (epoch, version, rows, extra = {}) => ({
+  event: "snapshot", epoch, version, reason: "new", top_scores: rows, ...extra,
+});
+
+test("a snapshot then deltas keep the rows", () => {
+  let { view } = applyMessage(EMPTY_VIEW, snapshot("e1", 3, [row("a", 5), row("b", 3)]));
+  const delta = {
+    event: "delta", epoch: "e1", version: 4,
+    changed: [{ rank: 1, ...row("b", 9) }, { rank: 2, ...row("a", 5) }], removed: [],
+  };
+  const result = applyMessage(view, delta);
+  assert.equal(result.board, true);
+  assert.deepEqual(result.view.rows, [row("b", 9), row("a", 5)]);
+  view = result.view;
+  const gone = applyMessage(view, { event: "delta", epoch: "e1", version: 5, changed: [], removed: ["a"] });
+  assert.deepEqual(gone.view.rows, [row("b", 9)]);
+});
+
+test("a delta out of order or of another epoch asks for a resync", () => {
+  const { view } = applyMessage(EMPTY_VIEW, snapshot("e1", 3, []));
+  for (const msg of [
+    { event: "delta", epoch: "e1", version: 5, changed: [], removed: [] },
+    { event: "delta", epoch: "e2", version: 4, changed: [], removed: [] },
+    { event: "something_new" },
+  ]) {
+    const result = applyMessage(view, msg);
+    assert.equal(result.resync, true);
+    assert.equal(result.view, view);
+  }
+});
+
+test("a season_started snapshot names the new season; rank events pass through", () => {
+  const { view } = applyMessage(EMPTY_VIEW, snapshot("e1", 1, [row("a", 5)], { season: "2026-03-02" }));
+  assert.equal(view.season, "2026-03-02");
+  const started = applyMessage(view, snapshot("e2", 0, [], { season: "2026-03-03", reason: "season_started" }));
+  assert.equal(started.season, "2026-03-03");
+  assert.deepEqual(started.view.rows, []);
+  const rank = { event: "rank", rank: 2, previous: 3, score: 5, total: 9, window: [] };
+  assert.equal(applyMessage(view, rank).rank, rank);
+});
+
+test("the backoff is full jitter, doubling up to the cap", () => {
+  assert.equal(backoffDelay(0, 500, 30000, 0.5), 250);
+  assert.equal(backoffDelay(3, 500, 30000, 1), 4000);
+  assert.equal(backoffDelay(20, 500, 30000, 1), 30000);
+  assert.equal(backoffDelay(3, 500, 30000, 0), 0);
+});
+
+test("the stream's URL names the board, period, position and watch", () => {
+  const view = { epoch: "e1", version: 7, season: null, rows: [] };
+  const url = new URL(
+    streamUrl("https://scores.example.com", { board: "kills", period: "daily", token: "t", watch: true, window: 3, view }),
+  );
+  assert.equal(url.origin, "wss://scores.example.com");
+  assert.equal(url.pathname, "/ws/boards/kills");
+  assert.deepEqual(Object.fromEntries(url.searchParams), {
+    format: "delta", period: "daily", since: "e1:7", token: "t", watch: "me", window: "3",
+  });
+  const plain = new URL(streamUrl("http://localhost:8000", { view: EMPTY_VIEW }));
+  assert.equal(plain.toString(), "ws://localhost:8000/ws/scoreboard?format=delta");
+});
+
+test("a token's expiry is read from its payload", () => {
+  const jwt = (exp) => `h.${btoa(JSON.stringify({ exp })).replace(/=+$/, "")}.s`;
+  assert.equal(expiresWithin(jwt(100), 60000, 50000), true);
+  assert.equal(expiresWithin(jwt(1000), 60000, 50000), false);
+  assert.equal(expiresWithin("not a jwt", 60000, 0), false);
+});
+
+class FakeSocket {
+  static made = [];
+  constructor(url) {
+    this.url = url;
+    this.closed = null;
+    FakeSocket.made.push(this);
+  }
+  close(code) {
+    this.closed = code ?? 1005;
+  }
+  open() { this.onopen(); }
+  send(msg) { this.onmessage({ data: JSON.stringify(msg) }); }
+  drop() { this.onclose(); }
+}
+
+function harness(extra = {}) {
+  FakeSocket.made = [];
+  const timers = [];
+  const states = [];
+  const boards = [];
+  const live = connectScoreboard({
+    origin: "http://localhost:8000",
+    WebSocketImpl: FakeSocket,
+    setTimer: (fn, ms) => { timers.push({ fn, ms }); return timers.length; },
+    clearTimer: () => {},
+    random: () => 1,
+    onState: (s) => states.push(s),
+    onBoard: (b) => boards.push(b.rows),
+    ...extra,
+  });
+  return { live, timers, states, boards };
+}
+
+test("a dropped connection is retried with backoff and resumes where it was", async () => {
+  const { live, timers, states, boards } = harness();
+  const first = FakeSocket.made[0];
+  first.open();
+  first.send(snapshot("e1", 4, [row("a", 1)]));
+  first.drop();
+  assert.deepEqual(states, ["connecting", "live", "reconnecting"]);
+  assert.equal(timers[0].ms, 500);
+  await timers[0].fn();
+  const second = FakeSocket.made[1];
+  assert.equal(new URL(second.url).searchParams.get("since"), "e1:4");
+  second.open();
+  second.send({ event: "resumed", epoch: "e1", version: 4, missed: 1 });
+  second.send({ event: "delta", epoch: "e1", version: 5, changed: [{ rank: 1, ...row("a", 2) }], removed: [] });
+  assert.deepEqual(boards.at(-1), [row("a", 2)]);
+  assert.equal(states.at(-1), "live");
+  live.stop();
+  assert.equal(second.closed, 1000);
+  assert.equal(states.at(-1), "stopped");
+});
+
+test("an out-of-order delta reconnects; a stopped client never does", async () => {
+  const { live, timers } = harness();
+  const first = FakeSocket.made[0];
+  first.open();
+  first.send(snapshot("e1", 1, []));
+  first.send({ event: "delta", epoch: "e1", version: 3, changed: [], removed: [] });
+  assert.notEqual(first.closed, null);
+  assert.equal(timers.length, 1);
+  live.stop();
+  assert.equal(FakeSocket.made.length, 1);
+});
+
+test("a connection that fails before opening refreshes the token once", async () => {
+  let refreshed = 0;
+  const { timers } = harness({
+    token: "old",
+    refreshToken: async () => { refreshed += 1; return "new"; },
+  });
+  FakeSocket.made[0].drop(); // refused before it opened: perhaps the token
+  await timers[0].fn();
+  assert.equal(refreshed, 1);
+  assert.equal(new URL(FakeSocket.made[1].url).searchParams.get("token"), "new");
+  FakeSocket.made[1].drop(); // refused again: no second refresh until one opens
+  await timers[1].fn();
+  assert.equal(refreshed, 1);
+});

@@ -1,0 +1,63 @@
+"""The live client module (``handlers/web/scoreboard.js``): its unit tests under Node's
+own test runner, and how the service serves it (``GET /client/scoreboard.js``)."""
+
+from __future__ import annotations
+
+import fnmatch
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+
+import pytest
+
+from handlers.web_client import MODULE_VERSION, WEB_DIR, module_url
+from tests.conftest import scaled, serving
+
+ROOT = Path(__file__).resolve().parents[3]
+
+
+def test_the_modules_unit_tests_pass_under_node() -> None:
+    node = shutil.which("node")
+    assert node is not None, "Node is needed for the client module's unit tests"
+    result = subprocess.run(
+        [node, "--test", str(Path(__file__).with_name("scoreboard.test.mjs"))],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "# fail 0" in result.stdout and "# pass 9" in result.stdout, result.stdout
+
+
+def test_every_web_file_goes_into_the_package() -> None:
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    patterns = config["tool"]["setuptools"]["package-data"]["handlers"]
+    for path in WEB_DIR.iterdir():
+        relative = f"web/{path.name}"
+        assert any(fnmatch.fnmatch(relative, p) for p in patterns), relative
+
+
+@pytest.mark.gen_test(timeout=scaled(20))
+async def test_the_module_is_served_with_an_etag_cors_and_its_caching() -> None:
+    async with serving() as client:
+        plain = await client.request("GET", "/client/scoreboard.js")
+        assert plain.code == 200
+        assert plain.body == (WEB_DIR / "scoreboard.js").read_bytes()
+        assert plain.headers["Content-Type"] == "text/javascript; charset=utf-8"
+        assert plain.headers["Cache-Control"] == "no-cache"
+        assert plain.headers["Access-Control-Allow-Origin"] == "*"
+        assert plain.headers["X-Content-Type-Options"] == "nosniff"
+        etag = plain.headers["Etag"]
+        again = await client.request(
+            "GET", "/client/scoreboard.js", headers={"If-None-Match": etag}
+        )
+        assert again.code == 304
+        pinned = await client.request("GET", module_url())
+        assert pinned.code == 200 and MODULE_VERSION in module_url()
+        assert pinned.headers["Cache-Control"] == "public, max-age=31536000, immutable"
+        stale = await client.request("GET", "/client/scoreboard.js?v=0000")
+        assert stale.headers["Cache-Control"] == "no-cache"
+        assert (await client.request("GET", "/client/other.js")).code == 404
