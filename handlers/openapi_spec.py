@@ -792,12 +792,33 @@ def openapi_document(
                     },
                 }
             },
-            "/client/scoreboard.js": {
+            "/": {
                 "get": {
-                    "operationId": "clientModule",
+                    "operationId": "livePage",
                     "tags": ["operations"],
-                    "summary": "The live client, an ES module (docs/protocol.md)",
+                    "summary": "The live page (HTML; docs/api.md)",
                     "description": (
+                        "The top N of a board and period, live, with the player's rank when "
+                        "the URL's fragment carries a token (`#token=...`); `?embed=1` for an "
+                        "iframe. A strict Content-Security-Policy."
+                    ),
+                    "security": [],
+                    "parameters": [],
+                    "responses": {
+                        "200": {
+                            "description": "The page",
+                            "content": {"text/html": {"schema": {"type": "string"}}},
+                        }
+                    },
+                }
+            },
+            "/client/{file}": {
+                "get": {
+                    "operationId": "clientFile",
+                    "tags": ["operations"],
+                    "summary": "The live client module, and the live page's script and styles",
+                    "description": (
+                        "`scoreboard.js` is the live client, an ES module (docs/protocol.md). "
                         "With `?v=` naming the module's version, cached for a year as "
                         "immutable; otherwise revalidated on every use (`no-cache`), with "
                         "its ETag. Any origin may import it."
@@ -805,24 +826,33 @@ def openapi_document(
                     "security": [],
                     "parameters": [
                         {
+                            "name": "file",
+                            "in": "path",
+                            "required": True,
+                            "schema": {"enum": ["scoreboard.js", "page.js", "page.css"]},
+                        },
+                        {
                             "name": "v",
                             "in": "query",
                             "required": False,
                             "schema": {"type": "string"},
-                            "description": "The module's version (a long cache when it matches)",
-                        }
+                            "description": "The file's version (a long cache when it matches)",
+                        },
                     ],
                     "responses": {
                         "200": {
-                            "description": "The module",
+                            "description": "The file",
                             "headers": {
                                 "ETag": {
-                                    "description": "the module's version, for If-None-Match",
+                                    "description": "the file's version, for If-None-Match",
                                     "schema": {"type": "string"},
                                 },
                                 "Cache-Control": _header("Cache-Control"),
                             },
-                            "content": {"text/javascript": {"schema": {"type": "string"}}},
+                            "content": {
+                                "text/javascript": {"schema": {"type": "string"}},
+                                "text/css": {"schema": {"type": "string"}},
+                            },
                         },
                         "304": {"description": "Not modified (If-None-Match)"},
                     },

@@ -1,5 +1,11 @@
-"""``GET /client/scoreboard.js``: the live client, an ES module a page imports from here
-(issue 15; the module is ``handlers/web/scoreboard.js``, its protocol docs/protocol.md's).
+"""The live page (``GET /``) and the files it is built of (``/client/...``): the live
+client, an ES module a page imports from here (``handlers/web/scoreboard.js``, the protocol
+of docs/protocol.md), and the page's own script and styles (issue 15).
+
+The page is plain HTML whose script and styles come from this origin only, under a strict
+Content-Security-Policy: no inline script or style, connections to this origin only, and
+framing only by the origins of ``SCOREBOARD_FRAME_ANCESTORS`` (none by default). A token
+the page is given rides in the URL's fragment, which browsers never send to a server.
 
 Served by Tornado's static file handler (ETag, ``If-None-Match`` and ranges): a URL naming
 the file's version (``?v=`` its :data:`MODULE_VERSION`, as :func:`module_url` gives it) is
@@ -22,6 +28,9 @@ from handlers.inflight import InFlight
 WEB_DIR: Final = Path(__file__).with_name("web")
 MODULE_NAME: Final = "scoreboard.js"
 MODULE_VERSION: Final = hashlib.sha256((WEB_DIR / MODULE_NAME).read_bytes()).hexdigest()[:16]
+FILES: Final = r"scoreboard\.js|page\.js|page\.css"  # the route's group: what is served
+_TYPES: Final = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+PAGE: Final = (WEB_DIR / "index.html").read_bytes()
 YEAR_S: Final = 365 * 24 * 3600
 
 
@@ -30,8 +39,42 @@ def module_url() -> str:
     return f"/client/{MODULE_NAME}?v={MODULE_VERSION}"
 
 
+def page_policy(frame_ancestors: tuple[str, ...]) -> str:
+    """The page's Content-Security-Policy."""
+    framing = " ".join(frame_ancestors) or "'none'"
+    return (
+        "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
+        f"img-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors {framing}"
+    )
+
+
+class PageHandler(tornado.web.RequestHandler):
+    """``GET /``: the live page."""
+
+    def initialize(self, service: Backend, inflight: InFlight, route: str) -> None:
+        self.service = service
+        self.route = route
+
+    def get(self) -> None:
+        self.set_header("Content-Type", "text/html; charset=utf-8")
+        self.set_header(
+            "Content-Security-Policy", page_policy(self.service.settings.frame_ancestors)
+        )
+        self.set_header("X-Content-Type-Options", "nosniff")
+        self.set_header("Referrer-Policy", "no-referrer")
+        self.set_header("Cache-Control", "no-cache")
+        self.finish(PAGE)
+
+    head = get
+
+    def on_finish(self) -> None:
+        self.service.metrics.request_done(
+            self.route, self.request.method, self.get_status(), self.request.request_time()
+        )
+
+
 class ClientModuleHandler(tornado.web.StaticFileHandler):
-    """``/client/(scoreboard.js)``: the module, with its caching and CORS headers."""
+    """``/client/(scoreboard.js|page.js|page.css)``: with their caching and CORS headers."""
 
     def initialize(  # type: ignore[override]
         self, service: Backend, inflight: InFlight, route: str
@@ -53,7 +96,7 @@ class ClientModuleHandler(tornado.web.StaticFileHandler):
             self.set_header("Cache-Control", "no-cache")
         self.set_header("Access-Control-Allow-Origin", "*")
         self.set_header("X-Content-Type-Options", "nosniff")
-        self.set_header("Content-Type", "text/javascript; charset=utf-8")
+        self.set_header("Content-Type", _TYPES[Path(path).suffix])
 
     def on_finish(self) -> None:
         self.service.metrics.request_done(

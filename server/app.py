@@ -32,7 +32,8 @@ from handlers.players import AroundHandler, LookupHandler, PlayerHandler
 from handlers.router import PLAYER_ROUTE, TOP_SCORES_PATH, FastReads
 from handlers.router import ROUTE as TOP_SCORES_ROUTE
 from handlers.scores import TopScoresHandler, UpdateScoreHandler
-from handlers.web_client import ClientModuleHandler
+from handlers.web_client import FILES as CLIENT_FILES
+from handlers.web_client import ClientModuleHandler, PageHandler
 from server.service import Service
 
 # Client messages are ignored; bound them so nobody can make the server buffer much.
@@ -63,7 +64,8 @@ def make_app(service: Service, inflight: InFlight) -> tornado.web.Application:
             (r"/readyz", ReadyHandler, route("readyz")),
             (r"/metrics", MetricsHandler, route("metrics")),
             (r"/api/openapi.json", OpenApiHandler, route("openapi")),
-            (r"/client/(scoreboard\.js)", ClientModuleHandler, route("client_module")),
+            (rf"/client/({CLIENT_FILES})", ClientModuleHandler, route("client_module")),
+            (r"/", PageHandler, route("page")),
             (r"/api/boards", BoardsHandler, route("boards")),
             (r"/api/boards/([^/]+)/scores", BoardScoresHandler, route("board_scores")),
             (r"/api/boards/([^/]+)/top", BoardTopHandler, route("board_top")),

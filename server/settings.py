@@ -12,6 +12,7 @@ import argparse
 import dataclasses
 import ipaddress
 import json
+import re
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,8 @@ class Settings:
     user_idle_s: float = 60.0
     log_level: str = "INFO"
     allowed_origins: tuple[str, ...] = ("*",)
+    # Origins whose pages may frame the live page (?embed=1): CSP frame-ancestors.
+    frame_ancestors: tuple[str, ...] = ()
     ws_require_auth: bool = False
     ws_max_buffer_bytes: int = 256 * 1024
     ws_slow_client_timeout_s: float = 10.0
@@ -194,6 +197,14 @@ def _boolean(raw: str) -> bool:
     if value in {"0", "false", "no", "off"}:
         return False
     raise ValueError("must be true or false")
+
+
+def _frame_origins(raw: str) -> tuple[str, ...]:
+    origins = tuple(o.strip() for o in raw.split(",") if o.strip())
+    for origin in origins:
+        if not re.fullmatch(r"https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?", origin):
+            raise ValueError(f"{origin!r} is not an origin like https://game.example.com")
+    return origins
 
 
 def _origins(raw: str) -> tuple[str, ...]:
@@ -345,6 +356,11 @@ OPTIONS: tuple[Option, ...] = (
         "allowed_origins",
         _origins,
         "browser origins allowed for CORS and the WebSocket (comma list, or *)",
+    ),
+    Option(
+        "frame_ancestors",
+        _frame_origins,
+        "origins whose pages may frame the live page, for ?embed=1 (comma list; none: no framing)",
     ),
     Option("ws_require_auth", _boolean, "refuse WebSocket upgrades without a valid ?token="),
     Option(

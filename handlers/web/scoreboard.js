@@ -146,12 +146,14 @@ export function connectScoreboard(options) {
 
   function retry() {
     setState("reconnecting");
+    if (stopped) return; // stopped from the state's callback
     timer = setTimer(connect, backoffDelay(attempt, minDelayMs, maxDelayMs, random()));
     attempt += 1;
   }
 
   async function connect() {
     timer = null;
+    if (stopped) return;
     const stale = failedBeforeOpen && !refreshedSinceOpen;
     if (token && refreshToken && (expiresWithin(token, 60000, now()) || stale)) {
       try {

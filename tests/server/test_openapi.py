@@ -84,8 +84,9 @@ def routes() -> list[tuple[str, type[tornado.web.RequestHandler]]]:
     found = []
     for rule in app.wildcard_router.rules:
         pattern = rule.matcher.regex.pattern.removesuffix("$")
-        # A group that matches one file's name is that name (/client/(scoreboard\.js)).
-        pattern = re.sub(r"\((\w+)\\\.(\w+)\)", r"\1.\2", pattern)
+        # The live page's files: /client/(scoreboard\.js|page\.js|page\.css).
+        if pattern.startswith("/client/("):
+            pattern = "/client/{file}"
         # A board's routes: the first group is the board, any other a user id.
         if pattern.startswith(("/api/boards/(", "/ws/boards/(")):
             pattern = re.sub(r"\([^)]*\)", "{board}", pattern, count=1)
