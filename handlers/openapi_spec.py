@@ -829,7 +829,9 @@ def openapi_document(
                             "name": "file",
                             "in": "path",
                             "required": True,
-                            "schema": {"enum": ["scoreboard.js", "page.js", "page.css"]},
+                            "schema": {
+                                "enum": ["scoreboard.js", "page.js", "page.css", "icon.svg"]
+                            },
                         },
                         {
                             "name": "v",
@@ -852,6 +854,7 @@ def openapi_document(
                             "content": {
                                 "text/javascript": {"schema": {"type": "string"}},
                                 "text/css": {"schema": {"type": "string"}},
+                                "image/svg+xml": {"schema": {"type": "string"}},
                             },
                         },
                         "304": {"description": "Not modified (If-None-Match)"},

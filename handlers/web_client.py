@@ -27,9 +27,19 @@ from handlers.inflight import InFlight
 
 WEB_DIR: Final = Path(__file__).with_name("web")
 MODULE_NAME: Final = "scoreboard.js"
-MODULE_VERSION: Final = hashlib.sha256((WEB_DIR / MODULE_NAME).read_bytes()).hexdigest()[:16]
-FILES: Final = r"scoreboard\.js|page\.js|page\.css"  # the route's group: what is served
-_TYPES: Final = {".js": "text/javascript; charset=utf-8", ".css": "text/css; charset=utf-8"}
+# Each file's version: the start of its content's SHA-256 (what ``?v=`` must name).
+VERSIONS: Final = {
+    path.name: hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    for path in WEB_DIR.iterdir()
+    if path.suffix in {".js", ".css", ".svg"}
+}
+MODULE_VERSION: Final = VERSIONS[MODULE_NAME]
+FILES: Final = r"scoreboard\.js|page\.js|page\.css|icon\.svg"  # the route's group
+_TYPES: Final = {
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+}
 PAGE: Final = (WEB_DIR / "index.html").read_bytes()
 YEAR_S: Final = 365 * 24 * 3600
 
@@ -84,7 +94,8 @@ class ClientModuleHandler(tornado.web.StaticFileHandler):
         self.route = route
 
     def pinned(self) -> bool:
-        return self.get_query_argument("v", None) == MODULE_VERSION
+        name = self.path_args[0] if self.path_args else ""
+        return self.get_query_argument("v", None) == VERSIONS.get(name)
 
     def get_cache_time(self, path: str, modified: Any, mime_type: str) -> int:
         return YEAR_S if self.pinned() else 0
