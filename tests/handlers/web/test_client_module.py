@@ -4,6 +4,7 @@ own test runner, and how the service serves it (``GET /client/scoreboard.js``)."
 from __future__ import annotations
 
 import fnmatch
+import re
 import shutil
 import subprocess
 import tomllib
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from handlers.web_client import MODULE_VERSION, WEB_DIR, module_url
-from tests.conftest import scaled, serving
+from tests.conftest import scaled, serving, settings_for
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -61,3 +62,29 @@ async def test_the_module_is_served_with_an_etag_cors_and_its_caching() -> None:
         stale = await client.request("GET", "/client/scoreboard.js?v=0000")
         assert stale.headers["Cache-Control"] == "no-cache"
         assert (await client.request("GET", "/client/other.js")).code == 404
+
+
+@pytest.mark.gen_test(timeout=scaled(20))
+async def test_the_page_has_a_strict_policy_and_no_inline_code() -> None:
+    async with serving() as client:
+        page = await client.request("GET", "/")
+        assert page.code == 200
+        assert page.headers["Content-Type"] == "text/html; charset=utf-8"
+        policy = page.headers["Content-Security-Policy"]
+        for directive in (
+            "default-src 'none'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+        ):
+            assert directive in policy, policy
+        html = page.body.decode()
+        # Every script has a src and there is no style element or attribute, no handler.
+        assert re.findall(r"<script(?![^>]*\bsrc=)", html) == []
+        assert "<style" not in html and " style=" not in html
+        assert re.search(r"\son[a-z]+=", html) is None
+    framed = settings_for(frame_ancestors=("https://game.example", "https://cdn.game.example"))
+    async with serving(framed) as client:
+        policy = (await client.request("GET", "/?embed=1")).headers["Content-Security-Policy"]
+        assert "frame-ancestors https://game.example https://cdn.game.example" in policy
