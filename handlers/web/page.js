@@ -8,6 +8,7 @@ const STATE_TEXT = {
   connecting: "Connecting…",
   live: "Live",
   reconnecting: "Reconnecting…",
+  offline: "Offline",
   stopped: "Offline",
 };
 const SUMMARY_EVERY_MS = 5000; // live changes are announced as a summary, at most this often
@@ -147,7 +148,7 @@ function start(boards) {
     watch: Boolean(token),
     window: 2,
     onState: (state) => {
-      say(state);
+      say(state === "reconnecting" && navigator.onLine === false ? "offline" : state);
       if (state === "live") refusedBeforeOpen = 0;
       if (state === "reconnecting" && token && ++refusedBeforeOpen >= 3) {
         // A token the server keeps refusing: go on without it, the public board live.
@@ -186,6 +187,10 @@ function choose(boards) {
   query.set("period", period);
   restart(boards);
 }
+
+addEventListener("offline", () => {
+  if ($("state").dataset.state !== "live") say("offline");
+});
 
 addEventListener("DOMContentLoaded", async () => {
   const boards = await loadBoards();

@@ -4,6 +4,7 @@ own test runner, and how the service serves it (``GET /client/scoreboard.js``)."
 from __future__ import annotations
 
 import fnmatch
+import logging
 import re
 import shutil
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from handlers.web_client import MODULE_VERSION, WEB_DIR, module_url
-from tests.conftest import scaled, serving, settings_for
+from tests.conftest import close_websocket, make_token, scaled, serving, settings_for
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -88,3 +89,21 @@ async def test_the_page_has_a_strict_policy_and_no_inline_code() -> None:
     async with serving(framed) as client:
         policy = (await client.request("GET", "/?embed=1")).headers["Content-Security-Policy"]
         assert "frame-ancestors https://game.example https://cdn.game.example" in policy
+
+
+@pytest.mark.gen_test(timeout=scaled(20))
+async def test_a_token_in_the_streams_query_is_never_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    token = make_token("alice", name="Alice")
+    async with serving() as client:
+        ws = await client.websocket(f"?format=delta&watch=me&token={token}")
+        await ws.read_message()
+        await close_websocket(ws)
+        bad = await client.websocket(f"?token={token}x")  # an invalid one is logged as such
+        await bad.read_message()
+        await close_websocket(bad)
+    assert caplog.records, "nothing was logged: the check would prove nothing"
+    for record in caplog.records:
+        assert token not in record.getMessage() and token not in str(record.__dict__)
