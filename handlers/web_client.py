@@ -77,6 +77,11 @@ class PageHandler(tornado.web.RequestHandler):
 
     head = get
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 405:  # RFC 9110: a 405 lists the methods the route answers
+            self.set_header("Allow", "GET, HEAD")
+        super().write_error(status_code, **kwargs)
+
     def on_finish(self) -> None:
         self.service.metrics.request_done(
             self.route, self.request.method, self.get_status(), self.request.request_time()
@@ -108,6 +113,11 @@ class ClientModuleHandler(tornado.web.StaticFileHandler):
         self.set_header("Access-Control-Allow-Origin", "*")
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Content-Type", _TYPES[Path(path).suffix])
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 405:  # RFC 9110: a 405 lists the methods the route answers
+            self.set_header("Allow", "GET, HEAD")
+        super().write_error(status_code, **kwargs)
 
     def on_finish(self) -> None:
         self.service.metrics.request_done(

@@ -184,6 +184,10 @@ schema = (
     schemathesis.openapi.from_dict(DOCUMENT)
     .exclude(path="/ws/scoreboard")
     .exclude(path="/ws/boards/{board}")
+    # The live page and its files: HTML, JavaScript and CSS for a browser, not the JSON
+    # API (tested in a browser: tests/handlers/web).
+    .exclude(path="/")
+    .exclude(path="/client/{file}")
 )
 schema.config.generation.update(max_examples=40, database="none")
 schema.config.update(request_timeout=REQUEST_TIMEOUT_S)

@@ -85,6 +85,8 @@ async def test_the_page_has_a_strict_policy_and_no_inline_code() -> None:
         assert re.findall(r"<script(?![^>]*\bsrc=)", html) == []
         assert "<style" not in html and " style=" not in html
         assert re.search(r"\son[a-z]+=", html) is None
+        refused = await client.request("POST", "/", b"")
+        assert (refused.code, refused.headers["Allow"]) == (405, "GET, HEAD")
     framed = settings_for(frame_ancestors=("https://game.example", "https://cdn.game.example"))
     async with serving(framed) as client:
         policy = (await client.request("GET", "/?embed=1")).headers["Content-Security-Policy"]
