@@ -21,6 +21,7 @@ let live = null;
 let shown = new Map(); // user_id -> "score|rank" as last shown, to mark what changed
 let lastSummary = 0;
 let summaryTimer = null;
+let latestRows = [];
 
 if (query.get("embed") === "1") document.documentElement.classList.add("embed");
 
@@ -75,11 +76,13 @@ function renderBoard(rows) {
 }
 
 function announce(rows) {
-  // A polite summary, not every delta: at most one per SUMMARY_EVERY_MS.
+  // A polite summary, not every delta: at most one per SUMMARY_EVERY_MS, of the board as
+  // it is when it is said.
+  latestRows = rows;
   const write = () => {
     summaryTimer = null;
     lastSummary = Date.now();
-    const leader = rows[0];
+    const leader = latestRows[0];
     $("summary").textContent = leader
       ? `Top scores updated: ${leader.username} leads with ${leader.score}.`
       : "The board is empty.";
@@ -190,6 +193,9 @@ function choose(boards) {
 
 addEventListener("offline", () => {
   if ($("state").dataset.state !== "live") say("offline");
+});
+addEventListener("online", () => {
+  if ($("state").dataset.state === "offline") say(live ? live.state : "connecting");
 });
 
 addEventListener("DOMContentLoaded", async () => {

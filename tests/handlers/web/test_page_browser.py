@@ -32,6 +32,12 @@ ROOT = Path(__file__).resolve().parents[3]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 HOSTILE = "<img src=x onerror=alert(1)>"
 HEBREW = "שחקן 1"
+# Counts the polite live region's announcements (a MutationObserver on it).
+COUNT_SUMMARIES = """() => {
+  window.summaries = 0;
+  new MutationObserver(() => { window.summaries += 1; }).observe(
+    document.getElementById("summary"), { childList: true, characterData: true, subtree: true });
+}"""
 YOU_RANK = "document.getElementById('you-rank').textContent"
 READ_TABLE = "rows => rows.map(r => [...r.cells].map(c => c.textContent))"
 
@@ -126,9 +132,22 @@ async def test_two_hundred_rapid_changes_end_equal_to_the_api() -> None:
         await post(client, "seed", 1)
         await page.goto(client.base_url + "/")
         await shows(page, await api_rows(client))
+        await page.evaluate(COUNT_SUMMARIES)
+        started = time.monotonic()
         for i in range(200):
             await post(client, f"player{i % 23}", 1 + i % 7)
         await shows(page, await api_rows(client))
+        # Announced as a summary, at most one per 5 s: not 200 announcements.
+        await until(page, "window.summaries >= 1", timeout_s=7)
+        announced = await page.evaluate("() => window.summaries")
+        assert 1 <= announced <= 2 + (time.monotonic() - started) // 5, announced
+        leader = (await client.top())[0]
+        await until(
+            page,
+            f"document.getElementById('summary').textContent.includes('{leader['score']}')",
+            timeout_s=7,
+        )
+        assert "leads with" in await page.inner_text("#summary")
         assert errors == []
 
 
@@ -143,6 +162,11 @@ async def test_a_restart_shows_reconnecting_then_the_right_board(tmp_path: Path)
             await shows(page, await api_rows(client))
         await until(page, "document.getElementById('state').dataset.state === 'reconnecting'")
         assert await page.inner_text("#state") == "Reconnecting…"
+        await page.context.set_offline(True)  # the browser loses its network too
+        await until(page, "document.getElementById('state').dataset.state === 'offline'")
+        assert await page.inner_text("#state") == "Offline"
+        await page.context.set_offline(False)
+        await until(page, "document.getElementById('state').dataset.state === 'reconnecting'")
         async with serving(settings) as client:
             await post(client, "bob", 7)
             await shows(page, await api_rows(client), timeout_s=20)
