@@ -58,7 +58,25 @@ def page_policy(frame_ancestors: tuple[str, ...]) -> str:
     )
 
 
-class PageHandler(tornado.web.RequestHandler):
+class BrowserFileHandler(tornado.web.RequestHandler):
+    """What the page and its files share: GET and HEAD only (a 405 says so in ``Allow``),
+    each request counted in the route's metrics."""
+
+    service: Backend
+    route: str
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if status_code == 405:  # RFC 9110: a 405 lists the methods the route answers
+            self.set_header("Allow", "GET, HEAD")
+        super().write_error(status_code, **kwargs)
+
+    def on_finish(self) -> None:
+        self.service.metrics.request_done(
+            self.route, self.request.method, self.get_status(), self.request.request_time()
+        )
+
+
+class PageHandler(BrowserFileHandler):
     """``GET /``: the live page."""
 
     def initialize(self, service: Backend, inflight: InFlight, route: str) -> None:
@@ -77,18 +95,8 @@ class PageHandler(tornado.web.RequestHandler):
 
     head = get
 
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        if status_code == 405:  # RFC 9110: a 405 lists the methods the route answers
-            self.set_header("Allow", "GET, HEAD")
-        super().write_error(status_code, **kwargs)
 
-    def on_finish(self) -> None:
-        self.service.metrics.request_done(
-            self.route, self.request.method, self.get_status(), self.request.request_time()
-        )
-
-
-class ClientModuleHandler(tornado.web.StaticFileHandler):
+class ClientModuleHandler(tornado.web.StaticFileHandler, BrowserFileHandler):
     """``/client/(scoreboard.js|page.js|page.css)``: with their caching and CORS headers."""
 
     def initialize(  # type: ignore[override]
@@ -113,13 +121,3 @@ class ClientModuleHandler(tornado.web.StaticFileHandler):
         self.set_header("Access-Control-Allow-Origin", "*")
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Content-Type", _TYPES[Path(path).suffix])
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        if status_code == 405:  # RFC 9110: a 405 lists the methods the route answers
-            self.set_header("Allow", "GET, HEAD")
-        super().write_error(status_code, **kwargs)
-
-    def on_finish(self) -> None:
-        self.service.metrics.request_done(
-            self.route, self.request.method, self.get_status(), self.request.request_time()
-        )
