@@ -9,9 +9,11 @@ player's rank (:mod:`handlers.live.rank_stream`). See docs/protocol.md.
 
 from __future__ import annotations
 
+import logging
 import socket
 from typing import Any
 
+import tornado.web
 import tornado.websocket
 from tornado.iostream import IOStream
 from tornado.websocket import WebSocketProtocol
@@ -29,6 +31,8 @@ from server.domain.rank_watch import MAX_WINDOW
 
 FORMATS = ("seed", "delta")
 DEFAULT_RANK_WINDOW = 2
+
+log = logging.getLogger(__name__)
 
 
 class ScoreboardSocket(tornado.websocket.WebSocketHandler):
@@ -115,6 +119,17 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
                 f"this address has {addresses.limit} WebSockets open; close one first",
                 {"Retry-After": "10"},
             )
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        # Tornado's own line names the whole URI, a ?token= included: the path only.
+        if isinstance(value, tornado.web.HTTPError):
+            return  # an answer, not a failure (the access log has it)
+        log.error(
+            "uncaught exception on %s %s",
+            self.request.method,
+            self.request.path,
+            exc_info=(typ, value, tb),
+        )
 
     def check_origin(self, origin: str) -> bool:
         return self.service.origins.allows(origin)

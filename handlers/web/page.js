@@ -13,12 +13,22 @@ const STATE_TEXT = {
 };
 const SUMMARY_EVERY_MS = 5000; // live changes are announced as a summary, at most this often
 const MARK_MS = 1500; // how long a changed row stays marked
+const REFUSALS_BEFORE_PUBLIC = 2; // failed attempts with a token before going on without
 
 const query = new URLSearchParams(location.search);
-const fragment = new URLSearchParams(location.hash.slice(1));
-let token = fragment.get("token");
+// The player's token comes in the URL's fragment (never sent to a server); it is taken out
+// of the address at once, so a copied or shared URL never carries it, and kept for this tab.
+const TOKEN_KEY = "scoreboard.token";
+let token = new URLSearchParams(location.hash.slice(1)).get("token");
+if (token) {
+  sessionStorage.setItem(TOKEN_KEY, token);
+  history.replaceState(null, "", location.pathname + location.search);
+} else {
+  token = sessionStorage.getItem(TOKEN_KEY);
+}
 let live = null;
 let shown = new Map(); // user_id -> "score|rank" as last shown, to mark what changed
+const markedUntil = new Map(); // user_id -> when its row's mark ends (ms)
 let lastSummary = 0;
 let summaryTimer = null;
 let latestRows = [];
@@ -58,21 +68,33 @@ function rowOf(rank, entry, marked, isYou) {
 }
 
 function renderBoard(rows) {
-  const body = $("rows");
+  const now = Date.now();
   const next = new Map();
   const fresh = [];
   rows.forEach((entry, i) => {
     const key = `${entry.score}|${i + 1}`;
     next.set(entry.user_id, key);
-    const marked = shown.size > 0 && shown.get(entry.user_id) !== key;
+    if (shown.size > 0 && shown.get(entry.user_id) !== key) {
+      markedUntil.set(entry.user_id, now + MARK_MS);
+    }
+    const marked = (markedUntil.get(entry.user_id) ?? 0) > now;
     fresh.push(rowOf(i + 1, entry, marked, false));
   });
-  body.replaceChildren(...fresh);
+  $("rows").replaceChildren(...fresh);
   shown = next;
-  setTimeout(() => {
-    for (const tr of body.querySelectorAll("tr.changed")) tr.classList.remove("changed");
-  }, MARK_MS);
+  setTimeout(unmark, MARK_MS);
   announce(rows);
+}
+
+function unmark() {
+  // Each row's mark lasts MARK_MS from its own change, whatever renders came since.
+  const now = Date.now();
+  for (const tr of $("rows").querySelectorAll("tr.changed")) {
+    if ((markedUntil.get(tr.dataset.userId) ?? 0) <= now) {
+      tr.classList.remove("changed");
+      markedUntil.delete(tr.dataset.userId);
+    }
+  }
 }
 
 function announce(rows) {
@@ -141,9 +163,8 @@ function start(boards) {
 
   if (token && expiresWithin(token, 0, Date.now())) {
     notice("Your session has expired: sign in again to see your rank. The board stays live.");
-    token = null;
+    forgetToken();
   }
-  let refusedBeforeOpen = 0;
   live = connectScoreboard({
     board: board?.id ?? null,
     period: period?.name ?? null,
@@ -152,11 +173,13 @@ function start(boards) {
     window: 2,
     onState: (state) => {
       say(state === "reconnecting" && navigator.onLine === false ? "offline" : state);
-      if (state === "live") refusedBeforeOpen = 0;
-      if (state === "reconnecting" && token && ++refusedBeforeOpen >= 3) {
-        // A token the server keeps refusing: go on without it, the public board live.
+    },
+    onRetry: ({ attempt, failedBeforeOpen }) => {
+      // The server keeps refusing the connection before it opens, with a token (expired,
+      // or not one it accepts): go on without it, the public board live.
+      if (token && failedBeforeOpen && attempt >= REFUSALS_BEFORE_PUBLIC - 1) {
         notice("Your sign-in was not accepted: the board stays live without your rank.");
-        token = null;
+        forgetToken();
         restart(boards);
       }
     },
@@ -169,6 +192,12 @@ function start(boards) {
     },
     onRank: renderYou,
   });
+}
+
+function forgetToken() {
+  token = null;
+  sessionStorage.removeItem(TOKEN_KEY);
+  $("you").hidden = true;
 }
 
 function restart(boards) {
@@ -185,7 +214,7 @@ function choose(boards) {
     ? $("period").value
     : board?.periods[0]?.name;
   params.set("period", period);
-  history.replaceState(null, "", `?${params}${location.hash}`);
+  history.replaceState(null, "", `?${params}`);
   query.set("board", params.get("board"));
   query.set("period", period);
   restart(boards);

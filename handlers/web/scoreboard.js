@@ -11,6 +11,7 @@
 //     onState: (state) => show(state),       // "connecting" | "live" | "reconnecting" | "stopped"
 //     onRank: (event) => showRank(event),    // {rank, previous, score, total, window}
 //     onSeason: (season) => newSeason(season),
+//     onRetry: ({ attempt, failedBeforeOpen }) => {}, // each failure, before its retry
 //   });
 //   live.stop();
 //
@@ -21,6 +22,9 @@
 // (a WebSocket cannot see why an upgrade failed: the server may have refused the token).
 // The pure parts (applyMessage, backoffDelay, streamUrl, expiresWithin) are exported and
 // tested on their own (tests/handlers/web/scoreboard.test.mjs).
+
+// The events this client knows; others (from a newer server) are ignored, not a resync.
+const KNOWN_EVENTS = new Set(["snapshot", "update", "delta", "resumed", "rank"]);
 
 /** The board as the client holds it: the stream's position, its season and rows. */
 export const EMPTY_VIEW = Object.freeze({ epoch: null, version: null, season: null, rows: [] });
@@ -119,7 +123,9 @@ export function connectScoreboard(options) {
     onState = () => {},
     onRank = () => {},
     onSeason = () => {},
+    onRetry = () => {},
     minDelayMs = 500,
+    steadyMs = 10000,
     maxDelayMs = 30000,
     WebSocketImpl = globalThis.WebSocket,
     setTimer = (fn, ms) => setTimeout(fn, ms),
@@ -146,7 +152,8 @@ export function connectScoreboard(options) {
 
   function retry() {
     setState("reconnecting");
-    if (stopped) return; // stopped from the state's callback
+    if (!stopped) onRetry({ attempt, failedBeforeOpen }); // every failure, not just the first
+    if (stopped) return; // stopped from a callback
     timer = setTimer(connect, backoffDelay(attempt, minDelayMs, maxDelayMs, random()));
     attempt += 1;
   }
@@ -169,16 +176,19 @@ export function connectScoreboard(options) {
     const ws = new WebSocketImpl(streamUrl(origin, { board, period, token, watch, window, view }));
     socket = ws;
     let opened = false;
+    let openedAt = 0;
     ws.onopen = () => {
       if (ws !== socket) return;
       opened = true;
+      openedAt = now();
       refreshedSinceOpen = false;
       setState("live");
     };
     ws.onmessage = (event) => {
       if (ws !== socket) return;
-      attempt = 0; // a server that accepts and then drops us at once still backs off
-      const result = applyMessage(view, JSON.parse(event.data));
+      const msg = JSON.parse(event.data);
+      if (msg.event === undefined || !KNOWN_EVENTS.has(msg.event)) return; // a newer server's
+      const result = applyMessage(view, msg);
       if (result.resync) {
         lost(ws);
         return;
@@ -193,6 +203,9 @@ export function connectScoreboard(options) {
       if (which !== socket) return; // handled already (an error, then its close)
       socket = null;
       failedBeforeOpen = !opened;
+      // The backoff starts over only after a connection that lasted: a server that takes
+      // us and drops us at once (or a stream that keeps breaking) is still backed off.
+      if (opened && now() - openedAt >= steadyMs) attempt = 0;
       which.close();
       if (!stopped) retry();
     }

@@ -162,3 +162,46 @@ test("a connection that fails before opening refreshes the token once", async ()
   await timers[1].fn();
   assert.equal(refreshed, 1);
 });
+
+test("failures back off further each time, and only a lasting connection starts over", async () => {
+  let clock = 0;
+  const retries = [];
+  const { timers } = harness({ now: () => clock, onRetry: (r) => retries.push(r) });
+  FakeSocket.made[0].drop(); // refused
+  await timers[0].fn();
+  FakeSocket.made[1].open();
+  FakeSocket.made[1].send(snapshot("e1", 1, []));
+  FakeSocket.made[1].drop(); // a snapshot, then dropped at once: still backing off
+  await timers[1].fn();
+  FakeSocket.made[2].drop();
+  assert.deepEqual(timers.map((t) => t.ms), [500, 1000, 2000]);
+  assert.deepEqual(retries.map((r) => r.failedBeforeOpen), [true, false, true]);
+  await timers[2].fn();
+  FakeSocket.made[3].open();
+  clock += 10000; // open for the steady time: the next failure starts over
+  FakeSocket.made[3].drop();
+  assert.equal(timers[3].ms, 500);
+});
+
+test("an unknown event is ignored, not a reason to reconnect", () => {
+  const { timers, boards } = harness();
+  const ws = FakeSocket.made[0];
+  ws.open();
+  ws.send(snapshot("e1", 1, [row("a", 1)]));
+  ws.send({ event: "token_expiring", in_s: 30 });
+  assert.equal(ws.closed, null);
+  assert.equal(timers.length, 0);
+  assert.deepEqual(boards, [[row("a", 1)]]);
+});
+
+test("stop() while a token refresh is pending opens nothing", async () => {
+  let release;
+  const pending = new Promise((resolve) => { release = resolve; });
+  const { live, timers } = harness({ token: "old", refreshToken: () => pending });
+  FakeSocket.made[0].drop(); // refused before opening: the next attempt refreshes first
+  const attempt = timers[0].fn();
+  live.stop();
+  release("new");
+  await attempt;
+  assert.equal(FakeSocket.made.length, 1);
+});

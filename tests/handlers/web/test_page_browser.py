@@ -201,16 +201,22 @@ async def test_the_players_own_rank_shows_from_a_token_in_the_fragment() -> None
         await post(client, "alice", 5)
         await post(client, "bob", 3)
         token = make_token("bob", name="Bob")
+        sent: list[str] = []  # every HTTP request's URL, and every WebSocket's
+        page.on("request", lambda r: sent.append(r.url))
+        page.on("websocket", lambda ws: sent.append(ws.url))
         await page.goto(f"{client.base_url}/#token={token}")
+        assert token not in page.url  # taken out of the address at once
         await page.wait_for_selector("#you:not([hidden])", timeout=scaled(5) * 1000)
-        await until(
-            page, "document.getElementById('you-rank').textContent === 'Rank 2 of 2, score 3.'"
-        )
+        await until(page, f"{YOU_RANK} === 'Rank 2 of 2, score 3.'")
         assert await table(page, "#around-rows tr") == [["1", "Alice", "5"], ["2", "Bob", "3"]]
         await post(client, "bob", 10)
-        await until(
-            page, "document.getElementById('you-rank').textContent === 'Rank 1 of 2, score 13.'"
-        )
+        await until(page, f"{YOU_RANK} === 'Rank 1 of 2, score 13.'")
+        # Only the WebSocket's request carries the token.
+        carrying = [url for url in sent if token in url]
+        assert carrying and all(url.startswith("ws://") for url in carrying), sent
+        await page.reload()  # kept for this tab, not in the address
+        await until(page, f"{YOU_RANK} === 'Rank 1 of 2, score 13.'")
+        assert token not in page.url
         assert errors == []
 
 
@@ -232,9 +238,12 @@ async def test_names_are_shown_as_text_whatever_they_hold() -> None:
     async with serving(rate_limit_per_minute=0) as client, browser_page() as (page, errors):
         await post(client, "mallory", 5, name=HOSTILE)
         await post(client, "dana", 3, name=HEBREW)
-        await page.goto(client.base_url + "/")
+        token = make_token("mallory", name=HOSTILE)  # in the "You" panel too
+        await page.goto(f"{client.base_url}/#token={token}")
         await shows(page, [["1", HOSTILE, "5"], ["2", HEBREW, "3"]])
-        assert await page.locator("#rows img").count() == 0
+        await page.wait_for_selector("#you:not([hidden])", timeout=scaled(5) * 1000)
+        assert await table(page, "#around-rows tr") == [["1", HOSTILE, "5"], ["2", HEBREW, "3"]]
+        assert await page.locator("img").count() == 0
         assert await page.locator("#rows bdi").count() == 2  # isolated from the row's order
         assert errors == []  # no dialog, no error
 
@@ -273,12 +282,29 @@ async def test_axe_finds_nothing_and_screenshots_are_saved(
         assert errors == []
 
 
-async def test_the_embed_mode_drops_the_header() -> None:
+async def test_the_embed_mode_drops_the_picker_and_stays_accessible() -> None:
     async with serving() as client, browser_page(width=400) as (page, errors):
+        await post(client, "alice", 5)
         await page.goto(client.base_url + "/?embed=1")
-        await page.wait_for_selector("#state[data-state='live']", timeout=scaled(5) * 1000)
-        assert await page.is_hidden("#masthead")
+        await shows(page, [["1", "Alice", "5"]])
+        assert await page.is_hidden("#picker")
+        results = await Axe().run(page)
+        assert results.violations_count == 0, results.generate_report()
         assert errors == []
+
+
+async def test_a_token_the_server_refuses_leaves_the_public_board_live() -> None:
+    async with serving(rate_limit_per_minute=0) as client, browser_page() as (page, errors):
+        await post(client, "alice", 5)
+        forged = make_token("alice", name="Alice", secret="not-the-servers-secret-0123456789")
+        await page.goto(f"{client.base_url}/#token={forged}")
+        await until(page, "!document.getElementById('notice').hidden")
+        assert "not accepted" in await page.inner_text("#notice")
+        await shows(page, await api_rows(client))
+        assert await page.inner_text("#state") == "Live"
+        assert await page.is_hidden("#you")
+        # The refused upgrades are the browser's own console errors; nothing else.
+        assert all("WebSocket" in e for e in errors), errors
 
 
 async def test_changed_rows_are_marked_without_motion_when_asked() -> None:
