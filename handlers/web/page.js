@@ -225,6 +225,7 @@ addEventListener("offline", () => {
 });
 addEventListener("online", () => {
   if ($("state").dataset.state === "offline") say(live ? live.state : "connecting");
+  if (live) live.retryNow(); // back online: no need to wait out the backoff
 });
 
 addEventListener("DOMContentLoaded", async () => {

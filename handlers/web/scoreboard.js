@@ -223,6 +223,12 @@ export function connectScoreboard(options) {
       if (ws) ws.close(1000);
       setState("stopped");
     },
+    /** Retry at once if a retry is waiting out its backoff (the network is back). */
+    retryNow() {
+      if (stopped || timer === null) return;
+      clearTimer(timer);
+      connect();
+    },
     /** The rows held now (best first). */
     get rows() {
       return view.rows;

@@ -205,3 +205,15 @@ test("stop() while a token refresh is pending opens nothing", async () => {
   await attempt;
   assert.equal(FakeSocket.made.length, 1);
 });
+
+test("retryNow() skips the backoff's wait, and does nothing while connected", async () => {
+  const { live, timers } = harness();
+  FakeSocket.made[0].open();
+  live.retryNow(); // connected: nothing to retry
+  assert.equal(FakeSocket.made.length, 1);
+  FakeSocket.made[0].drop();
+  assert.equal(timers.length, 1);
+  live.retryNow();
+  assert.equal(FakeSocket.made.length, 2); // at once, not after the timer
+  live.stop();
+});
