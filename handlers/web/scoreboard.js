@@ -13,6 +13,7 @@
 //     onSeason: (season) => newSeason(season),
 //     onRetry: ({ attempt, failedBeforeOpen }) => {}, // each failure, before its retry
 //   });
+//   live.retryNow();                       // skip the backoff's wait (back online)
 //   live.stop();
 //
 // The protocol is docs/protocol.md's: the delta format, resumed with `since` after a
