@@ -22,7 +22,7 @@ from handlers.base import ApiHandler, ask_actor, header
 from handlers.boards import season_answer
 from handlers.errors import ApiError, failure_refusal, refusal
 from handlers.pages import page_answer, parse_limit, ranked_row
-from handlers.players import around_answer, not_ranked, parse_window, player_answer
+from handlers.players import around_answer, parse_window, player_answer
 from handlers.scores import check_content_type, parse_body, parse_idempotency_key
 from server.domain.board_writes import (
     BoardApplied,
@@ -118,8 +118,6 @@ async def answer_player(
         below = parse_window(handler.get_query_argument("below", None), "below")
         body = around_answer(index, user_id, above, below)
     else:
-        if index.get(user_id) is None:
-            raise not_ranked(user_id)
         body = player_answer(index, user_id)
     handler.write_json({**scope(board, period, season), **body})
 
@@ -139,9 +137,9 @@ def as_decision(decision: BoardDecision) -> Decision | None:
     return decision
 
 
-async def post_score(handler: ApiHandler, board: BoardSpec, body: bytes) -> str:
-    """Apply an update to ``board`` and answer the player's score and rank in every
-    period (the JSON text).
+async def post_score(handler: ApiHandler, board: BoardSpec, body: bytes) -> tuple[str, str]:
+    """Apply an update to ``board``; return the answer (the player's score and rank in
+    every period, as JSON text) and the outcome (``applied`` or ``replayed``).
 
     Raises:
         ApiError: the request's refusal (as ``POST /api/update-score``'s).
@@ -187,7 +185,7 @@ async def post_score(handler: ApiHandler, board: BoardSpec, body: bytes) -> str:
         scores = landed_scores(board, decision.record.standings, rules.seasons, command.now_ms)
         outcome = "applied"
     service.metrics.board_update(board.id, outcome)
-    return answer_json(runtime, board, identity.user_id, scores, command.now_ms)
+    return answer_json(runtime, board, identity.user_id, scores, command.now_ms), outcome
 
 
 def board_value(

@@ -12,6 +12,7 @@ routes answer for the default board's default period.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import tornado.web
@@ -22,7 +23,7 @@ from handlers.base import ApiHandler
 from handlers.boards import season_answer
 from handlers.context import Backend
 from handlers.errors import ApiError
-from handlers.players import AroundHandler, PlayerHandler
+from handlers.players import AroundHandler, PlayerHandler, PlayersHandler
 from handlers.scores import TopScoresHandler, UpdateScoreHandler
 from server.domain.boards import BoardSpec
 from server.domain.seasons import Period, SeasonError, season_named
@@ -123,8 +124,10 @@ class BoardScoresHandler(UpdateScoreHandler):
 
     async def post_to(self, board: BoardSpec) -> None:
         """Apply the body to ``board`` of a boards file (:func:`engine.post_score`)."""
-        answer = await self.counted(lambda: engine.post_score(self, board, bytes(self._body)))
-        self._outcome("replayed" if self._headers.get("Idempotent-Replayed") else "applied")
+        answer, outcome = await self.counted(
+            lambda: engine.post_score(self, board, bytes(self._body))
+        )
+        self._outcome(outcome)
         self.finish(answer)
 
 
@@ -160,16 +163,30 @@ class BoardTopHandler(TopScoresHandler):
         return self._board_etag if self.get_status() == 200 else None
 
 
+async def player_read(
+    handler: PlayersHandler,
+    board_id: str,
+    user_id: str,
+    original: Callable[[str], None],
+    *,
+    around: bool,
+) -> None:
+    """A board's read of one player (``around``: and the rows around them): without a
+    boards file, ``original`` (the original route's answer) once the board, period and
+    season are checked; with one, from the season's rank index."""
+    if handler.service.board_runtime is None:
+        check_read(handler, board_id)
+        original(user_id)
+        return
+    board, period = board_and_period(handler, board_id)
+    await engine.answer_player(handler, board, period, handler.player_id(user_id), around=around)
+
+
 class BoardPlayerHandler(PlayerHandler):
     """``GET /api/boards/{board}/players/{id|me}?period=&season=``."""
 
     async def get(self, board_id: str, user_id: str) -> None:  # type: ignore[override]
-        if self.service.board_runtime is None:
-            check_read(self, board_id)
-            super().get(user_id)
-            return
-        board, period = board_and_period(self, board_id)
-        await engine.answer_player(self, board, period, self.player_id(user_id), around=False)
+        await player_read(self, board_id, user_id, super().get, around=False)
 
     head = get  # type: ignore[assignment]
 
@@ -178,12 +195,7 @@ class BoardAroundHandler(AroundHandler):
     """``GET /api/boards/{board}/players/{id|me}/around?period=&season=&above=&below=``."""
 
     async def get(self, board_id: str, user_id: str) -> None:  # type: ignore[override]
-        if self.service.board_runtime is None:
-            check_read(self, board_id)
-            super().get(user_id)
-            return
-        board, period = board_and_period(self, board_id)
-        await engine.answer_player(self, board, period, self.player_id(user_id), around=True)
+        await player_read(self, board_id, user_id, super().get, around=True)
 
     head = get  # type: ignore[assignment]
 

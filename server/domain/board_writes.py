@@ -211,12 +211,6 @@ def landed_scores(
     return tuple(scores)
 
 
-def current_standings(spec: BoardSpec, record: BoardRecord) -> list[SeasonStanding]:
-    """The record's current standing in each of the board's periods, in its order."""
-    by_period = {s.period: s for s in record.standings.current}
-    return [by_period[p.name] for p in spec.periods if p.name in by_period]
-
-
 def row_of(spec: BoardSpec, record: BoardRecord, held: SeasonStanding) -> BoardRow:
     """``held`` as a row of its season's ranking."""
     return BoardRow(

@@ -14,8 +14,8 @@ So a season's standings are, for every player, the standing whose season id is t
 season's, whether it is still the player's current one (they have not scored since) or
 among their ended ones: an ended season stays readable, ranks included, from the records
 alone, with no job at the boundary. A player who never scores again keeps an old current
-standing; a bounded background job drops seasons past ``keep_seasons``
-(:func:`without_seasons_before`).
+standing; a bounded background job drops seasons past ``keep_seasons`` (the stores'
+``retire_seasons``, by each season's start).
 
 :class:`SeasonClock` caches each period's current season, recomputed only once it ended
 (a cron period's season takes about 0.2 ms to compute; an update asks for every period).
@@ -104,23 +104,6 @@ def standings_after(
     if not ended_changed:  # the common case: no season ended, none to drop
         return BoardStandings(tuple(current), held.ended)
     return BoardStandings(tuple(current), _kept(spec, ended))
-
-
-def without_seasons_before(
-    standings: BoardStandings, oldest_kept: dict[str, int], start_of: Callable[[str, str], int]
-) -> BoardStandings:
-    """``standings`` without the seasons that started before each period's oldest kept
-    season (``oldest_kept``: period name -> start in ms); ``start_of(period, season)``
-    gives a season's start. For the background job that retires old seasons."""
-
-    def kept(held: SeasonStanding) -> bool:
-        oldest = oldest_kept.get(held.period)
-        return oldest is None or start_of(held.period, held.season) >= oldest
-
-    return BoardStandings(
-        tuple(s for s in standings.current if kept(s)),
-        tuple(s for s in standings.ended if kept(s)),
-    )
 
 
 class SeasonClock:

@@ -17,7 +17,6 @@ from server.domain.standings import (
     SeasonClock,
     SeasonStanding,
     standings_after,
-    without_seasons_before,
 )
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -101,19 +100,6 @@ def test_a_write_from_a_pod_whose_clock_is_behind_counts_in_its_own_season() -> 
     assert held.in_season("daily", "2026-12-04") == Standing(2, at("2026-12-04T23:59:59"))
     assert [s.season for s in held.current if s.period == "daily"] == ["2026-12-05"]
     assert held.in_season("all_time", "all") == Standing(7, at("2026-12-04T23:59:59"))
-
-
-def test_the_retirement_job_drops_seasons_that_started_before_the_oldest_kept() -> None:
-    held = BoardStandings()
-    for day in range(2, 5):
-        held = write(KILLS, held, 1, f"2026-12-0{day}T12:00:00")
-
-    def start(period: str, season: str) -> int:
-        return at(f"{season}T00:00:00") if period == "daily" else 0
-
-    kept = without_seasons_before(held, {"daily": at("2026-12-03T00:00:00")}, start)
-    assert [s.season for s in kept.ended if s.period == "daily"] == ["2026-12-03"]
-    assert [s.season for s in kept.current if s.period == "daily"] == ["2026-12-04"]
 
 
 def test_the_season_clock_computes_a_season_again_only_once_it_ended() -> None:
