@@ -57,13 +57,13 @@ class AdminHandler(ApiHandler):
             self._audit["outcome"] = exc.code
         super().write_error(status_code, **kwargs)
 
-    def admin(self) -> str:
+    async def admin(self) -> str:
         """The id of the admin calling.
 
         Raises:
             ApiError: 401 (bad or missing token), 403 ``forbidden`` (no admin scope).
         """
-        identity = self.authenticate(header(self.request, "Authorization"))
+        identity = await self.authenticate(header(self.request, "Authorization"))
         self._audit["admin"] = identity.user_id
         if ADMIN_SCOPE not in identity.scopes:
             raise ApiError(
@@ -81,7 +81,7 @@ class AdminHandler(ApiHandler):
             ApiError: 401/403 (caller), 404 ``not_found``, 500/503 (store, shutdown).
         """
         self._audit["action"] = action.value
-        self.admin()
+        await self.admin()
         check_user_id(user_id)
         now_ms = self.service.clock_ms()
         blank = None
@@ -115,7 +115,7 @@ class UserHandler(AdminHandler):
     """
 
     async def get(self, user_id: str) -> None:
-        self.admin()
+        await self.admin()
         check_user_id(user_id)
         store = self.service.store
         try:

@@ -29,7 +29,7 @@ from handlers.errors import (
 from handlers.inflight import InFlight
 from server.domain.errors import TokenRefused
 from server.domain.throttle import client_address
-from server.domain.tokens import Identity
+from server.domain.tokens import Identity, verify_fetching
 
 log = logging.getLogger(__name__)
 
@@ -147,9 +147,9 @@ class ApiHandler(tornado.web.RequestHandler):
         """The client's address (``X-Forwarded-For`` is believed from trusted proxies only)."""
         return client_of(self.request, self.service)
 
-    def authenticate(self, header: str | None) -> Identity:
+    async def authenticate(self, header: str | None) -> Identity:
         """Verify the bearer token of this request (see :func:`authenticate`)."""
-        return authenticate(
+        return await authenticate(
             self.service, self.client, lambda: self.service.verifier.verify_header(header)
         )
 
@@ -241,8 +241,10 @@ def client_of(request: HTTPServerRequest, service: Backend) -> str:
     )
 
 
-def authenticate(service: Backend, client: str, verify: Callable[[], Identity]) -> Identity:
-    """Run ``verify`` unless ``client`` failed too often lately; count its failures.
+async def authenticate(service: Backend, client: str, verify: Callable[[], Identity]) -> Identity:
+    """Run ``verify`` unless ``client`` failed too often lately (a token naming a key its
+    issuer's JWKS lacks has the set refetched first, :func:`verify_fetching`); count its
+    failures, by address and by reason (``scoreboard_tokens_refused_total``).
 
     Raises:
         ApiError: 429 ``auth_throttled``, or the answer to the verifier's
@@ -258,9 +260,10 @@ def authenticate(service: Backend, client: str, verify: Callable[[], Identity]) 
             {"Retry-After": str(wait)},
         )
     try:
-        return verify()
+        return await verify_fetching(verify)
     except TokenRefused as refused:
         service.auth_throttle.failed(client, now)
+        service.metrics.tokens_refused.labels(refused.reason).inc()
         raise refusal(refused) from None
 
 

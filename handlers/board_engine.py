@@ -146,7 +146,7 @@ async def post_score(handler: ApiHandler, board: BoardSpec, body: bytes) -> tupl
     """
     service = handler.service
     runtime = runtime_of(handler)
-    identity = handler.authenticate(header(handler.request, "Authorization"))
+    identity = await handler.authenticate(header(handler.request, "Authorization"))
     check_content_type(header(handler.request, "Content-Type"), bool(body.strip()))
     data = parse_body(body, body_fields(board))
     value, spent = board_value(handler, board, data, identity.user_id)

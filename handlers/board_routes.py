@@ -12,7 +12,7 @@ routes answer for the default board's default period.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import tornado.web
@@ -167,7 +167,7 @@ async def player_read(
     handler: PlayersHandler,
     board_id: str,
     user_id: str,
-    original: Callable[[str], None],
+    original: Callable[[str], Awaitable[None]],
     *,
     around: bool,
 ) -> None:
@@ -176,10 +176,11 @@ async def player_read(
     season are checked; with one, from the season's rank index."""
     if handler.service.board_runtime is None:
         check_read(handler, board_id)
-        original(user_id)
+        await original(user_id)
         return
     board, period = board_and_period(handler, board_id)
-    await engine.answer_player(handler, board, period, handler.player_id(user_id), around=around)
+    player = await handler.player_id(user_id)
+    await engine.answer_player(handler, board, period, player, around=around)
 
 
 class BoardPlayerHandler(PlayerHandler):
@@ -240,7 +241,7 @@ class BoardResetHandler(ResetHandler):
     board and period (today the served board's all_time period: the user's score)."""
 
     async def post(self, board_id: str, user_id: str) -> None:  # type: ignore[override]
-        self.admin()  # who may ask comes first: 401/403 before 404
+        await self.admin()  # who may ask comes first: 401/403 before 404
         board = served_board(self.service, board_id)
         period = period_of(board, self.get_query_argument("period", None))
         if self.service.board_runtime is None:

@@ -132,10 +132,10 @@ def not_ranked(user_id: str) -> ApiError:
 class PlayersHandler(ApiHandler):
     """Reads of the rank index; ``me`` is the caller of a player token."""
 
-    def player_id(self, given: str) -> str:
+    async def player_id(self, given: str) -> str:
         """The id asked for: ``me`` is the caller (401 without a valid token)."""
         if given == ME:
-            return self.authenticate(header(self.request, "Authorization")).user_id
+            return (await self.authenticate(header(self.request, "Authorization"))).user_id
         if len(given) > MAX_USER_ID_CHARS:  # no token could carry it
             raise not_ranked(given)
         return given
@@ -154,8 +154,10 @@ class PlayersHandler(ApiHandler):
 class PlayerHandler(PlayersHandler):
     """``GET /api/players/{id|me}``."""
 
-    def get(self, user_id: str) -> None:
-        self.write_json(player_answer(self.ready_ranks(), self.player_id(user_id)))
+    async def get(self, user_id: str) -> None:
+        self.ready_ranks()  # 503 while the index loads comes before a 401
+        player = await self.player_id(user_id)
+        self.write_json(player_answer(self.ready_ranks(), player))
 
     head = get
 
@@ -163,10 +165,10 @@ class PlayerHandler(PlayersHandler):
 class AroundHandler(PlayersHandler):
     """``GET /api/players/{id|me}/around``."""
 
-    def get(self, user_id: str) -> None:
+    async def get(self, user_id: str) -> None:
         above = parse_window(self.get_query_argument("above", None), "above")
         below = parse_window(self.get_query_argument("below", None), "below")
-        player = self.player_id(user_id)
+        player = await self.player_id(user_id)
         self.write_json(around_answer(self.ready_ranks(), player, above, below))
 
     head = get

@@ -197,7 +197,7 @@ class UpdateScoreHandler(ApiHandler):
 
     async def _update(self) -> tuple[str, int]:
         service = self.service
-        identity = self.authenticate(header(self.request, "Authorization"))
+        identity = await self.authenticate(header(self.request, "Authorization"))
         self._audit.user_id = identity.user_id
         check_content_type(header(self.request, "Content-Type"), bool(self._body.strip()))
         data = parse_body(bytes(self._body))

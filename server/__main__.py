@@ -36,7 +36,7 @@ def main(argv: Sequence[str] | None = None, environ: Mapping[str, str] | None = 
     logs.configure(settings.log_level)
     jwt_key = settings.jwt_secret or settings.jwt_public_key
     banner = None
-    if jwt_key is None:  # a demo: a random key, and a banner that says how to call it
+    if not settings.has_jwt_key:  # a demo: a random key, and a banner that says how to call it
         jwt_key = secrets.token_urlsafe(48)
         banner = functools.partial(print_demo_banner, settings, jwt_key, out=sys.stderr)
     try:

@@ -34,10 +34,12 @@ from handlers.router import ROUTE as TOP_SCORES_ROUTE
 from handlers.scores import TopScoresHandler, UpdateScoreHandler
 from handlers.web_client import FILES as CLIENT_FILES
 from handlers.web_client import ClientModuleHandler, PageHandler
+from server.domain.tokens import MAX_TOKEN_BYTES
 from server.service import Service
 
-# Client messages are ignored; bound them so nobody can make the server buffer much.
-WS_MAX_MESSAGE_BYTES = 4096
+# Client messages are a fresh token at most (else ignored); bound them so nobody can make
+# the server buffer much.
+WS_MAX_MESSAGE_BYTES = MAX_TOKEN_BYTES + 1024
 
 
 def make_app(service: Service, inflight: InFlight) -> tornado.web.Application:

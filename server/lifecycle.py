@@ -63,7 +63,8 @@ class Server:
 
     Args:
         settings: the validated settings.
-        jwt_key: the secret or public key tokens are checked with.
+        jwt_key: the secret or public key tokens are checked with (None with a JWKS URL
+            or an issuers file).
         store: the store adapter (default: the one the settings ask for).
         clock_ms: wall-clock milliseconds (tests inject one to cross season boundaries).
     """
@@ -71,7 +72,7 @@ class Server:
     def __init__(
         self,
         settings: Settings,
-        jwt_key: str,
+        jwt_key: str | None,
         *,
         store: ScoreStore | None = None,
         clock_ms: Callable[[], int] = wall_clock_ms,
@@ -125,6 +126,8 @@ class Server:
         service.users.start()
         service.ask_deadlines.start()
         service.loop_lag.start()
+        for key_set in service.key_sets:
+            key_set.start()  # /readyz waits for each issuer's first key set
         service.connect()
         ssl_options = tls_context(settings)
         sockets = tornado.netutil.bind_sockets(settings.port, settings.host, family=socket.AF_INET)
@@ -221,13 +224,15 @@ class Server:
             await fanout.stop()
         await service.ask_deadlines.stop()
         await service.loop_lag.stop()
+        for key_set in service.key_sets:
+            await key_set.stop()
         await service.store.close()
 
 
 @asynccontextmanager
 async def run_server(
     settings: Settings,
-    jwt_key: str,
+    jwt_key: str | None,
     *,
     store: ScoreStore | None = None,
     wait_for_store: bool = True,
@@ -248,7 +253,7 @@ async def run_server(
 
 
 async def serve(
-    settings: Settings, jwt_key: str, *, on_listening: Callable[[int], None] | None = None
+    settings: Settings, jwt_key: str | None, *, on_listening: Callable[[int], None] | None = None
 ) -> int:
     """Serve until SIGTERM or SIGINT, then shut down gracefully. A second signal forces exit.
 

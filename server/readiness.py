@@ -1,6 +1,7 @@
 """Readiness: whether this pod can serve what it has (``GET /readyz``).
 
-A pod is ready while its board and its rank index are loaded, it is not shutting down,
+A pod is ready while its board and its rank index are loaded, every trusted issuer's
+signing keys have loaded once (a JWKS fetched), it is not shutting down,
 and both its change feed was open and its store passed its probe (SQLite: a committed
 write; MongoDB: the primary answers a ping) within the last ``max_staleness_s`` seconds.
 A MongoDB failover (10-12 s unplanned) thus leaves every pod in the Service, serving its
@@ -21,6 +22,7 @@ def not_ready_reason(
     feed_live_at: float | None,
     store_ok_at: float | None,
     max_staleness_s: float,
+    keys_waiting: str | None = None,
 ) -> str | None:
     """Why the pod is not ready at ``now`` (``None``: it is ready).
 
@@ -36,9 +38,13 @@ def not_ready_reason(
         store_ok_at: when the store was last known well (``now`` while its latest probe
             passed); ``None``: it never passed one.
         max_staleness_s: how long ago those two may be.
+        keys_waiting: an issuer whose JWKS has not loaded yet (no token of it could be
+            checked); ``None``: every issuer's keys are there.
     """
     if draining:
         return "the server is shutting down"
+    if keys_waiting is not None:
+        return f"issuer {keys_waiting!r}'s signing keys (JWKS) have not loaded yet"
     if ranks_loading and not ranks_loaded:
         return "the rank index is loading (ranks_loading)"
     if not loaded:

@@ -36,6 +36,8 @@ from server.domain.rank_index import RankIndex
 from server.domain.standings import SeasonClock
 from server.domain.throttle import FailedAuthThrottle, parse_networks
 from server.domain.tokens import TokenVerifier
+from server.issuer_setup import issuers_of, keys_of
+from server.jwks_client import JwksClient
 from server.readiness import not_ready_reason
 from server.settings import Settings
 from server.store.guard import GuardedStore
@@ -89,7 +91,8 @@ class Service:
         settings: the validated settings.
         store: the store adapter; :meth:`connect` opens it, the lifecycle closes it.
             Everything here uses it through a :class:`GuardedStore` (:attr:`store`).
-        jwt_key: the secret or public key tokens are checked with.
+        jwt_key: the secret or public key tokens are checked with (the single-key
+            settings' or a demo's); None with a JWKS URL or an issuers file.
         clock_ms: wall-clock time in milliseconds, passed into every increment.
         boards: the boards served (:func:`server.board_setup.served`); default: those
             the settings name.
@@ -99,7 +102,7 @@ class Service:
         self,
         settings: Settings,
         store: ScoreStore,
-        jwt_key: str,
+        jwt_key: str | None,
         *,
         clock_ms: Callable[[], int] = wall_clock_ms,
         boards: tuple[BoardSpec, ...] | None = None,
@@ -111,13 +114,14 @@ class Service:
         self.store = GuardedStore(store, probe_interval_s=settings.store_probe_interval_s)
         self.clock_ms = clock_ms
         self.metrics = Metrics()
-        self.verifier = TokenVerifier(
-            jwt_key,
-            settings.jwt_algorithms,
-            issuer=settings.jwt_issuer,
-            audience=settings.jwt_audience,
-            leeway_s=settings.jwt_leeway_s,
-        )
+        # The trusted issuers (server/issuer_setup.py) and their keys; the JWKS clients
+        # among them are started and stopped by the lifecycle.
+        self.issuers = issuers_of(settings, jwt_key)
+        issuer_keys = [(spec, keys_of(spec, self.metrics)) for spec in self.issuers]
+        self.key_sets = [keys for _, keys in issuer_keys if isinstance(keys, JwksClient)]
+        self.verifier = TokenVerifier(issuer_keys, leeway_s=settings.jwt_leeway_s)
+        for key_set in self.key_sets:
+            key_set.on_withdrawn = self.verifier.forget_verified
         self.origins = AllowedOrigins(settings.allowed_origins)
         self.trusted_proxies = parse_networks(settings.trusted_proxies)
         self.auth_throttle = FailedAuthThrottle(settings.auth_failures_per_minute)
@@ -343,6 +347,7 @@ class Service:
             feed_live_at=self.follower.live_at(),
             store_ok_at=self.store.ok_at(),
             max_staleness_s=self.settings.ready_max_staleness_s,
+            keys_waiting=next((k.issuer for k in self.key_sets if not k.loaded), None),
         )
 
     async def stop_connecting(self) -> None:

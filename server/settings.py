@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric import ec, ed448, ed25519, rsa
-from cryptography.hazmat.primitives.serialization import load_pem_public_key
+from server.signing_keys import ASYMMETRIC_ALGORITHMS, algorithms_for_pem, jwks_url_problem
 
 ENV_PREFIX = "SCOREBOARD_"
 _ASYMMETRIC_PREFIXES = ("RS", "PS", "ES", "Ed")
@@ -68,6 +67,8 @@ class Settings:
     jwt_issuer: str | None = None
     jwt_audience: str | None = None
     jwt_leeway_s: int = 30
+    jwt_jwks_url: str | None = None
+    jwt_issuers_file: str | None = None
     rate_limit_per_minute: int = 10
     max_increment: int = 100
     top_n: int = 10
@@ -107,6 +108,13 @@ class Settings:
     @property
     def uses_tls(self) -> bool:
         return self.tls_cert is not None
+
+    @property
+    def has_jwt_key(self) -> bool:
+        """Whether tokens are checked with configured keys (not a demo's random key)."""
+        return bool(
+            self.jwt_secret or self.jwt_public_key or self.jwt_jwks_url or self.jwt_issuers_file
+        )
 
 
 # --- value parsers: str -> value, ValueError with a human message on bad input ---------
@@ -163,6 +171,16 @@ def _secret(raw: str) -> str | None:
         return None
     if len(raw.encode()) < 32:
         raise ValueError("must be at least 32 bytes (an HS256 key shorter than the hash is weak)")
+    return raw
+
+
+def _jwks_url(raw: str) -> str | None:
+    raw = raw.strip()
+    if not raw:
+        return None
+    problem = jwks_url_problem(raw)
+    if problem:
+        raise ValueError(problem)
     return raw
 
 
@@ -330,6 +348,20 @@ OPTIONS: tuple[Option, ...] = (
     Option("jwt_issuer", _optional_text, "required 'iss' claim, checked when set"),
     Option("jwt_audience", _optional_text, "required 'aud' claim, checked when set"),
     Option("jwt_leeway_s", _int_range(0, 300), "clock skew allowed on exp/nbf/iat, seconds"),
+    Option(
+        "jwt_jwks_url",
+        _jwks_url,
+        "the identity provider's JWKS URL (https; http only to loopback), in place of a "
+        "secret or public key; keys chosen by kid, refreshed as they rotate",
+        metavar="URL",
+    ),
+    Option(
+        "jwt_issuers_file",
+        _optional_text,
+        "TOML file of trusted issuers, each with its keys, audience and claims "
+        "(docs/security.md); replaces the other SCOREBOARD_JWT_* key settings",
+        metavar="PATH",
+    ),
     Option(
         "rate_limit_per_minute",
         _int_range(0, 1000),
@@ -553,35 +585,7 @@ def _shown(option: Option) -> bool:
 
 
 def _checked(settings: Settings) -> Settings:
-    if settings.jwt_secret and settings.jwt_public_key:
-        raise SettingsError(
-            "SCOREBOARD_JWT_SECRET",
-            "set either a secret (HS256) or a public key (RS256/ES256), not both",
-        )
-    algorithms = settings.jwt_algorithms
-    if settings.jwt_public_key:
-        fitting = _algorithms_for_key(settings.jwt_public_key)
-        if not algorithms:
-            algorithms = fitting[:1]
-        if any(not a.startswith(_ASYMMETRIC_PREFIXES) for a in algorithms):
-            raise SettingsError(
-                "SCOREBOARD_JWT_ALGORITHMS",
-                "only asymmetric algorithms (RS*, PS*, ES*, EdDSA) go with a public key",
-            )
-        unfit = [a for a in algorithms if a not in fitting]
-        if unfit:
-            raise SettingsError(
-                "SCOREBOARD_JWT_ALGORITHMS",
-                f"{unfit[0]} does not fit the public key (it takes {', '.join(fitting)})",
-            )
-    else:
-        if not algorithms:
-            algorithms = ("HS256",)
-        if any(not a.startswith("HS") for a in algorithms):
-            raise SettingsError(
-                "SCOREBOARD_JWT_ALGORITHMS",
-                "asymmetric algorithms need SCOREBOARD_JWT_PUBLIC_KEY",
-            )
+    algorithms = _checked_jwt(settings)
     if bool(settings.tls_cert) != bool(settings.tls_key):
         raise SettingsError(
             "SCOREBOARD_TLS_KEY" if settings.tls_cert else "SCOREBOARD_TLS_CERT",
@@ -600,34 +604,72 @@ def _checked(settings: Settings) -> Settings:
             f"must be longer than SCOREBOARD_STORE_TIMEOUT_S ({settings.store_timeout_s:g} s) "
             "with MongoDB, so a store that does not answer is reported by its own deadline",
         )
-    if settings.uses_mongodb and not (settings.jwt_secret or settings.jwt_public_key):
+    if settings.uses_mongodb and not settings.has_jwt_key:
         raise SettingsError(
             "SCOREBOARD_JWT_SECRET",
-            "with SCOREBOARD_MONGODB_URI set, a JWT key is required (set SCOREBOARD_JWT_SECRET "
-            "or SCOREBOARD_JWT_PUBLIC_KEY): pods sharing a database must share a key, so a "
-            "random per-process key would make tokens work on one pod only",
+            "with SCOREBOARD_MONGODB_URI set, a JWT key is required (set SCOREBOARD_JWT_SECRET, "
+            "SCOREBOARD_JWT_PUBLIC_KEY, SCOREBOARD_JWT_JWKS_URL or SCOREBOARD_JWT_ISSUERS_FILE): "
+            "pods sharing a database must share a key, so a random per-process key would make "
+            "tokens work on one pod only",
         )
     return dataclasses.replace(settings, jwt_algorithms=algorithms)
+
+
+def _checked_jwt(settings: Settings) -> tuple[str, ...]:
+    """Check the JWT key settings together; the algorithms to accept."""
+    if settings.jwt_issuers_file:
+        given = [
+            name
+            for name in ("secret", "public_key", "jwks_url", "issuer", "audience", "algorithms")
+            if getattr(settings, f"jwt_{name}")
+        ]
+        if given:
+            raise SettingsError(
+                f"SCOREBOARD_JWT_{given[0].upper()}",
+                "goes in SCOREBOARD_JWT_ISSUERS_FILE's issuers when that file is set",
+            )
+        return ()
+    sources = [n for n in ("secret", "public_key", "jwks_url") if getattr(settings, f"jwt_{n}")]
+    if len(sources) > 1:
+        raise SettingsError(
+            f"SCOREBOARD_JWT_{sources[0].upper()}",
+            "set one of a secret (HS256), a public key or a JWKS URL, not several",
+        )
+    algorithms = settings.jwt_algorithms
+    if settings.jwt_public_key or settings.jwt_jwks_url:
+        fitting = (
+            _algorithms_for_key(settings.jwt_public_key)
+            if settings.jwt_public_key
+            else ASYMMETRIC_ALGORITHMS
+        )
+        if not algorithms:
+            algorithms = fitting if settings.jwt_jwks_url else fitting[:1]
+        if any(not a.startswith(_ASYMMETRIC_PREFIXES) for a in algorithms):
+            raise SettingsError(
+                "SCOREBOARD_JWT_ALGORITHMS",
+                "only asymmetric algorithms (RS*, PS*, ES*, EdDSA) go with a public key or "
+                "a JWKS URL",
+            )
+        unfit = [a for a in algorithms if a not in fitting]
+        if unfit:
+            raise SettingsError(
+                "SCOREBOARD_JWT_ALGORITHMS",
+                f"{unfit[0]} does not fit the public key (it takes {', '.join(fitting)})",
+            )
+    else:
+        if not algorithms:
+            algorithms = ("HS256",)
+        if any(not a.startswith("HS") for a in algorithms):
+            raise SettingsError(
+                "SCOREBOARD_JWT_ALGORITHMS",
+                "asymmetric algorithms need SCOREBOARD_JWT_PUBLIC_KEY or SCOREBOARD_JWT_JWKS_URL",
+            )
+    return algorithms
 
 
 def _algorithms_for_key(pem: str) -> tuple[str, ...]:
     """The algorithms a public key can verify, the default first."""
     try:
-        key = load_pem_public_key(pem.encode())
-    except ValueError:
-        raise SettingsError("SCOREBOARD_JWT_PUBLIC_KEY", "not a valid PEM public key") from None
-    if isinstance(key, rsa.RSAPublicKey):
-        return ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512")
-    if isinstance(key, ec.EllipticCurvePublicKey):
-        by_curve = {"secp256r1": "ES256", "secp384r1": "ES384", "secp521r1": "ES512"}
-        if key.curve.name in by_curve:
-            return (by_curve[key.curve.name],)
-        raise SettingsError(
-            "SCOREBOARD_JWT_PUBLIC_KEY",
-            f"unsupported EC curve {key.curve.name}: use P-256, P-384 or P-521",
-        )
-    if isinstance(key, ed25519.Ed25519PublicKey | ed448.Ed448PublicKey):
-        return ("EdDSA",)
-    raise SettingsError(
-        "SCOREBOARD_JWT_PUBLIC_KEY", "unsupported key type: give RSA, EC or Ed25519"
-    )
+        return algorithms_for_pem(pem)
+    except ValueError as exc:
+        raise SettingsError("SCOREBOARD_JWT_PUBLIC_KEY", str(exc)) from None

@@ -8,13 +8,13 @@ from handlers.base import authenticate
 from handlers.context import Backend
 from handlers.errors import refusal
 from server.domain.errors import MissingToken, TokenRefused
-from server.domain.tokens import Identity
+from server.domain.tokens import Identity, verify_fetching
 from server.support.log_throttle import log_throttled
 
 log = logging.getLogger(__name__)
 
 
-def check_watcher_token(
+async def check_watcher_token(
     service: Backend, token: str | None, client: str, *, needed: bool = False
 ) -> Identity | None:
     """Apply the token rule to one WebSocket upgrade from ``client``; answer whose token
@@ -39,12 +39,13 @@ def check_watcher_token(
         if token is None:
             why = "watch=me" if needed else "this scoreboard"
             raise refusal(MissingToken(f"{why} needs ?token=<JWT>"))
-        return authenticate(service, client, lambda: service.verifier.verify(token))
+        return await authenticate(service, client, lambda: service.verifier.verify(token))
     if token is not None:
         try:
-            return service.verifier.verify(token)
+            return await verify_fetching(lambda: service.verifier.verify(token))
         except TokenRefused as refused:
             service.metrics.ws_ignored_tokens.inc()
+            service.metrics.tokens_refused.labels(refused.reason).inc()
             # A client reconnecting in a loop with an expired token must not fill the log.
             log_throttled(
                 log,

@@ -4,13 +4,16 @@ Query parameters: ``format=seed`` (default: the whole top N per change) or ``for
 (only what changed); ``since=EPOCH:VERSION`` to resume the deltas; ``token=<JWT>``
 (required when ``SCOREBOARD_WS_REQUIRE_AUTH`` is on or with ``watch=me``, else an invalid
 one is ignored); ``watch=me`` and ``window=N`` (0 to 10, default 2) to follow the token's
-player's rank (:mod:`handlers.live.rank_stream`). See docs/protocol.md.
+player's rank (:mod:`handlers.live.rank_stream`). A connection that needs its token (auth
+required, or ``watch=me``) is warned before the token expires and may send a fresh one
+(:mod:`handlers.live.token_lease`); the socket is otherwise one-way. See docs/protocol.md.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
+import time
 from typing import Any
 
 import tornado.web
@@ -18,16 +21,20 @@ import tornado.websocket
 from tornado.iostream import IOStream
 from tornado.websocket import WebSocketProtocol
 
-from handlers.base import client_of, header, render_error
+from handlers.base import authenticate, client_of, header, render_error
 from handlers.board_routes import period_of, served_board
 from handlers.context import Backend
-from handlers.errors import ApiError, board_loading
+from handlers.errors import ApiError, board_loading, refusal
 from handlers.inflight import InFlight
 from handlers.live.auth import check_watcher_token
+from handlers.live.token_lease import TokenLease
 from handlers.players import parse_window
 from handlers.tornado_internals import notify_closing
 from server.domain.deltas import Since, parse_since
+from server.domain.errors import MissingToken
 from server.domain.rank_watch import MAX_WINDOW
+from server.domain.token_lease import parse_client_message, token_refreshed, token_refused
+from server.domain.tokens import Identity
 
 FORMATS = ("seed", "delta")
 DEFAULT_RANK_WINDOW = 2
@@ -58,8 +65,10 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
         self.fanout = service.fanout
         self.rank_stream = service.rank_stream
         self._address: str | None = None  # counted in service.ws_addresses while open
+        self._identity: Identity | None = None  # the token's, when the connection needs it
+        self._lease: TokenLease | None = None  # while open, for a connection that needs it
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         service = self.service
         if service.board_runtime is not None and self.fanout is service.fanout:
             # With a boards file, /ws/scoreboard is the default board's default period.
@@ -89,11 +98,15 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
             raise ApiError(400, "invalid_window", "'window' goes with watch=me")
         window = parse_window(raw_window, "window", default=DEFAULT_RANK_WINDOW, most=MAX_WINDOW)
         token = self.get_query_argument("token", None)
-        who = check_watcher_token(
-            service, token, client_of(self.request, service), needed=watch is not None
+        needed = watch is not None
+        who = await check_watcher_token(
+            service, token, client_of(self.request, service), needed=needed
         )
+        if needed or service.settings.ws_require_auth:
+            assert who is not None  # refused above otherwise
+            self._identity = who  # held for as long as the token is valid
         if watch is not None:
-            assert who is not None  # needed: refused above otherwise
+            assert who is not None
             self._watch = (who.user_id, window)
         if self.inflight.draining:
             raise ApiError(503, "shutting_down", "the server is shutting down")
@@ -160,12 +173,54 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
         self.fanout.join(self, self._since)
         if self._watch is not None:
             self.rank_stream.watch(self, *self._watch)
+        if self._identity is not None:
+            self._lease = TokenLease(
+                self._identity.user_id,
+                self._identity.expires_at,
+                leeway_s=service.settings.jwt_leeway_s,
+                send=lambda message: self.fanout.write_own(self, message),
+                close=self.close,
+                on_expired=service.metrics.ws_token_expired.inc,
+            )
 
-    def on_message(self, message: str | bytes) -> None:
-        # The socket is one-way; client messages are ignored (their size is bounded).
-        pass
+    async def on_message(self, message: str | bytes) -> None:
+        # Only a connection holding its token listens, and only for a fresh token; other
+        # messages are ignored (their size is bounded: server.app.WS_MAX_MESSAGE_BYTES).
+        lease = self._lease
+        if lease is None:
+            return
+        request = parse_client_message(message)
+        if request is not None:
+            await self._refresh(lease, request.token)
+
+    async def _refresh(self, lease: TokenLease, token: str | None) -> None:
+        """Check a fresh token (as any token, its failures counted against the address)
+        and, if it names the same player, hold it instead; answer either way."""
+        service = self.service
+        try:
+            if token is None:
+                raise refusal(MissingToken('a refresh carries {"token": "<JWT>"}'))
+            client = client_of(self.request, service)
+            fresh = await authenticate(service, client, lambda: service.verifier.verify(token))
+        except ApiError as refused:
+            answer = token_refused(refused.code, refused.message)
+        else:
+            if fresh.user_id != lease.user_id:
+                answer = token_refused("token_mismatch", "the fresh token names another player")
+            else:
+                if self._lease is not lease:
+                    return  # closed while the token was checked
+                lease.renew(fresh.expires_at)
+                service.metrics.ws_token_refreshes.labels("accepted").inc()
+                self.fanout.write_own(self, token_refreshed(lease.close_at, time.time()))
+                return
+        service.metrics.ws_token_refreshes.labels("refused").inc()
+        self.fanout.write_own(self, answer)
 
     def on_close(self) -> None:
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.cancel()
         self.out = None
         self.rank_stream.leave(self)
         self.fanout.leave(self)
@@ -183,7 +238,7 @@ class BoardSocket(ScoreboardSocket):
     versions, formats, resume and ``watch=me``), from the period's own fan-out. At a new
     season every watcher gets a ``snapshot`` with reason ``season_started``."""
 
-    def prepare(self) -> None:
+    async def prepare(self) -> None:
         service = self.service
         board = served_board(service, self.path_args[0] if self.path_args else "")
         period = period_of(board, self.get_query_argument("period", None))
@@ -195,4 +250,4 @@ class BoardSocket(ScoreboardSocket):
             self.season = runtime.period(*key).season.season_id
             self.fanout = service.board_fanouts[key]
             self.rank_stream = service.board_rank_streams[key]
-        super().prepare()
+        await super().prepare()

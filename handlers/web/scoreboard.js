@@ -6,12 +6,13 @@
 //     board: "kills", period: "weekly",      // default: the original /ws/scoreboard stream
 //     token: playerJwt,                      // optional: with watch, the player's rank too
 //     watch: true, window: 2,                // the player's rank events (needs a token)
-//     refreshToken: async () => newJwt(),    // optional: a fresh token before a retry
+//     refreshToken: async () => newJwt(),    // optional: a fresh token (see below)
 //     onBoard: ({ rows, season }) => render(rows),
 //     onState: (state) => show(state),       // "connecting" | "live" | "reconnecting" | "stopped"
 //     onRank: (event) => showRank(event),    // {rank, previous, score, total, window}
 //     onSeason: (season) => newSeason(season),
 //     onRetry: ({ attempt, failedBeforeOpen }) => {}, // each failure, before its retry
+//     onTokenEvent: (msg) => {},             // token_expiring, token_refreshed, token_refused
 //   });
 //   live.retryNow();                       // skip the backoff's wait (back online)
 //   live.stop();
@@ -20,12 +21,27 @@
 // reconnect; a lost connection is retried after a jittered exponential backoff (full
 // jitter, minDelayMs doubling up to maxDelayMs). Before a retry, refreshToken() is awaited
 // when the token expires within a minute, or once after an attempt failed before opening
-// (a WebSocket cannot see why an upgrade failed: the server may have refused the token).
+// (a WebSocket cannot see why an upgrade failed: the server may have refused the token),
+// or after the server closed with 4401 (token expired). On a live connection, the server's
+// token_expiring has refreshToken() awaited (one call at a time per connection) and the new
+// token sent as {"event":"refresh","token":…}; it is kept for later reconnects. If that
+// call throws, nothing is sent: the server closes with 4401 and the retry refreshes first.
+// onTokenEvent gets token_expiring, token_refreshed and token_refused as they come; they
+// carry no epoch or version and never touch the board.
 // The pure parts (applyMessage, backoffDelay, streamUrl, expiresWithin) are exported and
 // tested on their own (tests/handlers/web/scoreboard.test.mjs).
 
 // The events this client knows; others (from a newer server) are ignored, not a resync.
-const KNOWN_EVENTS = new Set(["snapshot", "update", "delta", "resumed", "rank"]);
+const KNOWN_EVENTS = new Set([
+  "snapshot", "update", "delta", "resumed", "rank",
+  "token_expiring", "token_refreshed", "token_refused",
+]);
+// The token's events: not board messages, handled before applyMessage (never a resync).
+const TOKEN_EVENTS = new Set(["token_expiring", "token_refreshed", "token_refused"]);
+// The close code of a connection whose token expired unrefreshed.
+const TOKEN_EXPIRED = 4401;
+// WebSocket.OPEN.
+const OPEN = 1;
 
 /** The board as the client holds it: the stream's position, its season and rows. */
 export const EMPTY_VIEW = Object.freeze({ epoch: null, version: null, season: null, rows: [] });
@@ -125,6 +141,7 @@ export function connectScoreboard(options) {
     onRank = () => {},
     onSeason = () => {},
     onRetry = () => {},
+    onTokenEvent = () => {},
     minDelayMs = 500,
     steadyMs = 10000,
     maxDelayMs = 30000,
@@ -142,6 +159,7 @@ export function connectScoreboard(options) {
   let stopped = false;
   let failedBeforeOpen = false;
   let refreshedSinceOpen = false;
+  let tokenExpired = false; // the server closed with 4401: refresh before reconnecting
   let state = null;
 
   function setState(next) {
@@ -163,10 +181,11 @@ export function connectScoreboard(options) {
     timer = null;
     if (stopped) return;
     const stale = failedBeforeOpen && !refreshedSinceOpen;
-    if (token && refreshToken && (expiresWithin(token, 60000, now()) || stale)) {
+    if (token && refreshToken && (expiresWithin(token, 60000, now()) || stale || tokenExpired)) {
       try {
         token = await refreshToken();
         refreshedSinceOpen = true;
+        tokenExpired = false;
       } catch {
         if (!stopped) retry(); // keep the old token; ask again next time
         return;
@@ -178,6 +197,7 @@ export function connectScoreboard(options) {
     socket = ws;
     let opened = false;
     let openedAt = 0;
+    let refreshing = false; // a refreshToken() call for this socket is in flight
     ws.onopen = () => {
       if (ws !== socket) return;
       opened = true;
@@ -189,6 +209,11 @@ export function connectScoreboard(options) {
       if (ws !== socket) return;
       const msg = JSON.parse(event.data);
       if (msg.event === undefined || !KNOWN_EVENTS.has(msg.event)) return; // a newer server's
+      if (TOKEN_EVENTS.has(msg.event)) {
+        onTokenEvent(msg);
+        if (msg.event === "token_expiring" && ws === socket) refreshLive();
+        return;
+      }
       const result = applyMessage(view, msg);
       if (result.resync) {
         lost(ws);
@@ -199,11 +224,29 @@ export function connectScoreboard(options) {
       if (result.board) onBoard({ rows: view.rows, season: view.season });
       if (result.rank !== null) onRank(result.rank);
     };
-    ws.onerror = ws.onclose = () => lost(ws);
-    function lost(which) {
+    ws.onerror = () => lost(ws);
+    ws.onclose = (event) => lost(ws, event && event.code);
+    // The server warned that the token expires: send it a fresh one on this socket.
+    async function refreshLive() {
+      if (refreshing || !token || !refreshToken) return;
+      refreshing = true;
+      let fresh;
+      try {
+        fresh = await refreshToken();
+      } catch {
+        return; // the server closes with 4401; the retry refreshes before reconnecting
+      } finally {
+        refreshing = false;
+      }
+      if (stopped || ws !== socket || ws.readyState !== OPEN) return;
+      token = fresh;
+      ws.send(JSON.stringify({ event: "refresh", token: fresh }));
+    }
+    function lost(which, code) {
       if (which !== socket) return; // handled already (an error, then its close)
       socket = null;
       failedBeforeOpen = !opened;
+      if (code === TOKEN_EXPIRED) tokenExpired = true;
       // The backoff starts over only after a connection that lasted: a server that takes
       // us and drops us at once (or a stream that keeps breaking) is still backed off.
       if (opened && now() - openedAt >= steadyMs) attempt = 0;

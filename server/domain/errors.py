@@ -34,12 +34,14 @@ class TokenRefused(DomainError):
 
     ``bearer_sent``: a bearer token was sent and refused, rather than none at all (no
     header, an empty token, another scheme); RFC 6750 names the error in its challenge
-    only then.
+    only then. ``reason``: why, as a bounded label (``scoreboard_tokens_refused_total``;
+    the values are :data:`server.support.metrics.REFUSAL_REASONS`).
     """
 
-    def __init__(self, message: str, *, bearer_sent: bool) -> None:
+    def __init__(self, message: str, *, bearer_sent: bool, reason: str = "malformed") -> None:
         super().__init__(message)
         self.bearer_sent = bearer_sent
+        self.reason = reason
 
 
 class MissingToken(TokenRefused):
@@ -48,7 +50,7 @@ class MissingToken(TokenRefused):
     code = "missing_token"
 
     def __init__(self, message: str) -> None:
-        super().__init__(message, bearer_sent=False)
+        super().__init__(message, bearer_sent=False, reason="missing")
 
 
 class InvalidToken(TokenRefused):

@@ -1,17 +1,27 @@
-"""JWT verification (who is calling) and minting (the ``token`` subcommand, the demo token)."""
+"""JWT verification (who is calling) and minting (the ``token`` subcommand, the demo token).
+
+:class:`TokenVerifier` checks a bearer token against the issuers the server trusts
+(:mod:`server.domain.issuers`): the token's ``iss`` picks the issuer before any key is
+tried, the issuer's keys give the one key its ``kid`` and ``alg`` name
+(:class:`IssuerKeys`: a fixed secret or PEM key, or a JWKS set kept current by
+:mod:`server.jwks_client`), and the issuer's claims name the player. A ``kid`` the set
+lacks raises :class:`KeyNotLoaded`, which lets an async caller refetch the set once and
+try again (:func:`verify_fetching`).
+"""
 
 from __future__ import annotations
 
 import time
 import unicodedata
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Final
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final, Protocol
 
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
 from server.domain.errors import InvalidToken, MissingToken
+from server.domain.issuers import IssuerSpec, KeySource, single_issuer
 
 MAX_TOKEN_BYTES: Final = 8192
 MAX_USER_ID_CHARS: Final = 128
@@ -22,15 +32,74 @@ VERIFIED_CACHE_BYTES: Final = 4 * 1024 * 1024  # of token text: big tokens, fewe
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """The caller, as vouched for by a valid token."""
+    """The caller, as vouched for by a valid token.
+
+    ``expires_at``: the token's ``exp`` (Unix seconds), after which a live connection
+    opened with it is closed unless refreshed. Two tokens of one caller give equal
+    identities whatever their expiry.
+    """
 
     user_id: str
     username: str
     scopes: frozenset[str] = frozenset()
+    expires_at: float = field(default=float("inf"), compare=False)
 
 
-def _invalid(message: str) -> InvalidToken:
-    return InvalidToken(message, bearer_sent=True)
+class IssuerKeys(Protocol):
+    """One issuer's signing keys."""
+
+    def key_for(self, kid: str | None, alg: str) -> Any:
+        """The key that verifies a token with header ``kid`` and ``alg``.
+
+        Raises:
+            KeyNotLoaded: the keys held lack ``kid`` (a refetch may find it).
+            InvalidToken: no key can verify this token.
+        """
+        ...
+
+    async def refetch(self, kid: str) -> bool:
+        """Fetch the keys again for a ``kid`` they lack, unless one was fetched lately;
+        whether the keys were fetched (so a second try may find it)."""
+        ...
+
+
+class KeyNotLoaded(InvalidToken):
+    """The token names a ``kid`` its issuer's keys do not hold (yet): refused as it is,
+    but an async caller may have the keys refetched once and verify again."""
+
+    def __init__(self, keys: IssuerKeys, issuer: str, kid: str, *, loaded: bool) -> None:
+        if loaded:
+            message = f"the token's key {kid!r} is not among issuer {issuer!r}'s keys"
+        else:
+            message = f"issuer {issuer!r}'s keys have not loaded (the provider is unreachable)"
+        super().__init__(
+            message, bearer_sent=True, reason="unknown_key" if loaded else "keys_unavailable"
+        )
+        self.keys = keys
+        self.kid = kid
+
+
+class StaticKey:
+    """An issuer's one fixed key: an HMAC secret or a PEM public key (any ``kid``).
+
+    The settings never pair a secret with an asymmetric algorithm or the reverse, so a
+    token signed with the public key as an HMAC secret is refused (no key confusion).
+    """
+
+    def __init__(self, key: str) -> None:
+        self._key: Any = key
+        if key.lstrip().startswith("-----BEGIN"):
+            self._key = load_pem_public_key(key.encode())
+
+    def key_for(self, kid: str | None, alg: str) -> Any:
+        return self._key
+
+    async def refetch(self, kid: str) -> bool:
+        return False
+
+
+def _invalid(message: str, reason: str = "malformed") -> InvalidToken:
+    return InvalidToken(message, bearer_sent=True, reason=reason)
 
 
 def _printable(text: str) -> str:
@@ -40,10 +109,15 @@ def _printable(text: str) -> str:
     return kept.strip()[:MAX_USERNAME_CHARS]
 
 
-def display_name(claims: dict[str, Any], user_id: str) -> str:
-    """The ``name`` claim, else ``preferred_username``, else the user id; control characters
-    removed and the length bounded, so a display name cannot break a scoreboard."""
-    for claim in ("name", "preferred_username"):
+def display_name(
+    claims: dict[str, Any],
+    user_id: str,
+    name_claims: Sequence[str] = ("name", "preferred_username"),
+) -> str:
+    """The first of ``name_claims`` that holds a usable string, else the user id; control
+    characters removed and the length bounded, so a display name cannot break a
+    scoreboard."""
+    for claim in name_claims:
         value = claims.get(claim)
         if isinstance(value, str) and (cleaned := _printable(value)):
             return cleaned
@@ -60,15 +134,24 @@ def scopes_of(claims: dict[str, Any]) -> frozenset[str]:
     return frozenset()
 
 
+def _usable_user_id(value: object) -> str | None:
+    if (
+        not isinstance(value, str)
+        or not value.strip()
+        or len(value) > MAX_USER_ID_CHARS
+        or not value.isprintable()  # no control characters, no lone surrogates
+    ):
+        return None
+    return value
+
+
 class TokenVerifier:
-    """Checks bearer tokens against one key and an allow-list of algorithms.
+    """Checks bearer tokens against the trusted issuers.
 
     Args:
-        key: the HS* secret, or a PEM public key for RS*/PS*/ES*/EdDSA. The settings
-            never pair a secret with an asymmetric algorithm or the reverse, so a token
-            signed with the public key as an HMAC secret is refused (no key confusion).
-        algorithms: the accepted ``alg`` values; ``none`` is never accepted.
-        issuer, audience: checked when given.
+        issuers: each trusted issuer and its keys. With one issuer whose ``iss`` is
+            ``None`` (the single-key settings without ``SCOREBOARD_JWT_ISSUER``), every
+            token goes to it, whatever its ``iss``.
         leeway_s: clock skew allowed on ``exp``, ``nbf`` and ``iat``.
         cache_size: how many verified tokens are remembered (least recently used out
             first; their total length is also kept under ``VERIFIED_CACHE_BYTES``). A game
@@ -77,37 +160,54 @@ class TokenVerifier:
         clock: wall-clock seconds, for the remembered tokens' expiry.
 
     A remembered token is answered from memory until its ``exp`` (without the leeway, so
-    never longer than the full check would accept it); only tokens that passed the full
-    check are remembered, keyed by the exact token text, signature included.
+    never longer than the full check would accept it), or until :meth:`forget_verified`
+    (a key left its issuer's set); only tokens that passed the full check are remembered,
+    keyed by the exact token text, signature included.
     """
 
     def __init__(
         self,
+        issuers: Sequence[tuple[IssuerSpec, IssuerKeys]],
+        *,
+        leeway_s: int = 30,
+        cache_size: int = VERIFIED_CACHE_SIZE,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not issuers:
+            raise ValueError("at least one issuer")
+        self._by_iss = {spec.iss: (spec, keys) for spec, keys in issuers}
+        # One issuer with no 'iss' of its own takes every token (the single-key settings).
+        self._only = issuers[0] if len(issuers) == 1 and issuers[0][0].iss is None else None
+        self._leeway = leeway_s
+        self._options: dict[str, dict[str, Any]] = {
+            spec.name: {"require": ["exp"], "verify_aud": spec.audience is not None}
+            for spec, _ in issuers
+        }
+        self._cache_size = cache_size
+        self._clock = clock
+        # Least recently used first; the tokens' total length is kept under a budget too.
+        self._verified: dict[str, Identity] = {}
+        self._verified_chars = 0
+
+    @classmethod
+    def single(
+        cls,
         key: str,
         algorithms: tuple[str, ...],
         *,
         issuer: str | None = None,
         audience: str | None = None,
-        leeway_s: int = 30,
-        cache_size: int = VERIFIED_CACHE_SIZE,
-        clock: Callable[[], float] = time.time,
-    ) -> None:
-        self._key: Any = key
-        if key.lstrip().startswith("-----BEGIN"):
-            self._key = load_pem_public_key(key.encode())
-        self._algorithms = list(algorithms)
-        self._issuer = issuer
-        self._audience = audience
-        self._leeway = leeway_s
-        self._options: dict[str, Any] = {
-            "require": ["exp", "sub"],
-            "verify_aud": audience is not None,
-        }
-        self._cache_size = cache_size
-        self._clock = clock
-        # Least recently used first; the tokens' total length is kept under a budget too.
-        self._verified: dict[str, tuple[Identity, float]] = {}
-        self._verified_chars = 0
+        **options: Any,
+    ) -> TokenVerifier:
+        """A verifier of one issuer with one fixed key (a secret or PEM public key): the
+        single-key settings' case. ``options``: as the constructor's."""
+        source = (
+            KeySource(public_key=key)
+            if key.lstrip().startswith("-----BEGIN")
+            else (KeySource(secret=key))
+        )
+        spec = single_issuer(key=source, algorithms=algorithms, issuer=issuer, audience=audience)
+        return cls([(spec, StaticKey(key))], **options)
 
     def verify_header(self, header: str | None) -> Identity:
         """Verify an ``Authorization`` header value.
@@ -131,50 +231,100 @@ class TokenVerifier:
 
         Raises:
             MissingToken: the token is empty.
-            InvalidToken: too long, badly signed, expired, or without a usable ``sub``.
+            KeyNotLoaded: its issuer's keys lack its ``kid`` (see :func:`verify_fetching`).
+            InvalidToken: too long, from an untrusted issuer, badly signed, expired, or
+                without a usable user id.
         """
         remembered = self._verified.get(token)
         if remembered is not None:
-            identity, expires = remembered
             del self._verified[token]
-            if self._clock() < expires:
+            if self._clock() < remembered.expires_at:
                 self._verified[token] = remembered  # now the most recently used
-                return identity
+                return remembered
             self._verified_chars -= len(token)
         if not token:
             raise MissingToken("the bearer token is empty")
         if len(token.encode()) > MAX_TOKEN_BYTES:
-            raise _invalid(f"the token is longer than {MAX_TOKEN_BYTES} bytes")
+            raise _invalid(f"the token is longer than {MAX_TOKEN_BYTES} bytes", "too_long")
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.PyJWTError as exc:
+            raise _invalid(f"the token is not valid: {exc}") from None
+        spec, keys = self._issuer_of(token)
+        alg = header.get("alg")
+        if not isinstance(alg, str) or alg not in spec.algorithms:
+            raise _invalid(f"issuer {spec.name!r} does not sign with alg {alg!r}", "algorithm")
+        kid = header.get("kid")
+        key = keys.key_for(kid if isinstance(kid, str) else None, alg)
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                self._key,
-                algorithms=self._algorithms,
-                options=self._options,  # type: ignore[arg-type]
-                issuer=self._issuer,
-                audience=self._audience,
+                key,
+                algorithms=[alg],
+                options=self._options[spec.name],  # type: ignore[arg-type]
+                issuer=spec.iss,
+                audience=spec.audience,
                 leeway=self._leeway,
             )
         except jwt.ExpiredSignatureError:
-            raise _invalid("the token has expired") from None
-        except jwt.InvalidTokenError as exc:
+            raise _invalid("the token has expired", "expired") from None
+        except jwt.InvalidSignatureError:
+            raise _invalid("the token's signature does not verify", "signature") from None
+        except (
+            jwt.InvalidAudienceError,
+            jwt.InvalidIssuerError,
+            jwt.ImmatureSignatureError,
+            jwt.InvalidIssuedAtError,
+            jwt.MissingRequiredClaimError,
+        ) as exc:
+            raise _invalid(f"the token is not valid: {exc}", "claims") from None
+        except jwt.PyJWTError as exc:
             raise _invalid(f"the token is not valid: {exc}") from None
-        sub = claims.get("sub")
-        if (
-            not isinstance(sub, str)
-            or not sub.strip()
-            or len(sub) > MAX_USER_ID_CHARS
-            or not sub.isprintable()  # no control characters, no lone surrogates
-        ):
-            raise _invalid(
-                f"'sub' must be a non-empty string of at most {MAX_USER_ID_CHARS} characters"
-            )
-        identity = Identity(sub, display_name(claims, sub), scopes_of(claims))
-        self._remember(token, identity, claims["exp"])
+        identity = self._identity(spec, claims)
+        self._remember(token, identity)
         return identity
 
-    def _remember(self, token: str, identity: Identity, exp: Any) -> None:
-        if self._cache_size <= 0 or isinstance(exp, bool) or not isinstance(exp, int | float):
+    def forget_verified(self) -> None:
+        """Forget every remembered token: a key was withdrawn, so tokens it signed must
+        pass the full check again (and fail it)."""
+        self._verified.clear()
+        self._verified_chars = 0
+
+    def _issuer_of(self, token: str) -> tuple[IssuerSpec, IssuerKeys]:
+        if self._only is not None:
+            return self._only
+        try:
+            unverified = jwt.decode(token, options={"verify_signature": False})
+        except jwt.PyJWTError as exc:
+            raise _invalid(f"the token is not valid: {exc}") from None
+        iss = unverified.get("iss")
+        found = self._by_iss.get(iss) if isinstance(iss, str) else None
+        if found is None:
+            raise _invalid("the token's issuer ('iss') is not trusted here", "unknown_issuer")
+        return found
+
+    def _identity(self, spec: IssuerSpec, claims: dict[str, Any]) -> Identity:
+        claimed = _usable_user_id(claims.get(spec.user_id_claim))
+        user_id = spec.user_id(claimed) if claimed is not None else None
+        if user_id is None or len(user_id) > MAX_USER_ID_CHARS:
+            raise _invalid(
+                f"{spec.user_id_claim!r} must be a non-empty string of at most "
+                f"{MAX_USER_ID_CHARS - len(spec.user_id_prefix)} characters"
+                + (
+                    ", not one that begins with another issuer's prefix"
+                    if spec.reserved_prefixes
+                    else ""
+                ),
+                "subject",
+            )
+        exp = claims["exp"]  # PyJWT checked it is a number ("require")
+        expires_at = 0.0 if isinstance(exp, bool) else float(exp)
+        return Identity(
+            user_id, display_name(claims, user_id, spec.name_claims), scopes_of(claims), expires_at
+        )
+
+    def _remember(self, token: str, identity: Identity) -> None:
+        if self._cache_size <= 0 or identity.expires_at <= 0:
             return
         while self._verified and (
             len(self._verified) >= self._cache_size
@@ -183,8 +333,25 @@ class TokenVerifier:
             oldest = next(iter(self._verified))
             del self._verified[oldest]
             self._verified_chars -= len(oldest)
-        self._verified[token] = (identity, float(exp))
+        self._verified[token] = identity
         self._verified_chars += len(token)
+
+
+async def verify_fetching(verify: Callable[[], Identity]) -> Identity:
+    """Run ``verify``; if the token names a ``kid`` its issuer's keys lack, have them
+    refetched (at most once per interval, :class:`server.domain.key_sets.RefetchGate`)
+    and run it once more. A key the provider published since the last fetch (a rotation)
+    is thus found on its first token.
+
+    Raises:
+        TokenRefused: as ``verify`` (a ``kid`` still unknown is :class:`KeyNotLoaded`).
+    """
+    try:
+        return verify()
+    except KeyNotLoaded as missing:
+        if not await missing.keys.refetch(missing.kid):
+            raise
+    return verify()
 
 
 def mint_token(

@@ -60,6 +60,22 @@ UPDATE_OUTCOMES: Final = (
     "database_unavailable",
     "database_timeout",
 )
+# scoreboard_tokens_refused_total{reason}: each TokenRefused's reason (server/domain/tokens.py).
+REFUSAL_REASONS: Final = (
+    "missing",  # no token at all
+    "malformed",  # not a JWT, or another scheme than Bearer
+    "too_long",
+    "unknown_issuer",  # an 'iss' no trusted issuer has
+    "algorithm",  # an 'alg' the issuer (or the key) does not take
+    "unknown_key",  # a 'kid' the issuer's keys lack (after a refetch), or none given
+    "keys_unavailable",  # the issuer's keys have never loaded
+    "signature",
+    "expired",
+    "claims",  # aud, iss, nbf, iat or a required claim wrong
+    "subject",  # no usable user id
+)
+# scoreboard_jwks_fetches_total{outcome} (server/jwks_client.py)
+FETCH_OUTCOMES: Final = ("ok", "unreachable", "http_error", "invalid")
 # scoreboard_http_responses_total{status}: the server errors every route can answer.
 SERVER_ERRORS: Final = ("500", "503")
 
@@ -193,6 +209,47 @@ class Metrics:
             "scoreboard_ws_ignored_tokens",
             "Invalid ?token= values ignored on WebSocket upgrades (auth not required: the "
             "connection opened anonymously).",
+            registry=self.registry,
+        )
+        self.tokens_refused = Counter(
+            "scoreboard_tokens_refused",
+            "Bearer tokens refused, by reason (missing, malformed, too_long, unknown_issuer, "
+            "algorithm, unknown_key, keys_unavailable, signature, expired, claims, subject).",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in REFUSAL_REASONS:
+            self.tokens_refused.labels(reason)
+        self.jwks_fetches = Counter(
+            "scoreboard_jwks_fetches",
+            "Fetches of an issuer's JWKS by outcome: ok, unreachable, http_error, invalid "
+            "(the last good keys are kept on every failure).",
+            ["issuer", "outcome"],
+            registry=self.registry,
+        )
+        self.jwks_age = Gauge(
+            "scoreboard_jwks_age_seconds",
+            "Seconds since the issuer's key set in use was fetched (-1: none loaded yet).",
+            ["issuer"],
+            registry=self.registry,
+        )
+        self.jwks_keys = Gauge(
+            "scoreboard_jwks_keys",
+            "Signing keys held for the issuer.",
+            ["issuer"],
+            registry=self.registry,
+        )
+        self.ws_token_refreshes = Counter(
+            "scoreboard_ws_token_refreshes",
+            "Fresh tokens sent on live connections, by outcome (accepted, refused).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        for outcome in ("accepted", "refused"):
+            self.ws_token_refreshes.labels(outcome)
+        self.ws_token_expired = Counter(
+            "scoreboard_ws_token_expired",
+            "Live connections closed (4401) because their token expired unrefreshed.",
             registry=self.registry,
         )
         self.broadcast_seconds = Histogram(
@@ -340,6 +397,15 @@ class Metrics:
                 self.board_updates.labels(board, outcome)
             for period in periods:
                 self.board_seasons_started.labels(board, period)
+
+    def track_key_set(
+        self, issuer: str, *, age_s: Callable[[], float], keys: Callable[[], float]
+    ) -> None:
+        """Bind an issuer's JWKS gauges, and create its fetch series at zero."""
+        self.jwks_age.labels(issuer).set_function(age_s)
+        self.jwks_keys.labels(issuer).set_function(keys)
+        for outcome in FETCH_OUTCOMES:
+            self.jwks_fetches.labels(issuer, outcome)
 
     def update_outcome(self, outcome: str) -> None:
         """Count one update request by its outcome (an error code, applied, replayed)."""

@@ -547,7 +547,7 @@ def test_unmutated_tokens_authenticate(
 )
 def test_malformed_authorization_headers(header: str) -> None:
     """The verifier refuses every such ``Authorization`` value, answered 401 (no server)."""
-    verifier = TokenVerifier(SECRET, ("HS256",))
+    verifier = TokenVerifier.single(SECRET, ("HS256",))
     with pytest.raises(TokenRefused) as refused:
         verifier.verify_header(header)
     assert refusal(refused.value).status == 401

@@ -147,6 +147,9 @@ INVALID = [
     ("sqlite_synchronous", "OFF"),
     ("jwt_secret", "too-short"),
     ("jwt_public_key", "/no/such/key.pem"),
+    ("jwt_jwks_url", "http://idp.example/jwks.json"),  # plain http beyond loopback
+    ("jwt_jwks_url", "ftp://127.0.0.1/jwks.json"),
+    ("jwt_jwks_url", "/jwks.json"),
     ("jwt_algorithms", "none"),
     ("jwt_algorithms", "HS256,HS1"),
     ("jwt_leeway_s", "301"),
@@ -210,7 +213,8 @@ INVALID = [
 # These accept any text (an empty one means unset).
 # boards_file: any path here; the file itself is read and checked when the service is built
 # (tests/server/test_board_setup.py, and test_main.py end to end).
-FREE_TEXT = {"mongodb_uri", "jwt_issuer", "jwt_audience", "boards_file"}
+# Files are read and checked at start (server/board_setup.py, server/issuer_setup.py).
+FREE_TEXT = {"mongodb_uri", "jwt_issuer", "jwt_audience", "boards_file", "jwt_issuers_file"}
 
 
 def test_action_secret_needs_action_points_and_is_never_echoed() -> None:
@@ -349,7 +353,7 @@ def test_a_mongodb_uri_with_a_password_is_never_echoed() -> None:
 def test_secret_and_public_key_together_are_refused_without_echoing_either(rsa_pem: str) -> None:
     error = refused(jwt_secret=SECRET, jwt_public_key=rsa_pem)
     assert_one_line_naming(error, "SCOREBOARD_JWT_SECRET")
-    assert "not both" in str(error)
+    assert "not several" in str(error)
     assert SECRET not in str(error)
     assert rsa_pem.splitlines()[1][:20] not in str(error)
 
@@ -507,7 +511,7 @@ def test_help_mentions_every_setting_env_name_and_flag(monkeypatch: pytest.Monke
 
 # What a value looks like, for --help: units, kinds, and a few names of their own.
 PLACEHOLDERS = {"N", "SECONDS", "MS", "BYTES", "LIST", "TEXT", "true|false", "NUMBER"} | {
-    "ADDRESS", "PORT", "URI", "NAME", "PATH", "SECRET", "PEM|PATH", "JSON",
+    "ADDRESS", "PORT", "URI", "URL", "NAME", "PATH", "SECRET", "PEM|PATH", "JSON",
     "FULL|NORMAL", "DEBUG|INFO|WARNING|ERROR",
 }  # fmt: skip
 

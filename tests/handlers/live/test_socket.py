@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import tornado.websocket
 
+from server.app import WS_MAX_MESSAGE_BYTES
 from tests.conftest import (
     Client,
     body_of,
@@ -281,19 +282,19 @@ async def test_client_messages_are_ignored() -> None:
         await ws.write_message("hello")
         await ws.write_message(json.dumps({"event": "subscribe"}))
         await ws.write_message(b"\x00\x01", binary=True)
-        await ws.write_message("x" * 4096)  # exactly the limit is still allowed
+        await ws.write_message("x" * WS_MAX_MESSAGE_BYTES)  # exactly the limit is allowed
         await assert_silent(ws, 0.2)
         await client.update(make_token("gina"), {"increment": 1})
         assert (await receive(ws))["top_scores"] == [row("gina", 1)]
         assert await websocket_gauge(client) == 1
 
 
-async def test_a_message_over_4_kib_closes_that_connection_only() -> None:
+async def test_a_message_over_the_limit_closes_that_connection_only() -> None:
     async with serving() as client, watching(client) as other, watching(client) as ws:
         await receive(other)
         await receive(ws)
         await wait_for_gauge(client, 2)
-        await ws.write_message("x" * 4097)
+        await ws.write_message("x" * (WS_MAX_MESSAGE_BYTES + 1))
         assert await asyncio.wait_for(ws.read_message(), scaled(2)) is None
         assert ws.close_code == 1009
         await wait_for_gauge(client, 1)

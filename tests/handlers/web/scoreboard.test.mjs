@@ -87,21 +87,29 @@ class FakeSocket {
   constructor(url) {
     this.url = url;
     this.closed = null;
+    this.readyState = 0;
+    this.sent = []; // what the client sent, parsed
     FakeSocket.made.push(this);
   }
   close(code) {
     this.closed = code ?? 1005;
+    this.readyState = 3;
   }
-  open() { this.onopen(); }
-  send(msg) { this.onmessage({ data: JSON.stringify(msg) }); }
-  drop() { this.onclose(); }
+  send(data) { this.sent.push(JSON.parse(data)); }
+  open() { this.readyState = 1; this.onopen(); }
+  push(msg) { this.onmessage({ data: JSON.stringify(msg) }); } // from the server
+  drop(code = 1006) { this.readyState = 3; this.onclose({ code }); }
 }
+
+// Let pending promises (a refreshToken() call and what follows it) run.
+const settle = () => new Promise((resolve) => setImmediate(resolve));
 
 function harness(extra = {}) {
   FakeSocket.made = [];
   const timers = [];
   const states = [];
   const boards = [];
+  const tokenEvents = [];
   const live = connectScoreboard({
     origin: "http://localhost:8000",
     WebSocketImpl: FakeSocket,
@@ -110,16 +118,17 @@ function harness(extra = {}) {
     random: () => 1,
     onState: (s) => states.push(s),
     onBoard: (b) => boards.push(b.rows),
+    onTokenEvent: (msg) => tokenEvents.push(msg),
     ...extra,
   });
-  return { live, timers, states, boards };
+  return { live, timers, states, boards, tokenEvents };
 }
 
 test("a dropped connection is retried with backoff and resumes where it was", async () => {
   const { live, timers, states, boards } = harness();
   const first = FakeSocket.made[0];
   first.open();
-  first.send(snapshot("e1", 4, [row("a", 1)]));
+  first.push(snapshot("e1", 4, [row("a", 1)]));
   first.drop();
   assert.deepEqual(states, ["connecting", "live", "reconnecting"]);
   assert.equal(timers[0].ms, 500);
@@ -127,8 +136,8 @@ test("a dropped connection is retried with backoff and resumes where it was", as
   const second = FakeSocket.made[1];
   assert.equal(new URL(second.url).searchParams.get("since"), "e1:4");
   second.open();
-  second.send({ event: "resumed", epoch: "e1", version: 4, missed: 1 });
-  second.send({ event: "delta", epoch: "e1", version: 5, changed: [{ rank: 1, ...row("a", 2) }], removed: [] });
+  second.push({ event: "resumed", epoch: "e1", version: 4, missed: 1 });
+  second.push({ event: "delta", epoch: "e1", version: 5, changed: [{ rank: 1, ...row("a", 2) }], removed: [] });
   assert.deepEqual(boards.at(-1), [row("a", 2)]);
   assert.equal(states.at(-1), "live");
   live.stop();
@@ -140,8 +149,8 @@ test("an out-of-order delta reconnects; a stopped client never does", async () =
   const { live, timers } = harness();
   const first = FakeSocket.made[0];
   first.open();
-  first.send(snapshot("e1", 1, []));
-  first.send({ event: "delta", epoch: "e1", version: 3, changed: [], removed: [] });
+  first.push(snapshot("e1", 1, []));
+  first.push({ event: "delta", epoch: "e1", version: 3, changed: [], removed: [] });
   assert.notEqual(first.closed, null);
   assert.equal(timers.length, 1);
   live.stop();
@@ -170,7 +179,7 @@ test("failures back off further each time, and only a lasting connection starts 
   FakeSocket.made[0].drop(); // refused
   await timers[0].fn();
   FakeSocket.made[1].open();
-  FakeSocket.made[1].send(snapshot("e1", 1, []));
+  FakeSocket.made[1].push(snapshot("e1", 1, []));
   FakeSocket.made[1].drop(); // a snapshot, then dropped at once: still backing off
   await timers[1].fn();
   FakeSocket.made[2].drop();
@@ -187,8 +196,8 @@ test("an unknown event is ignored, not a reason to reconnect", () => {
   const { timers, boards } = harness();
   const ws = FakeSocket.made[0];
   ws.open();
-  ws.send(snapshot("e1", 1, [row("a", 1)]));
-  ws.send({ event: "token_expiring", in_s: 30 });
+  ws.push(snapshot("e1", 1, [row("a", 1)]));
+  ws.push({ event: "something_new" });
   assert.equal(ws.closed, null);
   assert.equal(timers.length, 0);
   assert.deepEqual(boards, [[row("a", 1)]]);
@@ -216,4 +225,113 @@ test("retryNow() skips the backoff's wait, and does nothing while connected", as
   live.retryNow();
   assert.equal(FakeSocket.made.length, 2); // at once, not after the timer
   live.stop();
+});
+
+test("token_expiring sends a fresh token on the same socket, and reconnects use it", async () => {
+  let refreshed = 0;
+  const { timers } = harness({
+    token: "old",
+    refreshToken: async () => { refreshed += 1; return "new"; },
+  });
+  const ws = FakeSocket.made[0];
+  ws.open();
+  ws.push({ event: "token_expiring", in_s: 30 });
+  ws.push({ event: "token_expiring", in_s: 30 }); // while the first refresh is in flight
+  await settle();
+  assert.equal(refreshed, 1);
+  assert.deepEqual(ws.sent, [{ event: "refresh", token: "new" }]);
+  assert.equal(FakeSocket.made.length, 1);
+  ws.drop();
+  await timers[0].fn();
+  assert.equal(refreshed, 1); // the token was not refreshed again before reconnecting
+  assert.equal(new URL(FakeSocket.made[1].url).searchParams.get("token"), "new");
+});
+
+test("token_expiring without refreshToken, or with one that fails, sends nothing", async () => {
+  const expiring = { event: "token_expiring", in_s: 30 };
+  const plain = harness({ token: "old" });
+  const quiet = FakeSocket.made[0];
+  quiet.open();
+  quiet.push(expiring);
+  await settle();
+  assert.deepEqual(quiet.sent, []);
+  assert.deepEqual(plain.tokenEvents, [expiring]);
+  plain.live.stop();
+
+  let calls = 0;
+  const { timers, boards, tokenEvents } = harness({
+    token: "old",
+    refreshToken: async () => { calls += 1; throw new Error("offline"); },
+  });
+  const ws = FakeSocket.made[0];
+  ws.open();
+  ws.push(snapshot("e1", 1, [row("a", 1)]));
+  ws.push(expiring);
+  await settle();
+  assert.equal(calls, 1);
+  assert.deepEqual(ws.sent, []);
+  assert.deepEqual(tokenEvents, [expiring]);
+  ws.push({ event: "delta", epoch: "e1", version: 2, changed: [{ rank: 1, ...row("a", 2) }], removed: [] });
+  assert.deepEqual(boards.at(-1), [row("a", 2)]); // the stream goes on
+  assert.equal(ws.closed, null);
+  assert.equal(timers.length, 0);
+});
+
+test("a refresh that ends after its socket closed is neither sent nor kept", async () => {
+  let release;
+  const { timers } = harness({
+    token: "old",
+    refreshToken: () => new Promise((resolve) => { release = resolve; }),
+  });
+  const ws = FakeSocket.made[0];
+  ws.open();
+  ws.push({ event: "token_expiring", in_s: 30 });
+  ws.drop();
+  release("new");
+  await settle();
+  assert.deepEqual(ws.sent, []);
+  await timers[0].fn();
+  assert.equal(new URL(FakeSocket.made[1].url).searchParams.get("token"), "old");
+});
+
+test("the token events never resync or touch the board", async () => {
+  const { timers, boards, tokenEvents } = harness({ token: "old", refreshToken: async () => "new" });
+  const ws = FakeSocket.made[0];
+  ws.open();
+  ws.push(snapshot("e1", 1, [row("a", 1)]));
+  const events = [
+    { event: "token_expiring", in_s: 30 },
+    { event: "token_refreshed", expires_in_s: 3600 },
+    { event: "token_refused", error: "invalid_token", message: "bad signature" },
+  ];
+  for (const msg of events) ws.push(msg);
+  await settle();
+  assert.deepEqual(tokenEvents, events);
+  assert.deepEqual(boards, [[row("a", 1)]]);
+  assert.equal(ws.closed, null);
+  assert.equal(timers.length, 0);
+  ws.push({ event: "delta", epoch: "e1", version: 2, changed: [{ rank: 1, ...row("a", 3) }], removed: [] });
+  assert.deepEqual(boards.at(-1), [row("a", 3)]); // the position was kept
+});
+
+test("a 4401 close (token expired) refreshes the token before the next connect", async () => {
+  let refreshed = 0;
+  let release;
+  const { timers } = harness({
+    token: "old", // not a JWT: its expiry cannot be read, so only the 4401 asks for a refresh
+    refreshToken: () => { refreshed += 1; return new Promise((resolve) => { release = resolve; }); },
+  });
+  FakeSocket.made[0].open();
+  FakeSocket.made[0].drop(1006); // an ordinary loss after opening: no refresh
+  await timers[0].fn();
+  assert.equal(refreshed, 0);
+  FakeSocket.made[1].open();
+  FakeSocket.made[1].drop(4401);
+  assert.equal(timers.length, 2); // retried after the backoff, like any loss
+  const attempt = timers[1].fn();
+  assert.equal(refreshed, 1);
+  assert.equal(FakeSocket.made.length, 2); // waiting for the fresh token
+  release("new");
+  await attempt;
+  assert.equal(new URL(FakeSocket.made[2].url).searchParams.get("token"), "new");
 });
