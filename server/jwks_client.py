@@ -124,7 +124,7 @@ class JwksClient:
         if fetch is None:
             fetch = self._http = HttpFetch()
         self._fetch: Fetch = fetch
-        self._gate = RefetchGate(min_refetch_s)
+        self.refetch_gate = RefetchGate(min_refetch_s)
         self._clock = clock
         self.key_set: KeySet | None = None
         self.fetched_at: float | None = None  # when the set in use was fetched (monotonic)
@@ -156,7 +156,7 @@ class JwksClient:
         one if the gate lets it; whether a fetch ended meanwhile."""
         fetching = self._fetching
         if fetching is None:
-            if not self._gate.open(self._clock()):
+            if not self.refetch_gate.open(self._clock()):
                 return False
             fetching = self._start_fetch()
         await asyncio.shield(fetching)
