@@ -201,7 +201,11 @@ class JwksClient:
         failures = 0
         while True:
             fetching = self._fetching or self._start_fetch()
-            ok = await asyncio.shield(fetching)
+            try:
+                ok = await asyncio.shield(fetching)
+            except Exception:  # a bug, not the provider: logged, retried as a failure
+                log.exception("JWKS refresh failed", extra={"issuer": self.issuer})
+                ok = False
             if ok:
                 failures = 0
                 delay = refresh_delay(self.lifetime_s)

@@ -117,7 +117,7 @@ def signing_key(jwk: object) -> SigningKey:
         raise KeySetError(f"key {kid!r} holds private material: it is never used")
     try:
         parsed = jwt.PyJWK(jwk, algorithm=min(algorithms))
-    except jwt.PyJWTError as exc:
+    except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
         raise KeySetError(f"key {kid!r} could not be read ({type(exc).__name__})") from None
     return SigningKey(kid, str(kty), algorithms, parsed.key)
 
