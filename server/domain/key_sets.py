@@ -130,7 +130,7 @@ def parse_key_set(body: bytes) -> KeySet:
     """
     try:
         document = json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # nested thousands deep: not a key set either
         raise KeySetError("the answer is not JSON") from None
     keys = document.get("keys") if isinstance(document, dict) else None
     if not isinstance(keys, list):

@@ -70,7 +70,7 @@ def parse_client_message(message: str | bytes) -> RefreshRequest | None:
     JSON, another event) is ignored, as every client message was before."""
     try:
         data = json.loads(message)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # nested thousands deep: not a refresh either
         return None
     if not isinstance(data, dict) or data.get("event") != "refresh":
         return None

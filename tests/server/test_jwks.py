@@ -17,6 +17,7 @@ from typing import Any
 import jwt
 import pytest
 
+from server.domain.key_sets import refresh_delay
 from server.signing_keys import ASYMMETRIC_ALGORITHMS
 from tests.conftest import Client, body_of, eventually, scaled, serving, settings_for
 from tests.server.identity_provider import (
@@ -204,6 +205,36 @@ async def test_a_provider_unreachable_at_start_keeps_the_pod_unready_until_keys_
             await provider.stop()
 
 
+async def test_the_key_set_lives_by_its_cache_control_and_refreshes_before_it_ends(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    first, second = ec_key("ec-1"), ec_key("ec-2")
+    refresh_after: list[float] = []
+
+    def refresh_soon(lifetime_s: float) -> float:
+        refresh_after.append(refresh_delay(lifetime_s))
+        return 0.05  # at once, rather than at 80 % of the lifetime
+
+    monkeypatch.setattr("server.jwks_client.refresh_delay", refresh_soon)
+    async with provider_running() as provider:
+        provider.cache_control = "public, max-age=120, must-revalidate"
+        provider.publish(first)
+        async with serving(jwks_settings(provider.url())) as client:
+            await keys_loaded(client)
+            key_set = client.running.service.key_sets[0]
+            assert key_set.lifetime_s == 120
+            provider.cache_control = "max-age=5"  # below the floor: raised to 60 s
+            provider.publish(first, second)
+            await eventually(
+                lambda: asyncio.sleep(0, len(key_set)), "the refreshed set", until=lambda n: n == 2
+            )
+            assert key_set.lifetime_s == 60
+            assert refresh_after[0] == 96  # 80 % of the 120 s the provider allowed
+            fetched = provider.fetches["idp"]
+            assert (await update(client, token_of(second, "bo")))[0] == 200
+            assert provider.fetches["idp"] in (fetched, fetched + 1)  # no refetch was needed
+
+
 # --- keys refused ------------------------------------------------------------------------
 
 
@@ -240,6 +271,10 @@ async def test_a_token_whose_alg_differs_from_its_keys_is_refused() -> None:
             swapped = rs.sign(claims("mallory", iss=ISS, aud=AUD), kid="ec-1")
             assert (await update(client, swapped))[0] == 401
             assert refused(client, "algorithm") == 2
+            # Unsigned: alg "none" is never taken.
+            unsigned = jwt.encode(claims("mallory", iss=ISS, aud=AUD), None, algorithm="none")
+            assert (await update(client, unsigned))[0] == 401
+            assert refused(client, "algorithm") == 3
             assert (await update(client, token_of(es, "alice")))[0] == 200
 
 
