@@ -133,6 +133,7 @@ class JwksClient:
         self._running: asyncio.Task[None] | None = None
         self._fetching: asyncio.Task[bool] | None = None
         self._loaded = asyncio.Event()
+        self._skipped_logged: tuple[str, ...] = ()
 
     # --- IssuerKeys ----------------------------------------------------------------------
 
@@ -253,11 +254,13 @@ class JwksClient:
                 "JWKS loaded",
                 extra={"issuer": self.issuer, "url": self.url, "keys": sorted(key_set.keys)},
             )
-        for reason in key_set.skipped:
-            log.warning(
-                "JWKS key skipped",
-                extra={"issuer": self.issuer, "url": self.url, "reason": reason},
-            )
+        if key_set.skipped != self._skipped_logged:  # once, not at every refresh
+            self._skipped_logged = key_set.skipped
+            for reason in key_set.skipped:
+                log.warning(
+                    "JWKS key skipped",
+                    extra={"issuer": self.issuer, "url": self.url, "reason": reason},
+                )
         if withdrawn:
             self.on_withdrawn()
         return True

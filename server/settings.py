@@ -343,7 +343,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "jwt_algorithms",
         _algorithms,
-        "comma-separated allow-list; default follows the key (HS256, or RS256/ES256)",
+        "comma-separated allow-list; default follows the key (HS256, or RS256/ES256 from "
+        "the public key's type, or every asymmetric one with a JWKS URL)",
     ),
     Option("jwt_issuer", _optional_text, "required 'iss' claim, checked when set"),
     Option("jwt_audience", _optional_text, "required 'aud' claim, checked when set"),
@@ -634,6 +635,13 @@ def _checked_jwt(settings: Settings) -> tuple[str, ...]:
         raise SettingsError(
             f"SCOREBOARD_JWT_{sources[0].upper()}",
             "set one of a secret (HS256), a public key or a JWKS URL, not several",
+        )
+    if settings.jwt_jwks_url and not settings.jwt_issuer:
+        # A provider's JWKS may sign for others too (Firebase: one set for every project).
+        raise SettingsError(
+            "SCOREBOARD_JWT_ISSUER",
+            "is required with SCOREBOARD_JWT_JWKS_URL: the provider's keys may sign tokens "
+            "of other tenants or projects, so the 'iss' claim must be checked",
         )
     algorithms = settings.jwt_algorithms
     if settings.jwt_public_key or settings.jwt_jwks_url:

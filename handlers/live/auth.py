@@ -38,6 +38,7 @@ async def check_watcher_token(
     if service.settings.ws_require_auth or needed:
         if token is None:
             why = "watch=me" if needed else "this scoreboard"
+            service.metrics.tokens_refused.labels("missing").inc()
             raise refusal(MissingToken(f"{why} needs ?token=<JWT>"))
         return await authenticate(service, client, lambda: service.verifier.verify(token))
     if token is not None:

@@ -199,6 +199,7 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
         service = self.service
         try:
             if token is None:
+                service.metrics.tokens_refused.labels("missing").inc()
                 raise refusal(MissingToken('a refresh carries {"token": "<JWT>"}'))
             client = client_of(self.request, service)
             fresh = await authenticate(service, client, lambda: service.verifier.verify(token))

@@ -53,6 +53,7 @@ _FIELDS: Final = frozenset(
         "user_id_claim",
         "name_claims",
         "user_id_prefix",
+        "trust_scopes",
     }
 )
 
@@ -95,6 +96,10 @@ class IssuerSpec:
         user_id_prefix: put before the claim's value to make the player's id.
         reserved_prefixes: the other issuers' prefixes, which this issuer's user ids may
             not begin with (set for the unprefixed issuer of several).
+        trust_scopes: whether its tokens' ``scope`` claim counts (the admin routes need
+            ``scores:admin``): always for the single-key settings' issuer, only when the
+            file says so for the file's issuers, so a console platform's or a social
+            login's tokens never carry admin rights by accident.
     """
 
     name: str
@@ -106,6 +111,7 @@ class IssuerSpec:
     name_claims: tuple[str, ...] = DEFAULT_NAME_CLAIMS
     user_id_prefix: str = ""
     reserved_prefixes: tuple[str, ...] = ()
+    trust_scopes: bool = True
 
     def user_id(self, claimed: str) -> str | None:
         """The player's id for the user id claim's value, or None when it would pass for
@@ -189,6 +195,7 @@ def _issuer(name: str, raw: object, environ: Mapping[str, str], read_file: Any) 
         user_id_claim=user_id_claim,
         name_claims=name_claims,
         user_id_prefix=prefix,
+        trust_scopes=fields.flag("trust_scopes"),
     )
 
 
@@ -289,6 +296,12 @@ class _Fields:
         if not isinstance(value, str) or not value.strip():
             self.fail(key, "must be a non-empty string")
         return value.strip() if key not in ("public_key",) else value
+
+    def flag(self, key: str) -> bool:
+        value = self.raw.get(key, False)
+        if not isinstance(value, bool):
+            self.fail(key, "must be true or false")
+        return value
 
     def texts(self, key: str, default: tuple[str, ...]) -> tuple[str, ...]:
         value = self.raw.get(key)

@@ -319,8 +319,9 @@ class TokenVerifier:
             )
         exp = claims["exp"]  # PyJWT checked it is a number ("require")
         expires_at = 0.0 if isinstance(exp, bool) else float(exp)
+        scopes = scopes_of(claims) if spec.trust_scopes else frozenset()
         return Identity(
-            user_id, display_name(claims, user_id, spec.name_claims), scopes_of(claims), expires_at
+            user_id, display_name(claims, user_id, spec.name_claims), scopes, expires_at
         )
 
     def _remember(self, token: str, identity: Identity) -> None:

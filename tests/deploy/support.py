@@ -27,7 +27,7 @@ from handlers.inflight import InFlight
 from server.app import make_app
 from server.settings import OPTIONS, Settings
 from server.store.changes import RESTART_REASONS
-from server.support.metrics import LoopHistogram, Metrics
+from server.support.metrics import FETCH_OUTCOMES, REFUSAL_REASONS, LoopHistogram, Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
@@ -220,8 +220,10 @@ def outcome_values() -> frozenset[str]:
 def known_label_values() -> dict[str, frozenset[str]]:
     return {
         "route": frozenset(routes().values()),
-        "outcome": outcome_values(),
-        "reason": frozenset(RESTART_REASONS),
+        # One set per label name, whatever the metric: updates' and JWKS fetches' outcomes,
+        # change stream restarts' and token refusals' reasons.
+        "outcome": outcome_values() | frozenset(FETCH_OUTCOMES),
+        "reason": frozenset(RESTART_REASONS) | frozenset(REFUSAL_REASONS),
     }
 
 

@@ -351,6 +351,39 @@ async def test_two_issuers_with_colliding_subs_stay_two_players(tmp_path: Path) 
             assert refused(client, "unknown_issuer") == 1
 
 
+async def test_only_an_issuer_trusted_with_scopes_grants_admin_rights(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    studio, social = ed25519_key("ops-1"), rsa_key("social-1")
+    async with provider_running() as provider:
+        provider.publish(studio, name="studio")
+        provider.publish(social, name="social")
+        settings = issuers_file(
+            tmp_path,
+            f"""
+            [issuers.studio]
+            iss = "https://auth.studio.example"
+            jwks_url = "{provider.url("studio")}"
+            trust_scopes = true
+
+            [issuers.social]
+            iss = "https://social.example"
+            jwks_url = "{provider.url("social")}"
+            user_id_prefix = "social:"
+            """,
+        )
+        async with serving(settings) as client:
+            await keys_loaded(client)
+            admin_scope = {"scope": "scores:admin"}
+            operator = studio.sign(claims("op", iss="https://auth.studio.example", **admin_scope))
+            outsider = social.sign(claims("op", iss="https://social.example", **admin_scope))
+            for token, status in ((operator, 404), (outsider, 403)):
+                response = await client.request(
+                    "GET", "/api/users/nobody", headers={"Authorization": f"Bearer {token}"}
+                )
+                assert response.code == status, response.body  # 404: allowed, no such user
+
+
 # --- tokens as the four providers issue them ---------------------------------------------
 
 

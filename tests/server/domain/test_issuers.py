@@ -113,6 +113,7 @@ def test_issuers_with_each_kind_of_key_source_are_read(rsa_pem: str, ec_pem: str
         KeySource(secret=SECRET),
         algorithms=("HS256",),
         reserved_prefixes=("google:", "partner:", "arcade:"),
+        trust_scopes=False,  # a file's issuer grants no scopes unless it says so
     )
     assert google == IssuerSpec(
         "google",
@@ -122,6 +123,7 @@ def test_issuers_with_each_kind_of_key_source_are_read(rsa_pem: str, ec_pem: str
         algorithms=ASYMMETRIC_ALGORITHMS,
         name_claims=("name", "email"),
         user_id_prefix="google:",
+        trust_scopes=False,
     )
     assert partner == IssuerSpec(
         "partner",
@@ -130,6 +132,7 @@ def test_issuers_with_each_kind_of_key_source_are_read(rsa_pem: str, ec_pem: str
         algorithms=("RS256",),
         user_id_claim="uid",
         user_id_prefix="partner:",
+        trust_scopes=False,
     )
     assert arcade.keys == KeySource(public_key=ec_pem)
     assert arcade.algorithms == ("ES256",)
@@ -490,3 +493,17 @@ def test_a_jwks_url_over_https_or_plain_http_to_loopback_has_no_problem(url: str
 def test_a_jwks_url_problem_says_why(url: str, problem: str) -> None:
     found = jwks_url_problem(url)
     assert found is not None and found.startswith(problem)
+
+
+# --- scopes ------------------------------------------------------------------------------
+
+
+def test_a_files_issuer_grants_no_scopes_unless_it_says_so() -> None:
+    (quiet,) = parse({"a": game()})
+    (trusted,) = parse({"a": game(trust_scopes=True)})
+    assert (quiet.trust_scopes, trusted.trust_scopes) == (False, True)
+
+
+@pytest.mark.parametrize("value", ["yes", 1, "true"])
+def test_trust_scopes_must_be_a_boolean(value: Any) -> None:
+    field_refusal({"a": game(trust_scopes=value)}, "a", "trust_scopes")
