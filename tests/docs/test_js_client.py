@@ -1,42 +1,35 @@
-"""The JavaScript client of docs/protocol.md, run under Node against real servers: it
-reconnects after a restart (through failed attempts, which Node reports with ``error``
-alone), refreshes a refused or expiring token once before retrying, and stops."""
+"""The client module (``handlers/web/scoreboard.js``, docs/protocol.md) run under Node
+against real servers: it reconnects after a restart (through failed attempts, which Node
+reports with ``error`` alone), refreshes a refused or expiring token once before retrying,
+refreshes its token on a live connection when the server warns, and stops."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 import json
-import re
 import shutil
 import subprocess
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
+import jwt
 import pytest
 
 from tests.conftest import Client, make_token, scaled, serving, settings_for
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(60))
 
-ROOT = Path(__file__).resolve().parents[2]
-CLIENT = ROOT / "docs" / "client" / "watch-scoreboard.mjs"
 HARNESS = Path(__file__).with_name("watch_harness.mjs")
 NO_NODE = (
     "NODE IS MISSING (or has no WebSocket even with --experimental-websocket): the "
-    "JavaScript client of docs/protocol.md is NOT tested here; install Node 20 or later"
+    "client module handlers/web/scoreboard.js is NOT tested against a server here; "
+    "install Node 20 or later"
 )
 
 Event = dict[str, Any]
-
-
-def test_the_client_in_protocol_md_is_the_tested_file() -> None:
-    protocol = (ROOT / "docs" / "protocol.md").read_text()
-    section = protocol.split("## A client to copy (JavaScript)", 1)[1]
-    snippet = re.search(r"```js\n(.*?)```", section, re.DOTALL)
-    assert snippet is not None
-    assert snippet.group(1) == CLIENT.read_text()
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +51,7 @@ def node() -> list[str]:
 
 
 class Watcher:
-    """The client running in a Node process; its callbacks arrive as events."""
+    """The module running in a Node process; its callbacks arrive as events."""
 
     def __init__(self, process: asyncio.subprocess.Process) -> None:
         self.process = process
@@ -76,11 +69,14 @@ class Watcher:
                 if matches(event):
                     return event
 
-    async def board(self, rows: list[dict[str, Any]]) -> None:
-        await self.wait_for(lambda e: e == {"event": "board", "board": rows})
+    async def next(self, event: Event, timeout_s: float = 10) -> None:
+        await self.wait_for(lambda e: e == event, timeout_s)
 
-    async def status(self, status: str) -> None:
-        await self.wait_for(lambda e: e == {"event": "status", "status": status})
+    async def board(self, rows: list[dict[str, Any]]) -> None:
+        await self.next({"event": "board", "rows": rows})
+
+    async def state(self, state: str) -> None:
+        await self.next({"event": "state", "state": state})
 
     async def settle(self, seconds: float) -> None:
         """Collect what arrives within ``seconds`` (scaled)."""
@@ -95,7 +91,7 @@ class Watcher:
         assert self.process.stdin is not None
         self.process.stdin.write(b"stop\n")
         await self.process.stdin.drain()
-        await self.wait_for(lambda e: e["event"] == "stopped")
+        await self.state("stopped")
         assert self.process.stdout is not None
         async with asyncio.timeout(scaled(10)):
             rest = await self.process.stdout.read()
@@ -105,13 +101,22 @@ class Watcher:
 
 
 @contextlib.asynccontextmanager
-async def watching(node: list[str], port: int, *tokens: str) -> AsyncIterator[Watcher]:
-    url = f"ws://127.0.0.1:{port}/ws/scoreboard"
+async def watching(
+    node: list[str],
+    client: Client | int,
+    token: str | None = None,
+    fresh: list[str] | None = None,
+    *,
+    watch: bool = False,
+) -> AsyncIterator[Watcher]:
+    """The module connected to the server on ``client``'s port; ``fresh``: what its
+    refreshToken() answers, in order (None: no refreshToken)."""
+    port = client if isinstance(client, int) else client.running.port
+    config = {"origin": f"http://127.0.0.1:{port}", "token": token, "fresh": fresh}
     process = await asyncio.create_subprocess_exec(
         *node,
         str(HARNESS),
-        url,
-        *tokens,
+        json.dumps({**config, "watch": watch}),
         stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -146,12 +151,11 @@ async def test_the_client_reconnects_after_a_restart_and_sees_new_updates(
             await update(first, "ada", 5)
             await watcher.board([row("ada", 5)])
             await first_server.aclose()  # a restart: 1001 going away, then nothing listens
-            await watcher.status("lost")
+            await watcher.state("reconnecting")
             # At least one attempt fails while the server is down (Node: "error" alone).
-            await watcher.status("connecting")
-            await watcher.status("lost")
+            await watcher.next({"event": "retry", "failedBeforeOpen": True})
             async with serving(settings_for(port=port)) as second:
-                await watcher.status("open")
+                await watcher.state("live")
                 await watcher.board([])  # the new server's own (empty) board, a new epoch
                 await update(second, "bob", 5)
                 await watcher.board([row("bob", 5)])
@@ -162,45 +166,96 @@ async def test_a_refused_token_is_refreshed_once_and_the_retry_opens(node: list[
     forged = make_token("p1", secret="another-secret-that-is-32-bytes-long!!", ttl_s=3600)
     async with (
         serving(ws_require_auth=True) as client,
-        watching(node, client.running.port, forged, make_token("p1")) as watcher,
+        watching(node, client, forged, [make_token("p1")]) as watcher,
     ):
         await watcher.board([])
         await watcher.settle(0.5)  # a second reconnect for the same loss would show here
-        assert watcher.events[:6] == [
-            {"event": "status", "status": "connecting"},
-            {"event": "status", "status": "lost"},  # refused: Node reports "error" alone
+        assert watcher.events[:8] == [
+            {"event": "state", "state": "connecting"},
+            {"event": "socket"},  # refused: Node reports "error" alone, no "close"
+            {"event": "state", "state": "reconnecting"},
+            {"event": "retry", "failedBeforeOpen": True},
             {"event": "refresh"},
-            {"event": "status", "status": "connecting"},
-            {"event": "status", "status": "open"},
-            {"event": "board", "board": []},
+            {"event": "socket"},
+            {"event": "state", "state": "live"},
+            {"event": "board", "rows": []},
         ]
-        assert watcher.count({"event": "status", "status": "connecting"}) == 2
+        assert watcher.count({"event": "socket"}) == 2
         assert watcher.count({"event": "refresh"}) == 1
         assert await watcher.stop() == 0
 
 
 async def test_a_token_about_to_expire_is_refreshed_before_connecting(node: list[str]) -> None:
-    expiring = make_token("p1", ttl_s=20)  # within the client's one-minute margin
+    expiring = make_token("p1", ttl_s=20)  # within the module's one-minute margin
     async with (
         serving(ws_require_auth=True) as client,
-        watching(node, client.running.port, expiring, make_token("p1")) as watcher,
+        watching(node, client, expiring, [make_token("p1")]) as watcher,
     ):
         await watcher.board([])
-        assert watcher.events[:2] == [
+        assert watcher.events[:4] == [
             {"event": "refresh"},
-            {"event": "status", "status": "connecting"},
+            {"event": "state", "state": "connecting"},
+            {"event": "socket"},
+            {"event": "state", "state": "live"},
         ]
+        assert await watcher.stop() == 0
+
+
+async def test_a_live_connection_takes_a_fresh_token_when_the_server_warns(
+    node: list[str],
+) -> None:
+    # The module refreshes a token that expires within a minute before it connects, so
+    # its first refreshToken() answer is a 2 s token too: the server warns at once.
+    expiring = make_token("p1", ttl_s=2)
+    opened_with = make_token("p1", ttl_s=2)
+    async with (
+        serving(jwt_leeway_s=0) as client,
+        watching(
+            node, client, expiring, [opened_with, make_token("p1", ttl_s=600)], watch=True
+        ) as watcher,
+    ):
+        await watcher.board([])
+        await watcher.next({"event": "token", "token": "token_expiring"})
+        await watcher.next({"event": "token", "token": "token_refreshed"})
+        expired_at = jwt.decode(opened_with, options={"verify_signature": False})["exp"]
+        await asyncio.sleep(max(0.0, expired_at - time.time()) + scaled(0.5))
+        await update(client, "ada", 5)  # after the token it connected with expired
+        await watcher.board([row("ada", 5)])
+        await watcher.settle(0.2)
+        assert watcher.count({"event": "refresh"}) == 2
+        assert watcher.count({"event": "socket"}) == 1  # the same connection throughout
+        assert [e for e in watcher.events if e["event"] in ("state", "close")] == [
+            {"event": "state", "state": "connecting"},
+            {"event": "state", "state": "live"},
+        ]
+        tokens = [e["token"] for e in watcher.events if e["event"] == "token"]
+        assert tokens == ["token_expiring", "token_refreshed"]
+        assert await watcher.stop() == 0
+
+
+async def test_without_refresh_token_the_server_closes_and_the_client_reconnects(
+    node: list[str],
+) -> None:
+    async with (
+        serving(jwt_leeway_s=0) as client,
+        watching(node, client, make_token("p1", ttl_s=2), watch=True) as watcher,
+    ):
+        await watcher.board([])
+        await watcher.next({"event": "token", "token": "token_expiring"})
+        await watcher.next({"event": "close", "code": 4401}, timeout_s=5)
+        await watcher.state("reconnecting")
+        assert {"event": "token", "token": "token_refreshed"} not in watcher.events
         assert await watcher.stop() == 0
 
 
 async def test_stop_ends_the_retries_of_a_client_whose_server_is_gone(node: list[str]) -> None:
     async with contextlib.AsyncExitStack() as server:
         client = await server.enter_async_context(serving())
-        async with watching(node, client.running.port) as watcher:
+        async with watching(node, client) as watcher:
             await watcher.board([])
             await server.aclose()
-            await watcher.status("connecting")  # retrying
-            await watcher.status("lost")
+            await watcher.state("reconnecting")
+            await watcher.next({"event": "retry", "failedBeforeOpen": True})  # retrying
             assert await watcher.stop() == 0  # the process ends: no timer or socket left
-            stopped = watcher.events.index({"event": "stopped"})
-            assert {"event": "status", "status": "connecting"} not in watcher.events[stopped:]
+            stopped = watcher.events.index({"event": "state", "state": "stopped"})
+            assert {"event": "socket"} not in watcher.events[stopped:]
