@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 import pytest
 import tornado.websocket
 
+from server.app import WS_MAX_MESSAGE_BYTES
 from tests.conftest import close_websocket, eventually, scaled, serving
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(10))
@@ -104,7 +105,7 @@ async def test_close_websocket_returns_at_once_on_a_connection_the_server_ended(
     async with serving() as client:
         ws = await client.websocket()
         await ws.read_message()  # the snapshot
-        await ws.write_message("x" * 4097)  # over the limit: the server closes (1009)
+        await ws.write_message("x" * (WS_MAX_MESSAGE_BYTES + 1))  # the server closes (1009)
         assert await asyncio.wait_for(ws.read_message(), scaled(2)) is None
         started = time.monotonic()
         await close_websocket(ws)
