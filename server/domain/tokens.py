@@ -11,6 +11,8 @@ try again (:func:`verify_fetching`).
 
 from __future__ import annotations
 
+import base64
+import json
 import time
 import unicodedata
 from collections.abc import Callable, Sequence
@@ -102,6 +104,20 @@ def _invalid(message: str, reason: str = "malformed") -> InvalidToken:
     return InvalidToken(message, bearer_sent=True, reason=reason)
 
 
+def _unverified(segment: str, what: str) -> dict[str, Any]:
+    """A token's header or payload segment as JSON, unverified: only to choose the issuer
+    and the key, which PyJWT's full check then uses (and decodes again). Done here rather
+    than with ``jwt.get_unverified_header``, which costs twice the whole rest of a check
+    of a new token (docs/benchmarks.md, "Issue 16")."""
+    try:
+        value = json.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
+    except (ValueError, RecursionError):  # binascii.Error and UnicodeDecodeError included
+        raise _invalid(f"the token is not valid: its {what} is not base64url JSON") from None
+    if not isinstance(value, dict):
+        raise _invalid(f"the token is not valid: its {what} is not a JSON object")
+    return value
+
+
 def _printable(text: str) -> str:
     """``text`` without control, format (e.g. bidi overrides) or unassigned characters,
     trimmed and bounded in length."""
@@ -149,9 +165,9 @@ class TokenVerifier:
     """Checks bearer tokens against the trusted issuers.
 
     Args:
-        issuers: each trusted issuer and its keys. With one issuer whose ``iss`` is
-            ``None`` (the single-key settings without ``SCOREBOARD_JWT_ISSUER``), every
-            token goes to it, whatever its ``iss``.
+        issuers: each trusted issuer and its keys. With one issuer, every token goes to
+            it: its ``iss``, if it has one, is checked with the claims; without one (the
+            single-key settings without ``SCOREBOARD_JWT_ISSUER``), any ``iss`` passes.
         leeway_s: clock skew allowed on ``exp``, ``nbf`` and ``iat``.
         cache_size: how many verified tokens are remembered (least recently used out
             first; their total length is also kept under ``VERIFIED_CACHE_BYTES``). A game
@@ -176,8 +192,9 @@ class TokenVerifier:
         if not issuers:
             raise ValueError("at least one issuer")
         self._by_iss = {spec.iss: (spec, keys) for spec, keys in issuers}
-        # One issuer with no 'iss' of its own takes every token (the single-key settings).
-        self._only = issuers[0] if len(issuers) == 1 and issuers[0][0].iss is None else None
+        # One issuer takes every token: no 'iss' to read first (PyJWT's check refuses
+        # another 'iss' than its own, when it has one).
+        self._only = issuers[0] if len(issuers) == 1 else None
         self._leeway = leeway_s
         self._options: dict[str, dict[str, Any]] = {
             spec.name: {"require": ["exp"], "verify_aud": spec.audience is not None}
@@ -246,11 +263,11 @@ class TokenVerifier:
             raise MissingToken("the bearer token is empty")
         if len(token.encode()) > MAX_TOKEN_BYTES:
             raise _invalid(f"the token is longer than {MAX_TOKEN_BYTES} bytes", "too_long")
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.PyJWTError as exc:
-            raise _invalid(f"the token is not valid: {exc}") from None
-        spec, keys = self._issuer_of(token)
+        segments = token.split(".")
+        if len(segments) != 3:
+            raise _invalid("the token is not valid: not three dot-separated segments")
+        header = _unverified(segments[0], "header")
+        spec, keys = self._issuer_of(segments[1])
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in spec.algorithms:
             raise _invalid(f"issuer {spec.name!r} does not sign with alg {alg!r}", "algorithm")
@@ -290,14 +307,12 @@ class TokenVerifier:
         self._verified.clear()
         self._verified_chars = 0
 
-    def _issuer_of(self, token: str) -> tuple[IssuerSpec, IssuerKeys]:
+    def _issuer_of(self, payload: str) -> tuple[IssuerSpec, IssuerKeys]:
+        """The issuer of a token whose payload segment is ``payload``, picked by its
+        ``iss`` before any key is tried (read unverified: the issuer's key checks it)."""
         if self._only is not None:
             return self._only
-        try:
-            unverified = jwt.decode(token, options={"verify_signature": False})
-        except jwt.PyJWTError as exc:
-            raise _invalid(f"the token is not valid: {exc}") from None
-        iss = unverified.get("iss")
+        iss = _unverified(payload, "payload").get("iss")
         found = self._by_iss.get(iss) if isinstance(iss, str) else None
         if found is None:
             raise _invalid("the token's issuer ('iss') is not trusted here", "unknown_issuer")
