@@ -18,27 +18,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from server.signing_keys import ASYMMETRIC_ALGORITHMS, algorithms_for_pem, jwks_url_problem
+from server.signing_keys import (
+    ASYMMETRIC_ALGORITHMS,
+    HMAC_ALGORITHMS,
+    algorithms_for_pem,
+    jwks_url_problem,
+)
 
 ENV_PREFIX = "SCOREBOARD_"
 _ASYMMETRIC_PREFIXES = ("RS", "PS", "ES", "Ed")
-SUPPORTED_ALGORITHMS = frozenset(
-    {
-        "HS256",
-        "HS384",
-        "HS512",
-        "RS256",
-        "RS384",
-        "RS512",
-        "PS256",
-        "PS384",
-        "PS512",
-        "ES256",
-        "ES384",
-        "ES512",
-        "EdDSA",
-    }
-)
+SUPPORTED_ALGORITHMS = frozenset({*HMAC_ALGORITHMS, *ASYMMETRIC_ALGORITHMS})
 
 
 class SettingsError(ValueError):
