@@ -1028,8 +1028,11 @@ def _websocket() -> dict[str, Any]:
         "summary": "The live top scores (WebSocket upgrade)",
         "description": (
             "A WebSocket: a snapshot (or a resume) on connect, then every change of the top "
-            "scores. Messages and resume rules: docs/protocol.md. Errors before the upgrade "
-            "are JSON like any other."
+            "scores. Messages and resume rules: docs/protocol.md. A connection that needs "
+            "its token (auth required, or watch=me) is warned before the token expires, may "
+            "send a fresh one, and is closed with 4401 if it does not (docs/protocol.md, "
+            "'Tokens on a live connection'). Errors before the upgrade are JSON like any "
+            "other."
         ),
         "security": [],
         "parameters": [
