@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     from handlers.live.addresses import OpenPerAddress
     from handlers.live.fanout import Fanout
     from handlers.live.rank_stream import RankStream
+    from handlers.live.token_lease import TokenLeases
     from server.domain.actions import ActionVerifier
     from server.domain.boards import BoardSpec
     from server.domain.origins import AllowedOrigins
@@ -48,6 +49,7 @@ class Backend(Protocol):
     seasons: SeasonClock  # each period's current season, computed again once it ended
     fanout: Fanout
     rank_stream: RankStream
+    token_leases: TokenLeases  # the live connections that hold their token
     # With a boards file (issue 14): every board live, and each period's watchers.
     board_runtime: BoardsRuntime | None
     board_fanouts: dict[tuple[str, str], Fanout]

@@ -39,8 +39,9 @@ from server.domain.key_sets import (
     cache_lifetime,
     parse_key_set,
     refresh_delay,
+    withdrawn,
 )
-from server.domain.tokens import KeyNotLoaded
+from server.domain.tokens import KeyNotLoaded, shown
 from server.support.tasks import cancel_and_wait
 
 log = logging.getLogger(__name__)
@@ -133,6 +134,7 @@ class JwksClient:
         self._running: asyncio.Task[None] | None = None
         self._fetching: asyncio.Task[bool] | None = None
         self._loaded = asyncio.Event()
+        self._stopped = False
         self._skipped_logged: tuple[str, ...] = ()
 
     # --- IssuerKeys ----------------------------------------------------------------------
@@ -148,7 +150,9 @@ class JwksClient:
             raise KeyNotLoaded(self, self.issuer, kid, loaded=keys is not None)
         if alg not in key.algorithms:
             raise InvalidToken(
-                f"key {kid!r} does not verify alg {alg!r}", bearer_sent=True, reason="algorithm"
+                f"key {shown(kid)} does not verify alg {shown(alg)}",
+                bearer_sent=True,
+                reason="algorithm",
             )
         return key.key
 
@@ -157,7 +161,7 @@ class JwksClient:
         one if the gate lets it; whether a fetch ended meanwhile."""
         fetching = self._fetching
         if fetching is None:
-            if not self.refetch_gate.open(self._clock()):
+            if self._stopped or not self.refetch_gate.open(self._clock()):
                 return False
             fetching = self._start_fetch()
         await asyncio.shield(fetching)
@@ -179,7 +183,7 @@ class JwksClient:
 
     def start(self) -> None:
         """Fetch now, then keep the set current in the background until :meth:`stop`."""
-        if self._running is None:
+        if self._running is None and not self._stopped:
             self._running = asyncio.get_running_loop().create_task(
                 self._keep_current(), name=f"jwks-{self.issuer}"
             )
@@ -189,7 +193,9 @@ class JwksClient:
         await self._loaded.wait()
 
     async def stop(self) -> None:
-        """Cancel the background task and a fetch under way; close the HTTP client."""
+        """Cancel the background task and a fetch under way; close the HTTP client. No
+        fetch starts afterwards."""
+        self._stopped = True
         running, self._running = self._running, None
         fetching, self._fetching = self._fetching, None
         for task in (running, fetching):
@@ -243,7 +249,7 @@ class JwksClient:
             key_set = parse_key_set(fetched.body)
         except KeySetError as exc:
             return self._failed("invalid", str(exc))
-        withdrawn = self.key_set is not None and not set(self.key_set.keys) <= set(key_set.keys)
+        replaced = self.key_set is not None and withdrawn(self.key_set, key_set)
         self.key_set = key_set
         self.fetched_at = started
         self.lifetime_s = cache_lifetime(fetched.cache_control)
@@ -261,7 +267,7 @@ class JwksClient:
                     "JWKS key skipped",
                     extra={"issuer": self.issuer, "url": self.url, "reason": reason},
                 )
-        if withdrawn:
+        if replaced:
             self.on_withdrawn()
         return True
 

@@ -27,6 +27,7 @@ from actors.user import UserRegistry
 from handlers.live.addresses import OpenPerAddress
 from handlers.live.fanout import Fanout
 from handlers.live.rank_stream import RankStream
+from handlers.live.token_lease import TokenLeases
 from server.board_setup import boards_of
 from server.domain.actions import ActionVerifier
 from server.domain.boards import BoardSpec
@@ -157,6 +158,9 @@ class Service:
             self.metrics,
             interval_s=settings.broadcast_interval_ms / 1000,
         )
+        # Live connections holding their token; each fan-out's resyncs re-send a warning.
+        self.token_leases = TokenLeases()
+        self.fanout.on_resync(self.token_leases.resynced)
         self.users = UserRegistry(
             self.store,
             self.leaderboard,
@@ -220,6 +224,7 @@ class Service:
                 max_buffer_bytes=settings.ws_max_buffer_bytes,
                 slow_timeout_s=settings.ws_slow_client_timeout_s,
             )
+            fanout.on_resync(self.token_leases.resynced)
             self.board_rank_streams[key] = RankStream(
                 live.ranks,
                 fanout,

@@ -632,6 +632,14 @@ def _checked_jwt(settings: Settings) -> tuple[str, ...]:
             "is required with SCOREBOARD_JWT_JWKS_URL: the provider's keys may sign tokens "
             "of other tenants or projects, so the 'iss' claim must be checked",
         )
+    if settings.jwt_jwks_url and not settings.jwt_audience:
+        # And its iss covers every app of the tenant or realm.
+        raise SettingsError(
+            "SCOREBOARD_JWT_AUDIENCE",
+            "is required with SCOREBOARD_JWT_JWKS_URL: the provider signs tokens for every "
+            "app of the tenant (to accept them all, use SCOREBOARD_JWT_ISSUERS_FILE with "
+            "any_audience = true)",
+        )
     algorithms = settings.jwt_algorithms
     if settings.jwt_public_key or settings.jwt_jwks_url:
         fitting = (

@@ -53,7 +53,7 @@ async def check_watcher_token(
                 service.log_throttle,
                 logging.INFO,
                 "ignored an invalid optional WebSocket token",
-                key=refused.message,
+                key=refused.reason,  # bounded: a made-up kid per token is one line
                 extra={"client": client, "error": refused.code, "reason": refused.message},
             )
     return None

@@ -193,7 +193,7 @@ class Fanout:
         self._walk: _Walk | None = None
         self._next_step: Cancellable | None = None
         self._sweeper: asyncio.Task[None] | None = None
-        self._on_resync: Callable[[Watcher], None] | None = None
+        self._on_resync: list[Callable[[Watcher], None]] = []
 
     def __len__(self) -> int:
         return len(self._seats)
@@ -313,8 +313,9 @@ class Fanout:
                 log.exception("writing to a WebSocket client failed")
 
     def on_resync(self, callback: Callable[[Watcher], None]) -> None:
-        """Call ``callback`` right after a lagging watcher was sent its fresh snapshot."""
-        self._on_resync = callback
+        """Call ``callback`` (too) right after a lagging watcher was sent its fresh
+        snapshot: its own messages skipped while it lagged are sent again."""
+        self._on_resync.append(callback)
 
     def leave(self, watcher: Watcher) -> None:
         """Forget a watcher whose connection closed."""
@@ -455,8 +456,8 @@ class Fanout:
                     snapshot = with_season(snapshot, seat.season)
                 if seat.send(stream, text_frame(snapshot)):
                     self._metrics.ws_resyncs.inc()
-                    if self._on_resync is not None:
-                        self._on_resync(seat.watcher)
+                    for callback in self._on_resync:
+                        callback(seat.watcher)
             elif now - since > self._slow_timeout:
                 del self._lagging[seat]
                 log.info("closing a WebSocket client that stopped reading")

@@ -182,6 +182,7 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
                 close=self.close,
                 on_expired=service.metrics.ws_token_expired.inc,
             )
+            service.token_leases.hold(self, self._lease)
 
     async def on_message(self, message: str | bytes) -> None:
         # Only a connection holding its token listens, and only for a fresh token; other
@@ -219,9 +220,9 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
         self.fanout.write_own(self, answer)
 
     def on_close(self) -> None:
-        lease, self._lease = self._lease, None
-        if lease is not None:
-            lease.cancel()
+        if self._lease is not None:
+            self._lease = None
+            self.service.token_leases.release(self)  # and its timer cancelled
         self.out = None
         self.rank_stream.leave(self)
         self.fanout.leave(self)

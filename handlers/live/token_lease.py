@@ -54,6 +54,7 @@ class TokenLease:
         self._on_expired = on_expired
         self._clock = clock
         self._timer: asyncio.TimerHandle | None = None
+        self._warned = False  # token_expiring was sent for the token held
         self.close_at = 0.0
         self.renew(expires_at)
 
@@ -62,7 +63,14 @@ class TokenLease:
         now = self._clock()
         times = lease_times(expires_at, self._leeway, now)
         self.close_at = times.close_at
+        self._warned = False
         self._arm(times.warn_at - now, self._warn)
+
+    def resynced(self) -> None:
+        """The connection lagged and was resynced: its warning may have been skipped with
+        the rest, so send it again (with the seconds left now)."""
+        if self._warned and self._timer is not None:
+            self._send(token_expiring(self.close_at, self._clock()))
 
     def cancel(self) -> None:
         """Stop the timer (the connection closed). Idempotent."""
@@ -76,6 +84,7 @@ class TokenLease:
 
     def _warn(self) -> None:
         now = self._clock()
+        self._warned = True
         self._send(token_expiring(self.close_at, now))
         self._arm(self.close_at - now, self._expire)
 
@@ -83,3 +92,32 @@ class TokenLease:
         self._timer = None
         self._on_expired()
         self._close(TOKEN_EXPIRED_CLOSE_CODE, TOKEN_EXPIRED_REASON)
+
+
+class TokenLeases:
+    """The leases of one service's live connections, by connection: the fan-outs tell it
+    of their resyncs (:meth:`resynced`), which a lease's warning must survive."""
+
+    def __init__(self) -> None:
+        self._by_watcher: dict[object, TokenLease] = {}
+
+    def __len__(self) -> int:
+        return len(self._by_watcher)
+
+    def hold(self, watcher: object, lease: TokenLease) -> None:
+        self._by_watcher[watcher] = lease
+
+    def release(self, watcher: object) -> TokenLease | None:
+        """Forget ``watcher``'s lease (its connection closed) and cancel its timer."""
+        lease = self._by_watcher.pop(watcher, None)
+        if lease is not None:
+            lease.cancel()
+        return lease
+
+    def get(self, watcher: object) -> TokenLease | None:
+        return self._by_watcher.get(watcher)
+
+    def resynced(self, watcher: object) -> None:
+        lease = self._by_watcher.get(watcher)
+        if lease is not None:
+            lease.resynced()

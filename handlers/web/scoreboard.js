@@ -24,7 +24,8 @@
 // (a WebSocket cannot see why an upgrade failed: the server may have refused the token),
 // or after the server closed with 4401 (token expired). On a live connection, the server's
 // token_expiring has refreshToken() awaited (one call at a time per connection) and the new
-// token sent as {"event":"refresh","token":…}; it is kept for later reconnects. If that
+// token sent as {"event":"refresh","token":…}; once the server answers token_refreshed it
+// is kept for later reconnects (a token_refused one is dropped). If that
 // call throws, nothing is sent: the server closes with 4401 and the retry refreshes first.
 // onTokenEvent gets token_expiring, token_refreshed and token_refused as they come; they
 // carry no epoch or version and never touch the board.
@@ -198,6 +199,7 @@ export function connectScoreboard(options) {
     let opened = false;
     let openedAt = 0;
     let refreshing = false; // a refreshToken() call for this socket is in flight
+    let offered = null; // a fresh token sent on this socket, until the server answers
     ws.onopen = () => {
       if (ws !== socket) return;
       opened = true;
@@ -212,6 +214,9 @@ export function connectScoreboard(options) {
       if (TOKEN_EVENTS.has(msg.event)) {
         onTokenEvent(msg);
         if (msg.event === "token_expiring" && ws === socket) refreshLive();
+        // Keep a fresh token only once the server took it: a refused one is not reused.
+        if (msg.event === "token_refreshed" && offered !== null) token = offered;
+        if (msg.event === "token_refreshed" || msg.event === "token_refused") offered = null;
         return;
       }
       const result = applyMessage(view, msg);
@@ -239,7 +244,7 @@ export function connectScoreboard(options) {
         refreshing = false;
       }
       if (stopped || ws !== socket || ws.readyState !== OPEN) return;
-      token = fresh;
+      offered = fresh;
       ws.send(JSON.stringify({ event: "refresh", token: fresh }));
     }
     function lost(which, code) {

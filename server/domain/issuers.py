@@ -54,6 +54,7 @@ _FIELDS: Final = frozenset(
         "name_claims",
         "user_id_prefix",
         "trust_scopes",
+        "any_audience",
     }
 )
 
@@ -129,7 +130,16 @@ def single_issuer(
     audience: str | None,
 ) -> IssuerSpec:
     """The one issuer of the single-key settings (already checked by the settings)."""
-    return IssuerSpec(DEFAULT_ISSUER_NAME, issuer, key, audience=audience, algorithms=algorithms)
+    return IssuerSpec(
+        DEFAULT_ISSUER_NAME,
+        issuer,
+        key,
+        audience=audience,
+        algorithms=algorithms,
+        # A provider's tokens carry whatever scopes its tenant grants: only a key of the
+        # studio's own (a secret, a PEM key) grants admin rights, as before.
+        trust_scopes=key.jwks_url is None,
+    )
 
 
 def parse_issuers(
@@ -181,6 +191,17 @@ def _issuer(name: str, raw: object, environ: Mapping[str, str], read_file: Any) 
     name_claims = fields.texts("name_claims", DEFAULT_NAME_CLAIMS)
     if any(not _CLAIM.fullmatch(claim) for claim in name_claims):
         fields.fail("name_claims", "must be claim names")
+    audience = fields.text("audience")
+    if fields.flag("any_audience"):
+        if audience is not None:
+            fields.fail("any_audience", "goes without an audience (it waives the check)")
+    elif audience is None and keys.jwks_url:
+        # A provider's iss covers its whole tenant or realm: every app of it would do.
+        fields.fail(
+            "audience",
+            "is required with a jwks_url (the provider signs for every app of the tenant); "
+            "set any_audience = true to accept them all",
+        )
     prefix = fields.text("user_id_prefix") or ""
     if len(prefix) > MAX_PREFIX_CHARS or not prefix.isprintable() or set(prefix) & {"/", "%"}:
         fields.fail(
@@ -190,7 +211,7 @@ def _issuer(name: str, raw: object, environ: Mapping[str, str], read_file: Any) 
         name,
         iss,
         keys,
-        audience=fields.text("audience"),
+        audience=audience,
         algorithms=algorithms,
         user_id_claim=user_id_claim,
         name_claims=name_claims,

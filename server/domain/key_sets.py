@@ -55,6 +55,16 @@ class SigningKey:
     kty: str
     algorithms: frozenset[str]
     key: Any  # the cryptography public key object
+    jwk: str = ""  # the JWK as published (sorted JSON): a key replaced under its kid differs
+
+
+def withdrawn(held: KeySet, fetched: KeySet) -> bool:
+    """Whether a key of ``held`` is gone from ``fetched`` or replaced there under its
+    ``kid``: tokens it verified must then be checked again."""
+    return any(
+        key.jwk != (now.jwk if (now := fetched.keys.get(kid)) is not None else None)
+        for kid, key in held.keys.items()
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,7 +129,7 @@ def signing_key(jwk: object) -> SigningKey:
         parsed = jwt.PyJWK(jwk, algorithm=min(algorithms))
     except (jwt.PyJWTError, ValueError, TypeError, KeyError) as exc:
         raise KeySetError(f"key {kid!r} could not be read ({type(exc).__name__})") from None
-    return SigningKey(kid, str(kty), algorithms, parsed.key)
+    return SigningKey(kid, str(kty), algorithms, parsed.key, json.dumps(jwk, sort_keys=True))
 
 
 def parse_key_set(body: bytes) -> KeySet:

@@ -71,7 +71,7 @@ class KeyNotLoaded(InvalidToken):
 
     def __init__(self, keys: IssuerKeys, issuer: str, kid: str, *, loaded: bool) -> None:
         if loaded:
-            message = f"the token's key {kid!r} is not among issuer {issuer!r}'s keys"
+            message = f"the token's key {shown(kid)} is not among issuer {issuer!r}'s keys"
         else:
             message = f"issuer {issuer!r}'s keys have not loaded (the provider is unreachable)"
         super().__init__(
@@ -98,6 +98,16 @@ class StaticKey:
 
     async def refetch(self, kid: str) -> bool:
         return False
+
+
+SHOWN_CHARS: Final = 32
+
+
+def shown(value: object) -> str:
+    """A value from a token's header as a refusal message shows it: quoted, and cut to
+    ``SHOWN_CHARS`` (the message goes into the answer, its challenge and the log)."""
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
 
 
 def _invalid(message: str, reason: str = "malformed") -> InvalidToken:
@@ -270,7 +280,7 @@ class TokenVerifier:
         spec, keys = self._issuer_of(segments[1])
         alg = header.get("alg")
         if not isinstance(alg, str) or alg not in spec.algorithms:
-            raise _invalid(f"issuer {spec.name!r} does not sign with alg {alg!r}", "algorithm")
+            raise _invalid(f"issuer {spec.name!r} does not sign with alg {shown(alg)}", "algorithm")
         kid = header.get("kid")
         key = keys.key_for(kid if isinstance(kid, str) else None, alg)
         try:

@@ -105,23 +105,32 @@ def test_a_pem_key_with_leading_space_is_still_a_pem_key(rsa_pem: str) -> None:
 def test_a_jwks_url_gives_one_default_issuer_reading_that_url() -> None:
     url = "https://idp.example/.well-known/jwks.json"
     configured = settings(
-        jwt_jwks_url=url, jwt_algorithms="RS256,ES256", jwt_issuer="https://idp.example/"
+        jwt_jwks_url=url,
+        jwt_algorithms="RS256,ES256",
+        jwt_issuer="https://idp.example/",
+        jwt_audience="scores",
     )
     (spec,) = issuers_of(configured, None, {})
     assert spec == IssuerSpec(
         "default",
         "https://idp.example/",
         KeySource(jwks_url=url),
+        audience="scores",
         algorithms=("RS256", "ES256"),
+        trust_scopes=False,  # a provider's scopes grant no admin rights
     )
-    assert spec.trust_scopes  # the single-key settings' issuer grants scopes, as before
 
 
-def test_a_jwks_url_without_an_issuer_is_refused() -> None:
-    # One provider's keys may sign for others too (Firebase: one set for every project).
+def test_a_jwks_url_without_an_issuer_or_an_audience_is_refused() -> None:
+    # One provider's keys may sign for others too (Firebase: one set for every project),
+    # and its iss covers every app of the tenant.
+    url = "https://idp.example/.well-known/jwks.json"
     with pytest.raises(SettingsError) as caught:
-        settings(jwt_jwks_url="https://idp.example/.well-known/jwks.json")
+        settings(jwt_jwks_url=url, jwt_audience="scores")
     assert str(caught.value).startswith("invalid setting SCOREBOARD_JWT_ISSUER: is required")
+    with pytest.raises(SettingsError) as caught:
+        settings(jwt_jwks_url=url, jwt_issuer="https://idp.example/")
+    assert str(caught.value).startswith("invalid setting SCOREBOARD_JWT_AUDIENCE: is required")
 
 
 def test_a_demo_key_gives_the_default_issuer_when_none_is_configured() -> None:

@@ -116,7 +116,8 @@ async def test_a_rotation_mid_run_refuses_no_valid_token_and_retires_the_old_key
         provider.publish(old)
         async with serving(jwks_settings(provider.url())) as client:
             await keys_loaded(client)
-            assert (await update(client, token_of(old, "alice")))[0] == 200
+            alice_old = token_of(old, "alice")
+            assert (await update(client, alice_old))[0] == 200
             # The provider rotates: the old kid retired, the new one published, and from
             # now on every token is signed with it. The first one is not refused.
             provider.publish(new)
@@ -124,9 +125,29 @@ async def test_a_rotation_mid_run_refuses_no_valid_token_and_retires_the_old_key
                 code, body = await update(client, token_of(new, player))
                 assert code == 200, body
             assert provider.fetches["idp"] == 2  # one refetch, for the first new token
-            # The retired key signs nothing any more, not even a token seen before.
+            # The retired key signs nothing any more, not even a token seen before (the
+            # verifier had remembered it as valid until its exp).
+            assert (await update(client, alice_old))[0] == 401
             assert (await update(client, token_of(old, "dave")))[0] == 401
-            assert refused(client, "unknown_key") == 1
+            assert refused(client, "unknown_key") == 2
+
+
+async def test_a_key_replaced_under_its_kid_no_longer_verifies_tokens_seen_before() -> None:
+    first, replacement = rsa_key("k1", index=0), rsa_key("k1", index=1)  # one kid, two keys
+    other = ec_key("k2")
+    async with provider_running() as provider:
+        provider.publish(first)
+        async with serving(jwks_settings(provider.url())) as client:
+            await keys_loaded(client)
+            seen = token_of(first, "alice")
+            assert (await update(client, seen))[0] == 200
+            # The provider replaces the key behind k1 (and adds k2, whose first token
+            # has the set fetched again).
+            provider.publish(replacement, other)
+            assert (await update(client, token_of(other, "bob")))[0] == 200
+            assert (await update(client, seen))[0] == 401
+            assert refused(client, "signature") == 1
+            assert (await update(client, token_of(replacement, "carol")))[0] == 200
 
 
 async def test_an_unknown_kid_storm_makes_at_most_one_refetch_per_interval() -> None:
@@ -298,10 +319,12 @@ async def test_a_kid_of_one_issuer_never_verifies_another_issuers_token(tmp_path
             [issuers.studio]
             iss = "https://auth.studio.example"
             jwks_url = "{provider.url("studio")}"
+            any_audience = true
 
             [issuers.console]
             iss = "https://console.example"
             jwks_url = "{provider.url("console")}"
+            any_audience = true
             user_id_prefix = "console:"
             """,
         )
@@ -327,10 +350,12 @@ async def test_two_issuers_with_colliding_subs_stay_two_players(tmp_path: Path) 
             [issuers.studio]
             iss = "https://auth.studio.example"
             jwks_url = "{provider.url("studio")}"
+            any_audience = true
 
             [issuers.platform]
             iss = "https://platform.example"
             jwks_url = "{provider.url("platform")}"
+            any_audience = true
             user_id_prefix = "pf:"
             """,
         )
@@ -364,11 +389,13 @@ async def test_only_an_issuer_trusted_with_scopes_grants_admin_rights(
             [issuers.studio]
             iss = "https://auth.studio.example"
             jwks_url = "{provider.url("studio")}"
+            any_audience = true
             trust_scopes = true
 
             [issuers.social]
             iss = "https://social.example"
             jwks_url = "{provider.url("social")}"
+            any_audience = true
             user_id_prefix = "social:"
             """,
         )

@@ -461,3 +461,37 @@ async def test_stop_before_start_does_nothing() -> None:
     client = client_of(Provider(Fetched(500, b"", None)))
     await client.stop()
     assert jwks_tasks() == []
+
+
+@gen_test
+async def test_a_stopped_client_fetches_nothing_more(jwks: dict[str, dict[str, Any]]) -> None:
+    provider = Provider(key_set(jwks, "rsa"))
+    client = client_of(provider)
+    await client.stop()
+    assert await client.refetch("rsa") is False  # a late request during shutdown
+    client.start()
+    assert provider.urls == []
+    assert jwks_tasks() == []
+
+
+@gen_test
+async def test_a_key_replaced_under_its_kid_calls_on_withdrawn(
+    jwks: dict[str, dict[str, Any]],
+) -> None:
+    provider = Provider(key_set(jwks, "rsa"))
+    clock = Clock()
+    client = client_of(provider, clock)
+    withdrawn: list[bool] = []
+    client.on_withdrawn = lambda: withdrawn.append(True)
+    assert await client.refetch("rsa")
+    # The same kid, another key behind it (the EC key's JWK published as "rsa").
+    provider.answer(
+        Fetched(200, json.dumps({"keys": [{**jwks["ec"], "kid": "rsa"}]}).encode(), None)
+    )
+    clock.now += 10
+    assert await client.refetch("other")
+    assert withdrawn == [True]
+    # The same set again: nothing withdrawn.
+    clock.now += 10
+    assert await client.refetch("other")
+    assert withdrawn == [True]

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from typing import Any
 
 import pytest
 import tornado.websocket
 
+from handlers.live.token_lease import TokenLease, TokenLeases
 from server.domain.token_lease import TOKEN_EXPIRED_CLOSE_CODE
 from tests.conftest import Client, close_websocket, make_token, scaled, serving
 
@@ -145,3 +147,64 @@ async def test_public_watchers_are_not_affected() -> None:
             assert ws.close_code is None
         finally:
             await close_websocket(ws)
+
+
+# --- the lease itself, with a fake connection ------------------------------------------
+
+
+class FakeConnection:
+    def __init__(self) -> None:
+        self.sent: list[dict[str, Any]] = []
+        self.closed: tuple[int, str] | None = None
+
+    def send(self, message: str) -> bool:
+        self.sent.append(json.loads(message))
+        return True
+
+    def close(self, code: int, reason: str) -> None:
+        self.closed = (code, reason)
+
+
+def lease_for(connection: FakeConnection, expires_in_s: float) -> TokenLease:
+    return TokenLease(
+        "ann",
+        time.time() + expires_in_s,
+        leeway_s=0,
+        send=connection.send,
+        close=connection.close,
+    )
+
+
+async def test_a_resynced_connection_is_warned_again_once_warned_before() -> None:
+    leases = TokenLeases()
+    warned, quiet = FakeConnection(), FakeConnection()
+    leases.hold(warned, lease_for(warned, 5))  # under 30 s left: warned at once
+    leases.hold(quiet, lease_for(quiet, 600))  # not warned yet
+    await asyncio.sleep(0.01)
+    assert [m["event"] for m in warned.sent] == ["token_expiring"]
+    # The fan-out resynced both (their warnings may have been skipped while they lagged).
+    leases.resynced(warned)
+    leases.resynced(quiet)
+    assert [m["event"] for m in warned.sent] == ["token_expiring", "token_expiring"]
+    assert quiet.sent == []
+    leases.resynced(object())  # a watcher without a lease: nothing
+    for connection in (warned, quiet):
+        leases.release(connection)
+    assert len(leases) == 0
+
+
+async def test_a_released_lease_never_closes_its_connection() -> None:
+    leases = TokenLeases()
+    connection = FakeConnection()
+    leases.hold(connection, lease_for(connection, 0.05))
+    leases.release(connection)
+    await asyncio.sleep(0.2)
+    assert connection.closed is None
+
+
+async def test_every_fanout_tells_the_leases_of_its_resyncs() -> None:
+    async with serving() as client:
+        service = client.running.service
+        resynced = service.token_leases.resynced
+        fanouts = [service.fanout, *service.board_fanouts.values()]
+        assert all(resynced in fanout._on_resync for fanout in fanouts)

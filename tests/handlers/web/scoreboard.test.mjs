@@ -241,10 +241,24 @@ test("token_expiring sends a fresh token on the same socket, and reconnects use 
   assert.equal(refreshed, 1);
   assert.deepEqual(ws.sent, [{ event: "refresh", token: "new" }]);
   assert.equal(FakeSocket.made.length, 1);
+  ws.push({ event: "token_refreshed", expires_in_s: 3600 });
   ws.drop();
   await timers[0].fn();
   assert.equal(refreshed, 1); // the token was not refreshed again before reconnecting
   assert.equal(new URL(FakeSocket.made[1].url).searchParams.get("token"), "new");
+});
+
+test("a fresh token the server refuses is not kept for the next connection", async () => {
+  const { timers } = harness({ token: "old", refreshToken: async () => "someone-else" });
+  const ws = FakeSocket.made[0];
+  ws.open();
+  ws.push({ event: "token_expiring", in_s: 30 });
+  await settle();
+  assert.deepEqual(ws.sent, [{ event: "refresh", token: "someone-else" }]);
+  ws.push({ event: "token_refused", error: "token_mismatch", message: "another player" });
+  ws.drop();
+  await timers[0].fn();
+  assert.equal(new URL(FakeSocket.made[1].url).searchParams.get("token"), "old");
 });
 
 test("token_expiring without refreshToken, or with one that fails, sends nothing", async () => {

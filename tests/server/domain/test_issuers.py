@@ -151,7 +151,14 @@ def test_the_algorithms_listed_are_the_ones_accepted(rsa_pem: str) -> None:
     (pem,) = parse({"b": {"iss": "b", "public_key": rsa_pem, "algorithms": ["PS256", "RS512"]}})
     assert pem.algorithms == ("PS256", "RS512")
     (jwks,) = parse(
-        {"c": {"iss": "c", "jwks_url": "https://c.example/jwks", "algorithms": ["EdDSA"]}}
+        {
+            "c": {
+                "iss": "c",
+                "jwks_url": "https://c.example/jwks",
+                "algorithms": ["EdDSA"],
+                "audience": "scores",
+            }
+        }
     )
     assert jwks.algorithms == ("EdDSA",)
 
@@ -275,7 +282,7 @@ def test_a_jwks_url_that_is_not_https_or_loopback_http_is_refused(url: str) -> N
     "url", ["http://127.0.0.1:8080/jwks", "http://[::1]/jwks", "http://localhost:9000/jwks"]
 )
 def test_a_jwks_url_over_plain_http_to_loopback_is_allowed(url: str) -> None:
-    (spec,) = parse({"a": {"iss": "a", "jwks_url": url}})
+    (spec,) = parse({"a": {"iss": "a", "jwks_url": url, "any_audience": True}})
     assert spec.keys == KeySource(jwks_url=url)
 
 
@@ -507,3 +514,35 @@ def test_a_files_issuer_grants_no_scopes_unless_it_says_so() -> None:
 @pytest.mark.parametrize("value", ["yes", 1, "true"])
 def test_trust_scopes_must_be_a_boolean(value: Any) -> None:
     field_refusal({"a": game(trust_scopes=value)}, "a", "trust_scopes")
+
+
+# --- audiences of JWKS issuers --------------------------------------------------------------
+
+
+def test_a_jwks_issuer_needs_an_audience_or_says_it_takes_any() -> None:
+    jwks = {"iss": "https://tenant.example/", "jwks_url": "https://tenant.example/jwks"}
+    message = field_refusal({"a": jwks}, "a", "audience")
+    assert "any_audience = true" in message
+    (waived,) = parse({"a": {**jwks, "any_audience": True}})
+    assert waived.audience is None
+    (checked,) = parse({"a": {**jwks, "audience": "scores"}})
+    assert checked.audience == "scores"
+    field_refusal({"a": {**jwks, "audience": "scores", "any_audience": True}}, "a", "any_audience")
+
+
+def test_a_fixed_key_issuer_may_go_without_an_audience() -> None:
+    (spec,) = parse({"a": game()})
+    assert spec.audience is None
+
+
+def test_the_single_key_settings_issuer_grants_scopes_only_with_a_studio_key() -> None:
+    studio = single_issuer(
+        key=KeySource(secret=SECRET), algorithms=("HS256",), issuer=None, audience=None
+    )
+    provider = single_issuer(
+        key=KeySource(jwks_url="https://idp.example/jwks"),
+        algorithms=("RS256",),
+        issuer="https://idp.example/",
+        audience="scores",
+    )
+    assert (studio.trust_scopes, provider.trust_scopes) == (True, False)
