@@ -43,9 +43,30 @@ class JsonFormatter(logging.Formatter):
                 if not key.startswith("_")
             }
         exc = self.formatException(record.exc_info) if record.exc_info else None
-        return self.line(
+        return self.safe_line(
             record.created, record.levelname, record.name, record.getMessage(), fields, exc=exc
         )
+
+    def safe_line(
+        self,
+        created: float,
+        levelname: str,
+        logger: str,
+        msg: str,
+        fields: dict[str, Any],
+        *,
+        exc: str | None = None,
+    ) -> str:
+        """:meth:`line`, which never raises: a field JSON cannot hold (a cycle, say) is
+        written as the ``repr()`` of the fields, so the line still says what it was."""
+        try:
+            return self.line(created, levelname, logger, msg, fields, exc=exc)
+        except Exception:
+            try:
+                shown = {"fields": repr(fields)}
+            except Exception:  # even its repr() fails
+                shown = {"fields": "<unprintable>"}
+            return self.line(created, levelname, logger, msg, shown, exc=exc)
 
     def line(
         self,
@@ -89,16 +110,9 @@ class _Entry:
 
     def text(self) -> str:
         """The line; never raises, so one odd entry cannot cost its batch."""
-        try:
-            return self.formatter.line(
-                self.created, self.levelname, self.logger, self.msg, self.fields
-            )
-        except Exception:  # a field JSON can't hold (a cycle, say): still say what it was
-            try:
-                fields = {"fields": repr(self.fields)}
-            except Exception:  # even its repr() fails
-                fields = {"fields": "<unprintable>"}
-            return self.formatter.line(self.created, self.levelname, self.logger, self.msg, fields)
+        return self.formatter.safe_line(
+            self.created, self.levelname, self.logger, self.msg, self.fields
+        )
 
 
 class BatchedStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]

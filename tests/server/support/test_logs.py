@@ -376,6 +376,19 @@ def test_log_fields_with_a_field_json_cannot_hold_still_writes_its_line(
     assert (following["msg"], following["n"]) == ("next", 1)  # the batch went on
 
 
+def test_a_record_with_a_field_json_cannot_hold_still_writes_its_line(
+    direct: Logged, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Through logging's own path (an operator's handler or a test's capture beside ours).
+    sole(direct, monkeypatch)
+    cycle: list[Any] = []
+    cycle.append(cycle)
+    direct.logger.info("odd", extra={"fields": {"cycle": cycle}})
+    direct.handler.flush()
+    (odd,) = (json.loads(line) for line in direct.lines())
+    assert (odd["msg"], odd["fields"]) == ("odd", "{'cycle': [[...]]}")
+
+
 def test_a_field_whose_repr_fails_costs_its_batch_nothing(
     direct: Logged, monkeypatch: pytest.MonkeyPatch
 ) -> None:
