@@ -308,30 +308,48 @@ def issuers_file(tmp_path: Path, text: str) -> Any:
     return settings_for(jwt_secret=None, jwt_algorithms=(), jwt_issuers_file=str(path))
 
 
+STUDIO_ISS = "https://auth.studio.example"
+
+
+def studio_and(
+    tmp_path: Path,
+    provider: IdentityProvider,
+    other: str,
+    other_iss: str,
+    prefix: str,
+    *,
+    studio_scopes: bool = False,
+) -> Any:
+    """Settings trusting the studio (no prefix) and issuer ``other`` (``prefix``), each
+    with its JWKS on ``provider``, taking any audience."""
+    return issuers_file(
+        tmp_path,
+        f"""
+        [issuers.studio]
+        iss = "{STUDIO_ISS}"
+        jwks_url = "{provider.url("studio")}"
+        any_audience = true
+        trust_scopes = {str(studio_scopes).lower()}
+
+        [issuers.{other}]
+        iss = "{other_iss}"
+        jwks_url = "{provider.url(other)}"
+        any_audience = true
+        user_id_prefix = "{prefix}"
+        """,
+    )
+
+
 async def test_a_kid_of_one_issuer_never_verifies_another_issuers_token(tmp_path: Path) -> None:
     studio, console = rsa_key("k1", index=0), rsa_key("k1", index=1)  # the same kid
     async with provider_running() as provider:
         provider.publish(studio, name="studio")
         provider.publish(console, name="console")
-        settings = issuers_file(
-            tmp_path,
-            f"""
-            [issuers.studio]
-            iss = "https://auth.studio.example"
-            jwks_url = "{provider.url("studio")}"
-            any_audience = true
-
-            [issuers.console]
-            iss = "https://console.example"
-            jwks_url = "{provider.url("console")}"
-            any_audience = true
-            user_id_prefix = "console:"
-            """,
-        )
+        settings = studio_and(tmp_path, provider, "console", "https://console.example", "console:")
         async with serving(settings) as client:
             await keys_loaded(client)
             # Signed by the console's key, claiming the studio: the studio's k1 refuses it.
-            forged = console.sign(claims("alice", iss="https://auth.studio.example"))
+            forged = console.sign(claims("alice", iss=STUDIO_ISS))
             assert (await update(client, forged))[0] == 401
             assert refused(client, "signature") == 1
             genuine = console.sign(claims("alice", iss="https://console.example"))
@@ -344,31 +362,17 @@ async def test_two_issuers_with_colliding_subs_stay_two_players(tmp_path: Path) 
     async with provider_running() as provider:
         provider.publish(studio, name="studio")
         provider.publish(platform, name="platform")
-        settings = issuers_file(
-            tmp_path,
-            f"""
-            [issuers.studio]
-            iss = "https://auth.studio.example"
-            jwks_url = "{provider.url("studio")}"
-            any_audience = true
-
-            [issuers.platform]
-            iss = "https://platform.example"
-            jwks_url = "{provider.url("platform")}"
-            any_audience = true
-            user_id_prefix = "pf:"
-            """,
-        )
+        settings = studio_and(tmp_path, provider, "platform", "https://platform.example", "pf:")
         async with serving(settings) as client:
             await keys_loaded(client)
-            mine = studio.sign(claims("42", iss="https://auth.studio.example", name="Studio 42"))
+            mine = studio.sign(claims("42", iss=STUDIO_ISS, name="Studio 42"))
             theirs = platform.sign(claims("42", iss="https://platform.example", name="PF 42"))
             assert (await update(client, mine, 5))[0] == 200
             assert (await update(client, theirs, 7))[0] == 200
             rows = [(r["user_id"], r["username"], r["score"]) for r in await client.top()]
             assert rows == [("pf:42", "PF 42", 7), ("42", "Studio 42", 5)]
             # The unprefixed issuer cannot name the other's player.
-            posing = studio.sign(claims("pf:42", iss="https://auth.studio.example"))
+            posing = studio.sign(claims("pf:42", iss=STUDIO_ISS))
             assert (await update(client, posing))[0] == 401
             assert refused(client, "subject") == 1
             stranger = studio.sign(claims("42", iss="https://elsewhere.example"))
@@ -383,26 +387,13 @@ async def test_only_an_issuer_trusted_with_scopes_grants_admin_rights(
     async with provider_running() as provider:
         provider.publish(studio, name="studio")
         provider.publish(social, name="social")
-        settings = issuers_file(
-            tmp_path,
-            f"""
-            [issuers.studio]
-            iss = "https://auth.studio.example"
-            jwks_url = "{provider.url("studio")}"
-            any_audience = true
-            trust_scopes = true
-
-            [issuers.social]
-            iss = "https://social.example"
-            jwks_url = "{provider.url("social")}"
-            any_audience = true
-            user_id_prefix = "social:"
-            """,
+        settings = studio_and(
+            tmp_path, provider, "social", "https://social.example", "social:", studio_scopes=True
         )
         async with serving(settings) as client:
             await keys_loaded(client)
             admin_scope = {"scope": "scores:admin"}
-            operator = studio.sign(claims("op", iss="https://auth.studio.example", **admin_scope))
+            operator = studio.sign(claims("op", iss=STUDIO_ISS, **admin_scope))
             outsider = social.sign(claims("op", iss="https://social.example", **admin_scope))
             for token, status in ((operator, 404), (outsider, 403)):
                 response = await client.request(
