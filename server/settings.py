@@ -319,8 +319,8 @@ OPTIONS: tuple[Option, ...] = (
     Option(
         "jwt_secret",
         _secret,
-        "HS256 key (32+ bytes); unset with no public key and no "
-        "MongoDB: a random per-process key and a printed demo token",
+        "HS256 key (32+ bytes); unset with no other JWT key and no MongoDB: "
+        "a random per-process key and a printed demo token",
         metavar="SECRET",
     ),
     Option(
@@ -335,8 +335,16 @@ OPTIONS: tuple[Option, ...] = (
         "comma-separated allow-list; default follows the key (HS256, or RS256/ES256 from "
         "the public key's type, or every asymmetric one with a JWKS URL)",
     ),
-    Option("jwt_issuer", _optional_text, "required 'iss' claim, checked when set"),
-    Option("jwt_audience", _optional_text, "required 'aud' claim, checked when set"),
+    Option(
+        "jwt_issuer",
+        _optional_text,
+        "required 'iss' claim, checked when set (required with a JWKS URL)",
+    ),
+    Option(
+        "jwt_audience",
+        _optional_text,
+        "required 'aud' claim, checked when set (required with a JWKS URL)",
+    ),
     Option("jwt_leeway_s", _int_range(0, 300), "clock skew allowed on exp/nbf/iat, seconds"),
     Option(
         "jwt_jwks_url",

@@ -11,6 +11,7 @@ required, or ``watch=me``) is warned before the token expires and may send a fre
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import socket
 import time
@@ -67,6 +68,7 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
         self._address: str | None = None  # counted in service.ws_addresses while open
         self._identity: Identity | None = None  # the token's, when the connection needs it
         self._lease: TokenLease | None = None  # while open, for a connection that needs it
+        self._refreshing: asyncio.Task[None] | None = None  # a fresh token being checked
 
     async def prepare(self) -> None:
         service = self.service
@@ -153,8 +155,18 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
         return protocol
 
     def on_closing(self) -> None:
-        # No data frame may follow a close frame: the fan-out stops writing to this one.
+        # No data frame may follow a close frame: the fan-out stops writing to this one,
+        # and the token's timer and a refresh under way end (a shutdown closes with 1001).
         self.out = None
+        self._end_lease()
+
+    def _end_lease(self) -> None:
+        if self._lease is not None:
+            self._lease = None
+            self.service.token_leases.release(self)  # and its timer cancelled
+        refreshing, self._refreshing = self._refreshing, None
+        if refreshing is not None:
+            refreshing.cancel()
 
     def open(self, *args: Any, **kwargs: Any) -> None:
         assert self.ws_connection is not None
@@ -184,15 +196,27 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
             )
             service.token_leases.hold(self, self._lease)
 
-    async def on_message(self, message: str | bytes) -> None:
+    def on_message(self, message: str | bytes) -> None:
         # Only a connection holding its token listens, and only for a fresh token; other
         # messages are ignored (their size is bounded: server.app.WS_MAX_MESSAGE_BYTES).
         lease = self._lease
         if lease is None:
             return
         request = parse_client_message(message)
-        if request is not None:
-            await self._refresh(lease, request.token)
+        if request is None or self._refreshing is not None:
+            return  # one refresh at a time: another sent meanwhile is ignored
+        # A task, not awaited here: Tornado reads no frame (pongs, a close) until
+        # on_message returns, and the check may wait for the provider's keys.
+        task = asyncio.get_running_loop().create_task(self._refresh(lease, request.token))
+        self._refreshing = task
+        task.add_done_callback(self._refresh_ended)
+
+    def _refresh_ended(self, task: asyncio.Task[None]) -> None:
+        if self._refreshing is task:
+            self._refreshing = None
+        if not task.cancelled() and (error := task.exception()) is not None:
+            # The traceback holds code, never the token's text.
+            log.error("a token refresh failed", exc_info=(type(error), error, error.__traceback__))
 
     async def _refresh(self, lease: TokenLease, token: str | None) -> None:
         """Check a fresh token (as any token, its failures counted against the address)
@@ -207,11 +231,16 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
         except ApiError as refused:
             answer = token_refused(refused.code, refused.message)
         else:
+            if self._lease is not lease:
+                return  # closing, or closed, while the token was checked
             if fresh.user_id != lease.user_id:
                 answer = token_refused("token_mismatch", "the fresh token names another player")
+            elif fresh.expires_at <= lease.expires_at:
+                # A replayed or older token would cut the connection short.
+                answer = token_refused(
+                    "invalid_token", "the fresh token expires no later than the one held"
+                )
             else:
-                if self._lease is not lease:
-                    return  # closed while the token was checked
                 lease.renew(fresh.expires_at)
                 service.metrics.ws_token_refreshes.labels("accepted").inc()
                 self.fanout.write_own(self, token_refreshed(lease.close_at, time.time()))
@@ -220,9 +249,7 @@ class ScoreboardSocket(tornado.websocket.WebSocketHandler):
         self.fanout.write_own(self, answer)
 
     def on_close(self) -> None:
-        if self._lease is not None:
-            self._lease = None
-            self.service.token_leases.release(self)  # and its timer cancelled
+        self._end_lease()
         self.out = None
         self.rank_stream.leave(self)
         self.fanout.leave(self)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from server.domain.token_lease import (
     TOKEN_EXPIRED_CLOSE_CODE,
@@ -55,6 +55,7 @@ class TokenLease:
         self._clock = clock
         self._timer: asyncio.TimerHandle | None = None
         self._warned = False  # token_expiring was sent for the token held
+        self.expires_at = 0.0  # the held token's exp
         self.close_at = 0.0
         self.renew(expires_at)
 
@@ -62,6 +63,7 @@ class TokenLease:
         """Hold a (fresh) token expiring at ``expires_at``: warn, then close, by it."""
         now = self._clock()
         times = lease_times(expires_at, self._leeway, now)
+        self.expires_at = expires_at
         self.close_at = times.close_at
         self._warned = False
         self._arm(times.warn_at - now, self._warn)
@@ -103,6 +105,9 @@ class TokenLeases:
 
     def __len__(self) -> int:
         return len(self._by_watcher)
+
+    def __iter__(self) -> Iterator[TokenLease]:
+        return iter(list(self._by_watcher.values()))
 
     def hold(self, watcher: object, lease: TokenLease) -> None:
         self._by_watcher[watcher] = lease

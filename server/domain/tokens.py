@@ -110,6 +110,15 @@ def shown(value: object) -> str:
     return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
 
 
+MESSAGE_CHARS: Final = 120
+
+
+def _cut(text: str) -> str:
+    """PyJWT's text about a token, cut to ``MESSAGE_CHARS``: it may quote the token's own
+    header (``crit``, say), and a refusal message goes into the answer's challenge."""
+    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
+
+
 def _invalid(message: str, reason: str = "malformed") -> InvalidToken:
     return InvalidToken(message, bearer_sent=True, reason=reason)
 
@@ -271,7 +280,9 @@ class TokenVerifier:
             self._verified_chars -= len(token)
         if not token:
             raise MissingToken("the bearer token is empty")
-        if len(token.encode()) > MAX_TOKEN_BYTES:
+        if not token.isascii():  # a JWT is base64url and dots (a lone surrogate cannot encode)
+            raise _invalid("the token is not valid: it holds characters other than ASCII")
+        if len(token) > MAX_TOKEN_BYTES:
             raise _invalid(f"the token is longer than {MAX_TOKEN_BYTES} bytes", "too_long")
         segments = token.split(".")
         if len(segments) != 3:
@@ -304,9 +315,9 @@ class TokenVerifier:
             jwt.InvalidIssuedAtError,
             jwt.MissingRequiredClaimError,
         ) as exc:
-            raise _invalid(f"the token is not valid: {exc}", "claims") from None
+            raise _invalid(f"the token is not valid: {_cut(str(exc))}", "claims") from None
         except jwt.PyJWTError as exc:
-            raise _invalid(f"the token is not valid: {exc}") from None
+            raise _invalid(f"the token is not valid: {_cut(str(exc))}") from None
         identity = self._identity(spec, claims)
         self._remember(token, identity)
         return identity
@@ -343,7 +354,10 @@ class TokenVerifier:
                 "subject",
             )
         exp = claims["exp"]  # PyJWT checked it is a number ("require")
-        expires_at = 0.0 if isinstance(exp, bool) else float(exp)
+        try:
+            expires_at = 0.0 if isinstance(exp, bool) else float(exp)
+        except OverflowError:  # an integer past any float: no real expiry
+            raise _invalid("the token is not valid: 'exp' is out of range", "claims") from None
         scopes = scopes_of(claims) if spec.trust_scopes else frozenset()
         return Identity(
             user_id, display_name(claims, user_id, spec.name_claims), scopes, expires_at

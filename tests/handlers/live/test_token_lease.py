@@ -14,7 +14,8 @@ import tornado.websocket
 
 from handlers.live.token_lease import TokenLease, TokenLeases
 from server.domain.token_lease import TOKEN_EXPIRED_CLOSE_CODE
-from tests.conftest import Client, close_websocket, make_token, scaled, serving
+from tests.conftest import Client, close_websocket, eventually, make_token, scaled, serving
+from tests.handlers.live.test_fanout import stuck_client
 
 pytestmark = pytest.mark.gen_test(timeout=scaled(20))
 
@@ -112,6 +113,41 @@ async def test_a_fresh_token_of_another_player_or_an_invalid_one_is_refused() ->
         # The first token's deadline stands.
         await closed(ws)
         assert ws.close_code == TOKEN_EXPIRED_CLOSE_CODE
+
+
+async def test_a_fresh_token_expiring_no_later_or_not_ascii_is_refused_and_harmless() -> None:
+    async with serving() as client:
+        ws = await client.websocket(f"?watch=me&token={make_token('ida', ttl_s=600)}")
+        try:
+            await next_event(ws, "rank")  # open, and nothing to warn of yet
+            await refresh(ws, make_token("ida", ttl_s=300))  # older: would cut it short
+            refused = await next_event(ws, "token_refused")
+            assert (refused["error"], refused["message"]) == (
+                "invalid_token",
+                "the fresh token expires no later than the one held",
+            )
+            await refresh(ws, "\ud800.x.y")  # a lone surrogate: not even encodable
+            assert (await next_event(ws, "token_refused"))["error"] == "invalid_token"
+            await client.scored(ida=2)
+            assert (await next_event(ws, "rank"))["score"] == 2  # the connection goes on
+            [lease] = client.running.service.token_leases
+            assert lease.expires_at > time.time() + 500  # still the first token's
+        finally:
+            await close_websocket(ws)
+
+
+async def test_a_shutdown_ends_every_lease_and_its_timer_at_once() -> None:
+    async with serving(jwt_leeway_s=0) as client:
+        # A client that never reads: its close handshake never ends (Tornado gives it 5 s
+        # before on_close), so only the close itself can end the lease.
+        token = make_token("jo", ttl_s=SHORT_S)
+        async with stuck_client(client, f"?watch=me&token={token}"):
+            leases = client.running.service.token_leases
+            await eventually(lambda: asyncio.sleep(0, len(leases)), "the lease held")
+            client.running.service.fanout.close_all(1001, "server shutting down")
+            assert len(leases) == 0
+            await asyncio.sleep(SHORT_S + 0.5)
+            assert expired_closes(client) == 0  # its timer did not fire
 
 
 async def test_connections_of_a_board_that_requires_auth_are_held_to_their_token() -> None:

@@ -555,3 +555,33 @@ def test_a_token_whose_json_nests_thousands_deep_is_refused_not_a_crash(
         with pytest.raises(TokenRefused) as refused:
             verifier.verify(token)
         assert (refused.value.code, refused.value.bearer_sent) == ("invalid_token", True)
+
+
+# --- odd tokens never raise anything but a refusal, and refusals stay short ----------------
+
+
+@pytest.mark.parametrize("token", ["\ud800.e30.sig", "é.e30.sig", "a.b.c\x00"])
+def test_a_token_with_characters_other_than_ascii_is_malformed(
+    verifier: TokenVerifier, token: str
+) -> None:
+    assert refusal(verifier, token).reason == "malformed"
+
+
+def test_a_refusal_quoting_the_tokens_own_header_stays_short(verifier: TokenVerifier) -> None:
+    token = jwt.encode(
+        claims(sub="alice"), SECRET, algorithm="HS256", headers={"crit": ["A" * 5000]}
+    )
+    refused = refusal(verifier, token)
+    assert len(refused.message) <= 160, refused.message
+
+
+def test_a_header_naming_a_long_kid_or_alg_is_refused_briefly(verifier: TokenVerifier) -> None:
+    header = base64.urlsafe_b64encode(json.dumps({"alg": "X" * 5000}).encode()).decode()
+    refused = refusal(verifier, f"{header.rstrip('=')}.e30.sig")
+    assert refused.reason == "algorithm"
+    assert len(refused.message) <= 160, refused.message
+
+
+def test_an_exp_past_any_float_is_refused_as_a_claim(verifier: TokenVerifier) -> None:
+    token = jwt.encode(claims(sub="alice", exp=10**400), SECRET, algorithm="HS256")
+    assert refusal(verifier, token).reason == "claims"
