@@ -40,10 +40,8 @@ def issuers_of(
         key = KeySource(jwks_url=settings.jwt_jwks_url)
     elif jwt_key is None:
         raise SettingsError("SCOREBOARD_JWT_SECRET", "no key to check tokens with")
-    elif jwt_key.lstrip().startswith("-----BEGIN"):
-        key = KeySource(public_key=jwt_key)
     else:
-        key = KeySource(secret=jwt_key)
+        key = KeySource.fixed(jwt_key)
     return (
         single_issuer(
             key=key,
@@ -85,6 +83,4 @@ def keys_of(spec: IssuerSpec, metrics: Metrics) -> IssuerKeys:
         )
         metrics.track_key_set(spec.name, age_s=client.age_s, keys=lambda: float(len(client)))
         return client
-    secret_or_pem = source.public_key or source.secret
-    assert secret_or_pem is not None
-    return StaticKey(secret_or_pem)
+    return StaticKey(source)

@@ -21,6 +21,7 @@ from typing import Any
 from server.signing_keys import (
     ASYMMETRIC_ALGORITHMS,
     HMAC_ALGORITHMS,
+    MIN_SECRET_BYTES,
     algorithms_for_pem,
     jwks_url_problem,
 )
@@ -158,8 +159,11 @@ def _optional_text(raw: str) -> str | None:
 def _secret(raw: str) -> str | None:
     if not raw:
         return None
-    if len(raw.encode()) < 32:
-        raise ValueError("must be at least 32 bytes (an HS256 key shorter than the hash is weak)")
+    if len(raw.encode()) < MIN_SECRET_BYTES:
+        raise ValueError(
+            f"must be at least {MIN_SECRET_BYTES} bytes (an HS256 key shorter than the hash "
+            "is weak)"
+        )
     return raw
 
 

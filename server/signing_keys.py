@@ -25,6 +25,8 @@ ASYMMETRIC_ALGORITHMS: Final = (
     "EdDSA",
 )
 HMAC_ALGORITHMS: Final = ("HS256", "HS384", "HS512")
+# An HMAC secret shorter than the hash's output is weak (RFC 7518, section 3.2).
+MIN_SECRET_BYTES: Final = 32
 
 
 def algorithms_for_pem(pem: str) -> tuple[str, ...]:

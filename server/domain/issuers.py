@@ -29,6 +29,7 @@ from typing import Any, Final, NoReturn
 from server.signing_keys import (
     ASYMMETRIC_ALGORITHMS,
     HMAC_ALGORITHMS,
+    MIN_SECRET_BYTES,
     algorithms_for_pem,
     jwks_url_problem,
 )
@@ -37,7 +38,6 @@ DEFAULT_NAME_CLAIMS: Final = ("name", "preferred_username")
 DEFAULT_ISSUER_NAME: Final = "default"
 MAX_ISSUERS: Final = 20
 MAX_PREFIX_CHARS: Final = 32
-MIN_SECRET_BYTES: Final = 32
 _KEY_FIELDS: Final = ("jwks_url", "public_key", "public_key_file", "secret_env")
 _NAME = re.compile(r"[a-z0-9_-]{1,32}")
 _CLAIM = re.compile(r"[A-Za-z0-9_:.\-/]{1,64}")
@@ -71,6 +71,14 @@ class KeySource:
     jwks_url: str | None = None
     public_key: str | None = None  # PEM text
     secret: str | None = None  # an HMAC secret
+
+    @classmethod
+    def fixed(cls, key: str) -> KeySource:
+        """A secret's or a PEM public key's text as a key source (PEM text begins with
+        ``-----BEGIN``; the settings checked which it is)."""
+        if key.lstrip().startswith("-----BEGIN"):
+            return cls(public_key=key)
+        return cls(secret=key)
 
     @property
     def describe(self) -> str:

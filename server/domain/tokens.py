@@ -88,10 +88,12 @@ class StaticKey:
     token signed with the public key as an HMAC secret is refused (no key confusion).
     """
 
-    def __init__(self, key: str) -> None:
-        self._key: Any = key
-        if key.lstrip().startswith("-----BEGIN"):
-            self._key = load_pem_public_key(key.encode())
+    def __init__(self, source: KeySource) -> None:
+        self._key: Any = source.secret
+        if source.public_key is not None:
+            self._key = load_pem_public_key(source.public_key.encode())
+        if self._key is None:
+            raise ValueError("a fixed key is a secret or a PEM public key")
 
     def key_for(self, kid: str | None, alg: str) -> Any:
         return self._key
@@ -101,22 +103,19 @@ class StaticKey:
 
 
 SHOWN_CHARS: Final = 32
-
-
-def shown(value: object) -> str:
-    """A value from a token's header as a refusal message shows it: quoted, and cut to
-    ``SHOWN_CHARS`` (the message goes into the answer, its challenge and the log)."""
-    text = repr(value)
-    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
-
-
 MESSAGE_CHARS: Final = 120
 
 
-def _cut(text: str) -> str:
-    """PyJWT's text about a token, cut to ``MESSAGE_CHARS``: it may quote the token's own
-    header (``crit``, say), and a refusal message goes into the answer's challenge."""
-    return text if len(text) <= MESSAGE_CHARS else text[: MESSAGE_CHARS - 1] + "…"
+def _cut(text: str, most: int = MESSAGE_CHARS) -> str:
+    """``text`` cut to ``most`` characters. A refusal message goes into the answer, its
+    challenge and the log, and what it quotes comes from the token (its header's values,
+    or PyJWT's text about them, ``crit`` say)."""
+    return text if len(text) <= most else text[: most - 1] + "…"
+
+
+def shown(value: object) -> str:
+    """A value from a token's header as a refusal message shows it: quoted, and cut."""
+    return _cut(repr(value), SHOWN_CHARS)
 
 
 def _invalid(message: str, reason: str = "malformed") -> InvalidToken:
@@ -237,13 +236,9 @@ class TokenVerifier:
     ) -> TokenVerifier:
         """A verifier of one issuer with one fixed key (a secret or PEM public key): the
         single-key settings' case. ``options``: as the constructor's."""
-        source = (
-            KeySource(public_key=key)
-            if key.lstrip().startswith("-----BEGIN")
-            else (KeySource(secret=key))
-        )
+        source = KeySource.fixed(key)
         spec = single_issuer(key=source, algorithms=algorithms, issuer=issuer, audience=audience)
-        return cls([(spec, StaticKey(key))], **options)
+        return cls([(spec, StaticKey(source))], **options)
 
     def verify_header(self, header: str | None) -> Identity:
         """Verify an ``Authorization`` header value.
