@@ -72,8 +72,6 @@ class LiveSettings:
 
     broadcast_interval_s: float = 0.1
     history_size: int = 256
-    max_buffer_bytes: int = 256 * 1024
-    slow_timeout_s: float = 10.0
     mailbox_size: int = 64
     idle_s: float = 60.0
     max_actors: int = 50_000
@@ -138,6 +136,27 @@ class PeriodLive:
             history_size=live.history_size,
         )
         self._plain: tuple[TopScores, str, bytes, str] | None = None
+        self._ended: tuple[str, list[Season], frozenset[str]] | None = None
+
+    def ended_kept(self) -> list[Season]:
+        """The ended seasons kept (``keep_seasons``, newest first): computed once per
+        season, not per request (a cron period's are a croniter walk each)."""
+        return self._ended_kept()[0]
+
+    def keeps(self, season_id: str) -> bool:
+        """Whether ``season_id`` is the current season or one of the kept ended ones."""
+        return season_id == self.season.season_id or season_id in self._ended_kept()[1]
+
+    def _ended_kept(self) -> tuple[list[Season], frozenset[str]]:
+        cached = self._ended
+        if cached is None or cached[0] != self.season.season_id:
+            kept = previous_seasons(self.period, self.season, self.spec.keep_seasons)
+            cached = self._ended = (
+                self.season.season_id,
+                kept,
+                frozenset(s.season_id for s in kept),
+            )
+        return cached[1], cached[2]
 
     def take(self, row: BoardRow) -> None:
         """A player's row in the current season: into the index, and to the leaderboard
@@ -413,7 +432,17 @@ class BoardsRuntime:
             for held in (*standings.current, *standings.ended):
                 key = (spec.id, held.period, held.season)
                 archive = self._archives.get(key)
-                if archive is not None and archive.apply(row_of(spec, record, held)):
+                if archive is None:
+                    continue
+                row = row_of(spec, record, held)
+                before = archive.get(record.user_id)
+                # Every write carries the player's ended standings at its new version: the
+                # season's final stands unless the row itself changed.
+                if archive.apply(row) and (
+                    before is None
+                    or (before.score, before.reached_ms, before.username)
+                    != (row.score, row.reached_ms, row.username)
+                ):
                     self._finals.pop(key, None)
 
     def saw(self, event: BoardChange | Change) -> None:
@@ -541,13 +570,6 @@ class BoardsRuntime:
             return live.ranks.index
         return self._archives.get((board, period, season_id))
 
-    def kept(self, live: PeriodLive, season_id: str) -> bool:
-        """Whether ``season_id`` is the current season or one of the kept ended ones."""
-        if season_id == live.season.season_id:
-            return True
-        kept = previous_seasons(live.period, live.season, live.spec.keep_seasons)
-        return any(s.season_id == season_id for s in kept)
-
     async def season_index(self, board: str, period: str, season_id: str) -> RankIndex:
         """The rank index of one season: the live one, an archive, or read from the store
         (once; concurrent readers wait for the same read).
@@ -602,7 +624,7 @@ class BoardsRuntime:
         for live in self.periods.values():
             if live.season.end_ms is None:
                 continue  # all_time: one season, never ended
-            kept = previous_seasons(live.period, live.season, live.spec.keep_seasons)
+            kept = live.ended_kept()
             oldest = kept[-1] if kept else live.season
             while True:
                 n = await self._store.retire_seasons(
@@ -613,10 +635,10 @@ class BoardsRuntime:
                     break
                 await asyncio.sleep(0)  # between pages, the loop serves requests
             for key in [k for k in self._archives if k[:2] == (live.spec.id, live.period.name)]:
-                if not self.kept(live, key[2]):
+                if not live.keeps(key[2]):
                     del self._archives[key]
             for key in [k for k in self._finals if k[:2] == (live.spec.id, live.period.name)]:
-                if not self.kept(live, key[2]):
+                if not live.keeps(key[2]):
                     del self._finals[key]
         while (n := await self._store.expire_spent_actions(now, RETIRE_PAGE)) > 0:
             gone += n

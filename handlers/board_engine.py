@@ -36,7 +36,7 @@ from server.domain.boards import BoardSpec, validate_value
 from server.domain.errors import DomainError, refusal_of
 from server.domain.rank_index import RankIndex
 from server.domain.records import Banned, Decision, SpentAction
-from server.domain.seasons import Period, SeasonError, previous_seasons, season_named
+from server.domain.seasons import Period, SeasonError, season_named
 from server.store.port import StoreError
 
 
@@ -67,7 +67,7 @@ async def season_index(
         named = season_named(period, season_id)
     except SeasonError as exc:
         raise ApiError(404, "unknown_season", str(exc)) from None
-    if not runtime.kept(live, named.season_id):
+    if not live.keeps(named.season_id):
         raise ApiError(
             404,
             "unknown_season",
@@ -265,7 +265,7 @@ async def seasons_answer(handler: ApiHandler, board: BoardSpec, period: Period) 
     runtime = runtime_of(handler)
     live = runtime.period(board.id, period.name)
     seasons: list[dict[str, Any]] = [{**season_answer(live.season), "state": "current"}]
-    for ended in previous_seasons(period, live.season, board.keep_seasons):
+    for ended in live.ended_kept():
         try:
             total, top = await runtime.final(board.id, period.name, ended.season_id)
         except StoreError:

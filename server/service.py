@@ -209,8 +209,6 @@ class Service:
             LiveSettings(
                 broadcast_interval_s=settings.broadcast_interval_ms / 1000,
                 history_size=settings.ws_history_size,
-                max_buffer_bytes=settings.ws_max_buffer_bytes,
-                slow_timeout_s=settings.ws_slow_client_timeout_s,
                 mailbox_size=settings.mailbox_size,
                 idle_s=settings.user_idle_s,
                 max_actors=settings.max_user_actors,

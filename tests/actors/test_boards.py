@@ -89,3 +89,37 @@ async def test_a_season_starting_during_a_load_is_loaded_again(tmp_path: Path) -
         await runtime.stop()  # its own tasks (the new season's announcement) end with it
     finally:
         await store.close()
+
+
+async def test_a_players_next_write_keeps_an_ended_seasons_final(tmp_path: Path) -> None:
+    clock = Clock(BEFORE_MIDNIGHT)
+    store = SqliteStore(str(tmp_path / "s.db"), IncrementPolicy(rate_limit_per_minute=0))
+    await store.open()
+    rules = BoardRules(DAILY, SeasonClock())
+    runtime = BoardsRuntime((DAILY,), store, rules.seasons, clock, LiveSettings())
+    try:
+        await runtime.load()
+
+        async def write(user: str, value: int) -> None:
+            cmd = BoardCommand("kills", user, user.title(), value, clock())
+            [decision] = await store.apply_board_writes(rules, [cmd])
+            runtime.took(decision.record)  # type: ignore[union-attr]
+
+        await write("alice", 5)
+        await write("bob", 3)
+        clock.now_ms += 2000  # 2026-03-03: 03-02 ended, kept in memory
+        runtime.check_seasons(clock.now_ms)
+        final = await runtime.final("kills", "daily", "2026-03-02")
+        assert [row.user_id for _, row in final[1]] == ["alice", "bob"]
+        # Alice plays the new day: her write carries her unchanged 03-02 standing.
+        await write("alice", 1)
+        assert await runtime.final("kills", "daily", "2026-03-02") is final
+        # A row of the ended season that did change (a late write) does drop it.
+        late = BoardCommand("kills", "bob", "Bob", 9, BEFORE_MIDNIGHT)
+        [decision] = await store.apply_board_writes(rules, [late])
+        runtime.took(decision.record)  # type: ignore[union-attr]
+        refreshed = await runtime.final("kills", "daily", "2026-03-02")
+        assert [(row.user_id, row.score) for _, row in refreshed[1]] == [("bob", 12), ("alice", 5)]
+    finally:
+        await runtime.stop()
+        await store.close()

@@ -314,14 +314,21 @@ async def test_a_ban_reaches_ended_seasons_and_holds_across_a_restart(tmp_path: 
     clock = Clock(BEFORE_MIDNIGHT)
     settings = settings_for(boards_file=boards_file(tmp_path), sqlite_path=str(tmp_path / "s.db"))
     yesterday = "/api/boards/kills/top?period=daily&season=2026-03-02"
+    seasons = "/api/boards/kills/seasons?period=daily"
+
+    async def final_top() -> list[str]:
+        return [row["user_id"] for row in (await get(client, seasons))["seasons"][1]["top"]]
+
     async with serving(settings, clock_ms=clock) as client:
         await post(client, "kills", "alice", {"increment": 9})
         await post(client, "kills", "bob", {"increment": 1})
         clock.now_ms += 2000  # a new day: yesterday is an ended season, held in memory
         await post(client, "kills", "bob", {"increment": 1})
         assert shown(await get(client, yesterday)) == [("alice", 9), ("bob", 1)]
+        assert await final_top() == ["alice", "bob"]  # the season's final, now cached
         assert (await admin(client, "DELETE", "/api/users/alice")).code == 200
         assert shown(await get(client, yesterday)) == [("bob", 1)]
+        assert await final_top() == ["bob"]  # the cached final too
     # A pod started after the ban keeps her off, and lifting the ban brings her back.
     async with serving(settings, clock_ms=clock) as client:
         all_time = "/api/boards/kills/top?period=all_time"

@@ -257,6 +257,27 @@ async def test_concurrent_writers_on_one_player_lose_nothing(backend: Backend) -
         assert scores(BoardApplied(record))["all_time"][1] == 20
 
 
+async def test_a_writer_holding_a_stale_record_loses_nothing(backend: Backend) -> None:
+    # A pod's writer keeps the record its last write left and writes with it (no read):
+    # another pod's write since must not be overwritten.
+    if backend.kind == "sqlite-memory":
+        pytest.skip("a :memory: database cannot be shared")
+    r = rules()
+    async with backend.opened() as a, backend.opened() as b:
+        first = await one(a, r, write(value=1))
+        assert isinstance(first, BoardApplied)
+        await one(b, r, write(value=1))  # the other pod's write: v 2
+        (third,) = await a.apply_board_writes(r, [write(value=1)], first.record)
+        assert isinstance(third, BoardApplied)
+        assert third.record.v == 3
+        assert scores(third)["all_time"][1] == 3
+        stored = await b.get_board_record(r, "alice")
+        assert stored is not None and (stored.v, scores(BoardApplied(stored))["all_time"][1]) == (
+            3,
+            3,
+        )
+
+
 async def test_admin_reset_drops_one_season_of_one_period(backend: Backend) -> None:
     r = rules()
     async with backend.opened() as store:
