@@ -16,12 +16,14 @@ stale. Any origin may import it (a game's own site): the module holds no secrets
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 from typing import Any, Final
 
 import tornado.web
 
+from handlers.base import allowed_methods, render_error
 from handlers.context import Backend
 from handlers.inflight import InFlight
 
@@ -49,8 +51,9 @@ def module_url() -> str:
     return f"/client/{MODULE_NAME}?v={MODULE_VERSION}"
 
 
+@functools.cache
 def page_policy(frame_ancestors: tuple[str, ...]) -> str:
-    """The page's Content-Security-Policy."""
+    """The page's Content-Security-Policy (built once: the settings never change)."""
     framing = " ".join(frame_ancestors) or "'none'"
     return (
         "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; "
@@ -66,9 +69,11 @@ class BrowserFileHandler(tornado.web.RequestHandler):
     route: str
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        if status_code == 405:  # RFC 9110: a 405 lists the methods the route answers
-            self.set_header("Allow", "GET, HEAD")
-        super().write_error(status_code, **kwargs)
+        # As the API's errors: JSON with a stable code; a 405 lists the methods the route
+        # answers (RFC 9110).
+        if status_code == 405:
+            self.set_header("Allow", ", ".join(allowed_methods(type(self))))
+        render_error(self, status_code, kwargs.get("exc_info"))
 
     def on_finish(self) -> None:
         self.service.metrics.request_done(
@@ -82,12 +87,11 @@ class PageHandler(BrowserFileHandler):
     def initialize(self, service: Backend, inflight: InFlight, route: str) -> None:
         self.service = service
         self.route = route
+        self.policy = page_policy(service.settings.frame_ancestors)
 
     def get(self) -> None:
         self.set_header("Content-Type", "text/html; charset=utf-8")
-        self.set_header(
-            "Content-Security-Policy", page_policy(self.service.settings.frame_ancestors)
-        )
+        self.set_header("Content-Security-Policy", self.policy)
         self.set_header("X-Content-Type-Options", "nosniff")
         self.set_header("Referrer-Policy", "no-referrer")
         self.set_header("Cache-Control", "no-cache")
@@ -97,7 +101,8 @@ class PageHandler(BrowserFileHandler):
 
 
 class ClientModuleHandler(tornado.web.StaticFileHandler, BrowserFileHandler):
-    """``/client/(scoreboard.js|page.js|page.css)``: with their caching and CORS headers."""
+    """``/client/(scoreboard.js|page.js|page.css|icon.svg)``: with their caching and CORS
+    headers."""
 
     def initialize(  # type: ignore[override]
         self, service: Backend, inflight: InFlight, route: str
@@ -106,15 +111,17 @@ class ClientModuleHandler(tornado.web.StaticFileHandler, BrowserFileHandler):
         self.service = service
         self.route = route
 
+    @functools.cached_property
     def pinned(self) -> bool:
+        """Whether ``?v=`` names this file's version (then cached for a year)."""
         name = self.path_args[0] if self.path_args else ""
         return self.get_query_argument("v", None) == VERSIONS.get(name)
 
     def get_cache_time(self, path: str, modified: Any, mime_type: str) -> int:
-        return YEAR_S if self.pinned() else 0
+        return YEAR_S if self.pinned else 0
 
     def set_extra_headers(self, path: str) -> None:
-        if self.pinned():
+        if self.pinned:
             self.set_header("Cache-Control", f"public, max-age={YEAR_S}, immutable")
         else:
             self.set_header("Cache-Control", "no-cache")

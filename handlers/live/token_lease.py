@@ -119,9 +119,6 @@ class TokenLeases:
             lease.cancel()
         return lease
 
-    def get(self, watcher: object) -> TokenLease | None:
-        return self._by_watcher.get(watcher)
-
     def resynced(self, watcher: object) -> None:
         lease = self._by_watcher.get(watcher)
         if lease is not None:

@@ -29,6 +29,7 @@ if (token) {
 let live = null;
 let shown = new Map(); // user_id -> "score|rank" as last shown, to mark what changed
 const markedUntil = new Map(); // user_id -> when its row's mark ends (ms)
+let unmarkTimer = null; // one timer for every mark: the earliest end
 let lastSummary = 0;
 let summaryTimer = null;
 let latestRows = [];
@@ -80,21 +81,32 @@ function renderBoard(rows) {
     const marked = (markedUntil.get(entry.user_id) ?? 0) > now;
     fresh.push(rowOf(i + 1, entry, marked, false));
   });
+  for (const userId of markedUntil.keys()) {
+    if (!next.has(userId)) markedUntil.delete(userId); // left the table: no mark to end
+  }
   $("rows").replaceChildren(...fresh);
   shown = next;
-  setTimeout(unmark, MARK_MS);
+  armUnmark();
   announce(rows);
+}
+
+function armUnmark() {
+  if (unmarkTimer !== null || markedUntil.size === 0) return;
+  const first = Math.min(...markedUntil.values());
+  unmarkTimer = setTimeout(unmark, Math.max(0, first - Date.now()));
 }
 
 function unmark() {
   // Each row's mark lasts MARK_MS from its own change, whatever renders came since.
+  unmarkTimer = null;
   const now = Date.now();
-  for (const tr of $("rows").querySelectorAll("tr.changed")) {
-    if ((markedUntil.get(tr.dataset.userId) ?? 0) <= now) {
-      tr.classList.remove("changed");
-      markedUntil.delete(tr.dataset.userId);
-    }
+  for (const [userId, end] of markedUntil) {
+    if (end <= now) markedUntil.delete(userId);
   }
+  for (const tr of $("rows").querySelectorAll("tr.changed")) {
+    if (!markedUntil.has(tr.dataset.userId)) tr.classList.remove("changed");
+  }
+  armUnmark(); // the marks still running
 }
 
 function announce(rows) {
@@ -175,8 +187,16 @@ function start(boards) {
       say(state === "reconnecting" && navigator.onLine === false ? "offline" : state);
     },
     onRetry: ({ attempt, failedBeforeOpen }) => {
-      // The server keeps refusing the connection before it opens, with a token (expired,
-      // or not one it accepts): go on without it, the public board live.
+      // The token lapsed on a live connection (the server closed it, 4401): this page
+      // has no way to a fresh one, so it goes on without, as at start.
+      if (token && expiresWithin(token, 0, Date.now())) {
+        notice("Your session has expired: sign in again to see your rank. The board stays live.");
+        forgetToken();
+        restart(boards);
+        return;
+      }
+      // The server keeps refusing the connection before it opens, with a token (not one
+      // it accepts): go on without it, the public board live.
       if (token && failedBeforeOpen && attempt >= REFUSALS_BEFORE_PUBLIC - 1) {
         notice("Your sign-in was not accepted: the board stays live without your rank.");
         forgetToken();

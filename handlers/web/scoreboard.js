@@ -32,11 +32,6 @@
 // The pure parts (applyMessage, backoffDelay, streamUrl, expiresWithin) are exported and
 // tested on their own (tests/handlers/web/scoreboard.test.mjs).
 
-// The events this client knows; others (from a newer server) are ignored, not a resync.
-const KNOWN_EVENTS = new Set([
-  "snapshot", "update", "delta", "resumed", "rank",
-  "token_expiring", "token_refreshed", "token_refused",
-]);
 // The token's events: not board messages, handled before applyMessage (never a resync).
 const TOKEN_EVENTS = new Set(["token_expiring", "token_refreshed", "token_refused"]);
 // The close code of a connection whose token expired unrefreshed.
@@ -51,7 +46,7 @@ export const EMPTY_VIEW = Object.freeze({ epoch: null, version: null, season: nu
  * One message applied to `view`. Returns `{ view, board, resync, season, rank }`:
  * `board` when the rows changed; `resync` when the stream is out of order (the caller
  * reconnects, resuming or getting a snapshot); `season` when a new season started;
- * `rank` for a rank event.
+ * `rank` for a rank event. An event it does not know (a newer server's) changes nothing.
  */
 export function applyMessage(view, msg) {
   const out = { view, board: false, resync: false, season: null, rank: null };
@@ -70,8 +65,7 @@ export function applyMessage(view, msg) {
     }
     rows = applyDelta(view.rows, msg);
   } else {
-    out.resync = true; // an event this client does not know: start over from a snapshot
-    return out;
+    return out; // an event this client does not know (a newer server's): ignored
   }
   const season = msg.season ?? view.season;
   if (msg.reason === "season_started" || (view.season !== null && season !== view.season)) {
@@ -210,10 +204,9 @@ export function connectScoreboard(options) {
     ws.onmessage = (event) => {
       if (ws !== socket) return;
       const msg = JSON.parse(event.data);
-      if (msg.event === undefined || !KNOWN_EVENTS.has(msg.event)) return; // a newer server's
       if (TOKEN_EVENTS.has(msg.event)) {
         onTokenEvent(msg);
-        if (msg.event === "token_expiring" && ws === socket) refreshLive();
+        if (msg.event === "token_expiring") refreshLive();
         // Keep a fresh token only once the server took it: a refused one is not reused.
         if (msg.event === "token_refreshed" && offered !== null) token = offered;
         if (msg.event === "token_refreshed" || msg.event === "token_refused") offered = null;

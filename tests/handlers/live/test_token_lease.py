@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -238,9 +239,12 @@ async def test_a_released_lease_never_closes_its_connection() -> None:
     assert connection.closed is None
 
 
-async def test_every_fanout_tells_the_leases_of_its_resyncs() -> None:
-    async with serving() as client:
+async def test_every_fanout_tells_the_leases_of_its_resyncs(tmp_path: Path) -> None:
+    boards = tmp_path / "boards.toml"
+    boards.write_text('[boards.kills]\nperiods = ["daily", "all_time"]\n')
+    async with serving(boards_file=str(boards)) as client:
         service = client.running.service
         resynced = service.token_leases.resynced
         fanouts = [service.fanout, *service.board_fanouts.values()]
+        assert len(fanouts) == 3  # the original stream's and each board period's
         assert all(resynced in fanout._on_resync for fanout in fanouts)

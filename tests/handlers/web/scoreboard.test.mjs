@@ -36,12 +36,13 @@ test("a delta out of order or of another epoch asks for a resync", () => {
   for (const msg of [
     { event: "delta", epoch: "e1", version: 5, changed: [], removed: [] },
     { event: "delta", epoch: "e2", version: 4, changed: [], removed: [] },
-    { event: "something_new" },
   ]) {
     const result = applyMessage(view, msg);
     assert.equal(result.resync, true);
     assert.equal(result.view, view);
   }
+  const unknown = applyMessage(view, { event: "something_new" }); // a newer server's
+  assert.deepEqual(unknown, { view, board: false, resync: false, season: null, rank: null });
 });
 
 test("a season_started snapshot names the new season; rank events pass through", () => {

@@ -293,6 +293,25 @@ async def test_the_embed_mode_drops_the_picker_and_stays_accessible() -> None:
         assert errors == []
 
 
+async def test_a_token_lapsing_on_a_live_connection_leaves_the_public_board_live() -> None:
+    async with (
+        serving(rate_limit_per_minute=0, jwt_leeway_s=0) as client,
+        browser_page() as (page, errors),
+    ):
+        await post(client, "alice", 5)
+        short = make_token("alice", name="Alice", ttl_s=3)  # no way to a fresh one here
+        await page.goto(f"{client.base_url}/#token={short}")
+        await page.wait_for_selector("#you:not([hidden])", timeout=scaled(5) * 1000)
+        # The server closes the connection (4401) as the token lapses: the page goes on
+        # without it, saying why, rather than retrying with it until it gives up.
+        await page.wait_for_selector("#you", state="hidden", timeout=scaled(8) * 1000)
+        notice = await page.inner_text("#notice")
+        assert "expired" in notice and "stays live" in notice
+        await post(client, "bob", 9)
+        await shows(page, await api_rows(client))
+        assert errors == []
+
+
 async def test_a_token_the_server_refuses_leaves_the_public_board_live() -> None:
     async with serving(rate_limit_per_minute=0) as client, browser_page() as (page, errors):
         await post(client, "alice", 5)
