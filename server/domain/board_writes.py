@@ -37,6 +37,7 @@ from server.domain.records import (
     RateLimited,
     SpentAction,
 )
+from server.domain.seasons import season_start
 from server.domain.standings import BoardStandings, SeasonClock, SeasonStanding, standings_after
 
 
@@ -221,3 +222,13 @@ def row_of(spec: BoardSpec, record: BoardRecord, held: SeasonStanding) -> BoardR
         record.v,
         spec.order == "asc",
     )
+
+
+def board_season_start(spec: BoardSpec | None, period_name: str, season_id: str) -> int:
+    """The start of a season of ``spec``'s period, for its stored rows (retirement
+    deletes by it); 0 for a period the board no longer names, or an id of an earlier
+    schedule (their standings then stay findable). Both stores use it."""
+    period = spec.period(period_name) if spec is not None else None
+    if period is None:
+        return 0
+    return season_start(period, season_id)  # remembered (lru_cache) by the seasons module

@@ -58,8 +58,7 @@ from typing import Any, Final
 
 from pymongo import ASCENDING
 
-from server.domain import seasons
-from server.domain.board_writes import BoardKey, BoardRecord
+from server.domain.board_writes import BoardKey, BoardRecord, board_season_start
 from server.domain.boards import BoardSpec, Standing
 from server.domain.records import BoardRow, SpentAction
 from server.domain.standings import BoardStandings, SeasonStanding
@@ -158,15 +157,6 @@ def board_record(doc: Mapping[str, Any]) -> BoardRecord:
     )
 
 
-def season_start(spec: BoardSpec | None, period_name: str, season_id: str) -> int:
-    """The start of a season of ``spec``'s period; 0 for a period the board no longer
-    names (its standings then stay findable, as the SQLite store keeps them)."""
-    period = spec.period(period_name) if spec is not None else None
-    if period is None:
-        return 0
-    return seasons.season_start(period, season_id)  # 0 for an id of an earlier schedule
-
-
 def starts_of(doc: Mapping[str, Any] | None, spec: BoardSpec | None) -> StartOf:
     """Each season's start: as ``doc`` stores it, else computed from ``spec`` (once)."""
     known: dict[tuple[str, str], int] = {
@@ -176,7 +166,7 @@ def starts_of(doc: Mapping[str, Any] | None, spec: BoardSpec | None) -> StartOf:
     def start_of(period: str, season: str) -> int:
         start = known.get((period, season))
         if start is None:
-            start = known[period, season] = season_start(spec, period, season)
+            start = known[period, season] = board_season_start(spec, period, season)
         return start
 
     return start_of

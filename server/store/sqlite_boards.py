@@ -31,11 +31,11 @@ from server.domain.board_writes import (
     BoardKey,
     BoardRecord,
     BoardRules,
+    board_season_start,
     decide_board_all,
 )
 from server.domain.boards import BoardSpec, Standing
 from server.domain.records import BoardRow, SpentAction
-from server.domain.seasons import season_start
 from server.domain.standings import BoardStandings, SeasonStanding
 
 BOARDS_SCHEMA: Final = """
@@ -264,7 +264,7 @@ def _changed_rows(
             standing.score,
             standing.reached_ms,
             record.v,
-            season_start_ms(spec, period, season),
+            board_season_start(spec, period, season),
         )
         for period, season, standing in changed
     ]
@@ -272,25 +272,6 @@ def _changed_rows(
 
 def _by_season(standings: BoardStandings) -> dict[tuple[str, str], Standing]:
     return {(s.period, s.season): s.standing for s in (*standings.current, *standings.ended)}
-
-
-def season_start_ms(spec: BoardSpec, period_name: str, season_id: str) -> int:
-    """The start of a season, for its rows (retirement deletes by it). Remembered by
-    their ids (strings hash fast; every write of a season asks for the same few)."""
-    key = (spec.id, period_name, season_id)
-    start = _STARTS.get(key)
-    if start is None:
-        period = spec.period(period_name)
-        # A period the file no longer names: keep its rows findable.
-        start = 0 if period is None else season_start(period, season_id)
-        if len(_STARTS) >= _MAX_STARTS:
-            _STARTS.clear()
-        _STARTS[key] = start
-    return start
-
-
-_MAX_STARTS: Final = 4096
-_STARTS: dict[tuple[str, str, str], int] = {}
 
 
 def season_rows(
