@@ -244,6 +244,8 @@ async def test_without_refresh_token_the_server_closes_and_the_client_reconnects
         await watcher.next({"event": "token", "token": "token_expiring"})
         await watcher.next({"event": "close", "code": 4401}, timeout_s=5)
         await watcher.state("reconnecting")
+        await watcher.next({"event": "socket"})  # it does try again (after its backoff)
+        assert watcher.count({"event": "socket"}) == 2
         assert {"event": "token", "token": "token_refreshed"} not in watcher.events
         assert await watcher.stop() == 0
 
